@@ -1,0 +1,361 @@
+"""Typed campus configuration (one TOML file), validated at load with precise errors.
+
+Every error names the file, the path to the field (``doors[12](A-101).lock.device``) and what
+was expected. Device settings are validated by the model of the driver each device names.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Iterable, Mapping, Sequence
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Union
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from gatewayd.driver import ID_PATTERN, DriverConfig
+from gatewayd.errors import BadPoint, ConfigError, DriverNotFound
+from gatewayd.registry import load_driver
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DoorKind(StrEnum):
+    CLASSROOM = "classroom"
+    INTERIOR = "interior"
+    EXTERIOR = "exterior"
+    EGRESS = "egress"
+
+
+class SiteConfig(_Model):
+    #: Site id, used in every MQTT topic (``gatewayd/<id>/...``).
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")
+    name: str
+    #: Demo mode: shipped demo credentials are accepted. Never on a real site.
+    demo: bool = False
+
+
+class MqttConfig(_Model):
+    #: Broker URL: ``mqtt://host:port`` (TLS comes with the security work).
+    url: str = Field(default="mqtt://127.0.0.1:1883", pattern=r"^mqtts?://[^/:]+(:\d+)?/?$")
+    prefix: str = Field(default="gatewayd", pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")
+    client_id: str | None = None
+    username: str | None = None
+    password: str | None = None
+    keepalive_s: int = Field(default=15, ge=5, le=600)
+
+    @property
+    def host(self) -> str:
+        return self.url.split("://", 1)[1].rstrip("/").split(":")[0]
+
+    @property
+    def port(self) -> int:
+        rest = self.url.split("://", 1)[1].rstrip("/")
+        return int(rest.split(":")[1]) if ":" in rest else 1883
+
+
+class Building(_Model):
+    id: str = Field(pattern=ID_PATTERN)
+    name: str
+    floors: tuple[str, ...] = ("1",)
+
+
+class Zone(_Model):
+    id: str = Field(pattern=ID_PATTERN)
+    building: str
+    name: str = ""
+
+
+class PointRef(_Model):
+    #: Device id.
+    device: str
+    #: Point address in that driver's notation, e.g. ``coil:3`` or ``input:7``.
+    point: str
+
+
+class Door(_Model):
+    id: str = Field(pattern=ID_PATTERN)
+    #: Room or door number as signed on the wall, what a responder looks for.
+    room: str
+    building: str
+    floor: str = "1"
+    zone: str | None = None
+    kind: DoorKind
+    name: str = ""
+    #: The output that drives the lock (on = locked).
+    lock: PointRef
+    #: Door position switch (on = closed), if fitted.
+    position: PointRef | None = None
+    #: Lock sense / bolt monitor (on = locked), if fitted; else the output is read back.
+    sense: PointRef | None = None
+    #: How long the lock may take to confirm before the door is reported unconfirmed.
+    confirm_timeout_ms: int = Field(default=1000, ge=10, le=30_000)
+
+
+class InputKind(StrEnum):
+    FIRE_ALARM = "fire_alarm"
+    PANIC = "panic"
+
+
+class AlarmInput(_Model):
+    id: str = Field(pattern=ID_PATTERN)
+    kind: InputKind
+    point: PointRef
+    building: str | None = None
+    room: str = ""
+    #: True when the contact reads on in the alarm state.
+    active_high: bool = True
+
+
+class CampusFile(_Model):
+    """The file as written, with devices still raw until their drivers validate them."""
+
+    site: SiteConfig
+    mqtt: MqttConfig = MqttConfig()
+    buildings: tuple[Building, ...] = Field(min_length=1)
+    zones: tuple[Zone, ...] = ()
+    devices: tuple[dict[str, Any], ...] = ()
+    doors: tuple[Door, ...] = ()
+    inputs: tuple[AlarmInput, ...] = ()
+    state_dir: str = "var"
+
+
+class Config(_Model):
+    """A validated campus: every reference resolved, every point checked by its driver."""
+
+    source: str
+    site: SiteConfig
+    mqtt: MqttConfig
+    buildings: tuple[Building, ...]
+    zones: tuple[Zone, ...]
+    devices: tuple[DriverConfig, ...]
+    doors: tuple[Door, ...]
+    inputs: tuple[AlarmInput, ...]
+    state_dir: str
+
+    def device(self, device_id: str) -> DriverConfig:
+        for dev in self.devices:
+            if dev.id == device_id:
+                return dev
+        raise KeyError(device_id)
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a campus file; raise :class:`ConfigError` listing every problem."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(str(path), [f"cannot read file: {exc.strerror or exc}"]) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(str(path), [f"not UTF-8 text: {exc}"]) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), [f"TOML syntax error: {exc}"]) from exc
+    return parse_config(raw, source=str(path))
+
+
+def parse_config(raw: Mapping[str, Any], source: str = "<config>") -> Config:
+    """Validate an already-parsed TOML document."""
+    try:
+        campus = CampusFile.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(source, _describe(exc, raw)) from exc
+    problems: list[str] = []
+    devices = _validate_devices(campus.devices, raw, problems)
+    _check_references(campus, devices, problems)
+    if problems:
+        raise ConfigError(source, problems)
+    state_dir = Path(campus.state_dir)
+    if not state_dir.is_absolute():
+        state_dir = Path(source).resolve().parent / state_dir if source != "<config>" else state_dir
+    return Config(
+        source=source,
+        site=campus.site,
+        mqtt=campus.mqtt,
+        buildings=campus.buildings,
+        zones=campus.zones,
+        devices=tuple(devices.values()),
+        doors=campus.doors,
+        inputs=campus.inputs,
+        state_dir=str(state_dir),
+    )
+
+
+def _validate_devices(
+    entries: Sequence[Mapping[str, Any]], raw: Mapping[str, Any], problems: list[str]
+) -> dict[str, DriverConfig]:
+    """Validate each device with the union of the models of the drivers the file names."""
+    models: dict[str, type[DriverConfig]] = {}
+    for i, entry in enumerate(entries):
+        name = entry.get("driver")
+        if not isinstance(name, str):
+            problems.append(f"{_where(('devices', i), raw)}.driver: required, a driver name")
+            continue
+        if name in models:
+            continue
+        try:
+            models[name] = load_driver(name).config_model
+        except DriverNotFound as exc:
+            problems.append(f"{_where(('devices', i), raw)}.driver: {exc}")
+    devices: dict[str, DriverConfig] = {}
+    if not models:
+        return devices
+    union: Any = tuple(models.values())[0]
+    if len(models) > 1:
+        union = Annotated[Union[tuple(models.values())], Field(discriminator="driver")]  # noqa: UP007
+    adapter: TypeAdapter[DriverConfig] = TypeAdapter(union)
+    for i, entry in enumerate(entries):
+        if entry.get("driver") not in models:
+            continue
+        try:
+            dev = adapter.validate_python(entry)
+        except ValidationError as exc:
+            problems.extend(_describe(exc, raw, prefix=("devices", i), tagged=len(models) > 1))
+            continue
+        if dev.id in devices:
+            problems.append(f"{_where(('devices', i), raw)}.id: duplicate device id {dev.id!r}")
+        devices[dev.id] = dev
+    return devices
+
+
+def _check_references(
+    campus: CampusFile, devices: Mapping[str, DriverConfig], problems: list[str]
+) -> None:
+    buildings = {b.id: b for b in campus.buildings}
+    _unique("buildings", [b.id for b in campus.buildings], problems)
+    _unique("zones", [z.id for z in campus.zones], problems)
+    _unique("doors", [d.id for d in campus.doors], problems)
+    _unique("inputs", [x.id for x in campus.inputs], problems)
+    zones = {z.id: z for z in campus.zones}
+    for i, zone in enumerate(campus.zones):
+        if zone.building not in buildings:
+            problems.append(
+                f"zones[{i}]({zone.id}).building: unknown building {zone.building!r}"
+                f" (expected one of: {_names(buildings)})"
+            )
+    used_outputs: dict[tuple[str, str], str] = {}
+    for i, door in enumerate(campus.doors):
+        at = f"doors[{i}]({door.id})"
+        building = buildings.get(door.building)
+        if building is None:
+            problems.append(
+                f"{at}.building: unknown building {door.building!r}"
+                f" (expected one of: {_names(buildings)})"
+            )
+        elif door.floor not in building.floors:
+            problems.append(
+                f"{at}.floor: building {building.id!r} has no floor {door.floor!r}"
+                f" (expected one of: {', '.join(building.floors)})"
+            )
+        if door.zone is not None:
+            zone = zones.get(door.zone)
+            if zone is None:
+                problems.append(
+                    f"{at}.zone: unknown zone {door.zone!r} (expected one of: {_names(zones)})"
+                )
+            elif zone.building != door.building:
+                problems.append(
+                    f"{at}.zone: zone {zone.id!r} is in building {zone.building!r},"
+                    f" not {door.building!r}"
+                )
+        for field, ref in (("lock", door.lock), ("position", door.position), ("sense", door.sense)):
+            if ref is None:
+                continue
+            point = _check_point(f"{at}.{field}", ref, devices, problems, output=field == "lock")
+            if field == "lock" and point is not None:
+                other = used_outputs.setdefault((ref.device, point), door.id)
+                if other != door.id:
+                    problems.append(
+                        f"{at}.lock: {ref.device}/{point} already drives door {other!r}"
+                    )
+    for i, alarm in enumerate(campus.inputs):
+        at = f"inputs[{i}]({alarm.id})"
+        if alarm.building is not None and alarm.building not in buildings:
+            problems.append(f"{at}.building: unknown building {alarm.building!r}")
+        _check_point(f"{at}.point", alarm.point, devices, problems, output=False)
+
+
+def _check_point(
+    at: str,
+    ref: PointRef,
+    devices: Mapping[str, DriverConfig],
+    problems: list[str],
+    *,
+    output: bool,
+) -> str | None:
+    device = devices.get(ref.device)
+    if device is None:
+        problems.append(
+            f"{at}.device: unknown device {ref.device!r} (expected one of: {_names(devices)})"
+        )
+        return None
+    driver = load_driver(device.driver)
+    try:
+        point = driver.parse_point(ref.point)
+    except BadPoint as exc:
+        problems.append(f"{at}.point: {exc}")
+        return None
+    if output and not driver.is_output(point):
+        problems.append(f"{at}.point: {ref.point!r} on {device.id!r} is an input, not an output")
+        return None
+    return point
+
+
+def _unique(section: str, ids: Iterable[str], problems: list[str]) -> None:
+    seen: set[str] = set()
+    for i, ident in enumerate(ids):
+        if ident in seen:
+            problems.append(f"{section}[{i}].id: duplicate id {ident!r}")
+        seen.add(ident)
+
+
+def _names(items: Mapping[str, object]) -> str:
+    names = sorted(items)
+    shown = ", ".join(names[:12])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > 12 else "") if names else "none"
+
+
+def _where(loc: Sequence[int | str], raw: Any) -> str:
+    """Render a pydantic location as ``doors[3](A-101).lock``, naming list items by id."""
+    out = ""
+    node: Any = raw
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+            node = node[part] if isinstance(node, list | tuple) and part < len(node) else None
+            if isinstance(node, Mapping) and isinstance(node.get("id"), str):
+                out += f"({node['id']})"
+        else:
+            out += f".{part}" if out else part
+            node = node.get(part) if isinstance(node, Mapping) else None
+    return out or "(top level)"
+
+
+def _describe(
+    exc: ValidationError,
+    raw: Mapping[str, Any],
+    prefix: tuple[int | str, ...] = (),
+    *,
+    tagged: bool = False,
+) -> list[str]:
+    problems = []
+    for err in exc.errors(include_url=False):
+        # A discriminated union puts the tag (the driver name) first in the location.
+        inner = tuple(err["loc"])[1:] if tagged else tuple(err["loc"])
+        loc = prefix + inner
+        problems.append(f"{_where(loc, raw)}: {_expectation(err)}")
+    return problems
+
+
+def _expectation(err: Mapping[str, Any]) -> str:
+    kind = err["type"]
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "extra_forbidden":
+        return f"unknown field (value {err.get('input')!r}); check the spelling"
+    message = str(err["msg"])
+    return f"{message} (got {err.get('input')!r})"
+

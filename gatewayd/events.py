@@ -1,0 +1,109 @@
+"""Neutral, frozen types that cross the driver boundary and travel on the bus.
+
+Drivers turn vendor frames into these; rules, MQTT and the CLI never see a vendor type.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+def now_ns() -> int:
+    """Monotonic clock in nanoseconds, for latencies."""
+    return time.monotonic_ns()
+
+
+def new_id() -> str:
+    """A fresh, globally unique event id."""
+    return uuid.uuid4().hex
+
+
+class Health(StrEnum):
+    ONLINE = "online"
+    DEGRADED = "degraded"
+    OFFLINE = "offline"
+
+
+# --- commands accepted by drivers -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PointWrite:
+    """Drive one binary output (a relay coil, a BACnet binary-output)."""
+
+    point: str
+    value: bool
+    #: Priority in the BACnet sense (1 highest, 16 lowest); drivers without a priority
+    #: array ignore it because the core already arbitrated.
+    priority: int = 16
+
+
+@dataclass(frozen=True, slots=True)
+class WritePoints:
+    """Write many outputs of one device as one group action, then read them back."""
+
+    writes: tuple[PointWrite, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ReadPoints:
+    """Read binary points now, bypassing the poll cycle."""
+
+    points: tuple[str, ...]
+
+
+DeviceCommand = WritePoints | ReadPoints
+
+
+@dataclass(frozen=True, slots=True)
+class PointValue:
+    point: str
+    value: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    """What a device reported after a command, with wire timestamps (monotonic ns)."""
+
+    values: tuple[PointValue, ...]
+    #: When the request bytes were handed to the transport.
+    on_wire_ns: int
+    #: When the (last) reply was decoded.
+    done_ns: int
+
+
+# --- events emitted by drivers ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PointChanged:
+    """A binary point changed value (or was read for the first time)."""
+
+    device: str
+    point: str
+    value: bool
+    ts_ns: int = field(default_factory=now_ns)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceHealth:
+    device: str
+    health: Health
+    detail: str = ""
+    ts_ns: int = field(default_factory=now_ns)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceFault:
+    """The device sent something we could not trust; nothing was changed because of it."""
+
+    device: str
+    error: str
+    detail: str
+    ts_ns: int = field(default_factory=now_ns)
+
+
+DriverEvent = PointChanged | DeviceHealth | DeviceFault
