@@ -91,6 +91,8 @@ class Door(_Model):
     position: PointRef | None = None
     #: Lock sense / bolt monitor (on = locked), if fitted; else the output is read back.
     sense: PointRef | None = None
+    #: State with no active source: exterior doors are usually locked, classrooms not.
+    normally_locked: bool = False
     #: How long the lock may take to confirm before the door is reported unconfirmed.
     confirm_timeout_ms: int = Field(default=1000, ge=10, le=30_000)
 
@@ -165,7 +167,9 @@ def parse_config(raw: Mapping[str, Any], source: str = "<config>") -> Config:
         raise ConfigError(source, _describe(exc, raw)) from exc
     problems: list[str] = []
     devices = _validate_devices(campus.devices, raw, problems)
-    _check_references(campus, devices, problems)
+    # A device that is declared but invalid was reported already; references to it are not.
+    declared = {str(d.get("id")) for d in campus.devices} - set(devices)
+    _check_references(campus, devices, declared, problems)
     if problems:
         raise ConfigError(source, problems)
     state_dir = Path(campus.state_dir)
@@ -189,16 +193,18 @@ def _validate_devices(
 ) -> dict[str, DriverConfig]:
     """Validate each device with the union of the models of the drivers the file names."""
     models: dict[str, type[DriverConfig]] = {}
+    failed: set[str] = set()
     for i, entry in enumerate(entries):
         name = entry.get("driver")
         if not isinstance(name, str):
             problems.append(f"{_where(('devices', i), raw)}.driver: required, a driver name")
             continue
-        if name in models:
+        if name in models or name in failed:
             continue
         try:
             models[name] = load_driver(name).config_model
         except DriverNotFound as exc:
+            failed.add(name)
             problems.append(f"{_where(('devices', i), raw)}.driver: {exc}")
     devices: dict[str, DriverConfig] = {}
     if not models:
@@ -222,7 +228,10 @@ def _validate_devices(
 
 
 def _check_references(
-    campus: CampusFile, devices: Mapping[str, DriverConfig], problems: list[str]
+    campus: CampusFile,
+    devices: Mapping[str, DriverConfig],
+    broken: set[str],
+    problems: list[str],
 ) -> None:
     buildings = {b.id: b for b in campus.buildings}
     _unique("buildings", [b.id for b in campus.buildings], problems)
@@ -264,6 +273,15 @@ def _check_references(
         for field, ref in (("lock", door.lock), ("position", door.position), ("sense", door.sense)):
             if ref is None:
                 continue
+            if ref.device != door.lock.device:
+                # Read-back after a group write comes from the board that was written.
+                problems.append(
+                    f"{at}.{field}.device: must be the lock's device {door.lock.device!r}"
+                    f" (got {ref.device!r})"
+                )
+                continue
+            if ref.device in broken:
+                continue
             point = _check_point(f"{at}.{field}", ref, devices, problems, output=field == "lock")
             if field == "lock" and point is not None:
                 other = used_outputs.setdefault((ref.device, point), door.id)
@@ -275,7 +293,8 @@ def _check_references(
         at = f"inputs[{i}]({alarm.id})"
         if alarm.building is not None and alarm.building not in buildings:
             problems.append(f"{at}.building: unknown building {alarm.building!r}")
-        _check_point(f"{at}.point", alarm.point, devices, problems, output=False)
+        if alarm.point.device not in broken:
+            _check_point(f"{at}.point", alarm.point, devices, problems, output=False)
 
 
 def _check_point(

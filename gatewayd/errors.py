@@ -14,11 +14,16 @@ class ConfigError(GatewayError):
     """A configuration file is unreadable or invalid."""
 
     code = "bad_config"
+    #: Problems listed in the message; all of them stay in ``problems``.
+    MAX_SHOWN = 30
 
     def __init__(self, path: str, problems: list[str]) -> None:
         self.path = path
         self.problems = problems
-        joined = "\n".join(f"  - {p}" for p in problems)
+        shown = [f"  - {p}" for p in problems[: self.MAX_SHOWN]]
+        if len(problems) > self.MAX_SHOWN:
+            shown.append(f"  ... and {len(problems) - self.MAX_SHOWN} more")
+        joined = "\n".join(shown)
         super().__init__(f"{path}: invalid configuration\n{joined}")
 
 

@@ -1,0 +1,34 @@
+# Two entry points for a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: demo test lint bench deps clean
+
+$(BIN)/gatewayd: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+deps: $(BIN)/gatewayd
+	@command -v mosquitto >/dev/null || command -v /usr/sbin/mosquitto >/dev/null || { \
+	  echo "Mosquitto is missing: sudo apt-get install -y mosquitto mosquitto-clients"; exit 1; }
+
+## Run the demo campus: relay-board simulators, a private Mosquitto and the daemon.
+demo: deps
+	$(BIN)/gatewayd demo
+
+## Run the whole test suite (real Mosquitto, simulators over real sockets).
+test: deps
+	$(BIN)/python -m pytest
+
+lint: $(BIN)/gatewayd
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+bench: deps
+	$(BIN)/python bench/lockdown.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

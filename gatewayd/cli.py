@@ -1,0 +1,228 @@
+"""The ``gatewayd`` command: run the daemon, check a config, operate doors over MQTT."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from gatewayd.config import Config, MqttConfig, load_config
+from gatewayd.errors import ConfigError, GatewayError
+
+DEFAULT_CONFIG = os.environ.get("GATEWAYD_CONFIG", "/etc/gatewayd/campus.toml")
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "handler"):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        code: int = args.handler(args)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_USAGE
+    except GatewayError as exc:
+        print(f"gatewayd: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gatewayd", description=__doc__)
+    sub = parser.add_subparsers(metavar="COMMAND")
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("-c", "--config", default=DEFAULT_CONFIG,
+                       help=f"campus config file (default: {DEFAULT_CONFIG})")
+        return p
+
+    p = command("run", "run the daemon in the foreground")
+    p.add_argument("--log-level", default="info")
+    p.add_argument("--log-json", action="store_true", default=None)
+    p.set_defaults(handler=_run)
+
+    p = command("check", "validate a campus config and print a summary")
+    p.set_defaults(handler=_check)
+
+    p = sub.add_parser("demo", help="run the demo campus: simulators, a private broker, daemon")
+    p.add_argument("-c", "--config", default=None, help="campus file (default: the demo campus)")
+    p.add_argument("--mqtt", default=None, help="use this broker instead of a private Mosquitto")
+    p.add_argument("--log-level", default="info")
+    p.set_defaults(handler=_demo)
+
+    for action, help_text in (
+        ("lockdown", "lock down a scope (campus, building/<id>, zone/<id>)"),
+        ("release", "release the state held on a scope, or a door's manual lock/unlock"),
+    ):
+        p = command(action, help_text)
+        target = p.add_mutually_exclusive_group(required=True)
+        target.add_argument("--scope", help="campus, building/<id> or zone/<id>")
+        target.add_argument("--door", help="a door id")
+        _operator_options(p)
+        p.set_defaults(handler=_operate, action=action)
+    for action in ("lock", "unlock"):
+        p = command(action, f"{action} one door")
+        p.add_argument("--door", required=True)
+        _operator_options(p)
+        p.set_defaults(handler=_operate, action=action)
+
+    p = command("status", "show the campus state and doors as the broker holds them")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--mqtt", default=None, help="broker URL (default: from the config)")
+    p.add_argument("--all", action="store_true", help="list every door, not only exceptions")
+    p.set_defaults(handler=_status)
+    return parser
+
+
+def _operator_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--actor", default=os.environ.get("GATEWAYD_ACTOR", os.environ.get("USER",
+                   "operator")), help="who is acting (recorded in the audit trail)")
+    p.add_argument("--json", action="store_true", help="print the raw reply")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the reply")
+    p.add_argument("--mqtt", default=None, help="broker URL (default: from the config)")
+
+
+def _mqtt(config: Config, url: str | None) -> MqttConfig:
+    return config.mqtt if url is None else config.mqtt.model_copy(update={"url": url})
+
+
+# --- handlers -------------------------------------------------------------------------------
+
+
+def _run(args: argparse.Namespace) -> int:
+    from gatewayd.daemon import run_daemon
+    from gatewayd.logs import configure
+
+    configure(args.log_level, json=args.log_json)
+    config = load_config(args.config)
+    return run_daemon(config)
+
+
+def _check(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    print(summary(config))
+    return EXIT_OK
+
+
+def summary(config: Config) -> str:
+    """A short human description of a valid config."""
+    lines = [
+        f"{config.source}: OK",
+        f"site      {config.site.id} ({config.site.name}){'  [DEMO MODE]' if config.site.demo else ''}",
+        f"mqtt      {config.mqtt.url} prefix {config.mqtt.prefix}/{config.site.id}",
+    ]
+    for building in config.buildings:
+        doors = [d for d in config.doors if d.building == building.id]
+        kinds = Counter(str(d.kind) for d in doors)
+        detail = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
+        lines.append(f"building  {building.id:<6} {building.name}: {len(doors)} doors ({detail})")
+    drivers = Counter(d.driver for d in config.devices)
+    lines.append("devices   " + ", ".join(f"{n} x {name}" for name, n in sorted(drivers.items())))
+    lines.append(f"doors     {len(config.doors)} in {len(config.zones)} zones;"
+                 f" {len(config.inputs)} alarm inputs")
+    return "\n".join(lines)
+
+
+def _operate(args: argparse.Namespace) -> int:
+    from gatewayd.mqtt import request
+
+    config = load_config(args.config)
+    body: dict[str, Any] = {
+        "id": uuid.uuid4().hex,
+        "ts": time.time(),
+        "actor": args.actor,
+        "action": args.action,
+        "params": {},
+    }
+    if getattr(args, "scope", None):
+        body["scope"] = args.scope
+    if getattr(args, "door", None):
+        body["door"] = args.door
+    reply = asyncio.run(request(_mqtt(config, args.mqtt), config.site.id, body, args.timeout))
+    if args.json:
+        print(json.dumps(reply, indent=2))
+    else:
+        print(format_reply(reply))
+    return EXIT_OK if reply.get("ok") else EXIT_REFUSED
+
+
+def format_reply(reply: dict[str, Any]) -> str:
+    """One status line, then a table of doors that failed, for operators."""
+    if not reply.get("ok") and not reply.get("doors"):
+        return f"REFUSED  {reply.get('error')}: {reply.get('message')}"
+    doors = reply.get("doors", {})
+    lat = reply.get("latency_ms") or {}
+    head = "OK      " if reply.get("ok") else "PARTIAL "
+    lines = [
+        f"{head} {reply.get('action')} {reply.get('scope')}: {reply.get('message')}",
+        f"         on the wire {lat.get('on_wire')} ms, confirmed {lat.get('confirmed')} ms",
+    ]
+    failed = doors.get("failed") or {}
+    if failed:
+        lines.append(f"{'DOOR':<12} PROBLEM")
+        lines += [f"{door:<12} {why}" for door, why in failed.items()]
+    return "\n".join(lines)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from gatewayd.mqtt import snapshot
+
+    config = load_config(args.config)
+    retained = asyncio.run(snapshot(_mqtt(config, args.mqtt), config.site.id, 2.0))
+    if args.json:
+        print(json.dumps(retained, indent=2, sort_keys=True))
+        return EXIT_OK
+    print(format_status(retained, show_all=args.all))
+    return EXIT_OK
+
+
+def format_status(retained: dict[str, Any], *, show_all: bool = False) -> str:
+    lines = [f"gateway   {retained.get('availability', 'unknown (no retained availability)')}"]
+    lines.append(f"{'SCOPE':<16} {'STATE':<10} {'SOURCE':<14} SECURED  UNSECURED  UNKNOWN")
+    for topic, state in sorted(retained.items()):
+        if not topic.startswith("state/") or not isinstance(state, dict):
+            continue
+        counts = state.get("doors", {})
+        lines.append(
+            f"{state.get('scope', topic[6:]):<16} {state.get('state', '?'):<10}"
+            f" {state.get('source') or '-':<14} {counts.get('secured', 0):>7}"
+            f"  {counts.get('unsecured', 0):>9}  {counts.get('unknown', 0):>7}"
+            + ("  DRILL" if state.get("drill") else "")
+        )
+    doors = [v for k, v in sorted(retained.items()) if k.startswith("door/") and isinstance(v, dict)]
+    shown = [d for d in doors if show_all or d.get("fault") or not d.get("confirmed")]
+    if shown:
+        lines.append("")
+        lines.append(f"{'DOOR':<10} {'COMMANDED':<10} {'LOCKED':<7} {'POSITION':<8} REASON / FAULT")
+        for d in shown:
+            lines.append(
+                f"{d.get('door', '?'):<10} {d.get('commanded') or '-':<10}"
+                f" {str(d.get('locked')):<7} {d.get('position', '?'):<8}"
+                f" {d.get('reason', '')}{'  ! ' + d['fault'] if d.get('fault') else ''}"
+            )
+    return "\n".join(lines)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from gatewayd.demo import run_demo
+    from gatewayd.logs import configure
+
+    configure(args.log_level)
+    return run_demo(args.config, args.mqtt)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

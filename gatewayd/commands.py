@@ -1,0 +1,91 @@
+"""The command envelope of the MQTT contract, parsed strictly, with stable error codes."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from gatewayd.errors import CommandError
+
+#: Larger bodies are refused before parsing.
+MAX_COMMAND_BYTES = 16 * 1024
+
+
+class Action(StrEnum):
+    HOLD = "hold"
+    SECURE = "secure"
+    LOCKDOWN = "lockdown"
+    EVACUATE = "evacuate"
+    SHELTER = "shelter"
+    RELEASE = "release"
+    UNLOCK = "unlock"
+    LOCK = "lock"
+    DRILL = "drill"
+    STATUS = "status"
+
+
+class Command(BaseModel):
+    """``id, ts, actor, action, scope | door, params, sig`` (see docs/mqtt-api.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(min_length=1, max_length=128)
+    #: Issue time, epoch seconds (a number) or ISO 8601 with a zone.
+    ts: float
+    actor: str = Field(min_length=1, max_length=128)
+    action: Action
+    scope: str | None = Field(default=None, max_length=200)
+    door: str | None = Field(default=None, max_length=64)
+    params: dict[str, Any] = Field(default_factory=dict)
+    sig: str | None = Field(default=None, max_length=512)
+
+    @field_validator("ts", mode="before")
+    @classmethod
+    def _ts(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                parsed = datetime.fromisoformat(value)
+            except ValueError as exc:
+                raise ValueError("ts must be epoch seconds or ISO 8601") from exc
+            if parsed.tzinfo is None:
+                raise ValueError("ts must carry a time zone (e.g. 'Z')")
+            return parsed.timestamp()
+        if isinstance(value, bool):
+            raise ValueError("ts must be epoch seconds or ISO 8601")
+        return value
+
+
+def parse_command(payload: bytes) -> Command:
+    """Decode and validate a command body; raise :class:`CommandError` naming the fault."""
+    if len(payload) > MAX_COMMAND_BYTES:
+        raise CommandError("too_large", f"command is {len(payload)} bytes, max {MAX_COMMAND_BYTES}")
+    try:
+        body = json.loads(payload.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise CommandError("bad_request", f"command is not UTF-8: {exc.reason}") from exc
+    except json.JSONDecodeError as exc:
+        raise CommandError("bad_request", f"command is not JSON: {exc.msg} at {exc.pos}") from exc
+    if not isinstance(body, dict):
+        raise CommandError("bad_request", "command must be a JSON object")
+    try:
+        return Command.model_validate(body)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}"
+            for e in exc.errors(include_url=False)
+        )
+        raise CommandError("bad_request", problems) from exc
+
+
+def command_id_of(payload: bytes) -> str | None:
+    """Best-effort id of a command that failed to parse, to echo in the reply."""
+    try:
+        body = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    ident = body.get("id") if isinstance(body, dict) else None
+    return ident if isinstance(ident, str) and len(ident) <= 128 else None

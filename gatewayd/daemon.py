@@ -1,0 +1,64 @@
+"""Process entry for ``gatewayd run``: signals, systemd notification, bounded shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import structlog
+
+from gatewayd.config import Config
+from gatewayd.gateway import Gateway
+from gatewayd.sdnotify import Notifier
+
+log = structlog.get_logger(__name__)
+
+#: Shutdown must finish within this; systemd's TimeoutStopSec is larger.
+STOP_DEADLINE_S = 5.0
+
+
+def run_daemon(config: Config) -> int:
+    """Run until SIGTERM or SIGINT; return the process exit code."""
+    return asyncio.run(serve(config))
+
+
+async def serve(config: Config) -> int:
+    notifier = Notifier()
+    gateway = Gateway(config)
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    assert main is not None
+    stopping = asyncio.Event()
+
+    def on_signal(signum: int) -> None:
+        if not stopping.is_set():
+            log.info("daemon.stopping", signal=signal.Signals(signum).name)
+            stopping.set()
+            notifier.stopping()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+
+    def ready() -> None:
+        doors = len(gateway.campus.doors)
+        notifier.ready(f"ready: {doors} doors, {len(gateway.drivers)} devices")
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            run = group.create_task(gateway.run(ready), name="gateway")
+            group.create_task(notifier.feed_watchdog(), name="watchdog")
+            await stopping.wait()
+            run.cancel()
+            async with asyncio.timeout(STOP_DEADLINE_S):
+                await asyncio.gather(run, return_exceptions=True)
+            raise _Stop
+    except* _Stop:
+        pass
+    finally:
+        notifier.close()
+    log.info("daemon.stopped")
+    return 0
+
+
+class _Stop(Exception):
+    """Ends the daemon's task group after a requested shutdown."""

@@ -1,0 +1,307 @@
+"""Door table and actuation: group writes per device, devices in parallel, then verify.
+
+The door service turns decisions (door -> locked?) into one multi-point write per device,
+runs all devices at once, and confirms every door by read-back (lock sense if fitted, else
+the output itself). A door that does not confirm in time is written once more, then reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from gatewayd.campus import Campus
+from gatewayd.driver import Driver
+from gatewayd.errors import DeviceError
+from gatewayd.events import (
+    CommandResult,
+    DeviceHealth,
+    Health,
+    PointChanged,
+    PointValue,
+    PointWrite,
+    ReadPoints,
+    WritePoints,
+    now_ns,
+)
+
+log = structlog.get_logger(__name__)
+
+#: Pause between read-backs while a lock is still moving.
+CONFIRM_POLL_S = 0.003
+
+
+@dataclass(slots=True)
+class DoorState:
+    """What the gateway knows of one door; published retained on ``door/<id>``."""
+
+    id: str
+    #: What the gateway last commanded (None until the first command).
+    commanded: bool | None = None
+    #: Which source holds it, e.g. ``lockdown (building/A)``.
+    reason: str = "normal"
+    #: Lock state read back from the device (None: unknown).
+    locked: bool | None = None
+    #: Door position (None: no sensor or unknown).
+    closed: bool | None = None
+    #: Read-back agrees with the command.
+    confirmed: bool = False
+    #: Why the door is not as commanded, if known.
+    fault: str | None = None
+    #: Device health of the board the door is wired to.
+    device_online: bool = False
+    updated_at: float = field(default_factory=time.time)
+    #: Extra details from the deciding source (override holder, expiry).
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def status(self) -> str:
+        """``secured``, ``unsecured`` or ``unknown``, as counted per scope."""
+        if not self.device_online or self.locked is None:
+            return "unknown"
+        if self.locked and self.closed is not False:
+            return "secured"
+        return "unsecured"
+
+    def payload(self) -> dict[str, Any]:
+        return {
+            "door": self.id,
+            "commanded": _lock_word(self.commanded),
+            "locked": self.locked,
+            "position": {True: "closed", False: "open", None: "unknown"}[self.closed],
+            "reason": self.reason,
+            "confirmed": self.confirmed,
+            "status": self.status,
+            "fault": self.fault,
+            "updated_at": round(self.updated_at, 3),
+            **self.detail,
+        }
+
+
+def _lock_word(value: bool | None) -> str | None:
+    return None if value is None else ("locked" if value else "unlocked")
+
+
+@dataclass(slots=True)
+class ActuationReport:
+    """Outcome of one actuation, with monotonic timestamps for the latency budget."""
+
+    trigger_ns: int
+    decided_ns: int
+    commanded: list[str] = field(default_factory=list)
+    confirmed: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    #: When the last device's write went on the wire (all commands on the wire).
+    on_wire_ns: int | None = None
+    #: When the last door confirmed.
+    confirmed_ns: int | None = None
+
+    def latencies_ms(self) -> dict[str, float | None]:
+        def ms(t: int | None) -> float | None:
+            return None if t is None else round((t - self.trigger_ns) / 1e6, 3)
+
+        return {
+            "decided": ms(self.decided_ns),
+            "on_wire": ms(self.on_wire_ns),
+            "confirmed": ms(self.confirmed_ns) if not self.failed else None,
+        }
+
+
+DoorListener = Callable[[DoorState], None]
+InputListener = Callable[[str, bool], None]
+
+
+class DoorService:
+    """The door table, kept current from device events and actuation read-backs."""
+
+    def __init__(
+        self,
+        campus: Campus,
+        drivers: Mapping[str, Driver],  # type: ignore[type-arg]
+        on_door: DoorListener,
+        on_input: InputListener,
+    ) -> None:
+        self.campus = campus
+        self._drivers = drivers
+        self._on_door = on_door
+        self._on_input = on_input
+        self.doors = {d: DoorState(d) for d in campus.doors}
+        #: Alarm input values (input id -> active).
+        self.inputs: dict[str, bool] = {}
+        # Serialises writes per device so that the last decision is the last write.
+        self._write_locks = {dev: asyncio.Lock() for dev in drivers}
+        self._doors_by_device: dict[str, list[str]] = defaultdict(list)
+        for door_id, binding in campus.bindings.items():
+            self._doors_by_device[binding.device].append(door_id)
+        self.actuations = 0
+
+    # --- events from drivers -----------------------------------------------------------------
+
+    def on_point(self, event: PointChanged) -> None:
+        route = self.campus.point_roles.get((event.device, event.point))
+        if route is None:
+            return
+        ident, role = route
+        if role == "input":
+            alarm = self.campus.inputs[ident]
+            active = event.value == alarm.active_high
+            if self.inputs.get(ident) != active:
+                self.inputs[ident] = active
+                self._on_input(ident, active)
+            return
+        self._apply(event.device, [PointValue(event.point, event.value)])
+
+    def on_health(self, event: DeviceHealth) -> None:
+        online = event.health is not Health.OFFLINE
+        for door_id in self._doors_by_device.get(event.device, ()):
+            state = self.doors[door_id]
+            if state.device_online != online:
+                state.device_online = online
+                if not online:
+                    state.confirmed = False
+                    state.fault = f"device {event.device} offline"
+                elif state.fault and state.fault.startswith("device "):
+                    state.fault = None
+                self._changed(state)
+
+    # --- actuation -----------------------------------------------------------------------------
+
+    async def actuate(
+        self,
+        targets: Mapping[str, tuple[bool, str]],
+        *,
+        trigger_ns: int,
+        detail: Mapping[str, dict[str, Any]] | None = None,
+    ) -> ActuationReport:
+        """Command doors (door -> (locked, reason)) and wait until each confirms or fails."""
+        report = ActuationReport(trigger_ns=trigger_ns, decided_ns=now_ns())
+        by_device: dict[str, list[str]] = defaultdict(list)
+        for door_id, (locked, reason) in targets.items():
+            state = self.doors[door_id]
+            state.commanded, state.reason, state.confirmed = locked, reason, False
+            state.detail = dict(detail.get(door_id, {})) if detail else {}
+            by_device[self.campus.bindings[door_id].device].append(door_id)
+            report.commanded.append(door_id)
+        self.actuations += 1
+        async with asyncio.TaskGroup() as group:
+            for device, door_ids in by_device.items():
+                group.create_task(self._actuate_device(device, door_ids, report))
+        if report.confirmed:
+            report.confirmed.sort(key=self.campus.door_index.__getitem__)
+        return report
+
+    async def _actuate_device(self, device: str, door_ids: list[str], report: ActuationReport) -> None:
+        pending = door_ids
+        for attempt in (1, 2):
+            try:
+                result = await self._write(device, pending)
+                report.on_wire_ns = max(report.on_wire_ns or 0, result.on_wire_ns)
+                pending = await self._confirm(device, pending, result, report)
+            except DeviceError as exc:
+                for door_id in pending:
+                    self._fail(door_id, f"{exc.code}: {exc}", report)
+                log.warning("door.actuation_failed", device=device, error=str(exc),
+                            doors=len(pending))
+                return
+            if not pending:
+                return
+            if attempt == 1:
+                log.warning("door.retry", device=device, doors=pending)
+        for door_id in pending:
+            state = self.doors[door_id]
+            why = "door is open" if state.closed is False else "lock did not confirm"
+            self._fail(door_id, f"unconfirmed: {why}", report)
+
+    async def _write(self, device: str, door_ids: Sequence[str]) -> CommandResult:
+        driver = self._drivers[device]
+        async with self._write_locks[device]:
+            # Write what is decided *now*: a later decision may have overtaken this one.
+            writes = tuple(
+                PointWrite(self.campus.bindings[d].lock, bool(self.doors[d].commanded))
+                for d in door_ids
+            )
+            result = await driver.execute(WritePoints(writes))
+        self._apply(device, result.values)
+        return result
+
+    async def _confirm(
+        self, device: str, door_ids: list[str], result: CommandResult, report: ActuationReport
+    ) -> list[str]:
+        """Read back until every door agrees with its command or the timeout passes."""
+        timeout_s = max(self.campus.doors[d].confirm_timeout_ms for d in door_ids) / 1000
+        deadline = time.monotonic() + timeout_s
+        pending = self._settle(door_ids, result.done_ns, report)
+        while pending and time.monotonic() < deadline:
+            await asyncio.sleep(CONFIRM_POLL_S)
+            points = tuple(self._readback_point(d) for d in pending)
+            points += tuple(
+                p for d in pending if (p := self.campus.bindings[d].position) is not None
+            )
+            read = await self._drivers[device].execute(ReadPoints(points))
+            self._apply(device, read.values)
+            pending = self._settle(pending, read.done_ns, report)
+        return pending
+
+    def _settle(self, door_ids: list[str], at_ns: int, report: ActuationReport) -> list[str]:
+        pending = []
+        for door_id in door_ids:
+            state = self.doors[door_id]
+            if state.locked is not None and state.locked == state.commanded:
+                state.confirmed, state.fault = True, None
+                report.confirmed.append(door_id)
+                report.failed.pop(door_id, None)
+                report.confirmed_ns = max(report.confirmed_ns or 0, at_ns)
+                self._changed(state)
+            else:
+                pending.append(door_id)
+        return pending
+
+    def _fail(self, door_id: str, why: str, report: ActuationReport) -> None:
+        state = self.doors[door_id]
+        state.confirmed, state.fault = False, why
+        report.failed[door_id] = why
+        self._changed(state)
+
+    def _readback_point(self, door_id: str) -> str:
+        binding = self.campus.bindings[door_id]
+        return binding.sense or binding.lock
+
+    def _apply(self, device: str, values: Sequence[PointValue]) -> None:
+        """Fold point values into the door table; publish doors that changed."""
+        for value in values:
+            route = self.campus.point_roles.get((device, value.point))
+            if route is None or route[1] == "input":
+                continue
+            door_id, role = route
+            state = self.doors[door_id]
+            binding = self.campus.bindings[door_id]
+            before = (state.locked, state.closed)
+            if role == "position":
+                state.closed = value.value
+            elif role == "sense" or (role == "lock" and binding.sense is None):
+                state.locked = value.value
+            if (state.locked, state.closed) != before:
+                if state.commanded is not None and state.locked != state.commanded:
+                    state.confirmed = False
+                self._changed(state)
+
+    def _changed(self, state: DoorState) -> None:
+        state.updated_at = time.time()
+        self._on_door(state)
+
+    def summary(self, door_ids: Sequence[str]) -> dict[str, Any]:
+        """Counts and lists of secured / unsecured / unknown doors."""
+        groups: dict[str, list[str]] = {"secured": [], "unsecured": [], "unknown": []}
+        for door_id in door_ids:
+            groups[self.doors[door_id].status].append(door_id)
+        return {
+            "doors": {k: len(v) for k, v in groups.items()},
+            "unsecured": groups["unsecured"],
+            "unknown": groups["unknown"],
+        }
