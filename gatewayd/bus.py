@@ -7,11 +7,10 @@ happens when a consumer is stuck, which the statistics make visible.
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 from collections.abc import AsyncIterator
 from typing import Generic, TypeVar
-
-import asyncio
 
 import structlog
 

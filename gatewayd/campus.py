@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from gatewayd.config import AlarmInput, Config, Door
@@ -78,7 +77,7 @@ class Campus:
             self._by_building[door.building].append(door.id)
             if door.zone:
                 self._by_zone[door.zone].append(door.id)
-            norm = {}
+            norm: dict[str, str | None] = {}
             for role in ("lock", "position", "sense"):
                 ref = getattr(door, role)
                 if ref is None:
@@ -102,7 +101,6 @@ class Campus:
         """Door ids in a scope; an unknown building, zone or door is a command error."""
         if scope.kind == "campus":
             return list(self.doors)
-        index: Mapping[str, Iterable[str]]
         if scope.kind == "building":
             if scope.ident not in self.buildings:
                 raise CommandError("unknown_scope", f"no building {scope.ident!r} on this site")

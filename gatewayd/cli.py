@@ -121,7 +121,8 @@ def summary(config: Config) -> str:
     """A short human description of a valid config."""
     lines = [
         f"{config.source}: OK",
-        f"site      {config.site.id} ({config.site.name}){'  [DEMO MODE]' if config.site.demo else ''}",
+        f"site      {config.site.id} ({config.site.name})"
+        + ("  [DEMO MODE]" if config.site.demo else ""),
         f"mqtt      {config.mqtt.url} prefix {config.mqtt.prefix}/{config.site.id}",
     ]
     for building in config.buildings:
@@ -192,9 +193,13 @@ def _status(args: argparse.Namespace) -> int:
 def format_status(retained: dict[str, Any], *, show_all: bool = False) -> str:
     lines = [f"gateway   {retained.get('availability', 'unknown (no retained availability)')}"]
     lines.append(f"{'SCOPE':<16} {'STATE':<10} {'SOURCE':<14} SECURED  UNSECURED  UNKNOWN")
-    for topic, state in sorted(retained.items()):
-        if not topic.startswith("state/") or not isinstance(state, dict):
-            continue
+    states = [
+        (t, s) for t, s in retained.items() if t.startswith("state/") and isinstance(s, dict)
+    ]
+    # Campus first, then buildings, then zones, as an operator reads a site.
+    order = {"campus": 0, "building": 1, "zone": 2}
+    states.sort(key=lambda ts: (order.get(ts[0].split("/")[1], 3), ts[0]))
+    for topic, state in states:
         counts = state.get("doors", {})
         lines.append(
             f"{state.get('scope', topic[6:]):<16} {state.get('state', '?'):<10}"
@@ -202,7 +207,9 @@ def format_status(retained: dict[str, Any], *, show_all: bool = False) -> str:
             f"  {counts.get('unsecured', 0):>9}  {counts.get('unknown', 0):>7}"
             + ("  DRILL" if state.get("drill") else "")
         )
-    doors = [v for k, v in sorted(retained.items()) if k.startswith("door/") and isinstance(v, dict)]
+    doors = [
+        v for k, v in sorted(retained.items()) if k.startswith("door/") and isinstance(v, dict)
+    ]
     shown = [d for d in doors if show_all or d.get("fault") or not d.get("confirmed")]
     if shown:
         lines.append("")
@@ -210,7 +217,7 @@ def format_status(retained: dict[str, Any], *, show_all: bool = False) -> str:
         for d in shown:
             lines.append(
                 f"{d.get('door', '?'):<10} {d.get('commanded') or '-':<10}"
-                f" {str(d.get('locked')):<7} {d.get('position', '?'):<8}"
+                f" {d.get('locked')!s:<7} {d.get('position', '?'):<8}"
                 f" {d.get('reason', '')}{'  ! ' + d['fault'] if d.get('fault') else ''}"
             )
     return "\n".join(lines)

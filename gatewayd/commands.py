@@ -35,7 +35,7 @@ class Command(BaseModel):
 
     id: str = Field(min_length=1, max_length=128)
     #: Issue time, epoch seconds (a number) or ISO 8601 with a zone.
-    ts: float
+    ts: float = Field(allow_inf_nan=False)
     actor: str = Field(min_length=1, max_length=128)
     action: Action
     scope: str | None = Field(default=None, max_length=200)
@@ -55,7 +55,8 @@ class Command(BaseModel):
                 raise ValueError("ts must carry a time zone (e.g. 'Z')")
             return parsed.timestamp()
         if isinstance(value, bool):
-            raise ValueError("ts must be epoch seconds or ISO 8601")
+            # pydantic turns ValueError (not TypeError) into a validation error.
+            raise ValueError("ts must be epoch seconds or ISO 8601")  # noqa: TRY004
         return value
 
 

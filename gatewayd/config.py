@@ -6,6 +6,7 @@ was expected. Device settings are validated by the model of the driver each devi
 
 from __future__ import annotations
 
+import os
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from enum import StrEnum
@@ -117,11 +118,12 @@ class CampusFile(_Model):
 
     site: SiteConfig
     mqtt: MqttConfig = MqttConfig()
-    buildings: tuple[Building, ...] = Field(min_length=1)
+    buildings: tuple[Building, ...] = ()
     zones: tuple[Zone, ...] = ()
     devices: tuple[dict[str, Any], ...] = ()
     doors: tuple[Door, ...] = ()
     inputs: tuple[AlarmInput, ...] = ()
+    #: Where the safety state and outbox live; relative to the config file.
     state_dir: str = "var"
 
 
@@ -172,9 +174,10 @@ def parse_config(raw: Mapping[str, Any], source: str = "<config>") -> Config:
     _check_references(campus, devices, declared, problems)
     if problems:
         raise ConfigError(source, problems)
-    state_dir = Path(campus.state_dir)
-    if not state_dir.is_absolute():
-        state_dir = Path(source).resolve().parent / state_dir if source != "<config>" else state_dir
+    # systemd's StateDirectory= is passed in the environment and wins over the file.
+    state_dir = Path(os.environ.get("GATEWAYD_STATE_DIR") or campus.state_dir)
+    if not state_dir.is_absolute() and source != "<config>":
+        state_dir = Path(source).resolve().parent / state_dir
     return Config(
         source=source,
         site=campus.site,
@@ -209,7 +212,7 @@ def _validate_devices(
     devices: dict[str, DriverConfig] = {}
     if not models:
         return devices
-    union: Any = tuple(models.values())[0]
+    union: Any = next(iter(models.values()))
     if len(models) > 1:
         union = Annotated[Union[tuple(models.values())], Field(discriminator="driver")]  # noqa: UP007
     adapter: TypeAdapter[DriverConfig] = TypeAdapter(union)
@@ -234,6 +237,8 @@ def _check_references(
     problems: list[str],
 ) -> None:
     buildings = {b.id: b for b in campus.buildings}
+    if not buildings:
+        problems.append("buildings: at least one [[buildings]] table is required")
     _unique("buildings", [b.id for b in campus.buildings], problems)
     _unique("zones", [z.id for z in campus.zones], problems)
     _unique("doors", [d.id for d in campus.doors], problems)
@@ -260,20 +265,20 @@ def _check_references(
                 f" (expected one of: {', '.join(building.floors)})"
             )
         if door.zone is not None:
-            zone = zones.get(door.zone)
-            if zone is None:
+            found = zones.get(door.zone)
+            if found is None:
                 problems.append(
                     f"{at}.zone: unknown zone {door.zone!r} (expected one of: {_names(zones)})"
                 )
-            elif zone.building != door.building:
+            elif found.building != door.building:
                 problems.append(
-                    f"{at}.zone: zone {zone.id!r} is in building {zone.building!r},"
+                    f"{at}.zone: zone {found.id!r} is in building {found.building!r},"
                     f" not {door.building!r}"
                 )
         for field, ref in (("lock", door.lock), ("position", door.position), ("sense", door.sense)):
             if ref is None:
                 continue
-            if ref.device != door.lock.device:
+            if ref.device != door.lock.device and door.lock.device in devices:
                 # Read-back after a group write comes from the board that was written.
                 problems.append(
                     f"{at}.{field}.device: must be the lock's device {door.lock.device!r}"

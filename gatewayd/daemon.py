@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Callable
 
 import structlog
 
@@ -22,7 +23,8 @@ def run_daemon(config: Config) -> int:
     return asyncio.run(serve(config))
 
 
-async def serve(config: Config) -> int:
+async def serve(config: Config, on_ready: Callable[[Gateway], None] | None = None) -> int:
+    """Run a gateway until SIGTERM or SIGINT, telling systemd (if present) how it goes."""
     notifier = Notifier()
     gateway = Gateway(config)
     loop = asyncio.get_running_loop()
@@ -42,6 +44,8 @@ async def serve(config: Config) -> int:
     def ready() -> None:
         doors = len(gateway.campus.doors)
         notifier.ready(f"ready: {doors} doors, {len(gateway.drivers)} devices")
+        if on_ready is not None:
+            on_ready(gateway)
 
     try:
         async with asyncio.TaskGroup() as group:

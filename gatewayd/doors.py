@@ -17,7 +17,7 @@ from typing import Any
 import structlog
 
 from gatewayd.campus import Campus
-from gatewayd.driver import Driver
+from gatewayd.driver import AnyDriver
 from gatewayd.errors import DeviceError
 from gatewayd.events import (
     CommandResult,
@@ -123,7 +123,7 @@ class DoorService:
     def __init__(
         self,
         campus: Campus,
-        drivers: Mapping[str, Driver],  # type: ignore[type-arg]
+        drivers: Mapping[str, AnyDriver],
         on_door: DoorListener,
         on_input: InputListener,
     ) -> None:
@@ -140,6 +140,8 @@ class DoorService:
         for door_id, binding in campus.bindings.items():
             self._doors_by_device[binding.device].append(door_id)
         self.actuations = 0
+        #: Devices that went offline after having been seen (start-up is not a return).
+        self._offline: set[str] = set()
 
     # --- events from drivers -----------------------------------------------------------------
 
@@ -151,14 +153,25 @@ class DoorService:
         if role == "input":
             alarm = self.campus.inputs[ident]
             active = event.value == alarm.active_high
-            if self.inputs.get(ident) != active:
-                self.inputs[ident] = active
+            before = self.inputs.get(ident)
+            self.inputs[ident] = active
+            # The first reading of a quiet contact is not news; an active one always is.
+            if before != active and (before is not None or active):
                 self._on_input(ident, active)
             return
         self._apply(event.device, [PointValue(event.point, event.value)])
 
-    def on_health(self, event: DeviceHealth) -> None:
+    def doors_on(self, device: str) -> list[str]:
+        return list(self._doors_by_device.get(device, ()))
+
+    def on_health(self, event: DeviceHealth) -> bool:
+        """Track device health; True when a device came back after being offline."""
         online = event.health is not Health.OFFLINE
+        was_offline = event.device in self._offline
+        if online:
+            self._offline.discard(event.device)
+        else:
+            self._offline.add(event.device)
         for door_id in self._doors_by_device.get(event.device, ()):
             state = self.doors[door_id]
             if state.device_online != online:
@@ -169,6 +182,7 @@ class DoorService:
                 elif state.fault and state.fault.startswith("device "):
                     state.fault = None
                 self._changed(state)
+        return online and was_offline
 
     # --- actuation -----------------------------------------------------------------------------
 
@@ -196,7 +210,9 @@ class DoorService:
             report.confirmed.sort(key=self.campus.door_index.__getitem__)
         return report
 
-    async def _actuate_device(self, device: str, door_ids: list[str], report: ActuationReport) -> None:
+    async def _actuate_device(
+        self, device: str, door_ids: list[str], report: ActuationReport
+    ) -> None:
         pending = door_ids
         for attempt in (1, 2):
             try:

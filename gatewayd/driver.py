@@ -14,7 +14,7 @@ from typing import ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from gatewayd.events import CommandResult, DeviceCommand, DriverEvent, Health
+from gatewayd.events import CommandResult, DeviceCommand, DeviceHealth, DriverEvent, Health
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
@@ -62,8 +62,6 @@ class Driver(abc.ABC, Generic[ConfigT]):
 
     def _set_health(self, health: Health, detail: str = "") -> None:
         """Record and report a health change (only changes are reported)."""
-        from gatewayd.events import DeviceHealth
-
         if health is not self._health:
             self._health = health
             self._emit(DeviceHealth(self.device_id, health, detail))
@@ -96,3 +94,7 @@ class Driver(abc.ABC, Generic[ConfigT]):
     @abc.abstractmethod
     def statistics(self) -> Mapping[str, int | float | str]:
         """Counters and latencies for health reporting."""
+
+
+#: Any driver, whatever its config model (what the core holds).
+AnyDriver = Driver[DriverConfig]

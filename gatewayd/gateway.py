@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +21,7 @@ from gatewayd.campus import CAMPUS, Campus, Scope
 from gatewayd.commands import Action, Command, command_id_of, parse_command
 from gatewayd.config import Config
 from gatewayd.doors import ActuationReport, DoorService, DoorState
-from gatewayd.driver import Driver
+from gatewayd.driver import AnyDriver
 from gatewayd.errors import CommandError
 from gatewayd.events import DeviceFault, DeviceHealth, DriverEvent, PointChanged, new_id, now_ns
 from gatewayd.mqtt import Uplink
@@ -51,7 +51,7 @@ class Gateway:
         self.campus = Campus(config)
         self.bus: Bus[DriverEvent] = Bus()
         self._events = self.bus.subscribe("gateway")
-        self.drivers: dict[str, Driver] = {}  # type: ignore[type-arg]
+        self.drivers: dict[str, AnyDriver] = {}
         for dev in config.devices:
             cls = load_driver(dev.driver)
             points = frozenset(self.campus.points[dev.id])
@@ -62,6 +62,8 @@ class Gateway:
         self.uplink = Uplink(config.mqtt, config.site.id, self.handle_command)
         self._dirty_scopes: set[Scope] = set()
         self._ready = asyncio.Event()
+        self._group: asyncio.TaskGroup | None = None
+        self.supervisor: Supervisor | None = None
         self.started_at = time.time()
         self.reports: list[ActuationReport] = []
 
@@ -71,6 +73,7 @@ class Gateway:
         """Run until cancelled: drivers, re-assertion, uplink, housekeeping."""
         t0 = now_ns()
         async with AsyncExitStack() as stack, asyncio.TaskGroup() as group:
+            self._group = group
             stack.callback(self.store.close)
             group.create_task(self._pump_events(), name="gateway:events")
             supervisor = await stack.enter_async_context(Supervisor(self.drivers, self.bus.publish))
@@ -103,13 +106,27 @@ class Gateway:
         targets = {d: (dec.locked, dec.reason) for d, dec in decisions.items()}
         return await self.doors.actuate(targets, trigger_ns=now_ns())
 
+    async def _reassert_device(self, device: str) -> None:
+        door_ids = self.doors.doors_on(device)
+        report = await self._apply(door_ids, now_ns())
+        log.info("device.reasserted", device=device, doors=len(report.commanded),
+                 confirmed=len(report.confirmed), failed=len(report.failed))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        assert self._group is not None
+        self._group.create_task(coro, name=name)
+
     async def _pump_events(self) -> None:
         async for event in self._events:
             match event:
                 case PointChanged():
                     self.doors.on_point(event)
                 case DeviceHealth():
-                    self.doors.on_health(event)
+                    came_back = self.doors.on_health(event)
+                    if came_back:
+                        # A board that was away may have rebooted into its default coil
+                        # state: write what is decided now, as at start-up.
+                        self._spawn(self._reassert_device(event.device), f"reassert:{event.device}")
                     self._publish_event("device", event.device, {
                         "health": str(event.health), "detail": event.detail,
                     }, life_safety=False)
@@ -253,7 +270,8 @@ class Gateway:
         log.info("command.done", id=command.id, actor=command.actor,
                  action=str(command.action), scope=str(scope),
                  commanded=len(report.commanded), confirmed=len(report.confirmed),
-                 failed=len(report.failed), **report.latencies_ms())
+                 failed=len(report.failed),
+                 **{f"{k}_ms": v for k, v in report.latencies_ms().items()})
         self._dirty_scopes.update(self._ancestors(scope))
         return {
             "id": command.id,
@@ -310,5 +328,5 @@ class Gateway:
             "actuations": self.doors.actuations,
             "bus": self.bus.statistics(),
             "uplink": self.uplink.statistics(),
-            "devices": self.supervisor.statistics() if hasattr(self, "supervisor") else {},
+            "devices": self.supervisor.statistics() if self.supervisor else {},
         }

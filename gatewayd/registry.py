@@ -9,8 +9,9 @@ from __future__ import annotations
 from functools import cache
 from importlib import import_module
 from importlib.metadata import entry_points
+from typing import cast
 
-from gatewayd.driver import Driver
+from gatewayd.driver import AnyDriver, Driver
 from gatewayd.errors import DriverNotFound
 
 GROUP = "gatewayd.drivers"
@@ -35,7 +36,7 @@ def available() -> dict[str, str]:
 
 
 @cache
-def load_driver(name: str) -> type[Driver]:  # type: ignore[type-arg]
+def load_driver(name: str) -> type[AnyDriver]:
     """Import the driver class registered under ``name``; one clear error if that fails."""
     known = available()
     target = known.get(name)
@@ -50,4 +51,4 @@ def load_driver(name: str) -> type[Driver]:  # type: ignore[type-arg]
         raise DriverNotFound(f"driver {name!r} ({target}) failed to load: {exc}") from exc
     if not (isinstance(cls, type) and issubclass(cls, Driver)):
         raise DriverNotFound(f"driver {name!r} ({target}) is not a gatewayd Driver subclass")
-    return cls
+    return cast("type[AnyDriver]", cls)

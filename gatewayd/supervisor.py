@@ -15,13 +15,10 @@ from dataclasses import dataclass
 
 import structlog
 
-from gatewayd.driver import Driver, Emit
+from gatewayd.driver import AnyDriver, Emit
 from gatewayd.events import DeviceHealth, Health
 
 log = structlog.get_logger(__name__)
-
-AnyDriver = Driver  # type: ignore[type-arg]
-
 
 @dataclass(frozen=True, slots=True)
 class Backoff:
@@ -109,7 +106,7 @@ class Supervisor:
                 raise
             # A driver bug must not take the other drivers or the daemon down: report it,
             # mark the device offline and restart the driver after a backoff.
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 detail = f"{type(exc).__name__}: {exc}"
                 log.exception("driver.crashed", device=name)
             self._started[name].set()

@@ -1,0 +1,77 @@
+"""``gatewayd demo``: the demo campus with simulated boards, a private broker and the daemon."""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+import shutil
+import sys
+import tempfile
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+from gatewayd.config import Config, load_config
+from gatewayd.daemon import serve
+from gatewayd.devbroker import Mosquitto
+from gatewayd.errors import ConfigError
+from gatewayd.gateway import Gateway
+
+DEMO_FILE = "configs/demo-campus.toml"
+
+
+def demo_config_path() -> Path:
+    """The demo campus shipped in the repository (found from here or the working folder)."""
+    for base in (Path(__file__).resolve().parents[1], Path.cwd()):
+        candidate = base / DEMO_FILE
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(DEMO_FILE, ["the demo campus file was not found; pass -c FILE"])
+
+
+def run_demo(config_path: str | None, mqtt_url: str | None) -> int:
+    path = Path(config_path) if config_path else demo_config_path()
+    return asyncio.run(_demo(path, mqtt_url))
+
+
+async def _demo(path: Path, mqtt_url: str | None) -> int:
+    # Imported here: the core never needs the simulators, only the demo does.
+    from simulators.campus import CampusSim
+
+    config = load_config(path)
+    async with AsyncExitStack() as stack:
+        state_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="gatewayd-demo-"))
+        sim = CampusSim(config, free_ports=True)
+        await stack.enter_async_context(sim)
+        if mqtt_url is None:
+            broker = await stack.enter_async_context(Mosquitto())
+            mqtt_url = broker.url
+        running = sim.config().model_copy(update={
+            "mqtt": config.mqtt.model_copy(update={"url": mqtt_url}),
+            "state_dir": state_dir,
+        })
+        return await serve(running, lambda gw: print_welcome(gw, path, running, sim.ports))
+    return 0
+
+
+def print_welcome(gateway: Gateway, path: Path, config: Config, ports: dict[str, int]) -> None:
+    """Tell a newcomer what is running and what to type next."""
+    mqtt = config.mqtt
+    exe = shutil.which("gatewayd") or f"{shlex.quote(sys.executable)} -m gatewayd"
+    opts = f"-c {shlex.quote(str(path))} --mqtt {mqtt.url}"
+    topic = f"{mqtt.prefix}/{config.site.id}"
+    boards = ", ".join(f"{dev}:{port}" for dev, port in ports.items())
+    print(
+        f"""
+gatewayd demo: {config.site.name}, {len(gateway.campus.doors)} doors, {len(ports)} simulated
+relay boards (Modbus TCP on 127.0.0.1: {boards}); broker {mqtt.url}.
+
+  watch     mosquitto_sub -h {mqtt.host} -p {mqtt.port} -V mqttv5 -v -t '{topic}/#'
+  lockdown  {exe} lockdown {opts} --scope building/A
+  release   {exe} release {opts} --scope building/A
+  one door  {exe} lock {opts} --door C-101
+  status    {exe} status {opts}
+
+Ctrl-C stops the daemon, the simulators and the broker.
+""",
+        flush=True,
+    )
