@@ -1,0 +1,68 @@
+"""Shared bench helpers: percentiles, a campus simulator in another process, printing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+
+def percentiles(samples: Sequence[float]) -> dict[str, float]:
+    """p50 / p95 / p99 / max of a sample, in the sample's unit, rounded to 3 decimals."""
+    if not samples:
+        return {"n": 0}
+    ordered = sorted(samples)
+
+    def pick(q: float) -> float:
+        return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+    return {
+        "n": len(ordered),
+        "p50": round(statistics.median(ordered), 3),
+        "p95": round(pick(0.95), 3),
+        "p99": round(pick(0.99), 3),
+        "max": round(ordered[-1], 3),
+    }
+
+
+class SimProcess:
+    """``python -m simulators campus`` in a child process, on free ports."""
+
+    def __init__(self, config_path: Path, *, actuation_ms: float) -> None:
+        self.config_path = config_path
+        self.actuation_ms = actuation_ms
+        self.proc: asyncio.subprocess.Process | None = None
+        self.ports: dict[str, int] = {}
+
+    async def __aenter__(self) -> SimProcess:
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "simulators", "--log-level", "warning", "campus",
+            "-c", str(self.config_path), "--free-ports", "--actuation-ms", str(self.actuation_ms),
+            stdout=subprocess.PIPE,
+        )
+        assert self.proc.stdout is not None
+        async with asyncio.timeout(30):
+            line = await self.proc.stdout.readline()
+        ready = json.loads(line)
+        self.ports = {str(k): int(v) for k, v in ready["ports"].items()}
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.terminate()
+            await self.proc.wait()
+
+
+def report(title: str, results: dict[str, Any], table: list[tuple[str, dict[str, float]]]) -> None:
+    """JSON first (for scripts), then a short human table."""
+    print(json.dumps(results, indent=2))
+    print(f"\n{title}")
+    print(f"{'measure':<44} {'n':>5} {'p50':>9} {'p95':>9} {'p99':>9} {'max':>9}")
+    for name, stats in table:
+        print(f"{name:<44} {stats.get('n', 0):>5} "
+              + " ".join(f"{stats.get(k, float('nan')):>9.3f}" for k in ("p50", "p95", "p99", "max")))
