@@ -129,8 +129,12 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "cycles": args.cycles,
         "poll_interval_ms": args.poll_ms,
         "sim_actuation_ms": args.actuation_ms,
-        "gateway_ms": {"decided": percentiles(gw["decided"]), "on_wire": on_wire, "confirmed": confirmed,
-                       "release_confirmed": percentiles(gw["release_confirmed"])},
+        "gateway_ms": {
+            "decided": percentiles(gw["decided"]),
+            "on_wire": on_wire,
+            "confirmed": confirmed,
+            "release_confirmed": percentiles(gw["release_confirmed"]),
+        },
         "baseline_sequential_ms": {"on_wire": naive_wire, "confirmed": naive_conf},
         "speedup_p50": {
             "on_wire": round(naive_wire["p50"] / on_wire["p50"], 1),

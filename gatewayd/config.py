@@ -325,7 +325,9 @@ def _check_point(
     if output and not driver.is_output(point):
         problems.append(f"{at}.point: {ref.point!r} on {device.id!r} is an input, not an output")
         return None
-    return point
+    missing = driver.check_points(device, [point])
+    problems.extend(f"{at}.point: {why}" for why in missing)
+    return None if missing else point
 
 
 def _unique(section: str, ids: Iterable[str], problems: list[str]) -> None:

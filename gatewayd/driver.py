@@ -9,7 +9,7 @@ consumers, and never import each other.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -73,6 +73,15 @@ class Driver(abc.ABC, Generic[ConfigT]):
 
         Raise :class:`gatewayd.errors.BadPoint` with a message saying what was expected.
         """
+
+    @classmethod
+    def check_points(cls, config: ConfigT, points: Iterable[str]) -> list[str]:
+        """Problems with normalised points that this device, as configured, does not have.
+
+        Called when a config loads, so ``gatewayd check`` finds an address beyond the end
+        of a board; one message per bad point.
+        """
+        return []
 
     @classmethod
     def is_output(cls, point: str) -> bool:

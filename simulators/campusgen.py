@@ -64,9 +64,9 @@ def render(
         floors = ", ".join(f'"{f}"' for f in range(1, plan.floors + 1))
         tables += ["[[buildings]]", f'id = "{plan.id}"', f'name = "{plan.name}"',
                    f"floors = [{floors}]", ""]
-        for floor in range(1, plan.floors + 1):
-            tables += ["[[zones]]", f'id = "{plan.id}{floor}"', f'building = "{plan.id}"',
-                       f'name = "{plan.name}, floor {floor}"', ""]
+        for level in range(1, plan.floors + 1):
+            tables += ["[[zones]]", f'id = "{plan.id}{level}"', f'building = "{plan.id}"',
+                       f'name = "{plan.name}, floor {level}"', ""]
         first_board = len(boards)
         slot = doors_per_board
         for door_id, room, floor, zone, kind in _doors(plan):

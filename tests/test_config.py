@@ -157,3 +157,9 @@ def test_check_command_exits_2_and_prints_problems(
     path = write(tmp_path, GOOD.replace('kind = "classroom"', 'kind = "closet"'))
     assert main(["check", "-c", str(path)]) == 2
     assert "doors[0](A-101).kind" in capsys.readouterr().err
+
+
+def test_point_beyond_the_end_of_the_board_is_refused(tmp_path: Path) -> None:
+    [problem] = problems(tmp_path, GOOD.replace('point = "coil:0"', 'point = "coil:40"'))
+    assert problem.startswith("doors[0](A-101).lock.point: coil:40 is not on board 'relay-a1'")
+    assert "32 coils" in problem

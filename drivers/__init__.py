@@ -1,0 +1,1 @@
+"""Built-in device drivers, one package per protocol (registered via entry points)."""

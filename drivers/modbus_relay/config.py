@@ -1,0 +1,44 @@
+"""Settings of one Modbus TCP lock relay board, validated when the campus file loads."""
+
+from __future__ import annotations
+
+from typing import Literal, Self
+
+from pydantic import Field, model_validator
+
+from gatewayd.driver import DriverConfig
+
+#: Protocol limits: FC15 writes at most 1968 coils, FC1/FC2 read at most 2000 bits.
+MAX_COILS = 1968
+MAX_INPUTS = 2000
+
+
+class ModbusRelayConfig(DriverConfig):
+    """A relay board: ``coils`` lock outputs and ``inputs`` discrete inputs."""
+
+    driver: Literal["modbus_relay"]
+    #: Host name or IP address of the board (or of its simulator).
+    host: str = Field(min_length=1, max_length=253)
+    port: int = Field(default=502, ge=1, le=65535)
+    #: Modbus device id (unit id); most TCP boards ignore it, gateways to RS-485 do not.
+    unit: int = Field(default=1, ge=0, le=255)
+    #: Number of coils on the board (coil:0 .. coil:coils-1).
+    coils: int = Field(ge=1, le=MAX_COILS)
+    #: Number of discrete inputs on the board (input:0 .. input:inputs-1).
+    inputs: int = Field(default=0, ge=0, le=MAX_INPUTS)
+    poll_interval_ms: int = Field(default=250, ge=10, le=60_000)
+    #: Deadline of one request, from send to decoded reply; also bounds a connect attempt.
+    timeout_ms: int = Field(default=500, ge=10, le=10_000)
+    #: Consecutive failed transactions before the board is reported offline.
+    offline_after_failures: int = Field(default=2, ge=1, le=10)
+    reconnect_min_ms: int = Field(default=100, ge=10, le=60_000)
+    reconnect_max_ms: int = Field(default=5_000, ge=10, le=300_000)
+
+    @model_validator(mode="after")
+    def _backoff_ordered(self) -> Self:
+        if self.reconnect_max_ms < self.reconnect_min_ms:
+            raise ValueError(
+                f"reconnect_max_ms ({self.reconnect_max_ms}) must be >= reconnect_min_ms"
+                f" ({self.reconnect_min_ms})"
+            )
+        return self

@@ -1,0 +1,276 @@
+"""The Modbus TCP lock relay board driver: polling, group writes with read-back, health.
+
+One connection per board. Every transaction holds the board's :class:`PriorityLane` on its
+own; commands ask at priority 0 and polls at 1, so a door command waits for at most the one
+poll transaction already on the wire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import statistics
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from typing import assert_never
+
+import structlog
+
+from drivers.modbus_relay.config import ModbusRelayConfig
+from drivers.modbus_relay.lane import COMMAND, POLL, LaneFull, PriorityLane
+from drivers.modbus_relay.mapping import (
+    BitImage,
+    Kind,
+    Point,
+    PointTable,
+    Span,
+    parse_point,
+    range_problems,
+)
+from drivers.modbus_relay.transport import ModbusLink
+from gatewayd.driver import Driver, Emit
+from gatewayd.errors import BadDeviceReply, DeviceError, DeviceOffline
+from gatewayd.events import (
+    CommandResult,
+    DeviceCommand,
+    DeviceFault,
+    Health,
+    PointChanged,
+    PointValue,
+    ReadPoints,
+    WritePoints,
+)
+
+log = structlog.get_logger("drivers.modbus_relay")
+
+#: Lane waits kept for the median (a bounded window, not the whole history).
+WAIT_WINDOW = 1024
+
+
+class ModbusRelayDriver(Driver[ModbusRelayConfig]):
+    """Drives a relay board's lock coils and reads its door and alarm inputs."""
+
+    config_model = ModbusRelayConfig
+
+    def __init__(self, config: ModbusRelayConfig, points: frozenset[str], emit: Emit) -> None:
+        super().__init__(config, points, emit)
+        # Raises BadPoint at start-up for points beyond the board's configured size.
+        self._table = PointTable(config, points)
+        self._link = ModbusLink(config.host, config.port, config.unit, config.timeout_ms)
+        self._lane = PriorityLane()
+        self._coils = BitImage(config.coils)
+        self._last: dict[Point, bool] = {}
+        self._failures = 0
+        self._backoff_ms = float(config.reconnect_min_ms)
+        self._waits_ms: deque[float] = deque(maxlen=WAIT_WINDOW)
+        self._counts = {"polls": 0, "poll_failures": 0, "commands": 0, "command_failures": 0,
+                        "faults": 0, "reconnects": 0}
+        self._max_wait_ms = 0.0
+        self._last_error = ""
+
+    @classmethod
+    def parse_point(cls, raw: str) -> str:
+        return str(parse_point(raw))
+
+    @classmethod
+    def is_output(cls, point: str) -> bool:
+        return point.startswith("coil:")
+
+    @classmethod
+    def check_points(cls, config: ModbusRelayConfig, points: Iterable[str]) -> list[str]:
+        """Points that do not exist on this board (for a config-time check by the core)."""
+        return range_problems(config, points)
+
+    # --- run loop -------------------------------------------------------------------------
+
+    async def run(self, started: Callable[[], None]) -> None:
+        """Connect, poll every ``poll_interval_ms``, reconnect with backoff until cancelled."""
+        poll_s = self.config.poll_interval_ms / 1000
+        try:
+            await self._connect()
+            started()
+            while True:
+                if self._link.connected:
+                    await self._poll_once()
+                    await asyncio.sleep(poll_s)
+                else:
+                    await asyncio.sleep(self._next_backoff_s())
+                    await self._connect()
+        finally:
+            self._link.close()
+            self._set_health(Health.OFFLINE, "driver stopped")
+
+    async def _connect(self) -> None:
+        try:
+            await self._link.connect()
+        except DeviceOffline as exc:
+            self._failed(exc)
+            return
+        # The board may have rebooted or been written by someone else while we were away.
+        self._coils.forget()
+        if self._link.connects > 1:
+            self._counts["reconnects"] += 1
+        log.info("modbus_connected", device=self.device_id, host=self.config.host,
+                 port=self.config.port)
+
+    def _next_backoff_s(self) -> float:
+        """Current reconnect delay with +-20% jitter, then double it (capped)."""
+        delay_ms = self._backoff_ms * random.uniform(0.8, 1.2)
+        self._backoff_ms = min(self._backoff_ms * 2, float(self.config.reconnect_max_ms))
+        return delay_ms / 1000
+
+    async def _poll_once(self) -> None:
+        """Read every span the campus watches, one lane hold per transaction."""
+        try:
+            for kind, span in self._table.poll_reads():
+                async with self._lane.hold(POLL):
+                    bits = await self._read(kind, span)
+                self._absorb(kind, span, bits)
+        except DeviceError as exc:
+            self._counts["poll_failures"] += 1
+            self._failed(exc)
+            return
+        self._counts["polls"] += 1
+        self._succeeded()
+
+    async def _read(self, kind: Kind, span: Span) -> list[bool]:
+        if kind == "coil":
+            bits = await self._link.read_coils(span.start, span.count)
+            self._coils.update(span.start, bits)
+            return bits
+        return await self._link.read_inputs(span.start, span.count)
+
+    def _absorb(self, kind: Kind, span: Span, bits: list[bool]) -> None:
+        """Emit PointChanged for watched points in a validated reply that changed."""
+        for point in self._table.watched(kind, span):
+            value = bits[point.address - span.start]
+            if self._last.get(point) is not value:
+                self._last[point] = value
+                self._emit(PointChanged(self.device_id, str(point), value))
+
+    # --- health ---------------------------------------------------------------------------
+
+    def _succeeded(self) -> None:
+        self._failures = 0
+        self._backoff_ms = float(self.config.reconnect_min_ms)
+        if self.health is not Health.ONLINE:
+            log.info("modbus_online", device=self.device_id)
+        self._set_health(Health.ONLINE)
+
+    def _failed(self, exc: DeviceError) -> None:
+        """Count a failed transaction; report untrusted replies; go offline at the threshold."""
+        self._failures += 1
+        self._last_error = str(exc)
+        if isinstance(exc, BadDeviceReply):
+            self._counts["faults"] += 1
+            self._emit(DeviceFault(self.device_id, exc.code, str(exc)))
+            log.warning("modbus_bad_reply", device=self.device_id, error=str(exc))
+        if self._failures < self.config.offline_after_failures:
+            return
+        if self.health is not Health.OFFLINE:
+            log.warning("modbus_offline", device=self.device_id, error=str(exc),
+                        failures=self._failures)
+        self._set_health(Health.OFFLINE, str(exc))
+        # A fresh connection also resynchronises a stream that carried garbage or went quiet.
+        self._link.close()
+
+    # --- commands -------------------------------------------------------------------------
+
+    async def execute(self, command: DeviceCommand) -> CommandResult:
+        """Write a group of coils with one FC15 and read back, or read points now."""
+        # Validate before queueing: a bad command must not hold up a good one.
+        match command:
+            case WritePoints():
+                writes = self._table.coil_writes(command.writes)
+            case ReadPoints():
+                wanted = self._table.spans_of(command.points)
+            case _:
+                assert_never(command)
+        self._counts["commands"] += 1
+        queued_ns = time.monotonic_ns()
+        try:
+            async with self._lane.hold(COMMAND):
+                wait_ms = self._note_wait(queued_ns)
+                if isinstance(command, WritePoints):
+                    return await self._write(writes, wait_ms)
+                return await self._read_now(*wanted)
+        except LaneFull as exc:
+            self._counts["command_failures"] += 1
+            raise DeviceError(f"{self.device_id}: too many commands queued ({exc})") from exc
+        except DeviceError as exc:
+            self._counts["command_failures"] += 1
+            # Offline is already being handled by the run loop; anything else is evidence.
+            if not isinstance(exc, DeviceOffline):
+                self._failed(exc)
+            raise
+
+    def _note_wait(self, queued_ns: int) -> float:
+        wait_ms = (time.monotonic_ns() - queued_ns) / 1e6
+        self._waits_ms.append(wait_ms)
+        self._max_wait_ms = max(self._max_wait_ms, wait_ms)
+        return wait_ms
+
+    async def _write(self, writes: Mapping[int, bool], wait_ms: float) -> CommandResult:
+        """Read-modify-write the span of touched coils with one FC15, then read back."""
+        span = Span.covering(writes)
+        assert span is not None
+        if not self._coils.known(span):
+            await self._read("coil", span)
+        values = self._coils.merged(span, writes)
+        on_wire_ns = await self._link.write_coils(span.start, values)
+        self._coils.update(span.start, values)
+        coils = await self._read("coil", span)
+        self._absorb("coil", span, coils)
+        out = [PointValue(f"coil:{a}", coils[a - span.start]) for a in sorted(writes)]
+        out += await self._read_watched_inputs()
+        done_ns = time.monotonic_ns()
+        log.info(
+            "modbus_group_write", device=self.device_id, coils=len(writes),
+            on=sum(writes.values()), span=f"{span.start}+{span.count}",
+            lane_wait_ms=round(wait_ms, 3), wire_to_done_ms=round((done_ns - on_wire_ns) / 1e6, 3),
+        )
+        return CommandResult(tuple(out), on_wire_ns, done_ns)
+
+    async def _read_watched_inputs(self) -> list[PointValue]:
+        """Read back every watched input (position, lock sense, alarms) for confirmation."""
+        span = self._table.input_span
+        if span is None:
+            return []
+        bits = await self._read("input", span)
+        self._absorb("input", span, bits)
+        return [PointValue(str(p), bits[p.address - span.start]) for p in self._table.inputs]
+
+    async def _read_now(
+        self, points: list[Point], coil_span: Span | None, input_span: Span | None
+    ) -> CommandResult:
+        found: dict[Point, bool] = {}
+        on_wire_ns = 0
+        reads: tuple[tuple[Kind, Span | None], ...] = (("coil", coil_span), ("input", input_span))
+        for kind, span in reads:
+            if span is None:
+                continue
+            bits = await self._read(kind, span)
+            on_wire_ns = on_wire_ns or self._link.sent_ns
+            self._absorb(kind, span, bits)
+            found.update({p: bits[p.address - span.start] for p in points if p.kind == kind})
+        values = tuple(PointValue(str(p), found[p]) for p in points)
+        return CommandResult(values, on_wire_ns, time.monotonic_ns())
+
+    # --- statistics -----------------------------------------------------------------------
+
+    def statistics(self) -> Mapping[str, int | float | str]:
+        """Link, poll and command counters, and how long commands waited for the lane."""
+        waits = list(self._waits_ms)
+        return {
+            **self._counts,
+            "requests": self._link.requests,
+            "failures": self._link.failures,
+            "consecutive_failures": self._failures,
+            "last_rtt_ms": round(self._link.last_rtt_ms, 3),
+            "lane_wait_median_ms": round(statistics.median(waits), 3) if waits else 0.0,
+            "lane_wait_max_ms": round(self._max_wait_ms, 3),
+            "lane_waiting": self._lane.waiting,
+            "health": str(self.health),
+            "last_error": self._last_error,
+        }

@@ -1,0 +1,110 @@
+"""Run simulators from the command line.
+
+``python -m simulators board --port 15020 --doors 32`` runs one relay board;
+``python -m simulators campus -c configs/demo-campus.toml`` runs every board of a campus.
+When everything listens, one JSON line ``{"ready": true, "ports": {...}}`` goes to stdout
+(the only thing ever written there); logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+import structlog
+
+from gatewayd.config import load_config
+from gatewayd.errors import ConfigError
+from simulators.campus import CampusSim
+from simulators.relay_board import RelayBoardSim
+
+log = structlog.get_logger("simulators")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m simulators", description="Run simulators.")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    parser.add_argument("--json-logs", action="store_true", help="one JSON object per log line")
+    sub = parser.add_subparsers(dest="command", required=True)
+    board = sub.add_parser("board", help="one Modbus TCP lock relay board")
+    board.add_argument("--host", default="127.0.0.1")
+    board.add_argument("--port", type=int, default=15020, help="0 picks a free port")
+    board.add_argument("--doors", type=int, default=32, help="coils (one lock per door)")
+    board.add_argument("--extra-inputs", type=int, default=4, help="spare alarm inputs")
+    board.add_argument("--id", default="board", help="key of the port in the ready line")
+    campus = sub.add_parser("campus", help="every relay board of a campus config")
+    campus.add_argument("-c", "--config", required=True, help="campus TOML file")
+    campus.add_argument("--free-ports", action="store_true", help="ignore configured ports")
+    campus.add_argument("--host", default=None, help="bind here instead of each device's host")
+    for p in (board, campus):
+        p.add_argument("--actuation-ms", type=float, default=5.0, help="coil -> lock sense delay")
+    return parser
+
+
+def configure_logging(level: str, *, json_logs: bool) -> None:
+    """structlog to stderr, so stdout carries nothing but the ready line."""
+    renderer: structlog.typing.Processor = (
+        structlog.processors.JSONRenderer()
+        if json_logs
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping()[level.upper()]
+        ),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+    )
+
+
+async def serve(args: argparse.Namespace) -> None:
+    """Start the simulators, announce readiness, run until SIGINT or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    if args.command == "board":
+        sim = RelayBoardSim(args.doors, extra_inputs=args.extra_inputs, host=args.host,
+                            port=args.port, actuation_ms=args.actuation_ms, name=args.id)
+        await sim.start()
+        ports = {args.id: sim.port}
+        stoppers = [sim.stop]
+    else:
+        campus = CampusSim(load_config(args.config), free_ports=args.free_ports, host=args.host,
+                           actuation_ms=args.actuation_ms)
+        ports = await campus.start()
+        stoppers = [campus.stop]
+    try:
+        print(json.dumps({"ready": True, "ports": ports}), flush=True)
+        await stop.wait()
+        log.info("stopping", reason="signal")
+    finally:
+        for stopper in stoppers:
+            await stopper()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(args.log_level, json_logs=args.json_logs)
+    try:
+        asyncio.run(serve(args))
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    except OSError as exc:
+        log.error("cannot_listen", error=str(exc))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,279 @@
+"""The Modbus relay driver against the simulated board, over real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import pytest
+from pydantic import ValidationError
+
+from drivers.modbus_relay import ModbusRelayConfig, ModbusRelayDriver
+from gatewayd.errors import BadDeviceReply, BadPoint, DeviceOffline
+from gatewayd.events import (
+    DeviceFault,
+    DeviceHealth,
+    DriverEvent,
+    Health,
+    PointChanged,
+    PointValue,
+    PointWrite,
+    ReadPoints,
+    WritePoints,
+)
+from simulators.faults import Corruption
+from tests.fixtures_modbus import DriverHarness, eventually
+
+pytestmark = pytest.mark.usefixtures("no_leaked_tasks")
+
+StartDriver = Callable[..., Awaitable[DriverHarness]]
+
+
+def lock(*doors: int, value: bool = True) -> WritePoints:
+    return WritePoints(tuple(PointWrite(f"coil:{d}", value) for d in doors))
+
+
+def health_is(health: Health) -> Callable[[DriverEvent], bool]:
+    return lambda e: isinstance(e, DeviceHealth) and e.health is health
+
+
+def changed(point: str, value: bool) -> Callable[[DriverEvent], bool]:
+    return lambda e: isinstance(e, PointChanged) and e.point == point and e.value is value
+
+
+def config(**overrides: object) -> ModbusRelayConfig:
+    values: dict[str, object] = {
+        "id": "relay-x", "driver": "modbus_relay", "host": "127.0.0.1", "coils": 8, "inputs": 20,
+    }
+    return ModbusRelayConfig.model_validate({**values, **overrides})
+
+
+# --- points and config ------------------------------------------------------------------------
+
+
+def test_points_are_normalised_and_bad_ones_say_what_was_expected() -> None:
+    assert ModbusRelayDriver.parse_point("coil:03") == "coil:3"
+    assert ModbusRelayDriver.parse_point("Input:12") == "input:12"
+    assert ModbusRelayDriver.is_output("coil:3")
+    assert not ModbusRelayDriver.is_output("input:3")
+    for bad in ("relay:1", "coil:", "coil:-1", "coil:1.5", "coil:99999"):
+        with pytest.raises(BadPoint, match="expected 'coil:N' or 'input:N' with N >= 0"):
+            ModbusRelayDriver.parse_point(bad)
+
+
+def test_points_beyond_the_board_fail_at_driver_start() -> None:
+    with pytest.raises(BadPoint, match=r"coil:8 is not on board 'relay-x': it has 8 coils"):
+        ModbusRelayDriver(config(), frozenset({"coil:8", "input:3"}), lambda e: None)
+    assert ModbusRelayDriver.check_points(config(), ["input:20"]) == [
+        "input:20 is not on board 'relay-x': it has 20 inputs (input:0..input:19)"
+    ]
+
+
+def test_config_rejects_unknown_fields_and_values_out_of_bounds() -> None:
+    with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
+        config(colis=8)
+    with pytest.raises(ValidationError, match="less than or equal to 1968"):
+        config(coils=5000)
+    with pytest.raises(ValidationError, match="reconnect_max_ms"):
+        config(reconnect_min_ms=500, reconnect_max_ms=100)
+
+
+# --- polling and health -----------------------------------------------------------------------
+
+
+async def test_first_poll_reports_every_watched_point_and_online(
+    start_driver: StartDriver,
+) -> None:
+    run = await start_driver()
+    await run.wait_for(health_is(Health.ONLINE))
+    first = {e.point: e.value for e in run.events if isinstance(e, PointChanged)}
+    assert len(first) == 8 + 20
+    assert first["input:0"] is True  # door 0 closed
+    assert first["input:8"] is False  # door 0 not locked
+    assert first["coil:0"] is False
+
+
+async def test_alarm_contact_change_emits_point_changed(start_driver: StartDriver) -> None:
+    run = await start_driver()
+    await run.wait_for(health_is(Health.ONLINE))
+    seen = len(run.events)
+    run.sim.set_input(17, True)
+    await run.wait_for(changed("input:17", True), since=seen)
+    run.sim.hold_open(2)
+    await run.wait_for(changed("input:2", False), since=seen)
+
+
+async def test_vanished_board_goes_offline_then_online_when_it_reappears(
+    start_driver: StartDriver,
+) -> None:
+    run = await start_driver()
+    await run.wait_for(health_is(Health.ONLINE))
+    seen = len(run.events)
+    await run.sim.vanish()
+    offline = await run.wait_for(health_is(Health.OFFLINE), timeout_s=5, since=seen)
+    assert isinstance(offline, DeviceHealth)
+    assert offline.detail
+    with pytest.raises(DeviceOffline):
+        await run.driver.execute(lock(0))
+    await run.sim.reappear()
+    await run.wait_for(health_is(Health.ONLINE), timeout_s=5, since=seen)
+    assert int(run.driver.statistics()["reconnects"]) >= 1
+
+
+async def test_hung_board_goes_offline_within_bounded_time(start_driver: StartDriver) -> None:
+    run = await start_driver()
+    await run.wait_for(health_is(Health.ONLINE))
+    seen = len(run.events)
+    run.sim.faults.hang = True
+    await run.wait_for(health_is(Health.OFFLINE), timeout_s=5, since=seen)
+    run.sim.faults.hang = False
+    await run.wait_for(health_is(Health.ONLINE), timeout_s=5, since=seen)
+
+
+async def test_garbage_reply_raises_a_fault_and_changes_nothing(
+    start_driver: StartDriver,
+) -> None:
+    run = await start_driver(offline_after_failures=10)
+    await run.wait_for(health_is(Health.ONLINE))
+    seen = len(run.events)
+    run.sim.faults.corrupt_mode = Corruption.COUNT
+    run.sim.faults.corrupt = 1.0
+    run.sim.set_input(16, True)
+    fault = await run.wait_for(lambda e: isinstance(e, DeviceFault), since=seen)
+    assert isinstance(fault, DeviceFault)
+    assert fault.error == "bad_device_reply"
+    with pytest.raises(BadDeviceReply):
+        await run.driver.execute(ReadPoints(("input:16",)))
+    assert not [e for e in run.events[seen:] if isinstance(e, PointChanged)]
+    run.sim.faults.corrupt = 0.0
+    await run.wait_for(changed("input:16", True), since=seen)
+
+
+async def test_wrong_function_code_in_reply_is_refused(start_driver: StartDriver) -> None:
+    run = await start_driver(offline_after_failures=10)
+    await run.wait_for(health_is(Health.ONLINE))
+    run.sim.faults.corrupt_mode = Corruption.FUNCTION
+    run.sim.faults.corrupt = 1.0
+    with pytest.raises(BadDeviceReply, match="function code"):
+        await run.driver.execute(lock(1))
+
+
+# --- commands ---------------------------------------------------------------------------------
+
+
+async def test_group_write_locks_every_door_with_one_fc15_and_reads_back(
+    start_driver: StartDriver,
+) -> None:
+    run = await start_driver()
+    await run.wait_for(health_is(Health.ONLINE))
+    before = run.sim.statistics()
+    result = await run.driver.execute(lock(*range(8)))
+    after = run.sim.statistics()
+    assert after["write_coils"] - before["write_coils"] == 1
+    assert after["write_coil"] == 0
+    assert run.sim.coils() == [True] * 8
+    values = {v.point: v.value for v in result.values}
+    assert all(values[f"coil:{d}"] for d in range(8))
+    assert {f"input:{i}" for i in range(20)} <= set(values)  # position and sense for confirming
+    assert 0 < result.on_wire_ns <= result.done_ns
+
+
+async def test_group_write_keeps_untouched_coils_of_the_span(start_driver: StartDriver) -> None:
+    run = await start_driver()
+    await run.wait_for(health_is(Health.ONLINE))
+    await run.driver.execute(lock(3))
+    run.sim.write_log.clear()
+    result = await run.driver.execute(lock(1, 5))
+    assert run.sim.coils() == [False, True, False, True, False, True, False, False]
+    # Coils 2..4 were rewritten with their current value: no unlock of door 3 on the wire.
+    assert (3, False) not in [(w.address, w.value) for w in run.sim.write_log]
+    assert [v.point for v in result.values if v.point.startswith("coil:")] == ["coil:1", "coil:5"]
+
+
+async def test_lock_sense_confirms_after_actuation(start_driver: StartDriver) -> None:
+    run = await start_driver()
+    await run.wait_for(health_is(Health.ONLINE))
+    seen = len(run.events)
+    await run.driver.execute(lock(6))
+    await run.wait_for(changed("input:14", True), since=seen)
+
+
+async def test_read_points_reads_now(start_driver: StartDriver) -> None:
+    run = await start_driver()
+    await run.wait_for(health_is(Health.ONLINE))
+    run.sim.set_input(19, True)
+    result = await run.driver.execute(ReadPoints(("input:19", "coil:0")))
+    assert result.values == (PointValue("coil:0", False), PointValue("input:19", True))
+
+
+async def test_bad_command_is_refused_before_the_wire(start_driver: StartDriver) -> None:
+    run = await start_driver()
+    await run.wait_for(health_is(Health.ONLINE))
+    requests = run.sim.statistics()["write_coils"]
+    with pytest.raises(BadPoint, match="is an input"):
+        await run.driver.execute(WritePoints((PointWrite("input:1", True),)))
+    with pytest.raises(BadPoint, match="both on and off"):
+        await run.driver.execute(
+            WritePoints((PointWrite("coil:1", True), PointWrite("coil:1", False)))
+        )
+    with pytest.raises(BadPoint, match="not on board"):
+        await run.driver.execute(lock(9))
+    assert run.sim.statistics()["write_coils"] == requests
+
+
+async def test_command_overtakes_a_poll_that_was_waiting_longer(
+    start_driver: StartDriver,
+) -> None:
+    run = await start_driver(timeout_ms=2000)
+    await run.wait_for(health_is(Health.ONLINE))
+    # Each reply now takes 100 ms: command A holds the lane for its write and read-backs,
+    # the poller queues behind it, then command B arrives.
+    run.sim.faults.delay_ms = 100
+    mark = len(run.sim.request_log)
+    first = asyncio.create_task(run.driver.execute(lock(0)))
+
+    def poller_queued_behind_first() -> bool:
+        sent = [r.function for r in list(run.sim.request_log)[mark:]]
+        return 15 in sent and int(run.driver.statistics()["lane_waiting"]) >= 1
+
+    await eventually(poller_queued_behind_first)
+    second = asyncio.create_task(run.driver.execute(lock(1)))
+    await asyncio.gather(first, second)
+    functions = [r.function for r in list(run.sim.request_log)[mark:]]
+    a_write = functions.index(15)
+    b_write = functions.index(15, a_write + 1)
+    # Between the two writes only A's own read-backs: the waiting poll did not go first.
+    assert functions[a_write + 1 : b_write] == [1, 2]
+    assert run.sim.coils()[:2] == [True, True]
+
+
+async def test_stopped_driver_leaves_no_tasks_and_can_run_again(
+    start_driver: StartDriver,
+) -> None:
+    run = await start_driver()
+    await run.wait_for(health_is(Health.ONLINE))
+    await run.stop()
+    await run.stop()
+    assert run.driver.health is Health.OFFLINE
+    await asyncio.sleep(0.05)
+    assert run.sim.statistics()["connections_open"] == 0
+    started = asyncio.Event()
+    again = asyncio.create_task(run.driver.run(started.set))
+    await asyncio.wait_for(started.wait(), 5)
+    await run.wait_for(health_is(Health.ONLINE), since=len(run.events) - 1)
+    again.cancel()
+    await asyncio.gather(again, return_exceptions=True)
+
+
+async def test_statistics_count_requests_commands_and_lane_waits(
+    start_driver: StartDriver,
+) -> None:
+    run = await start_driver()
+    await run.wait_for(health_is(Health.ONLINE))
+    await run.driver.execute(lock(2))
+    stats = run.driver.statistics()
+    assert stats["commands"] == 1
+    assert int(stats["polls"]) >= 1
+    assert int(stats["requests"]) >= 5
+    assert stats["health"] == "online"
+    assert float(stats["lane_wait_max_ms"]) >= float(stats["lane_wait_median_ms"]) >= 0
