@@ -57,6 +57,12 @@ class BadDeviceReply(DeviceError):
     code = "bad_device_reply"
 
 
+class UnsupportedCommand(DeviceError):
+    """The device has no such function (a snapshot asked of a relay board)."""
+
+    code = "unsupported_command"
+
+
 class BadPoint(GatewayError):
     """A point address is not valid for a driver."""
 

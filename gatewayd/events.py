@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -55,7 +56,33 @@ class ReadPoints:
     points: tuple[str, ...]
 
 
-DeviceCommand = WritePoints | ReadPoints
+@dataclass(frozen=True, slots=True)
+class SendAlert:
+    """Send an emergency status and a short text to the PSAP-linked radio; wait for its ack."""
+
+    #: SRP state or alarm word, e.g. ``LOCKDOWN``.
+    status: str
+    #: What, where and when, e.g. ``LOCKDOWN, Building A, Room 114, 09:42``.
+    text: str
+    #: A drill: the message says DRILL and is never sent as a real alert.
+    drill: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TakeSnapshot:
+    """Grab a still image from a camera, store it and report where."""
+
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class GotoPreset:
+    """Move a PTZ camera to a named preset."""
+
+    preset: str
+
+
+DeviceCommand = WritePoints | ReadPoints | SendAlert | TakeSnapshot | GotoPreset
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +100,8 @@ class CommandResult:
     on_wire_ns: int
     #: When the (last) reply was decoded.
     done_ns: int
+    #: Non-point outcomes: a snapshot's path, a radio acknowledgement's sequence number.
+    detail: Mapping[str, str] = field(default_factory=dict)
 
 
 # --- events emitted by drivers ----------------------------------------------------------------
@@ -106,4 +135,16 @@ class DeviceFault:
     ts_ns: int = field(default_factory=now_ns)
 
 
-DriverEvent = PointChanged | DeviceHealth | DeviceFault
+@dataclass(frozen=True, slots=True)
+class CameraEvent:
+    """Something a camera reported (ONVIF topic mapped to a neutral name)."""
+
+    device: str
+    #: ``motion``, ``tamper`` or ``digital_input``.
+    topic: str
+    active: bool
+    data: Mapping[str, str] = field(default_factory=dict)
+    ts_ns: int = field(default_factory=now_ns)
+
+
+DriverEvent = PointChanged | DeviceHealth | DeviceFault | CameraEvent

@@ -23,7 +23,15 @@ from gatewayd.config import Config
 from gatewayd.doors import ActuationReport, DoorService, DoorState
 from gatewayd.driver import AnyDriver
 from gatewayd.errors import CommandError
-from gatewayd.events import DeviceFault, DeviceHealth, DriverEvent, PointChanged, new_id, now_ns
+from gatewayd.events import (
+    CameraEvent,
+    DeviceFault,
+    DeviceHealth,
+    DriverEvent,
+    PointChanged,
+    new_id,
+    now_ns,
+)
 from gatewayd.mqtt import Uplink
 from gatewayd.registry import load_driver
 from gatewayd.supervisor import Supervisor
@@ -132,6 +140,10 @@ class Gateway:
                     }, life_safety=False)
                     log.info("device.health", device=event.device, health=str(event.health),
                              detail=event.detail)
+                case CameraEvent():
+                    self._publish_event("camera", event.device, {
+                        "topic": event.topic, "active": event.active, **event.data,
+                    }, life_safety=event.topic == "tamper")
                 case DeviceFault():
                     self._publish_event("device", event.device, {
                         "fault": event.error, "detail": event.detail,

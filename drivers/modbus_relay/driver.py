@@ -30,15 +30,18 @@ from drivers.modbus_relay.mapping import (
 )
 from drivers.modbus_relay.transport import ModbusLink
 from gatewayd.driver import Driver, Emit
-from gatewayd.errors import BadDeviceReply, DeviceError, DeviceOffline
+from gatewayd.errors import BadDeviceReply, DeviceError, DeviceOffline, UnsupportedCommand
 from gatewayd.events import (
     CommandResult,
     DeviceCommand,
     DeviceFault,
+    GotoPreset,
     Health,
     PointChanged,
     PointValue,
     ReadPoints,
+    SendAlert,
+    TakeSnapshot,
     WritePoints,
 )
 
@@ -185,6 +188,10 @@ class ModbusRelayDriver(Driver[ModbusRelayConfig]):
                 writes = self._table.coil_writes(command.writes)
             case ReadPoints():
                 wanted = self._table.spans_of(command.points)
+            case SendAlert() | TakeSnapshot() | GotoPreset():
+                raise UnsupportedCommand(
+                    f"{self.device_id}: a relay board cannot {type(command).__name__}"
+                )
             case _:
                 assert_never(command)
         self._counts["commands"] += 1
