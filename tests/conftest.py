@@ -1,3 +1,34 @@
 """Shared fixtures; each area keeps its own in a ``fixtures_*`` module registered here."""
 
 pytest_plugins = ["tests.fixtures_modbus", "tests.fixtures_mqtt", "tests.fixtures_gateway"]
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator
+
+import pytest
+from hypothesis import settings
+
+# Timing on a shared 2-core machine is noisy: no per-example deadline.
+settings.register_profile("gatewayd", deadline=None)
+settings.load_profile("gatewayd")
+
+
+@pytest.fixture(autouse=True)
+async def no_leaks() -> AsyncIterator[None]:
+    """Fail a test that leaves asyncio tasks or threads running after its fixtures closed."""
+    threads_before = set(threading.enumerate())
+    yield
+    current = asyncio.current_task()
+    # Give cancelled tasks one turn of the loop to finish.
+    await asyncio.sleep(0)
+    pending = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
+    # "asyncio_N" threads are the loop's default executor (getaddrinfo), shut down with it.
+    leaked_threads = [
+        t for t in set(threading.enumerate()) - threads_before
+        if t.is_alive() and not t.name.startswith("asyncio_")
+    ]
+    for task in pending:
+        task.cancel()
+    assert not pending, f"test left tasks running: {[t.get_name() for t in pending]}"
+    assert not leaked_threads, f"test left threads running: {[t.name for t in leaked_threads]}"
