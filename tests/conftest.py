@@ -1,13 +1,13 @@
 """Shared fixtures; each area keeps its own in a ``fixtures_*`` module registered here."""
 
-pytest_plugins = ["tests.fixtures_modbus", "tests.fixtures_mqtt", "tests.fixtures_gateway"]
-
 import asyncio
 import threading
 from collections.abc import AsyncIterator
 
 import pytest
 from hypothesis import settings
+
+pytest_plugins = ["tests.fixtures_modbus", "tests.fixtures_mqtt", "tests.fixtures_gateway"]
 
 # Timing on a shared 2-core machine is noisy: no per-example deadline.
 settings.register_profile("gatewayd", deadline=None)

@@ -30,10 +30,6 @@ class Harness:
     started: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
 
-    def emit(self, event: DriverEvent) -> None:
-        self.events.append(event)
-        self.changed.set()
-
     async def wait_for(self, check: Callable[[DriverEvent], bool], timeout_s: float,
                        since: int = 0) -> DriverEvent:
         async with asyncio.timeout(timeout_s):
@@ -65,10 +61,15 @@ def health(value: Health) -> Callable[[DriverEvent], bool]:
 async def harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
     rig = RIGS[request.param]()
     config, points = await rig.start()
-    holder: list[Harness] = []
-    driver = load_driver(rig.driver)(config, points, lambda e: holder[0].emit(e))
-    h = Harness(rig, driver)
-    holder.append(h)
+    events: list[DriverEvent] = []
+    changed = asyncio.Event()
+
+    def emit(event: DriverEvent) -> None:
+        events.append(event)
+        changed.set()
+
+    driver = load_driver(rig.driver)(config, points, emit)
+    h = Harness(rig, driver, events, changed)
     try:
         yield h
     finally:
