@@ -30,6 +30,9 @@ class DriverConfig(BaseModel):
     driver: str
     #: Human description, e.g. where the board is mounted.
     description: str = ""
+    #: Where the device is, for the location of the events it causes.
+    building: str | None = None
+    room: str = ""
 
 
 ConfigT = TypeVar("ConfigT", bound=DriverConfig)
