@@ -68,7 +68,7 @@ async def test_status_shows_scope_states_and_unsecured_doors(site: Site) -> None
 
 async def test_unreachable_broker_is_a_clear_error_not_a_traceback() -> None:
     url = f"mqtt://127.0.0.1:{free_port()}"
-    code, out, err = await gatewayd("lockdown", "-c", str(DEMO), "--mqtt", url,
+    code, _, err = await gatewayd("lockdown", "-c", str(DEMO), "--mqtt", url,
                                     "--scope", "campus", "--timeout", "2")
     assert code == 1
     assert "Traceback" not in err
