@@ -30,7 +30,8 @@ class Backoff:
     reset_after_s: float = 30.0
 
     def delay_s(self, attempt: int) -> float:
-        cap = min(self.max_s, self.min_s * (2**attempt))
+        # Clamp the exponent: 2.0**1024 overflows, and a board can stay unplugged for hours.
+        cap = min(self.max_s, self.min_s * (2 ** min(attempt, 32)))
         return random.uniform(self.min_s, max(self.min_s, cap))
 
 

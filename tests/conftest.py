@@ -23,10 +23,11 @@ async def no_leaks() -> AsyncIterator[None]:
     # Give cancelled tasks one turn of the loop to finish.
     await asyncio.sleep(0)
     pending = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
-    # "asyncio_N" threads are the loop's default executor (getaddrinfo), shut down with it.
+    # "asyncio_N" threads are the loop's default executor (getaddrinfo) and "asyncio-waitpid"
+    # its child watcher: both belong to the loop and end with it.
     leaked_threads = [
         t for t in set(threading.enumerate()) - threads_before
-        if t.is_alive() and not t.name.startswith("asyncio_")
+        if t.is_alive() and not t.name.startswith(("asyncio_", "asyncio-waitpid"))
     ]
     for task in pending:
         task.cancel()

@@ -1,0 +1,591 @@
+"""The MQTT uplink (aiomqtt, MQTT 5): availability, retained state, events, commands.
+
+Topics live under ``<prefix>/<site>`` (see docs/mqtt-api.md):
+
+- ``availability``: retained ``online`` after each connect, ``offline`` as the last will and
+  before a clean disconnect.
+- ``state/<scope>``, ``door/<id>``: retained; the latest payload per topic is kept here and
+  published again after every (re)connect, because a restarted broker may have lost it.
+- ``event/<kind>``: QoS 1 through a :class:`PublishQueue`; an entry is acked only after the
+  broker's PUBACK, so a connection lost mid-flight re-sends it (same payload, same event id).
+- ``cmd``: each request goes to the daemon's handler; the reply goes to the MQTT 5 response
+  topic with the request's correlation data, else to ``cmd/result``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import ssl
+import time
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol, TypeGuard
+
+import aiomqtt
+import structlog
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from gatewayd.config import MqttConfig
+from gatewayd.errors import GatewayError
+from gatewayd.supervisor import Backoff
+
+log = structlog.get_logger(__name__)
+
+#: Parses, authorises and executes one command body; returns the reply body.
+CommandHandler = Callable[[bytes], Awaitable[dict[str, Any]]]
+
+#: Events published concurrently (each awaits its PUBACK); below paho's window of 20.
+PUBLISH_WORKERS = 16
+#: Commands handled concurrently, so a slow lockdown does not block the next command.
+COMMAND_SLOTS = 32
+#: Retained topics published concurrently after a reconnect.
+RETAINED_WORKERS = 16
+#: 0.2 s doubling to 5 s, with full jitter.
+RECONNECT_BACKOFF = Backoff(min_s=0.2, max_s=5.0)
+
+
+class UplinkError(GatewayError):
+    """The MQTT uplink or a client request failed."""
+
+    code = "mqtt_error"
+
+
+class BrokerUnreachable(UplinkError):
+    code = "broker_unreachable"
+
+
+class NoReply(UplinkError):
+    code = "no_reply"
+
+
+class PublishQueueFull(UplinkError):
+    """A life-safety message could not be queued: it is never dropped silently."""
+
+    code = "queue_full"
+
+
+# --- the publish queue ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One queued event; ``seq`` orders entries within a traffic class."""
+
+    seq: int
+    #: Topic below ``<prefix>/<site>/``, e.g. ``event/alarm``.
+    topic: str
+    payload: bytes
+    life_safety: bool
+
+
+class PublishQueue(Protocol):
+    """Where events wait for the broker; the durable SQLite outbox implements the same.
+
+    ``get`` hands out the oldest life-safety entry, else the oldest telemetry entry; it stays
+    in flight until ``ack`` (after PUBACK) removes it, or ``rewind`` (connection lost) makes
+    every in-flight entry pending again, ahead of newer ones.
+    """
+
+    def put(self, topic: str, payload: bytes, *, life_safety: bool) -> None:
+        """Never blocks; raises :class:`PublishQueueFull` for life-safety traffic when full."""
+        ...
+
+    async def get(self) -> Outgoing: ...
+
+    def ack(self, entry: Outgoing) -> None: ...
+
+    def rewind(self) -> None: ...
+
+    def __len__(self) -> int:
+        """Entries not yet acknowledged (pending and in flight)."""
+        ...
+
+    def statistics(self) -> dict[str, int]: ...
+
+
+class MemoryQueue:
+    """In-memory :class:`PublishQueue`: telemetry drops its oldest when full, life safety never."""
+
+    def __init__(self, *, telemetry_max: int = 10_000, life_safety_max: int = 100_000) -> None:
+        self._telemetry_max = telemetry_max
+        self._life_safety_max = life_safety_max
+        # Index 0: life safety, 1: telemetry; each in seq order.
+        self._pending: tuple[deque[Outgoing], deque[Outgoing]] = (deque(), deque())
+        self._in_flight: dict[int, Outgoing] = {}
+        self._seq = itertools.count()
+        self._ready = asyncio.Event()
+        #: Telemetry entries dropped because the queue was full.
+        self.dropped_telemetry = 0
+
+    def put(self, topic: str, payload: bytes, *, life_safety: bool) -> None:
+        pending = self._pending[0 if life_safety else 1]
+        if life_safety and len(pending) >= self._life_safety_max:
+            raise PublishQueueFull(
+                f"life-safety queue full ({self._life_safety_max} entries); {topic} not queued"
+            )
+        if not life_safety and len(pending) >= self._telemetry_max:
+            pending.popleft()
+            self.dropped_telemetry += 1
+            if self.dropped_telemetry == 1 or self.dropped_telemetry % 1000 == 0:
+                log.warning("mqtt.telemetry_dropped", dropped=self.dropped_telemetry)
+        pending.append(Outgoing(next(self._seq), topic, payload, life_safety))
+        self._ready.set()
+
+    async def get(self) -> Outgoing:
+        while True:
+            for pending in self._pending:
+                if pending:
+                    entry = pending.popleft()
+                    self._in_flight[entry.seq] = entry
+                    return entry
+            self._ready.clear()
+            await self._ready.wait()
+
+    def ack(self, entry: Outgoing) -> None:
+        self._in_flight.pop(entry.seq, None)
+
+    def rewind(self) -> None:
+        for entry in sorted(self._in_flight.values(), key=lambda e: e.seq, reverse=True):
+            self._pending[0 if entry.life_safety else 1].appendleft(entry)
+        self._in_flight.clear()
+        if any(self._pending):
+            self._ready.set()
+
+    def __len__(self) -> int:
+        return len(self._pending[0]) + len(self._pending[1]) + len(self._in_flight)
+
+    def statistics(self) -> dict[str, int]:
+        return {
+            "queued": len(self),
+            "queued_life_safety": len(self._pending[0])
+            + sum(e.life_safety for e in self._in_flight.values()),
+            "in_flight": len(self._in_flight),
+            "dropped_telemetry": self.dropped_telemetry,
+        }
+
+
+# --- the uplink -------------------------------------------------------------------------------
+
+
+def encode(payload: Mapping[str, Any] | str) -> bytes:
+    """JSON, compact, UTF-8; a plain string (``online``) is sent as its bytes."""
+    if isinstance(payload, str):
+        return payload.encode("utf-8")
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _check_suffix(suffix: str) -> None:
+    if not suffix or any(c in suffix for c in "+#\0") or suffix.startswith("/"):
+        raise ValueError(f"not a valid topic suffix: {suffix!r}")
+
+
+class Uplink:
+    """One connection to the broker, kept up forever; run it with ``await uplink.run(...)``."""
+
+    def __init__(
+        self,
+        config: MqttConfig,
+        site: str,
+        on_command: CommandHandler,
+        *,
+        queue: PublishQueue | None = None,
+        backoff: Backoff = RECONNECT_BACKOFF,
+        connect_timeout_s: float = 5.0,
+        goodbye_timeout_s: float = 1.0,
+        reply_timeout_s: float = 10.0,
+    ) -> None:
+        self._config = config
+        self._site = site
+        self._on_command = on_command
+        self._queue: PublishQueue = queue if queue is not None else MemoryQueue()
+        self._backoff = backoff
+        self._connect_timeout_s = connect_timeout_s
+        self._goodbye_timeout_s = goodbye_timeout_s
+        self._reply_timeout_s = reply_timeout_s
+        #: Every topic starts with this (``gatewayd/lincoln-hs``).
+        self.base = f"{config.prefix}/{site}"
+        self.identifier = config.client_id or f"gatewayd-{site}"
+        self._retained: dict[str, bytes] = {}
+        self._dirty: set[str] = set()
+        self._dirty_event = asyncio.Event()
+        self._client: aiomqtt.Client | None = None
+        self._ready = asyncio.Event()
+        self._command_slots = asyncio.Semaphore(COMMAND_SLOTS)
+        self._commands_group: asyncio.TaskGroup | None = None
+        self._stats: dict[str, int] = dict.fromkeys(
+            ("published", "acked", "retained_published", "reconnects", "connect_failures",
+             "commands", "command_errors", "replies_lost", "rejected_life_safety"),
+            0,
+        )  # fmt: skip
+        self._last_connect = ""
+        self._established = False
+
+    @property
+    def connected(self) -> bool:
+        return self._ready.is_set()
+
+    def publish_event(self, kind: str, payload: Mapping[str, Any], *, life_safety: bool) -> None:
+        """Queue an event for ``event/<kind>``; never blocks.
+
+        Raises :class:`PublishQueueFull` if a life-safety event cannot be queued.
+        """
+        _check_suffix(kind)
+        try:
+            self._queue.put(f"event/{kind}", encode(payload), life_safety=life_safety)
+        except PublishQueueFull:
+            self._stats["rejected_life_safety"] += 1
+            log.critical(
+                "mqtt.life_safety_overflow",
+                kind=kind,
+                rejected=self._stats["rejected_life_safety"],
+                queued=len(self._queue),
+            )
+            raise
+
+    def set_retained(self, topic_suffix: str, payload: Mapping[str, Any] | str) -> None:
+        """Keep ``payload`` as the retained value of ``topic_suffix``; publish it when connected."""
+        _check_suffix(topic_suffix)
+        self._retained[topic_suffix] = encode(payload)
+        self._dirty.add(topic_suffix)
+        self._dirty_event.set()
+
+    def statistics(self) -> dict[str, int | float | str]:
+        stats: dict[str, int | float | str] = {**self._stats, **self._queue.statistics()}
+        stats["connected"] = int(self.connected)
+        stats["retained_topics"] = len(self._retained)
+        stats["last_connect"] = self._last_connect
+        return stats
+
+    async def run(self, started: Callable[[], None]) -> None:
+        """Connect, serve, reconnect with backoff, until cancelled.
+
+        ``started`` is called after the first connection attempt, whether it worked or not.
+        """
+        attempt = 0
+        announced = False
+
+        def once() -> None:
+            nonlocal announced
+            if not announced:
+                announced = True
+                started()
+
+        async with asyncio.TaskGroup() as commands:
+            self._commands_group = commands
+            while True:
+                self._established = False
+                try:
+                    await self._connection(once)
+                except aiomqtt.MqttError as exc:
+                    if self._established:
+                        log.warning("mqtt.disconnected", url=self._config.url, error=str(exc))
+                    else:
+                        self._stats["connect_failures"] += 1
+                        log.warning(
+                            "mqtt.connect_failed",
+                            url=self._config.url,
+                            attempt=attempt + 1,
+                            error=str(exc),
+                        )
+                if self._established:
+                    attempt = 0
+                once()
+                delay = self._backoff.delay_s(attempt)
+                # Bounded: the delay is capped long before, and 2**attempt must stay a float.
+                attempt = min(attempt + 1, 30)
+                log.info("mqtt.reconnect_wait", attempt=attempt, delay_s=round(delay, 2))
+                await asyncio.sleep(delay)
+
+    async def _connection(self, started: Callable[[], None]) -> None:
+        """One session: connect, announce, serve until the connection breaks."""
+        client = self._make_client()
+        log.info("mqtt.connecting", url=self._config.url, client_id=self.identifier)
+        cancelled = False
+        try:
+            async with client:
+                try:
+                    await self._announce(client, started)
+                    await self._serve(client)
+                except asyncio.CancelledError:
+                    cancelled = True
+                    self._ready.clear()
+                    await self._goodbye(client)
+                    raise
+        except* aiomqtt.MqttError as group:
+            if cancelled:
+                # Disconnecting failed during shutdown: the cancellation still wins.
+                log.warning("mqtt.disconnect_failed", error=str(_first_leaf(group)))
+                raise asyncio.CancelledError from None
+            # The reader, a publisher or the handshake saw the connection go: report the first.
+            raise _first_leaf(group) from None
+        finally:
+            self._ready.clear()
+            self._client = None
+            self._queue.rewind()
+
+    async def _announce(self, client: aiomqtt.Client, started: Callable[[], None]) -> None:
+        """Subscribe to commands, say ``online``, schedule the retained topics."""
+        await client.subscribe(f"{self.base}/cmd", qos=1)
+        await client.publish(f"{self.base}/availability", b"online", 1, True)
+        if self._last_connect:
+            self._stats["reconnects"] += 1
+        self._last_connect = datetime.now(UTC).isoformat(timespec="milliseconds")
+        self._client = client
+        self._established = True
+        self._ready.set()
+        self._dirty.update(self._retained)
+        self._dirty_event.set()
+        log.info("mqtt.connected", url=self._config.url, queued=len(self._queue))
+        started()
+
+    def _make_client(self) -> aiomqtt.Client:
+        cfg = self._config
+        will = aiomqtt.Will(f"{self.base}/availability", b"offline", qos=1, retain=True)
+        client = aiomqtt.Client(
+            cfg.host,
+            cfg.port,
+            username=cfg.username,
+            password=cfg.password,
+            identifier=self.identifier,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            will=will,
+            keepalive=cfg.keepalive_s,
+            timeout=self._connect_timeout_s,
+            tls_context=ssl.create_default_context() if cfg.url.startswith("mqtts:") else None,
+        )
+        # paho keeps its default window of 20 in flight (Mosquitto's Receive Maximum; a stricter
+        # broker disconnects a client that exceeds it) and holds the rest in order.
+        # Concurrent publishes are the design here, not a symptom: silence aiomqtt's warning.
+        client.pending_calls_threshold = 1_000
+        return client
+
+    async def _serve(self, client: aiomqtt.Client) -> None:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._read_commands(client), name="mqtt:commands")
+            tg.create_task(self._flush_retained(client), name="mqtt:retained")
+            for i in range(PUBLISH_WORKERS):
+                tg.create_task(self._drain(client), name=f"mqtt:publish:{i}")
+
+    async def _goodbye(self, client: aiomqtt.Client) -> None:
+        """Clean shutdown: say ``offline`` (the broker drops the will on a clean disconnect)."""
+        client.timeout = self._goodbye_timeout_s
+        try:
+            async with asyncio.timeout(self._goodbye_timeout_s):
+                await client.publish(f"{self.base}/availability", b"offline", 1, True)
+            log.info("mqtt.offline_published")
+        except (TimeoutError, aiomqtt.MqttError) as exc:
+            log.warning("mqtt.offline_not_published", error=str(exc) or type(exc).__name__)
+
+    async def _drain(self, client: aiomqtt.Client) -> None:
+        # Taking an entry and handing it to paho happen in one step, so wire order = queue order.
+        while True:
+            entry = await self._queue.get()
+            self._stats["published"] += 1
+            await client.publish(f"{self.base}/{entry.topic}", entry.payload, 1, False)
+            self._queue.ack(entry)
+            self._stats["acked"] += 1
+
+    async def _flush_retained(self, client: aiomqtt.Client) -> None:
+        while True:
+            await self._dirty_event.wait()
+            self._dirty_event.clear()
+            topics, self._dirty = list(self._dirty), set()
+            try:
+                await self._publish_retained(client, topics)
+            except BaseException:
+                # Whatever was not confirmed must go again after the next connect.
+                self._dirty.update(topics)
+                raise
+
+    async def _publish_retained(self, client: aiomqtt.Client, topics: list[str]) -> None:
+        slots = asyncio.Semaphore(RETAINED_WORKERS)
+
+        async def one(topic: str) -> None:
+            async with slots:
+                await client.publish(f"{self.base}/{topic}", self._retained[topic], 1, True)
+                self._stats["retained_published"] += 1
+
+        async with asyncio.TaskGroup() as tg:
+            for topic in topics:
+                tg.create_task(one(topic))
+
+    async def _read_commands(self, client: aiomqtt.Client) -> None:
+        assert self._commands_group is not None
+        async for message in client.messages:
+            if not message.topic.matches(f"{self.base}/cmd"):
+                continue
+            await self._command_slots.acquire()
+            # Handlers run in run()'s task group, so a lost connection never cancels a lockdown.
+            self._commands_group.create_task(self._handle_command(message))
+
+    async def _handle_command(self, message: aiomqtt.Message) -> None:
+        began = time.perf_counter()
+        self._stats["commands"] += 1
+        try:
+            payload = message.payload if isinstance(message.payload, bytes) else b""
+            try:
+                reply = await self._on_command(payload)
+                body = encode(reply)
+            # The handler's bug must not take the uplink down; the requester learns of it.
+            except Exception as exc:
+                self._stats["command_errors"] += 1
+                log.exception("mqtt.command_failed", size=len(payload))
+                body = encode({
+                    "id": None, "ok": False, "error": "internal",
+                    "message": f"{type(exc).__name__}: {exc}"[:500],
+                })  # fmt: skip
+            await self._reply(message.properties, body)
+            log.info(
+                "mqtt.command",
+                size=len(payload),
+                ms=round((time.perf_counter() - began) * 1000, 2),
+            )
+        finally:
+            self._command_slots.release()
+
+    async def _reply(self, request: Properties | None, body: bytes) -> None:
+        response_topic = getattr(request, "ResponseTopic", None)
+        correlation = getattr(request, "CorrelationData", None)
+        props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        props.ContentType = "application/json"
+        if correlation is not None:
+            props.CorrelationData = correlation
+        topic = response_topic if _valid_topic(response_topic) else f"{self.base}/cmd/result"
+        if response_topic and topic != response_topic:
+            log.warning("mqtt.bad_response_topic", response_topic=str(response_topic)[:200])
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._reply_timeout_s):
+                # A failed try means the connection is going; paced until the next one is up.
+                while not await self._try_publish(topic, body, props):  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)
+                return
+        self._stats["replies_lost"] += 1
+        log.error("mqtt.reply_lost", topic=topic, timeout_s=self._reply_timeout_s)
+
+    async def _try_publish(self, topic: str, body: bytes, props: Properties) -> bool:
+        await self._ready.wait()
+        client = self._client
+        if client is None:
+            return False
+        try:
+            await client.publish(topic, body, 1, False, props)
+        except aiomqtt.MqttError as exc:
+            log.warning("mqtt.reply_retry", topic=topic, error=str(exc))
+            return False
+        return True
+
+
+def _first_leaf(group: BaseExceptionGroup[aiomqtt.MqttError]) -> aiomqtt.MqttError:
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
+
+
+def _valid_topic(topic: object) -> TypeGuard[str]:
+    return (
+        isinstance(topic, str)
+        and 0 < len(topic.encode("utf-8")) < 65_536
+        and not any(c in topic for c in "+#\0")
+    )
+
+
+# --- client side: the CLI's request/response and status snapshot ----------------------------
+
+
+def _client_for(config: MqttConfig, timeout_s: float) -> aiomqtt.Client:
+    return aiomqtt.Client(
+        config.host,
+        config.port,
+        username=config.username,
+        password=config.password,
+        identifier=f"gatewayd-cli-{uuid.uuid4().hex[:12]}",
+        protocol=aiomqtt.ProtocolVersion.V5,
+        timeout=timeout_s,
+        tls_context=ssl.create_default_context() if config.url.startswith("mqtts:") else None,
+    )
+
+
+async def request(
+    config: MqttConfig, site: str, body: dict[str, Any], timeout_s: float
+) -> dict[str, Any]:
+    """Send one command to a gateway and return its reply (MQTT 5 request/response)."""
+    base = f"{config.prefix}/{site}"
+    correlation = uuid.uuid4().hex
+    reply_topic = f"{base}/cmd/reply/{correlation}"
+    props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    props.ResponseTopic = reply_topic
+    correlation_data = correlation.encode("ascii")
+    props.CorrelationData = correlation_data
+    props.ContentType = "application/json"
+    connected = False
+    try:
+        async with asyncio.timeout(timeout_s), _client_for(config, timeout_s) as client:
+            connected = True
+            await client.subscribe(reply_topic, qos=1)
+            await client.publish(f"{base}/cmd", encode(body), 1, False, props)
+            async for message in client.messages:
+                if getattr(message.properties, "CorrelationData", None) != correlation_data:
+                    continue
+                return _decode_reply(message.payload)
+    except TimeoutError as exc:
+        if not connected:
+            raise BrokerUnreachable(f"no connection to {config.url} within {timeout_s} s") from exc
+        raise NoReply(
+            f"no reply from {site!r} within {timeout_s} s (is the gateway online?)"
+        ) from exc
+    except aiomqtt.MqttError as exc:
+        raise BrokerUnreachable(f"cannot reach {config.url}: {exc}") from exc
+    raise BrokerUnreachable(f"connection to {config.url} closed before the reply")
+
+
+def _decode_reply(payload: Any) -> dict[str, Any]:
+    try:
+        reply = json.loads(payload)
+    except (TypeError, ValueError) as exc:
+        raise UplinkError(f"reply is not JSON: {exc}") from exc
+    if not isinstance(reply, dict):
+        raise UplinkError("reply is not a JSON object")
+    return reply
+
+
+async def snapshot(config: MqttConfig, site: str, timeout_s: float) -> dict[str, Any]:
+    """The retained topics of one gateway (suffix -> JSON value, or text such as ``online``).
+
+    Retained messages arrive right after the subscription; collection ends when none has
+    arrived for a short quiet period, or at ``timeout_s``.
+    """
+    base = f"{config.prefix}/{site}"
+    quiet_s = min(0.25, timeout_s / 4)
+    found: dict[str, Any] = {}
+    try:
+        async with asyncio.timeout(timeout_s), _client_for(config, timeout_s) as client:
+            await client.subscribe(f"{base}/#", qos=1)
+            messages = client.messages
+            while True:
+                try:
+                    async with asyncio.timeout(quiet_s):
+                        message = await anext(messages)
+                except TimeoutError:
+                    break
+                if message.retain and isinstance(message.payload, bytes):
+                    found[message.topic.value.removeprefix(base + "/")] = _decode_value(
+                        message.payload
+                    )
+    except TimeoutError as exc:
+        if not found:
+            raise BrokerUnreachable(f"no connection to {config.url} within {timeout_s} s") from exc
+    except aiomqtt.MqttError as exc:
+        raise BrokerUnreachable(f"cannot reach {config.url}: {exc}") from exc
+    return found
+
+
+def _decode_value(payload: bytes) -> Any:
+    with contextlib.suppress(ValueError):
+        return json.loads(payload)
+    return payload.decode("utf-8", errors="replace")

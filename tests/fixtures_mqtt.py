@@ -1,0 +1,235 @@
+"""Fixtures for MQTT tests: a private Mosquitto, a message collector, a link that can be cut.
+
+A private broker starts in ~15 ms, so every test gets its own (function scope).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiomqtt
+import pytest
+from paho.mqtt.properties import Properties
+
+from gatewayd.devbroker import Mosquitto
+
+__all__ = ["Collector", "FlakyLink", "Received", "flaky_link", "mosquitto", "mqtt_collect"]
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    topic: str
+    payload: bytes
+    retain: bool
+    qos: int
+    properties: Properties | None
+    #: Which connection of the collector received it (1 = first; goes up after a reconnect).
+    generation: int
+
+    def json(self) -> Any:
+        return json.loads(self.payload)
+
+    @property
+    def text(self) -> str:
+        return self.payload.decode("utf-8", errors="replace")
+
+    @property
+    def correlation_data(self) -> bytes | None:
+        value = getattr(self.properties, "CorrelationData", None)
+        return value if isinstance(value, bytes) else None
+
+
+class Collector:
+    """Subscribes to a topic filter and keeps every message; reconnects if the broker restarts."""
+
+    def __init__(self, host: str, port: int, topic_filter: str) -> None:
+        self.host = host
+        self.port = port
+        self.topic_filter = topic_filter
+        self.messages: list[Received] = []
+        #: Number of successful subscriptions so far.
+        self.generation = 0
+        self._changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self, timeout_s: float = 3.0) -> Collector:
+        self._task = asyncio.create_task(self._run(), name=f"collector:{self.topic_filter}")
+        await self.wait_connected(1, timeout_s)
+        return self
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def wait_connected(self, generation: int, timeout_s: float = 5.0) -> None:
+        """Wait until the collector has subscribed ``generation`` times."""
+        async with asyncio.timeout(timeout_s):
+            while self.generation < generation:
+                self._changed.clear()
+                await self._changed.wait()
+
+    async def wait_for(
+        self, predicate: Callable[[Received], bool], timeout_s: float = 5.0, *, since: int = 0
+    ) -> Received:
+        """First message from index ``since`` matching ``predicate``, waiting if needed."""
+        async with asyncio.timeout(timeout_s):
+            while True:
+                for message in self.messages[since:]:
+                    if predicate(message):
+                        return message
+                self._changed.clear()
+                await self._changed.wait()
+
+    async def wait_count(
+        self, predicate: Callable[[Received], bool], count: int, timeout_s: float = 5.0
+    ) -> list[Received]:
+        """Wait until ``count`` messages match; return them in arrival order."""
+        async with asyncio.timeout(timeout_s):
+            while True:
+                found = [m for m in self.messages if predicate(m)]
+                if len(found) >= count:
+                    return found
+                self._changed.clear()
+                await self._changed.wait()
+
+    def on(self, topic: str) -> list[Received]:
+        return [m for m in self.messages if m.topic == topic]
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                client = aiomqtt.Client(
+                    self.host, self.port, protocol=aiomqtt.ProtocolVersion.V5, timeout=2.0
+                )
+                async with client:
+                    await client.subscribe(self.topic_filter, qos=1)
+                    self.generation += 1
+                    self._changed.set()
+                    async for m in client.messages:
+                        payload = m.payload if isinstance(m.payload, bytes) else b""
+                        self.messages.append(
+                            Received(
+                                m.topic.value, payload, m.retain, m.qos, m.properties,
+                                self.generation,
+                            )
+                        )  # fmt: skip
+                        self._changed.set()
+            except aiomqtt.MqttError:
+                await asyncio.sleep(0.01)
+
+
+class FlakyLink:
+    """A TCP relay in front of the broker; ``cut()`` resets every connection and refuses new ones.
+
+    The broker sees the reset as an unclean disconnect (it publishes the last will), and the
+    client sees a broker that is gone, while the broker itself keeps running for observers.
+    """
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        self.host = "127.0.0.1"
+        self.port = 0
+        self.up = True
+        self._server: asyncio.Server | None = None
+        self._transports: set[asyncio.WriteTransport] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://{self.host}:{self.port}"
+
+    async def start(self) -> FlakyLink:
+        self._server = await asyncio.start_server(self._accept, self.host, 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    def cut(self) -> None:
+        self.up = False
+        for transport in list(self._transports):
+            transport.abort()
+        self._transports.clear()
+
+    def restore(self) -> None:
+        self.up = True
+
+    async def close(self) -> None:
+        self.cut()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self.up:
+            writer.transport.abort()
+            return
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._transports.update((writer.transport, up_writer.transport))
+        pumps = [
+            asyncio.create_task(self._pump(reader, up_writer)),
+            asyncio.create_task(self._pump(up_reader, writer)),
+        ]
+        self._tasks.update(pumps)
+        for pump in pumps:
+            pump.add_done_callback(self._tasks.discard)
+
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65_536):
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.transport.abort()
+            self._transports.discard(writer.transport)
+
+
+@pytest.fixture
+def mosquitto() -> Iterator[Mosquitto]:
+    """A private broker on a free loopback port, stopped after the test."""
+    broker = Mosquitto()
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+async def mqtt_collect(
+    mosquitto: Mosquitto,
+) -> AsyncIterator[Callable[[str], Awaitable[Collector]]]:
+    """``collector = await mqtt_collect("gatewayd/site/#")``: subscribed when it returns."""
+    collectors: list[Collector] = []
+
+    async def collect(topic_filter: str) -> Collector:
+        collector = Collector(mosquitto.host, mosquitto.port, topic_filter)
+        collectors.append(collector)
+        return await collector.start()
+
+    yield collect
+    for collector in collectors:
+        await collector.close()
+
+
+@pytest.fixture
+async def flaky_link(mosquitto: Mosquitto) -> AsyncIterator[FlakyLink]:
+    """A cuttable relay to the test's broker; point the client under test at ``link.url``."""
+    link = await FlakyLink(mosquitto.host, mosquitto.port).start()
+    yield link
+    await link.close()
