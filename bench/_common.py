@@ -64,5 +64,7 @@ def report(title: str, results: dict[str, Any], table: list[tuple[str, dict[str,
     print(f"\n{title}")
     print(f"{'measure':<44} {'n':>5} {'p50':>9} {'p95':>9} {'p99':>9} {'max':>9}")
     for name, stats in table:
-        cells = " ".join(f"{stats.get(k, float('nan')):>9.3f}" for k in ("p50", "p95", "p99", "max"))
+        cells = " ".join(
+            f"{stats.get(k, float('nan')):>9.3f}" for k in ("p50", "p95", "p99", "max")
+        )
         print(f"{name:<44} {stats.get('n', 0):>5} {cells}")

@@ -64,20 +64,42 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_demo)
 
     for action, help_text in (
-        ("lockdown", "lock down a scope (campus, building/<id>, zone/<id>)"),
-        ("release", "release the state held on a scope, or a door's manual lock/unlock"),
+        ("lockdown", "LOCKDOWN a scope: classroom, interior (and perimeter) doors locked"),
+        ("secure", "SECURE a scope: exterior doors locked"),
+        ("hold", "HOLD a scope: classroom doors locked"),
+        ("evacuate", "EVACUATE a scope: egress (and interior) doors released"),
+        ("shelter", "SHELTER a scope for a hazard: per-hazard door actions"),
+        ("release", "release the state held on a scope, or one door (per-room release)"),
     ):
         p = command(action, help_text)
         target = p.add_mutually_exclusive_group(required=True)
         target.add_argument("--scope", help="campus, building/<id> or zone/<id>")
         target.add_argument("--door", help="a door id")
+        if action == "shelter":
+            p.add_argument("--hazard", required=True,
+                           choices=["tornado", "hazmat", "earthquake", "severe_weather", "bomb"])
         _operator_options(p)
         p.set_defaults(handler=_operate, action=action)
     for action in ("lock", "unlock"):
         p = command(action, f"{action} one door")
         p.add_argument("--door", required=True)
+        if action == "unlock":
+            p.add_argument("--duration", type=float, default=None, metavar="SECONDS",
+                           help="responder override: unlocked this long, then relocked")
+            p.add_argument("--momentary", action="store_true",
+                           help="responder override for the site's momentary time")
         _operator_options(p)
         p.set_defaults(handler=_operate, action=action)
+
+    p = command("drill", "run a drill: scoped, timed, dry-run unless --live")
+    p.add_argument("--state", required=True,
+                   choices=["hold", "secure", "lockdown", "evacuate", "shelter"])
+    p.add_argument("--scope", required=True, help="campus, building/<id> or zone/<id>")
+    p.add_argument("--duration", type=float, required=True, metavar="SECONDS")
+    p.add_argument("--live", action="store_true", help="actuate doors (default: dry run)")
+    p.add_argument("--hazard", default=None, help="for a shelter drill")
+    _operator_options(p)
+    p.set_defaults(handler=_operate, action="drill")
 
     p = command("status", "show the campus state and doors as the broker holds them")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -112,8 +134,15 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
+    from rules.rulefile import load_rules
+
     config = load_config(args.config)
     print(summary(config))
+    if config.policy.rules:
+        rules = load_rules(config.policy.rules)
+        print(f"rules     {len(rules)} from {config.policy.rules}")
+    if config.policy.fire_verification_s:
+        print(f"WARNING   fire alarm verification delay {config.policy.fire_verification_s} s")
     return EXIT_OK
 
 
@@ -146,9 +175,9 @@ def _operate(args: argparse.Namespace) -> int:
         "ts": time.time(),
         "actor": args.actor,
         "action": args.action,
-        "params": {},
+        "params": _params(args),
     }
-    if getattr(args, "scope", None):
+    if getattr(args, "scope", None) and args.action != "drill":
         body["scope"] = args.scope
     if getattr(args, "door", None):
         body["door"] = args.door
@@ -160,10 +189,29 @@ def _operate(args: argparse.Namespace) -> int:
     return EXIT_OK if reply.get("ok") else EXIT_REFUSED
 
 
+def _params(args: argparse.Namespace) -> dict[str, Any]:
+    """The command's ``params`` from the subcommand's options."""
+    if args.action == "drill":
+        params: dict[str, Any] = {"state": args.state, "scope": args.scope,
+                                  "duration_s": args.duration, "dry_run": not args.live}
+        if args.hazard:
+            params["hazard"] = args.hazard
+        return params
+    if getattr(args, "hazard", None):
+        return {"hazard": args.hazard}
+    if getattr(args, "duration", None) is not None:
+        return {"duration_s": args.duration}
+    if getattr(args, "momentary", False):
+        return {"momentary": True}
+    return {}
+
+
 def format_reply(reply: dict[str, Any]) -> str:
     """One status line, then a table of doors that failed, for operators."""
     if not reply.get("ok") and not reply.get("doors"):
         return f"REFUSED  {reply.get('error')}: {reply.get('message')}"
+    if reply.get("dry_run"):
+        return f"DRILL    dry run {reply.get('scope')}: {reply.get('message')}"
     doors = reply.get("doors", {})
     lat = reply.get("latency_ms") or {}
     head = "OK      " if reply.get("ok") else "PARTIAL "

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from gatewayd.config import Hazard, SrpState
 from gatewayd.errors import CommandError
 
 #: Larger bodies are refused before parsing.
@@ -90,3 +91,49 @@ def command_id_of(payload: bytes) -> str | None:
         return None
     ident = body.get("id") if isinstance(body, dict) else None
     return ident if isinstance(ident, str) and len(ident) <= 128 else None
+
+
+class _Params(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StateParams(_Params):
+    """``params`` of hold, secure, lockdown, evacuate, shelter."""
+
+    #: Required for shelter: what the shelter is for.
+    hazard: Hazard | None = None
+    #: ``panic_app``: the command comes from a panic-button app (raises an ``alarm`` event).
+    source: Literal["panic_app"] | None = None
+    #: Where the panic app user is (building, floor, room as signed).
+    location: dict[str, str] = Field(default_factory=dict)
+
+
+class UnlockParams(_Params):
+    """``params`` of unlock: with either key, a bounded responder override."""
+
+    duration_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    momentary: bool = False
+
+
+class DrillParams(_Params):
+    state: SrpState
+    scope: str | None = Field(default=None, max_length=200)
+    duration_s: float = Field(gt=0, allow_inf_nan=False)
+    #: Dry run (the default): decisions published, no door moves.
+    dry_run: bool = True
+    hazard: Hazard | None = None
+
+
+P = TypeVar("P", bound=BaseModel)
+
+
+def parse_params(model: type[P], command: Command) -> P:
+    """Validate ``command.params``; a bad field is ``bad_request`` naming ``params.<field>``."""
+    try:
+        return model.model_validate(command.params)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"params.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+            for e in exc.errors(include_url=False)
+        )
+        raise CommandError("bad_request", problems) from exc

@@ -11,9 +11,16 @@ import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Union
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 
 from gatewayd.driver import ID_PATTERN, DriverConfig
 from gatewayd.errors import BadPoint, ConfigError, DriverNotFound
@@ -103,6 +110,87 @@ class InputKind(StrEnum):
     PANIC = "panic"
 
 
+class SrpState(StrEnum):
+    """The Standard Response Protocol states a scope can be in."""
+
+    NORMAL = "normal"
+    HOLD = "hold"
+    SECURE = "secure"
+    LOCKDOWN = "lockdown"
+    EVACUATE = "evacuate"
+    SHELTER = "shelter"
+
+
+class Hazard(StrEnum):
+    """What a SHELTER is for; each hazard has its own door actions in the policy."""
+
+    TORNADO = "tornado"
+    HAZMAT = "hazmat"
+    EARTHQUAKE = "earthquake"
+    SEVERE_WEATHER = "severe_weather"
+    BOMB = "bomb"
+
+
+class DoorActions(_Model):
+    """Door kinds a state locks and kinds it releases (unlocks); a kind may be in one only."""
+
+    lock: frozenset[DoorKind] = frozenset()
+    unlock: frozenset[DoorKind] = frozenset()
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> DoorActions:
+        both = self.lock & self.unlock
+        if both:
+            raise ValueError(f"kinds both locked and unlocked: {', '.join(sorted(both))}")
+        return self
+
+
+def _shelter_defaults() -> dict[Hazard, DoorActions]:
+    return {h: DoorActions(lock=frozenset({DoorKind.EXTERIOR})) for h in Hazard}
+
+
+class PolicyConfig(_Model):
+    """Site policy for the SRP engine (``[policy]``); every key has a safe default."""
+
+    hold: DoorActions = DoorActions(lock=frozenset({DoorKind.CLASSROOM}))
+    secure: DoorActions = DoorActions(lock=frozenset({DoorKind.EXTERIOR}))
+    lockdown: DoorActions = DoorActions(lock=frozenset({DoorKind.CLASSROOM, DoorKind.INTERIOR}))
+    #: LOCKDOWN also locks the perimeter (exterior and egress doors).
+    lockdown_perimeter: bool = True
+    evacuate: DoorActions = DoorActions(unlock=frozenset({DoorKind.EGRESS}))
+    #: EVACUATE also releases interior doors, so people can move to the exits.
+    evacuate_interior: bool = True
+    #: SHELTER door actions per hazard; hazards not listed lock exterior doors.
+    shelter: dict[Hazard, DoorActions] = Field(default_factory=_shelter_defaults)
+    #: A fire alarm releases every door, not only egress doors.
+    fire_release_all: bool = False
+    #: Seconds a fire alarm must stay active before doors release (fire authority approval).
+    fire_verification_s: float = Field(default=0.0, ge=0.0, le=120.0)
+    #: What a wired panic button does, and to which scope (its building, or the campus).
+    panic_state: SrpState = SrpState.LOCKDOWN
+    panic_scope: Literal["building", "campus"] = "building"
+    #: Responder unlock: default (momentary) and longest allowed duration.
+    responder_momentary_s: float = Field(default=5.0, gt=0.0, le=60.0)
+    responder_max_s: float = Field(default=300.0, gt=0.0, le=3600.0)
+    #: Longest drill.
+    drill_max_s: float = Field(default=3600.0, gt=0.0, le=86_400.0)
+    #: Trigger -> all doors confirmed; a slower trigger raises a ``budget`` event.
+    budget_ms: float = Field(default=100.0, gt=0.0, le=60_000.0)
+    #: Declarative rule file (TOML), relative to the campus file.
+    rules: str | None = None
+
+    @model_validator(mode="after")
+    def _bounds(self) -> PolicyConfig:
+        if self.responder_momentary_s > self.responder_max_s:
+            raise ValueError("responder_momentary_s must not exceed responder_max_s")
+        if self.panic_state in (SrpState.NORMAL, SrpState.SHELTER):
+            raise ValueError("panic_state must be hold, secure, lockdown or evacuate")
+        return self
+
+    def shelter_for(self, hazard: Hazard) -> DoorActions:
+        return self.shelter.get(hazard, DoorActions(lock=frozenset({DoorKind.EXTERIOR})))
+
+
 class AlarmInput(_Model):
     id: str = Field(pattern=ID_PATTERN)
     kind: InputKind
@@ -123,6 +211,7 @@ class CampusFile(_Model):
     devices: tuple[dict[str, Any], ...] = ()
     doors: tuple[Door, ...] = ()
     inputs: tuple[AlarmInput, ...] = ()
+    policy: PolicyConfig = PolicyConfig()
     #: Where the safety state and outbox live; relative to the config file.
     state_dir: str = "var"
 
@@ -139,6 +228,7 @@ class Config(_Model):
     doors: tuple[Door, ...]
     inputs: tuple[AlarmInput, ...]
     state_dir: str
+    policy: PolicyConfig = PolicyConfig()
 
     def device(self, device_id: str) -> DriverConfig:
         for dev in self.devices:
@@ -178,8 +268,16 @@ def parse_config(raw: Mapping[str, Any], source: str = "<config>") -> Config:
     state_dir = Path(os.environ.get("GATEWAYD_STATE_DIR") or campus.state_dir)
     if not state_dir.is_absolute() and source != "<config>":
         state_dir = Path(source).resolve().parent / state_dir
+    policy = campus.policy
+    if policy.rules is not None and source != "<config>":
+        rules = Path(policy.rules)
+        if not rules.is_absolute():
+            policy = policy.model_copy(
+                update={"rules": str(Path(source).resolve().parent / rules)}
+            )
     return Config(
         source=source,
+        policy=policy,
         site=campus.site,
         mqtt=campus.mqtt,
         buildings=campus.buildings,

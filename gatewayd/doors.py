@@ -114,7 +114,8 @@ class ActuationReport:
 
 
 DoorListener = Callable[[DoorState], None]
-InputListener = Callable[[str, bool], None]
+#: (input id, active, first reading since start)
+InputListener = Callable[[str, bool, bool], None]
 
 
 class DoorService:
@@ -155,9 +156,10 @@ class DoorService:
             active = event.value == alarm.active_high
             before = self.inputs.get(ident)
             self.inputs[ident] = active
-            # The first reading of a quiet contact is not news; an active one always is.
-            if before != active and (before is not None or active):
-                self._on_input(ident, active)
+            # Every change is passed on, the first reading too (flagged): it is not news when
+            # quiet, but it clears a fire release persisted before a restart.
+            if before != active:
+                self._on_input(ident, active, before is None)
             return
         self._apply(event.device, [PointValue(event.point, event.value)])
 

@@ -7,8 +7,10 @@ Start-up order matters for safety: persisted sources are loaded and every door i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections import deque
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,13 +18,13 @@ from typing import Any
 
 import structlog
 
+from gatewayd.actions import LATENCY_WINDOW, Actions
 from gatewayd.bus import Bus
 from gatewayd.campus import CAMPUS, Campus, Scope
-from gatewayd.commands import Action, Command, command_id_of, parse_command
 from gatewayd.config import Config
 from gatewayd.doors import ActuationReport, DoorService, DoorState
 from gatewayd.driver import AnyDriver
-from gatewayd.errors import CommandError
+from gatewayd.errors import GatewayError
 from gatewayd.events import (
     CameraEvent,
     DeviceFault,
@@ -35,12 +37,16 @@ from gatewayd.events import (
 from gatewayd.mqtt import Uplink
 from gatewayd.registry import load_driver
 from gatewayd.supervisor import Supervisor
-from rules.arbitration import Priority
+from gatewayd.triggers import Triggers
+from rules.actions import ActionSink, NoDriverSink
 from rules.engine import Engine
-from rules.sources import Source
+from rules.policy import RANK
+from rules.rulefile import RuleSet, load_rules
 from rules.store import SafetyStore
 
 log = structlog.get_logger(__name__)
+
+RANK_BY_NAME = {str(state): rank for state, rank in RANK.items()}
 
 #: How often dirty scope summaries are republished.
 SUMMARY_INTERVAL_S = 0.1
@@ -51,11 +57,15 @@ def utc_iso(epoch_s: float | None = None) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-class Gateway:
+class Gateway(Actions, Triggers):
     """One campus gateway; run it with :meth:`run`."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, sink: ActionSink | None = None) -> None:
         self.config = config
+        self.policy = config.policy
+        self.rules = load_rules(self.policy.rules) if self.policy.rules else RuleSet()
+        #: Where radio alerts and snapshots go; logs "no driver" until those drivers exist.
+        self.sink: ActionSink = sink or NoDriverSink()
         self.campus = Campus(config)
         self.bus: Bus[DriverEvent] = Bus()
         self._events = self.bus.subscribe("gateway")
@@ -74,6 +84,12 @@ class Gateway:
         self.supervisor: Supervisor | None = None
         self.started_at = time.time()
         self.reports: list[ActuationReport] = []
+        self._latencies: deque[dict[str, float | None]] = deque(maxlen=LATENCY_WINDOW)
+        self._expiry_wake = asyncio.Event()
+        self._fire_pending: dict[str, asyncio.Task[None]] = {}
+        if self.policy.fire_verification_s:
+            log.warning("policy.fire_verification_delay", seconds=self.policy.fire_verification_s,
+                        note="fire alarms release egress doors only after this delay")
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -84,6 +100,10 @@ class Gateway:
             self._group = group
             stack.callback(self.store.close)
             group.create_task(self._pump_events(), name="gateway:events")
+            # Overrides and drills that ran out while the daemon was down end before anything
+            # is written, so a restart never re-opens a door whose override has expired.
+            for source in self.engine.expired(time.time()):
+                self.engine.remove(source.key, force=True)
             supervisor = await stack.enter_async_context(Supervisor(self.drivers, self.bus.publish))
             self.supervisor = supervisor
             report = await self._reassert()
@@ -103,6 +123,7 @@ class Gateway:
             for state in self.doors.doors.values():
                 self._door_changed(state)
             group.create_task(self._publish_summaries(), name="gateway:summaries")
+            group.create_task(self._expire(), name="gateway:expiry")
             self._ready.set()
             log.info("gateway.ready", site=self.campus.site, doors=len(self.campus.doors),
                      devices=len(self.drivers), ms=round((now_ns() - t0) / 1e6, 1))
@@ -110,9 +131,7 @@ class Gateway:
             await asyncio.Event().wait()
 
     async def _reassert(self) -> ActuationReport:
-        decisions = self.engine.decide_all(self.campus.doors)
-        targets = {d: (dec.locked, dec.reason) for d, dec in decisions.items()}
-        return await self.doors.actuate(targets, trigger_ns=now_ns())
+        return await self._apply(self.campus.doors, now_ns())
 
     async def _reassert_device(self, device: str) -> None:
         door_ids = self.doors.doors_on(device)
@@ -120,9 +139,47 @@ class Gateway:
         log.info("device.reasserted", device=device, doors=len(report.commanded),
                  confirmed=len(report.confirmed), failed=len(report.failed))
 
-    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
-        assert self._group is not None
-        self._group.create_task(coro, name=name)
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None] | None:
+        if self._group is None:
+            # Not running (a unit test driving commands directly): nothing may outlive us.
+            coro.close()
+            log.error("gateway.not_running", task=name)
+            return None
+        return self._group.create_task(coro, name=name)
+
+    async def _expire(self) -> None:
+        """End responder overrides and drills at their time, and relock what they held."""
+        while True:
+            due = self.engine.next_expiry()
+            timeout_s = None if due is None else max(0.0, due - time.time())
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout_s):
+                    await self._expiry_wake.wait()
+            self._expiry_wake.clear()
+            for source in self.engine.expired(time.time()):
+                trigger_ns = now_ns()
+                doors = self.engine.remove(source.key, force=True)
+                self._mark_dirty(source.scope)
+                log.warning("source.expired", key=source.key, actor=source.actor,
+                            doors=len(doors))
+                self._publish_event("door" if source.name == "responder" else "state",
+                                    source.actor, {"ended": "expired", "key": source.key,
+                                                   "scope": str(source.scope)},
+                                    life_safety=True, drill=source.drill)
+                report = await self._apply(doors, trigger_ns)
+                self.record(report, trigger=f"expiry {source.key}", drill=source.drill)
+
+    def _expiry_changed(self) -> None:
+        self._expiry_wake.set()
+
+    def _mark_dirty(self, scope: Scope) -> None:
+        self._dirty_scopes.update(self._ancestors(scope))
+        if scope.kind != "door":
+            # Narrower scopes show the state in force over them, so they change too.
+            inside = set(self.campus.resolve(scope))
+            self._dirty_scopes.update(
+                s for s in self.campus.all_scopes() if inside & set(self.campus.resolve(s))
+            )
 
     async def _pump_events(self) -> None:
         async for event in self._events:
@@ -157,13 +214,6 @@ class Gateway:
         self.uplink.set_retained(f"door/{state.id}", state.payload())
         self._dirty_scopes.update(self.campus.scopes_of(state.id)[:-1])
 
-    def _input_changed(self, input_id: str, active: bool) -> None:
-        alarm = self.campus.inputs[input_id]
-        log.warning("input.changed", input=input_id, kind=str(alarm.kind), active=active)
-        self._publish_event("alarm", input_id, {
-            "input": input_id, "type": str(alarm.kind), "active": active,
-        }, life_safety=True, location={"building": alarm.building, "room": alarm.room})
-
     async def _publish_summaries(self) -> None:
         while True:
             await asyncio.sleep(SUMMARY_INTERVAL_S)
@@ -173,19 +223,23 @@ class Gateway:
 
     def scope_state(self, scope: Scope) -> dict[str, Any]:
         """The effective SRP state of a scope and how many of its doors are secured."""
-        ancestors = set(self._ancestors(scope))
         active = [
-            s for s in self.engine.sources.values()
-            if s.key.startswith("srp:") and s.scope in ancestors
+            s for a in self._ancestors(scope) for s in self.engine.sources_at(a)
+            if s.key.startswith(("srp:", "drill:")) and s.state in RANK_BY_NAME
         ]
-        winner = min(active, key=lambda s: (s.priority, -s.scope.rank), default=None)
+        # A real state shows before a drill; then the strictest; then the narrowest scope.
+        winner = min(active, key=lambda s: (s.drill, RANK_BY_NAME[str(s.state)], -s.scope.rank),
+                     default=None)
         return {
             "scope": str(scope),
-            "state": winner.name if winner else "normal",
+            "state": winner.state if winner else "normal",
+            "hazard": winner.hazard if winner else None,
             "since": utc_iso(winner.since) if winner else None,
             "source": str(winner.scope) if winner else None,
             "actor": winner.actor if winner else None,
             "drill": winner.drill if winner else False,
+            "dry_run": winner.dry_run if winner else False,
+            "until": utc_iso(winner.expires_at) if winner and winner.expires_at else None,
             **self.doors.summary(self.campus.resolve(scope)),
             "updated_at": utc_iso(),
         }
@@ -209,7 +263,7 @@ class Gateway:
         location: Mapping[str, Any] | None = None,
         drill: bool = False,
     ) -> None:
-        self.uplink.publish_event(kind, {
+        event = {
             "id": new_id(),
             "ts": utc_iso(),
             "kind": kind,
@@ -217,125 +271,35 @@ class Gateway:
             "location": dict(location or {}),
             "drill": drill,
             "data": dict(data),
-        }, life_safety=life_safety)
-
-    # --- commands --------------------------------------------------------------------------
-
-    async def handle_command(self, payload: bytes) -> dict[str, Any]:
-        """Parse, decide, actuate, verify; always return a reply, never raise for bad input."""
-        trigger_ns = now_ns()
-        try:
-            command = parse_command(payload)
-        except CommandError as exc:
-            log.warning("command.refused", error=exc.code, message=str(exc))
-            reply = {"id": command_id_of(payload), "ok": False, "error": exc.code,
-                     "message": str(exc)}
-            self._publish_event("command", "mqtt", reply, life_safety=True)
-            return reply
-        try:
-            reply = await self.execute(command, trigger_ns)
-        except CommandError as exc:
-            reply = {"id": command.id, "ok": False, "error": exc.code, "message": str(exc),
-                     "action": str(command.action)}
-            log.warning("command.refused", id=command.id, actor=command.actor,
-                        action=str(command.action), error=exc.code, message=str(exc))
-        self._publish_event("command", command.actor, {
-            "command": command.id, "action": str(command.action),
-            "scope": command.scope or (f"door/{command.door}" if command.door else None),
-            **{k: reply[k] for k in ("ok", "error", "message") if k in reply},
-            "latency_ms": reply.get("latency_ms"),
-        }, life_safety=True)
-        return reply
-
-    async def execute(self, command: Command, trigger_ns: int) -> dict[str, Any]:
-        """Carry out one authenticated command (authorisation comes with the security work)."""
-        match command.action:
-            case Action.LOCKDOWN:
-                scope = self._scope_of(command)
-                source = Source(
-                    key=f"srp:{scope}", scope=scope, priority=Priority.LOCKDOWN, locked=True,
-                    name="lockdown", actor=command.actor, since=time.time(),
-                )
-                doors = self.engine.put(source)
-            case Action.RELEASE:
-                scope = self._scope_of(command)
-                key = f"manual:{scope}" if scope.kind == "door" else f"srp:{scope}"
-                if key not in self.engine.sources:
-                    raise CommandError("not_active", f"nothing to release at {scope}")
-                doors = self.engine.remove(key)
-            case Action.LOCK | Action.UNLOCK:
-                scope = self._door_scope(command)
-                locked = command.action is Action.LOCK
-                source = Source(
-                    key=f"manual:{scope}", scope=scope, priority=Priority.MANUAL, locked=locked,
-                    name=str(command.action), actor=command.actor, since=time.time(),
-                )
-                self._refuse_if_overridden(source)
-                doors = self.engine.put(source)
-            case _:
-                raise CommandError(
-                    "not_supported", f"action {command.action!s} is not available yet"
-                )
-        report = await self._apply(doors, trigger_ns)
-        self.reports.append(report)
-        del self.reports[:-1000]
-        log.info("command.done", id=command.id, actor=command.actor,
-                 action=str(command.action), scope=str(scope),
-                 commanded=len(report.commanded), confirmed=len(report.confirmed),
-                 failed=len(report.failed),
-                 **{f"{k}_ms": v for k, v in report.latencies_ms().items()})
-        self._dirty_scopes.update(self._ancestors(scope))
-        return {
-            "id": command.id,
-            "ok": not report.failed,
-            "error": "unconfirmed" if report.failed else None,
-            "message": f"{len(report.confirmed)}/{len(report.commanded)} doors confirmed",
-            "action": str(command.action),
-            "scope": str(scope),
-            "doors": {
-                "commanded": report.commanded,
-                "confirmed": report.confirmed,
-                "failed": report.failed,
-            },
-            "latency_ms": report.latencies_ms(),
         }
+        try:
+            self.uplink.publish_event(kind, event, life_safety=life_safety)
+        except GatewayError as exc:
+            # A full outbox must never stop a lockdown: the doors matter more than the report.
+            log.critical("event.not_queued", kind=kind, source=source, error=str(exc))
+        self.evaluate_rules(event)
 
-    async def _apply(self, doors: list[str], trigger_ns: int) -> ActuationReport:
+    async def _apply(self, doors: Iterable[str], trigger_ns: int) -> ActuationReport:
+        """Actuate what the engine decides now; the door topic names override and drill."""
         decisions = self.engine.decide_all(doors)
         targets = {d: (dec.locked, dec.reason) for d, dec in decisions.items()}
-        return await self.doors.actuate(targets, trigger_ns=trigger_ns)
-
-    def _refuse_if_overridden(self, source: Source) -> None:
-        door_id = source.scope.ident
-        current = self.engine.decide(door_id)
-        if current.priority < source.priority and current.locked != source.locked:
-            raise CommandError(
-                "held",
-                f"door {door_id} is held {'locked' if current.locked else 'unlocked'} by"
-                f" {current.reason}, which outranks a manual {source.name}",
-            )
-
-    def _scope_of(self, command: Command) -> Scope:
-        if command.door is not None:
-            return self._door_scope(command)
-        if command.scope is None:
-            raise CommandError("bad_request", f"{command.action!s} needs a scope or a door")
-        scope = Scope.parse(command.scope)
-        self.campus.resolve(scope)
-        return scope
-
-    def _door_scope(self, command: Command) -> Scope:
-        ident = command.door
-        if ident is None and command.scope and command.scope.startswith("door/"):
-            ident = command.scope.removeprefix("door/")
-        if ident is None:
-            raise CommandError("bad_request", f"{command.action!s} needs a door")
-        scope = Scope("door", ident)
-        self.campus.resolve(scope)
-        return scope
+        detail: dict[str, dict[str, Any]] = {}
+        for door_id, dec in decisions.items():
+            held_by = self.engine.get(dec.claim.source) if dec.claim else None
+            if held_by is None:
+                continue
+            if held_by.name == "responder" and held_by.expires_at is not None:
+                detail[door_id] = {"override": {"actor": held_by.actor,
+                                                "until": utc_iso(held_by.expires_at)}}
+            elif held_by.drill:
+                detail[door_id] = {"drill": True}
+        return await self.doors.actuate(targets, trigger_ns=trigger_ns, detail=detail)
 
     def statistics(self) -> dict[str, Any]:
         return {
+            "latency_ms": self.latency_statistics(),
+            "rules": self.rules.statistics(),
+            "sources": len(self.engine.sources),
             "uptime_s": round(time.time() - self.started_at, 1),
             "actuations": self.doors.actuations,
             "bus": self.bus.statistics(),

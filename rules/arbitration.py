@@ -16,9 +16,11 @@ class Priority(IntEnum):
 
     #: Fire alarm: egress doors released.
     LIFE_SAFETY = 1
-    #: The SRP lockdown family (hold, secure, lockdown, shelter, evacuate).
+    #: The SRP lockdown family (hold, secure, lockdown, shelter, evacuate), and the door
+    #: exceptions inside it (per-room release, responder override), ordered by ``rank``.
     LOCKDOWN = 5
-    #: A first responder's bounded unlock.
+    #: The SPEC's responder level. A responder override must pre-empt the lockdown family for
+    #: its one door, so its claim is made at LOCKDOWN with the top rank (docs/rules.md).
     RESPONDER = 8
     #: An operator's lock/unlock of one door.
     MANUAL = 10
@@ -36,6 +38,8 @@ class Claim:
     locked: bool
     #: What holds the door, shown on its topic, e.g. ``lockdown (building/A)``.
     reason: str
+    #: Strictness inside one priority level, lower wins (see :data:`rules.policy.RANK`).
+    rank: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +58,7 @@ class Decision:
 
 
 def arbitrate(claims: Iterable[Claim], *, normal_locked: bool) -> Decision:
-    """The winning claim: highest priority; at equal priority, locked wins; then source name.
+    """The winning claim: highest priority, then lowest rank, then locked, then source name.
 
     The order is total, so the result never depends on the order claims were made.
     """
@@ -67,5 +71,5 @@ def arbitrate(claims: Iterable[Claim], *, normal_locked: bool) -> Decision:
     return Decision(best.locked, best)
 
 
-def _key(claim: Claim) -> tuple[int, bool, str]:
-    return (claim.priority, not claim.locked, claim.source)
+def _key(claim: Claim) -> tuple[int, int, bool, str]:
+    return (claim.priority, claim.rank, not claim.locked, claim.source)

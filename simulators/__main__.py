@@ -14,7 +14,7 @@ import json
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import structlog
 
@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     campus.add_argument("--host", default=None, help="bind here instead of each device's host")
     for p in (board, campus):
         p.add_argument("--actuation-ms", type=float, default=5.0, help="coil -> lock sense delay")
+        p.add_argument("--write-log", default=None, metavar="FILE",
+                       help="on exit, write every coil write as JSON lines (for crash tests)")
     return parser
 
 
@@ -78,11 +80,13 @@ async def serve(args: argparse.Namespace) -> None:
         await sim.start()
         ports = {args.id: sim.port}
         stoppers = [sim.stop]
+        boards = {args.id: sim}
     else:
         campus = CampusSim(load_config(args.config), free_ports=args.free_ports, host=args.host,
                            actuation_ms=args.actuation_ms)
         ports = await campus.start()
         stoppers = [campus.stop]
+        boards = campus.boards
     try:
         print(json.dumps({"ready": True, "ports": ports}), flush=True)
         await stop.wait()
@@ -90,6 +94,17 @@ async def serve(args: argparse.Namespace) -> None:
     finally:
         for stopper in stoppers:
             await stopper()
+        if args.write_log:
+            dump_write_log(args.write_log, boards)
+
+
+def dump_write_log(path: str, boards: Mapping[str, RelayBoardSim]) -> None:
+    """Every coil write each board received, one JSON object a line, in board order."""
+    with open(path, "w", encoding="utf-8") as out:
+        for name, board in boards.items():
+            for write in board.write_log:
+                out.write(json.dumps({"device": name, "ns": write.ns, "coil": write.address,
+                                      "value": write.value}) + "\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

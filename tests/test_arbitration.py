@@ -13,6 +13,7 @@ claims = st.builds(
     priority=st.sampled_from(list(Priority)),
     locked=st.booleans(),
     reason=st.just("r"),
+    rank=st.integers(0, 5),
 )
 claim_sets = st.lists(claims, max_size=12, unique_by=lambda c: c.source)
 
@@ -51,7 +52,7 @@ def test_decision_does_not_depend_on_claim_order(cs: list[Claim], normal: bool) 
 
 
 @given(claim_sets, st.booleans())
-def test_winner_has_the_highest_priority_and_locked_wins_ties(
+def test_winner_has_the_highest_priority_then_strictest_rank_and_locked_wins_ties(
     cs: list[Claim], normal: bool
 ) -> None:
     decision = arbitrate(cs, normal_locked=normal)
@@ -59,8 +60,10 @@ def test_winner_has_the_highest_priority_and_locked_wins_ties(
         assert decision.claim is None
         return
     top = min(c.priority for c in cs)
+    rank = min(c.rank for c in cs if c.priority == top)
     assert decision.priority == top
-    assert decision.locked == any(c.locked for c in cs if c.priority == top)
+    assert decision.claim is not None and decision.claim.rank == rank
+    assert decision.locked == any(c.locked for c in cs if (c.priority, c.rank) == (top, rank))
 
 
 @given(claim_sets, st.booleans())

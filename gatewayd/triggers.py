@@ -1,0 +1,201 @@
+"""Triggers that are not MQTT commands: alarm inputs (fire, panic) and declarative rules.
+
+A fire alarm is life safety: its source is activated in memory and the doors are written
+before anything touches the disk; the copy on disk is best-effort and only shortens the
+window after a restart until the input is read again. A panic input and a rule's
+``set_state`` go through the same command path as an operator's command, with the input or
+rule as the actor, so transitions, drills and the audit trail treat them alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Coroutine, Iterable, Mapping
+from typing import Any
+
+import structlog
+
+from gatewayd.campus import CAMPUS, Campus, Scope
+from gatewayd.commands import Action, Command
+from gatewayd.config import AlarmInput, InputKind, PolicyConfig, SrpState
+from gatewayd.doors import ActuationReport
+from gatewayd.events import new_id, now_ns
+from rules.actions import ActionSink, ExternalAction
+from rules.engine import Engine
+from rules.policy import fire_source
+from rules.rulefile import Publish, RadioAlert, Rule, RuleSet, SetState, Snapshot, render
+from rules.sources import Source
+from rules.store import StoreError
+
+log = structlog.get_logger(__name__)
+
+
+class Triggers:
+    """Mixed into the gateway, which provides the declared members."""
+
+    campus: Campus
+    engine: Engine
+    policy: PolicyConfig
+    rules: RuleSet
+    sink: ActionSink
+    _fire_pending: dict[str, asyncio.Task[None]]
+
+    # --- provided by the gateway and by Actions ----------------------------------------------
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None] | None:
+        raise NotImplementedError
+
+    def _publish_event(self, kind: str, source: str, data: Mapping[str, Any], *,
+                       life_safety: bool, location: Mapping[str, Any] | None = None,
+                       drill: bool = False) -> None:
+        raise NotImplementedError
+
+    async def _apply(self, doors: Iterable[str], trigger_ns: int) -> ActuationReport:
+        raise NotImplementedError
+
+    def _mark_dirty(self, scope: Scope) -> None:
+        raise NotImplementedError
+
+    def record(self, report: ActuationReport, *, trigger: str, drill: bool = False) -> None:
+        raise NotImplementedError
+
+    def preempt_drills(self, doors: Iterable[str], *, why: str) -> list[str]:
+        raise NotImplementedError
+
+    async def run_command(self, command: Command, trigger_ns: int) -> dict[str, Any]:
+        raise NotImplementedError
+
+    # --- alarm inputs --------------------------------------------------------------------------
+
+    def _input_changed(self, input_id: str, active: bool, first: bool) -> None:
+        alarm = self.campus.inputs[input_id]
+        if alarm.kind is InputKind.FIRE_ALARM:
+            self._fire_changed(alarm, active)
+        elif active:
+            self._panic(alarm)
+        if first and not active:
+            # A quiet contact read for the first time is not news.
+            return
+        log.warning("input.changed", input=input_id, kind=str(alarm.kind), active=active)
+        self._publish_event("alarm", input_id, {
+            "input": input_id, "type": str(alarm.kind), "active": active,
+        }, life_safety=True, location={"building": alarm.building, "room": alarm.room})
+
+    def _fire_changed(self, alarm: AlarmInput, active: bool) -> None:
+        pending = self._fire_pending.pop(alarm.id, None)
+        if pending is not None:
+            pending.cancel()
+        if active:
+            delay_s = self.policy.fire_verification_s
+            if delay_s:
+                log.warning("fire.verifying", input=alarm.id, seconds=delay_s)
+                task = self._spawn(self._fire_after(alarm, delay_s), f"fire-verify:{alarm.id}")
+                if task is not None:
+                    self._fire_pending[alarm.id] = task
+            else:
+                self._fire_release(alarm)
+            return
+        key = f"fire:{alarm.id}"
+        if self.engine.get(key) is None:
+            return
+        trigger_ns = now_ns()
+        doors = self.engine.remove(key)
+        log.warning("fire.reset", input=alarm.id, doors=len(doors))
+        self._mark_dirty(self._alarm_scope(alarm))
+        self._spawn(self._actuate(doors, trigger_ns, f"fire reset {alarm.id}"), f"fire:{alarm.id}")
+
+    async def _fire_after(self, alarm: AlarmInput, delay_s: float) -> None:
+        await asyncio.sleep(delay_s)
+        self._fire_pending.pop(alarm.id, None)
+        self._fire_release(alarm)
+
+    def _fire_release(self, alarm: AlarmInput) -> None:
+        """Release egress doors now: memory first, wire next, disk last and best-effort."""
+        trigger_ns = now_ns()
+        scope = self._alarm_scope(alarm)
+        source = fire_source(self.policy, alarm.id, scope, since=time.time())
+        doors = self.engine.put(source)
+        doors += self.preempt_drills(self.campus.resolve(scope), why=f"fire alarm {alarm.id}")
+        log.warning("fire.release", input=alarm.id, scope=str(scope), doors=len(doors))
+        self._mark_dirty(scope)
+        self._spawn(self._fire_actuate(source, doors, trigger_ns), f"fire:{alarm.id}")
+
+    async def _fire_actuate(self, source: Source, doors: list[str], trigger_ns: int) -> None:
+        await self._actuate(doors, trigger_ns, f"fire alarm {source.key}")
+        try:
+            self.engine.persist(source)
+        except StoreError as exc:
+            log.error("fire.persist_failed", key=source.key, error=str(exc),
+                      note="doors are released; a restart re-reads the input")
+
+    async def _actuate(self, doors: list[str], trigger_ns: int, trigger: str) -> None:
+        report = await self._apply(sorted(set(doors), key=self.campus.door_index.__getitem__),
+                                   trigger_ns)
+        self.record(report, trigger=trigger)
+
+    def _alarm_scope(self, alarm: AlarmInput) -> Scope:
+        return Scope("building", alarm.building) if alarm.building else CAMPUS
+
+    def _panic(self, alarm: AlarmInput) -> None:
+        scope = self._alarm_scope(alarm) if self.policy.panic_scope == "building" else CAMPUS
+        command = Command(id=new_id(), ts=time.time(), actor=f"input:{alarm.id}",
+                          action=Action(str(self.policy.panic_state)), scope=str(scope))
+        log.warning("panic.triggered", input=alarm.id, state=str(self.policy.panic_state),
+                    scope=str(scope))
+        self._spawn(self._run(command), f"panic:{alarm.id}")
+
+    async def _run(self, command: Command) -> None:
+        await self.run_command(command, now_ns())
+
+    # --- rules -----------------------------------------------------------------------------
+
+    def evaluate_rules(self, event: Mapping[str, Any]) -> None:
+        """Fire matching rules; events a rule caused are not evaluated again (no loops)."""
+        if not self.rules or str(event.get("source", "")).startswith("rule:"):
+            return
+        for rule in self.rules.match(event):
+            self._spawn(self._fire_rule(rule, event), f"rule:{rule.id}")
+
+    async def _fire_rule(self, rule: Rule, event: Mapping[str, Any]) -> None:
+        drill = bool(event.get("drill"))
+        log.info("rule.fired", rule=rule.id, kind=event.get("kind"), source=event.get("source"),
+                 drill=drill)
+        for action in rule.do:
+            try:
+                await self._rule_action(rule, action, event, drill=drill)
+            except KeyError as exc:
+                log.error("rule.missing_field", rule=rule.id, action=action.action,
+                          field=str(exc))
+
+    async def _rule_action(self, rule: Rule, action: Any, event: Mapping[str, Any], *,
+                           drill: bool) -> None:
+        actor = f"rule:{rule.id}"
+        location = event.get("location") or {}
+        match action:
+            case SetState():
+                scope = render(action.scope, event)
+                if drill:
+                    # A drill's event never sets a real state; say what it would have done.
+                    self._publish_event("state", actor, {
+                        "would_set": str(action.state), "scope": scope,
+                    }, life_safety=False, drill=True)
+                    return
+                params = {"hazard": str(action.hazard)} if action.state is SrpState.SHELTER \
+                    and action.hazard else {}
+                await self.run_command(Command(
+                    id=new_id(), ts=time.time(), actor=actor, action=Action(str(action.state)),
+                    scope=scope, params=params,
+                ), now_ns())
+            case Publish():
+                self._publish_event(action.kind, actor, {
+                    "message": render(action.message, event), "severity": action.severity,
+                    "event": event.get("id"),
+                }, life_safety=action.severity == "high", location=location, drill=drill)
+            case RadioAlert():
+                await self.sink.dispatch(ExternalAction(
+                    "radio_alert", rule.id, drill, text=render(action.text, event),
+                    targets=(action.device,) if action.device else (), location=location))
+            case Snapshot():
+                await self.sink.dispatch(ExternalAction(
+                    "snapshot", rule.id, drill, targets=action.cameras, location=location))
