@@ -1,0 +1,147 @@
+"""Security at the gateway's edges: start-up refusals, and the gate every command passes."""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from gatewayd.audit import AuditKind, AuditLog, AuditRecord, AuditUnavailable
+from gatewayd.auth import Actor, Authorizer, SecurityConfig
+from gatewayd.commands import Action, Command
+from gatewayd.errors import CommandError
+from gatewayd.keys import is_demo_key
+
+log = structlog.get_logger(__name__)
+
+#: Passwords that ship in examples and tutorials; refused outside demo mode.
+DEFAULT_PASSWORDS = frozenset({
+    "password", "changeme", "change-me", "admin", "secret", "mosquitto", "gatewayd", "demo",
+    "public", "guest", "test",
+})
+#: Actions that may run when the audit log cannot be written: they change nothing.
+UNAUDITED_ACTIONS = frozenset({Action.STATUS})
+
+
+def refuse_unsafe(
+    site_demo: bool,
+    security: SecurityConfig,
+    mqtt_url: str,
+    mqtt_password: str | None,
+    tls_verify: bool,
+) -> list[str]:
+    """Reasons the daemon must not start outside demo mode; empty means it may."""
+    if site_demo:
+        return []
+    problems = []
+    demo = sorted(a.id for a in security.actors if is_demo_key(a.public_key))
+    if demo:
+        problems.append(f"actors use the shipped DEMO keys: {', '.join(demo)}")
+    scheme, host = _scheme_host(mqtt_url)
+    if mqtt_password is not None and not mqtt_password.strip():
+        problems.append("mqtt.password is empty")
+    elif mqtt_password is not None and mqtt_password.lower() in DEFAULT_PASSWORDS:
+        problems.append("mqtt.password is a well-known default")
+    if scheme == "mqtt" and not _is_loopback(host):
+        problems.append(f"plain mqtt:// to {host}, which is not this machine: use mqtts://")
+    if scheme == "mqtt" and mqtt_password is None:
+        problems.append("no broker credentials: set mqtt.password or use mqtts:// with a client"
+                        " certificate")
+    if not tls_verify:
+        problems.append("mqtt.tls.verify is off: the broker could be anyone")
+    return problems
+
+
+def _scheme_host(url: str) -> tuple[str, str]:
+    scheme, _, rest = url.partition("://")
+    host = rest.split("/", 1)[0]
+    if host.startswith("["):
+        host = host[1:].split("]", 1)[0]
+    else:
+        host = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    return scheme.lower(), host
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class CommandGuard:
+    """Authorizes and audits each command; only an admitted command may move a door."""
+
+    def __init__(
+        self,
+        authorizer: Authorizer,
+        audit: AuditLog | None,
+        *,
+        site: str,
+        on_record: Callable[[AuditRecord], None] = lambda record: None,
+    ) -> None:
+        self.authorizer = authorizer
+        #: ``None`` when the log could not be opened: every safety command is then refused.
+        self.audit = audit
+        self.site = site
+        self._on_record = on_record
+
+    def admit(self, command: Command, *, payload: bytes, now: float) -> Actor:
+        """The authorized actor, after the command is audited; else raise ``CommandError``."""
+        try:
+            actor = self.authorizer.check(command, payload=payload, site=self.site, now=now)
+        except CommandError as exc:
+            self.refused(exc, payload=payload, command=command)
+            raise
+        data = {
+            "command": command.id, "action": str(command.action),
+            "scope": command.scope, "door": command.door, "params": _without_sigs(command),
+        }
+        try:
+            self._append(AuditKind.COMMAND, actor.id, data)
+        except AuditUnavailable as exc:
+            if command.action in UNAUDITED_ACTIONS:
+                return actor
+            log.error("audit.unavailable", command=command.id, actor=actor.id, error=str(exc))
+            raise CommandError("audit_unavailable", f"refused: cannot audit it ({exc})") from exc
+        return actor
+
+    def refused(
+        self, exc: CommandError, *, payload: bytes, command: Command | None = None
+    ) -> None:
+        """Audit a refusal (unparsable or unauthorized); never raises."""
+        data: dict[str, Any] = {
+            "error": exc.code,
+            "message": str(exc),
+            "payload_sha256": hashlib.sha256(payload).hexdigest(),
+            "payload_bytes": len(payload),
+        }
+        if command is not None:
+            # Who the command *claims* to be from: unauthenticated, so not in ``actor``.
+            data.update(command=command.id, claimed_actor=command.actor,
+                        action=str(command.action), scope=command.scope, door=command.door)
+        try:
+            self._append(AuditKind.REFUSAL, "-", data)
+        except AuditUnavailable as audit_exc:
+            log.error("audit.unavailable", refusal=exc.code, error=str(audit_exc))
+
+    def _append(self, kind: AuditKind, actor: str, data: dict[str, Any]) -> None:
+        if self.audit is None:
+            raise AuditUnavailable("the audit log could not be opened at start-up")
+        self._on_record(self.audit.append(kind, actor, data))
+
+    def statistics(self) -> dict[str, Any]:
+        return {
+            "auth": self.authorizer.statistics(),
+            "audit": self.audit.statistics() if self.audit else None,
+        }
+
+
+def _without_sigs(command: Command) -> dict[str, Any]:
+    # Signatures prove nothing once checked and only bloat the log.
+    return {k: v for k, v in command.params.items() if k != "cosig"}
