@@ -22,7 +22,7 @@ from gatewayd.actions import LATENCY_WINDOW, Actions
 from gatewayd.bus import Bus
 from gatewayd.campus import CAMPUS, Campus, Scope
 from gatewayd.config import Config
-from gatewayd.doors import ActuationReport, DoorService, DoorState
+from gatewayd.doors import ActuationReport, DoorService, DoorState, Target
 from gatewayd.driver import AnyDriver
 from gatewayd.errors import GatewayError
 from gatewayd.events import (
@@ -35,6 +35,7 @@ from gatewayd.events import (
     now_ns,
 )
 from gatewayd.mqtt import Uplink
+from gatewayd.outbox import Outbox
 from gatewayd.registry import load_driver
 from gatewayd.supervisor import Supervisor
 from gatewayd.triggers import Triggers
@@ -77,7 +78,8 @@ class Gateway(Actions, Triggers):
         self.store = SafetyStore(Path(config.state_dir) / "safety.sqlite")
         self.engine = Engine(self.campus, self.store)
         self.doors = DoorService(self.campus, self.drivers, self._door_changed, self._input_changed)
-        self.uplink = Uplink(config.mqtt, config.site.id, self.handle_command)
+        self.uplink = Uplink(config.mqtt, config.site.id, self.handle_command,
+                             queue=Outbox(Path(config.state_dir) / "outbox.sqlite"))
         self._dirty_scopes: set[Scope] = set()
         self._ready = asyncio.Event()
         self._group: asyncio.TaskGroup | None = None
@@ -282,7 +284,8 @@ class Gateway(Actions, Triggers):
     async def _apply(self, doors: Iterable[str], trigger_ns: int) -> ActuationReport:
         """Actuate what the engine decides now; the door topic names override and drill."""
         decisions = self.engine.decide_all(doors)
-        targets = {d: (dec.locked, dec.reason) for d, dec in decisions.items()}
+        targets = {d: Target(dec.locked, dec.reason, int(dec.priority))
+                   for d, dec in decisions.items()}
         detail: dict[str, dict[str, Any]] = {}
         for door_id, dec in decisions.items():
             held_by = self.engine.get(dec.claim.source) if dec.claim else None

@@ -6,7 +6,8 @@ Topics live under ``<prefix>/<site>`` (see docs/mqtt-api.md):
   before a clean disconnect.
 - ``state/<scope>``, ``door/<id>``: retained; the latest payload per topic is kept here and
   published again after every (re)connect, because a restarted broker may have lost it.
-- ``event/<kind>``: QoS 1 through a :class:`PublishQueue`; an entry is acked only after the
+- ``event/<kind>``: QoS 1 through a :class:`PublishQueue` (the durable
+  :class:`~gatewayd.outbox.Outbox` in the daemon); an entry is acked only after the
   broker's PUBACK, so a connection lost mid-flight re-sends it (same payload, same event id).
 - ``cmd``: each request goes to the daemon's handler; the reply goes to the MQTT 5 response
   topic with the request's correlation data, else to ``cmd/result``.
@@ -16,16 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import json
 import ssl
 import time
 import uuid
-from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeGuard
+from typing import Any, TypeGuard
 
 import aiomqtt
 import structlog
@@ -34,7 +32,13 @@ from paho.mqtt.properties import Properties
 
 from gatewayd.config import MqttConfig
 from gatewayd.errors import GatewayError
+from gatewayd.outbox import MemoryQueue, Outgoing, PublishQueue, PublishQueueFull
 from gatewayd.supervisor import Backoff
+
+__all__ = [
+    "BrokerUnreachable", "MemoryQueue", "NoReply", "Outgoing", "PublishQueue", "PublishQueueFull",
+    "Uplink", "UplinkError", "encode", "request", "snapshot",
+]  # fmt: skip
 
 log = structlog.get_logger(__name__)
 
@@ -63,112 +67,6 @@ class BrokerUnreachable(UplinkError):
 
 class NoReply(UplinkError):
     code = "no_reply"
-
-
-class PublishQueueFull(UplinkError):
-    """A life-safety message could not be queued: it is never dropped silently."""
-
-    code = "queue_full"
-
-
-# --- the publish queue ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Outgoing:
-    """One queued event; ``seq`` orders entries within a traffic class."""
-
-    seq: int
-    #: Topic below ``<prefix>/<site>/``, e.g. ``event/alarm``.
-    topic: str
-    payload: bytes
-    life_safety: bool
-
-
-class PublishQueue(Protocol):
-    """Where events wait for the broker; the durable SQLite outbox implements the same.
-
-    ``get`` hands out the oldest life-safety entry, else the oldest telemetry entry; it stays
-    in flight until ``ack`` (after PUBACK) removes it, or ``rewind`` (connection lost) makes
-    every in-flight entry pending again, ahead of newer ones.
-    """
-
-    def put(self, topic: str, payload: bytes, *, life_safety: bool) -> None:
-        """Never blocks; raises :class:`PublishQueueFull` for life-safety traffic when full."""
-        ...
-
-    async def get(self) -> Outgoing: ...
-
-    def ack(self, entry: Outgoing) -> None: ...
-
-    def rewind(self) -> None: ...
-
-    def __len__(self) -> int:
-        """Entries not yet acknowledged (pending and in flight)."""
-        ...
-
-    def statistics(self) -> dict[str, int]: ...
-
-
-class MemoryQueue:
-    """In-memory :class:`PublishQueue`: telemetry drops its oldest when full, life safety never."""
-
-    def __init__(self, *, telemetry_max: int = 10_000, life_safety_max: int = 100_000) -> None:
-        self._telemetry_max = telemetry_max
-        self._life_safety_max = life_safety_max
-        # Index 0: life safety, 1: telemetry; each in seq order.
-        self._pending: tuple[deque[Outgoing], deque[Outgoing]] = (deque(), deque())
-        self._in_flight: dict[int, Outgoing] = {}
-        self._seq = itertools.count()
-        self._ready = asyncio.Event()
-        #: Telemetry entries dropped because the queue was full.
-        self.dropped_telemetry = 0
-
-    def put(self, topic: str, payload: bytes, *, life_safety: bool) -> None:
-        pending = self._pending[0 if life_safety else 1]
-        if life_safety and len(pending) >= self._life_safety_max:
-            raise PublishQueueFull(
-                f"life-safety queue full ({self._life_safety_max} entries); {topic} not queued"
-            )
-        if not life_safety and len(pending) >= self._telemetry_max:
-            pending.popleft()
-            self.dropped_telemetry += 1
-            if self.dropped_telemetry == 1 or self.dropped_telemetry % 1000 == 0:
-                log.warning("mqtt.telemetry_dropped", dropped=self.dropped_telemetry)
-        pending.append(Outgoing(next(self._seq), topic, payload, life_safety))
-        self._ready.set()
-
-    async def get(self) -> Outgoing:
-        while True:
-            for pending in self._pending:
-                if pending:
-                    entry = pending.popleft()
-                    self._in_flight[entry.seq] = entry
-                    return entry
-            self._ready.clear()
-            await self._ready.wait()
-
-    def ack(self, entry: Outgoing) -> None:
-        self._in_flight.pop(entry.seq, None)
-
-    def rewind(self) -> None:
-        for entry in sorted(self._in_flight.values(), key=lambda e: e.seq, reverse=True):
-            self._pending[0 if entry.life_safety else 1].appendleft(entry)
-        self._in_flight.clear()
-        if any(self._pending):
-            self._ready.set()
-
-    def __len__(self) -> int:
-        return len(self._pending[0]) + len(self._pending[1]) + len(self._in_flight)
-
-    def statistics(self) -> dict[str, int]:
-        return {
-            "queued": len(self),
-            "queued_life_safety": len(self._pending[0])
-            + sum(e.life_safety for e in self._in_flight.values()),
-            "in_flight": len(self._in_flight),
-            "dropped_telemetry": self.dropped_telemetry,
-        }
 
 
 # --- the uplink -------------------------------------------------------------------------------
@@ -267,8 +165,8 @@ class Uplink:
         """Connect, serve, reconnect with backoff, until cancelled.
 
         ``started`` is called after the first connection attempt, whether it worked or not.
+        The queue is closed when this returns.
         """
-        attempt = 0
         announced = False
 
         def once() -> None:
@@ -277,31 +175,39 @@ class Uplink:
                 announced = True
                 started()
 
-        async with asyncio.TaskGroup() as commands:
-            self._commands_group = commands
-            while True:
-                self._established = False
-                try:
-                    await self._connection(once)
-                except aiomqtt.MqttError as exc:
-                    if self._established:
-                        log.warning("mqtt.disconnected", url=self._config.url, error=str(exc))
-                    else:
-                        self._stats["connect_failures"] += 1
-                        log.warning(
-                            "mqtt.connect_failed",
-                            url=self._config.url,
-                            attempt=attempt + 1,
-                            error=str(exc),
-                        )
+        try:
+            async with asyncio.TaskGroup() as commands:
+                self._commands_group = commands
+                await self._reconnect_forever(once)
+        finally:
+            # The uplink owns its queue: what is staged goes to disk before the process ends.
+            self._queue.close()
+
+    async def _reconnect_forever(self, once: Callable[[], None]) -> None:
+        attempt = 0
+        while True:
+            self._established = False
+            try:
+                await self._connection(once)
+            except aiomqtt.MqttError as exc:
                 if self._established:
-                    attempt = 0
-                once()
-                delay = self._backoff.delay_s(attempt)
-                # Bounded: the delay is capped long before, and 2**attempt must stay a float.
-                attempt = min(attempt + 1, 30)
-                log.info("mqtt.reconnect_wait", attempt=attempt, delay_s=round(delay, 2))
-                await asyncio.sleep(delay)
+                    log.warning("mqtt.disconnected", url=self._config.url, error=str(exc))
+                else:
+                    self._stats["connect_failures"] += 1
+                    log.warning(
+                        "mqtt.connect_failed",
+                        url=self._config.url,
+                        attempt=attempt + 1,
+                        error=str(exc),
+                    )
+            if self._established:
+                attempt = 0
+            once()
+            delay = self._backoff.delay_s(attempt)
+            # Bounded: the delay is capped long before, and 2**attempt must stay a float.
+            attempt = min(attempt + 1, 30)
+            log.info("mqtt.reconnect_wait", attempt=attempt, delay_s=round(delay, 2))
+            await asyncio.sleep(delay)
 
     async def _connection(self, started: Callable[[], None]) -> None:
         """One session: connect, announce, serve until the connection breaks."""
