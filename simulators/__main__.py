@@ -1,7 +1,8 @@
 """Run simulators from the command line.
 
 ``python -m simulators board --port 15020 --doors 32`` runs one relay board;
-``python -m simulators campus -c configs/demo-campus.toml`` runs every board of a campus.
+``python -m simulators campus -c configs/demo-campus.toml`` runs every board of a campus;
+``python -m simulators radio --tcp-port 0`` (or ``--pty``) runs a PSAP radio interface.
 When everything listens, one JSON line ``{"ready": true, "ports": {...}}`` goes to stdout
 (the only thing ever written there); logs go to stderr.
 """
@@ -21,6 +22,7 @@ import structlog
 from gatewayd.config import load_config
 from gatewayd.errors import ConfigError
 from simulators.campus import CampusSim
+from simulators.psap_radio import PsapRadioSim
 from simulators.relay_board import RelayBoardSim
 
 log = structlog.get_logger("simulators")
@@ -41,6 +43,14 @@ def build_parser() -> argparse.ArgumentParser:
     campus.add_argument("-c", "--config", required=True, help="campus TOML file")
     campus.add_argument("--free-ports", action="store_true", help="ignore configured ports")
     campus.add_argument("--host", default=None, help="bind here instead of each device's host")
+    radio = sub.add_parser("radio", help="a PSAP-linked radio interface (serial line protocol)")
+    where = radio.add_mutually_exclusive_group()
+    where.add_argument("--tcp-port", type=int, default=0, help="listen here (0: a free port)")
+    where.add_argument("--pty", action="store_true", help="a pty pair instead of TCP")
+    radio.add_argument("--host", default="127.0.0.1")
+    radio.add_argument("--id", default="radio", help="key of the port and url in the ready line")
+    # Coil write logs are a relay-board matter.
+    radio.set_defaults(write_log=None)
     for p in (board, campus):
         p.add_argument("--actuation-ms", type=float, default=5.0, help="coil -> lock sense delay")
         p.add_argument("--write-log", default=None, metavar="FILE",
@@ -71,6 +81,7 @@ def configure_logging(level: str, *, json_logs: bool) -> None:
 async def serve(args: argparse.Namespace) -> None:
     """Start the simulators, announce readiness, run until SIGINT or SIGTERM."""
     stop = asyncio.Event()
+    urls: dict[str, str] = {}
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
@@ -81,6 +92,14 @@ async def serve(args: argparse.Namespace) -> None:
         ports = {args.id: sim.port}
         stoppers = [sim.stop]
         boards = {args.id: sim}
+    elif args.command == "radio":
+        radio = PsapRadioSim("pty" if args.pty else "tcp", host=args.host, port=args.tcp_port,
+                             name=args.id)
+        await radio.start()
+        ports = {args.id: radio.port} if radio.port else {}
+        urls = {args.id: radio.url}
+        stoppers = [radio.stop]
+        boards = {}
     else:
         campus = CampusSim(load_config(args.config), free_ports=args.free_ports, host=args.host,
                            actuation_ms=args.actuation_ms)
@@ -88,7 +107,8 @@ async def serve(args: argparse.Namespace) -> None:
         stoppers = [campus.stop]
         boards = campus.boards
     try:
-        print(json.dumps({"ready": True, "ports": ports}), flush=True)
+        print(json.dumps({"ready": True, "ports": ports, **({"urls": urls} if urls else {})}),
+              flush=True)
         await stop.wait()
         log.info("stopping", reason="signal")
     finally:

@@ -14,6 +14,7 @@ from typing import Protocol
 
 from gatewayd.driver import DriverConfig
 from gatewayd.events import DeviceCommand, PointWrite, WritePoints
+from simulators.psap_radio import PsapRadioRig
 
 RIG_GROUP = "gatewayd.rigs"
 
@@ -87,7 +88,10 @@ class ModbusRelayRig:
 
 
 #: Built-in rigs by driver name.
-RIGS: dict[str, Callable[[], Rig]] = {"modbus_relay": ModbusRelayRig}
+RIGS: dict[str, Callable[[], Rig]] = {
+    "modbus_relay": ModbusRelayRig,
+    "psap_radio": PsapRadioRig,
+}
 
 
 def all_rigs() -> dict[str, Callable[[], Rig]]:

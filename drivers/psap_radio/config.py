@@ -1,0 +1,84 @@
+"""Settings of the PSAP-linked radio interface, validated when the campus file loads."""
+
+from __future__ import annotations
+
+from typing import Literal, Self
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator, model_validator
+
+from drivers.psap_radio.frames import MAX_SITE, check_text
+from gatewayd.driver import DriverConfig
+
+#: pyserial URL handlers that make sense for a radio line (``serial_for_url``).
+URL_SCHEMES = frozenset({"socket", "rfc2217", "loop", "spy", "alt", "hwgrep"})
+#: Schemes that must name a host and a port.
+NETWORK_SCHEMES = frozenset({"socket", "rfc2217"})
+
+
+class PsapRadioConfig(DriverConfig):
+    """The serial line to the radio interface that links the school to its 911 centre."""
+
+    driver: Literal["psap_radio"]
+    #: A device path (``/dev/ttyUSB0``), a pty path, or a pyserial URL (``socket://h:p``).
+    url: str = Field(min_length=1, max_length=255)
+    #: Line speed; a pty or a socket ignores it.
+    baudrate: int = Field(default=9600, ge=300, le=921_600)
+    #: Deadline for the radio's ACK or NAK of one frame.
+    ack_timeout_ms: int = Field(default=1000, ge=10, le=30_000)
+    #: Transmissions of one frame, same sequence number, before giving up.
+    max_attempts: int = Field(default=5, ge=1, le=20)
+    #: Pause before sending again after a NAK (the radio said busy or refused).
+    nak_backoff_ms: int = Field(default=100, ge=0, le=10_000)
+    #: Heartbeat period; each heartbeat expects an ACK within ``ack_timeout_ms``.
+    heartbeat_s: float = Field(default=10.0, ge=0.05, le=3600)
+    #: Consecutive missed heartbeats before the radio is offline (one miss: degraded).
+    offline_after_misses: int = Field(default=3, ge=1, le=10)
+    #: If false, a drill puts nothing on the air: the link is checked with a heartbeat only.
+    allow_test_traffic: bool = False
+    #: Who is calling, as the dispatcher should read it (the school's name).
+    site_label: str = Field(min_length=1, max_length=MAX_SITE)
+    reconnect_min_ms: int = Field(default=200, ge=10, le=60_000)
+    reconnect_max_ms: int = Field(default=5_000, ge=10, le=300_000)
+
+    @field_validator("url")
+    @classmethod
+    def _known_url(cls, url: str) -> str:
+        if "://" not in url:
+            if any(c.isspace() for c in url):
+                raise ValueError(f"device path {url!r} contains white space")
+            return url
+        parts = urlsplit(url)
+        if parts.scheme not in URL_SCHEMES:
+            known = ", ".join(f"{s}://" for s in sorted(URL_SCHEMES))
+            raise ValueError(f"URL scheme {parts.scheme!r} is not one of {known}")
+        if parts.scheme in NETWORK_SCHEMES:
+            try:
+                port = parts.port
+            except ValueError:
+                port = None
+            if not parts.hostname or port is None:
+                raise ValueError(f"{url!r} needs a host and a port, e.g. socket://10.0.0.5:4001")
+        return url
+
+    @field_validator("site_label")
+    @classmethod
+    def _wire_safe_site(cls, site: str) -> str:
+        problem = check_text(site, MAX_SITE, what="site_label", empty_ok=False, commas=False)
+        if problem:
+            raise ValueError(problem)
+        return site
+
+    @model_validator(mode="after")
+    def _timings_consistent(self) -> Self:
+        if self.ack_timeout_ms >= self.heartbeat_s * 1000:
+            raise ValueError(
+                f"ack_timeout_ms ({self.ack_timeout_ms}) must be shorter than heartbeat_s"
+                f" ({self.heartbeat_s}) so heartbeats do not overlap"
+            )
+        if self.reconnect_max_ms < self.reconnect_min_ms:
+            raise ValueError(
+                f"reconnect_max_ms ({self.reconnect_max_ms}) must be >= reconnect_min_ms"
+                f" ({self.reconnect_min_ms})"
+            )
+        return self
