@@ -12,7 +12,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import structlog
 
@@ -46,6 +46,8 @@ class DoorState:
     commanded: bool | None = None
     #: Which source holds it, e.g. ``lockdown (building/A)``.
     reason: str = "normal"
+    #: Priority of the holding source, as written to priority-array devices.
+    priority: int = 16
     #: Lock state read back from the device (None: unknown).
     locked: bool | None = None
     #: Door position (None: no sensor or unknown).
@@ -111,6 +113,15 @@ class ActuationReport:
             "on_wire": ms(self.on_wire_ns),
             "confirmed": ms(self.confirmed_ns) if not self.failed else None,
         }
+
+
+class Target(NamedTuple):
+    """What one door should be, and on whose authority."""
+
+    locked: bool
+    reason: str
+    #: Arbitration priority (BACnet sense: 1 highest); a priority-array device writes at it.
+    priority: int = 16
 
 
 DoorListener = Callable[[DoorState], None]
@@ -190,17 +201,18 @@ class DoorService:
 
     async def actuate(
         self,
-        targets: Mapping[str, tuple[bool, str]],
+        targets: Mapping[str, Target],
         *,
         trigger_ns: int,
         detail: Mapping[str, dict[str, Any]] | None = None,
     ) -> ActuationReport:
-        """Command doors (door -> (locked, reason)) and wait until each confirms or fails."""
+        """Command doors and wait until each confirms or fails."""
         report = ActuationReport(trigger_ns=trigger_ns, decided_ns=now_ns())
         by_device: dict[str, list[str]] = defaultdict(list)
-        for door_id, (locked, reason) in targets.items():
+        for door_id, target in targets.items():
             state = self.doors[door_id]
-            state.commanded, state.reason, state.confirmed = locked, reason, False
+            state.commanded, state.reason, state.confirmed = target.locked, target.reason, False
+            state.priority = target.priority
             state.detail = dict(detail.get(door_id, {})) if detail else {}
             by_device[self.campus.bindings[door_id].device].append(door_id)
             report.commanded.append(door_id)
@@ -241,7 +253,11 @@ class DoorService:
         async with self._write_locks[device]:
             # Write what is decided *now*: a later decision may have overtaken this one.
             writes = tuple(
-                PointWrite(self.campus.bindings[d].lock, bool(self.doors[d].commanded))
+                PointWrite(
+                    self.campus.bindings[d].lock,
+                    bool(self.doors[d].commanded),
+                    self.doors[d].priority,
+                )
                 for d in door_ids
             )
             result = await driver.execute(WritePoints(writes))
