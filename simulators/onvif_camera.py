@@ -1,0 +1,448 @@
+"""An ONVIF camera: device, media, events (pull point) and PTZ services over SOAP 1.2.
+
+Built on aiohttp + lxml rather than a SOAP framework: the client under test (zeep, through
+onvif-zeep-async) must not also be the server, and faults need per-request control. It
+answers what the gatewayd driver and the onvif-zeep-async client use: GetSystemDateAndTime
+(unauthenticated), GetServices, GetCapabilities, GetDeviceInformation, GetProfiles,
+GetSnapshotUri, CreatePullPointSubscription, PullMessages, Renew, Unsubscribe, GetPresets and
+GotoPreset, every call but the first checked against a WS-Security UsernameToken. Snapshots are
+JPEG frames drawn with OpenCV (name, counter, time) behind HTTP digest or basic auth.
+
+Faults: :meth:`reboot` (subscriptions lost, refuses connections for a moment),
+:meth:`drop_subscriptions`, ``delay_ms`` (every reply late), :meth:`vanish` / :meth:`reappear`
+and ``garble`` (SOAP replies that are not XML, snapshots that are not JPEG).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import itertools
+import time
+from collections import Counter, deque
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Literal
+
+import cv2
+import numpy as np
+import structlog
+from aiohttp import web
+
+from simulators.onvif_http_auth import HttpAuth
+from simulators.onvif_soap import (
+    CONTENT_TYPE,
+    NS,
+    Request,
+    SoapError,
+    check_username_token,
+    envelope,
+    fault,
+    iso,
+    parse_duration_s,
+    parse_request,
+    parse_termination_s,
+    utcnow,
+)
+
+log = structlog.get_logger("simulators.onvif_camera")
+
+MOTION = "tns1:VideoSource/MotionAlarm"
+CELL_MOTION = "tns1:RuleEngine/CellMotionDetector/Motion"
+SCENE_CHANGE = "tns1:VideoSource/GlobalSceneChange/ImagingService"
+DIGITAL_INPUT = "tns1:Device/Trigger/DigitalInput"
+TAMPER = "tns1:RuleEngine/TamperDetector/Tamper"
+#: The Data item that carries the state, per topic (cameras name it differently).
+_STATE_ITEM = {CELL_MOTION: "IsMotion", DIGITAL_INPUT: "LogicalState", TAMPER: "IsTamper"}
+_SOURCE_ITEM = {DIGITAL_INPUT: ("InputToken", "DIGIT_INPUT_000")}
+#: Messages kept per subscription; beyond it the oldest are dropped, as cameras do.
+QUEUE_LIMIT = 1000
+#: Longest PullMessages wait we honour (ONVIF lets a device cap it).
+MAX_PULL_S = 60.0
+DEFAULT_TERMINATION_S = 60.0
+#: What a garbled camera answers to SOAP: truncated, mis-encoded, not an envelope.
+GARBAGE = b"\xff\xfe<Envelope garbled \x00\x01 <<"
+DIALECT = "http://www.onvif.org/ver10/tev/topicExpression/ConcreteSet"
+
+
+@dataclass
+class _Subscription:
+    id: int
+    expires: float
+    queue: deque[str] = field(default_factory=lambda: deque(maxlen=QUEUE_LIMIT))
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    dropped: bool = False
+
+
+class OnvifCameraSim:
+    """One simulated camera on ``host:port`` (port 0 picks a free one)."""
+
+    def __init__(
+        self,
+        name: str = "camera",
+        *,
+        username: str = "admin",
+        password: str = "secret",
+        host: str = "127.0.0.1",
+        port: int = 0,
+        ptz: bool = True,
+        presets: tuple[str, ...] = ("Home", "Entrance", "Hallway"),
+        frame_size: tuple[int, int] = (640, 480),
+        snapshot_auth: Literal["digest", "basic", "any"] = "any",
+    ) -> None:
+        self.name = name
+        self.host = host
+        self.username = username
+        self.password = password
+        self.ptz = ptz
+        #: Preset tokens are "1", "2", ... in this order.
+        self.presets = {str(i): n for i, n in enumerate(presets, start=1)}
+        self.frame_size = frame_size
+        #: Every reply (SOAP and snapshot) is sent this much later.
+        self.delay_ms = 0.0
+        #: SOAP replies are not XML and snapshots are not JPEG.
+        self.garble = False
+        #: Preset tokens moved to, in order.
+        self.ptz_log: list[str] = []
+        #: Snapshots served (a valid JPEG or, when garbled, the garbage), in order: monotonic ns.
+        self.snapshot_log: deque[int] = deque(maxlen=10_000)
+        self.counts: Counter[str] = Counter()
+        self._port = port
+        self._auth = HttpAuth(username, password, snapshot_auth)
+        self._subs: dict[int, _Subscription] = {}
+        self._ids = itertools.count(1)
+        self._frames = itertools.count(1)
+        self._runner: web.AppRunner | None = None
+        # Request handlers still running: a stop waits for them so that none outlives it.
+        self._handlers: set[asyncio.Task[object]] = set()
+
+    # --- lifecycle --------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self._port}"
+
+    @property
+    def device_url(self) -> str:
+        return f"{self.base_url}/onvif/device_service"
+
+    @property
+    def subscriptions(self) -> int:
+        """Live (unexpired, not dropped) subscriptions."""
+        self._expire()
+        return len(self._subs)
+
+    async def start(self) -> None:
+        if self._runner is None:
+            await self._listen()
+            log.info("camera_listening", camera=self.name, url=self.device_url)
+
+    async def stop(self) -> None:
+        """Stop listening, end every request and subscription; safe to call twice."""
+        await self._unlisten()
+
+    async def _listen(self) -> None:
+        app = web.Application(client_max_size=256 * 1024)
+        app.router.add_post("/onvif/{service:.*}", self._soap)
+        app.router.add_get("/snapshot.jpg", self._snapshot)
+        # A short shutdown: a power cut does not wait for long polls to finish.
+        runner = web.AppRunner(app, shutdown_timeout=0.1, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, self._port, reuse_address=True)
+        await site.start()
+        self._runner = runner
+        if self._port == 0:
+            server = site._server
+            assert isinstance(server, asyncio.base_events.Server)
+            self._port = server.sockets[0].getsockname()[1]
+
+    async def _unlisten(self) -> None:
+        self.drop_subscriptions()
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+        if self._handlers:
+            await asyncio.wait(self._handlers, timeout=1.0)
+
+    # --- faults -----------------------------------------------------------------------
+
+    def drop_subscriptions(self) -> None:
+        """Forget every subscription; pending and later pulls on them get a fault."""
+        for sub in self._subs.values():
+            sub.dropped = True
+            sub.wake.set()
+        self._subs.clear()
+        self.counts["subscriptions_dropped"] += 1
+
+    async def vanish(self) -> None:
+        """Stop listening and cut every connection, as a camera losing power."""
+        await self._unlisten()
+        log.info("camera_vanished", camera=self.name)
+
+    async def reappear(self) -> None:
+        if self._runner is None:
+            await self._listen()
+            log.info("camera_reappeared", camera=self.name)
+
+    async def reboot(self, down_s: float = 0.5) -> None:
+        """Lose all subscriptions and refuse connections for ``down_s``, then come back."""
+        self.counts["reboots"] += 1
+        await self.vanish()
+        await asyncio.sleep(down_s)
+        await self.reappear()
+
+    # --- events -----------------------------------------------------------------------
+
+    def inject(self, topic: str, active: bool, source: str = "VideoSource_1") -> None:
+        """Queue an event (``tns1:...`` topic) into every live subscription."""
+        self._expire()
+        source_name, default_source = _SOURCE_ITEM.get(topic, ("Source", source))
+        source_value = source if topic not in _SOURCE_ITEM else default_source
+        item = _STATE_ITEM.get(topic, "State")
+        message = (
+            f'<wsnt:NotificationMessage><wsnt:Topic Dialect="{DIALECT}">{topic}</wsnt:Topic>'
+            f'<wsnt:Message><tt:Message UtcTime="{iso(utcnow())}" PropertyOperation="Changed">'
+            f'<tt:Source><tt:SimpleItem Name="{source_name}" Value="{source_value}"/></tt:Source>'
+            f'<tt:Data><tt:SimpleItem Name="{item}" Value="{str(active).lower()}"/></tt:Data>'
+            "</tt:Message></wsnt:Message></wsnt:NotificationMessage>"
+        )
+        for sub in self._subs.values():
+            sub.queue.append(message)
+            sub.wake.set()
+        self.counts["events_injected"] += 1
+
+    def _expire(self) -> None:
+        now = asyncio.get_running_loop().time()
+        for sid in [s.id for s in self._subs.values() if s.expires <= now]:
+            self._subs.pop(sid).dropped = True
+            self.counts["subscriptions_expired"] += 1
+
+    # --- HTTP handlers ------------------------------------------------------------------
+
+    async def _soap(self, request: web.Request) -> web.Response:
+        return await self._tracked(self._answer(request))
+
+    async def _snapshot(self, request: web.Request) -> web.Response:
+        return await self._tracked(self._serve_snapshot(request))
+
+    async def _tracked(self, reply: Coroutine[object, object, web.Response]) -> web.Response:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        try:
+            return await reply
+        finally:
+            self._handlers.discard(task)
+
+    async def _answer(self, request: web.Request) -> web.Response:
+        raw = await request.read()
+        if self.delay_ms > 0:
+            await asyncio.sleep(self.delay_ms / 1000)
+        self.counts["requests"] += 1
+        if self.garble:
+            self.counts["garbled"] += 1
+            return web.Response(body=GARBAGE, content_type=CONTENT_TYPE)
+        try:
+            parsed = parse_request(raw)
+            self.counts[parsed.operation] += 1
+            if parsed.operation != "GetSystemDateAndTime":
+                try:
+                    check_username_token(parsed, self.username, self.password)
+                except SoapError:
+                    self.counts["auth_refused"] += 1
+                    raise
+            body = await self._dispatch(parsed, request.match_info["service"])
+        except SoapError as exc:
+            self.counts["faults"] += 1
+            status = 400 if exc.sender else 500
+            return web.Response(body=fault(exc), status=status, content_type=CONTENT_TYPE)
+        return web.Response(body=envelope(body), content_type=CONTENT_TYPE)
+
+    async def _serve_snapshot(self, request: web.Request) -> web.Response:
+        if self.delay_ms > 0:
+            await asyncio.sleep(self.delay_ms / 1000)
+        refusal = self._auth.check(request)
+        if refusal is not None:
+            self.counts["snapshot_auth_refused"] += 1
+            return refusal
+        if self.garble:
+            body = b"this is not a JPEG, it is a camera having a bad day"
+        else:
+            body = await asyncio.to_thread(self._draw_frame, next(self._frames))
+        self.snapshot_log.append(time.monotonic_ns())
+        self.counts["snapshots"] += 1
+        return web.Response(body=body, content_type="image/jpeg")
+
+    def _draw_frame(self, number: int) -> bytes:
+        width, height = self.frame_size
+        x = np.linspace(0, 255, width, dtype=np.uint8)
+        image = np.dstack([np.tile(x, (height, 1))] * 3)
+        image[:, :, 0] = (image[:, :, 0].astype(np.uint16) + number * 8 % 256).astype(np.uint8)
+        stamp = utcnow().strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
+        for row, text in enumerate((self.name, f"frame {number}", stamp)):
+            cv2.putText(image, text, (16, 40 + 36 * row), cv2.FONT_HERSHEY_SIMPLEX, 1.0,
+                        (255, 255, 255), 2, cv2.LINE_AA)
+        ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 80])
+        assert ok
+        return bytes(jpeg.tobytes())
+
+    # --- operations -----------------------------------------------------------------------
+
+    async def _dispatch(self, req: Request, service: str) -> str:
+        match req.operation:
+            case "GetSystemDateAndTime":
+                return _date_and_time()
+            case "GetServices":
+                return self._services()
+            case "GetCapabilities":
+                return self._capabilities()
+            case "GetDeviceInformation":
+                return (
+                    "<tds:GetDeviceInformationResponse><tds:Manufacturer>gatewayd</tds:Manufacturer>"
+                    f"<tds:Model>SimCam {escape_attr(self.name)}</tds:Model>"
+                    "<tds:FirmwareVersion>1.0</tds:FirmwareVersion>"
+                    f"<tds:SerialNumber>SIM-{self._port}</tds:SerialNumber>"
+                    "<tds:HardwareId>sim</tds:HardwareId></tds:GetDeviceInformationResponse>"
+                )
+            case "GetProfiles":
+                return (
+                    '<trt:GetProfilesResponse><trt:Profiles token="profile_1" fixed="true">'
+                    "<tt:Name>main</tt:Name></trt:Profiles></trt:GetProfilesResponse>"
+                )
+            case "GetSnapshotUri":
+                return (
+                    f"<trt:GetSnapshotUriResponse><trt:MediaUri><tt:Uri>{self.base_url}/snapshot.jpg"
+                    "</tt:Uri><tt:InvalidAfterConnect>false</tt:InvalidAfterConnect>"
+                    "<tt:InvalidAfterReboot>false</tt:InvalidAfterReboot><tt:Timeout>PT0S"
+                    "</tt:Timeout></trt:MediaUri></trt:GetSnapshotUriResponse>"
+                )
+            case "CreatePullPointSubscription":
+                return self._subscribe(req)
+            case "PullMessages":
+                return await self._pull(req, service)
+            case "Renew":
+                return self._renew(req, service)
+            case "Unsubscribe":
+                sub = self._subscription(service)
+                self._subs.pop(sub.id).dropped = True
+                return "<wsnt:UnsubscribeResponse/>"
+            case "GetPresets" if self.ptz:
+                presets = "".join(
+                    f'<tptz:Preset token="{t}"><tt:Name>{escape_attr(n)}</tt:Name></tptz:Preset>'
+                    for t, n in self.presets.items()
+                )
+                return f"<tptz:GetPresetsResponse>{presets}</tptz:GetPresetsResponse>"
+            case "GotoPreset" if self.ptz:
+                return self._goto(req)
+        raise SoapError("ter:ActionNotSupported", f"{req.operation} is not supported")
+
+    def _services(self) -> str:
+        services = [("tds", "device"), ("trt", "media"), ("tev", "events")]
+        if self.ptz:
+            services.append(("tptz", "ptz"))
+        entries = "".join(
+            f"<tds:Service><tds:Namespace>{NS[prefix]}</tds:Namespace>"
+            f"<tds:XAddr>{self.base_url}/onvif/{name}_service</tds:XAddr>"
+            "<tds:Version><tt:Major>2</tt:Major><tt:Minor>60</tt:Minor></tds:Version>"
+            "</tds:Service>"
+            for prefix, name in services
+        )
+        return f"<tds:GetServicesResponse>{entries}</tds:GetServicesResponse>"
+
+    def _capabilities(self) -> str:
+        base = self.base_url
+        ptz = f"<tt:PTZ><tt:XAddr>{base}/onvif/ptz_service</tt:XAddr></tt:PTZ>" if self.ptz else ""
+        return (
+            "<tds:GetCapabilitiesResponse><tds:Capabilities>"
+            f"<tt:Device><tt:XAddr>{base}/onvif/device_service</tt:XAddr></tt:Device>"
+            f"<tt:Events><tt:XAddr>{base}/onvif/events_service</tt:XAddr>"
+            "<tt:WSSubscriptionPolicySupport>false</tt:WSSubscriptionPolicySupport>"
+            "<tt:WSPullPointSupport>true</tt:WSPullPointSupport>"
+            "<tt:WSPausableSubscriptionManagerInterfaceSupport>false"
+            "</tt:WSPausableSubscriptionManagerInterfaceSupport></tt:Events>"
+            f"<tt:Media><tt:XAddr>{base}/onvif/media_service</tt:XAddr></tt:Media>{ptz}"
+            "</tds:Capabilities></tds:GetCapabilitiesResponse>"
+        )
+
+    def _subscribe(self, req: Request) -> str:
+        self._expire()
+        seconds = parse_termination_s(req.text("InitialTerminationTime"), DEFAULT_TERMINATION_S)
+        sub = _Subscription(next(self._ids), asyncio.get_running_loop().time() + seconds)
+        self._subs[sub.id] = sub
+        now = utcnow()
+        return (
+            "<tev:CreatePullPointSubscriptionResponse><tev:SubscriptionReference>"
+            f"<wsa:Address>{self.base_url}/onvif/subscription/{sub.id}</wsa:Address>"
+            f"</tev:SubscriptionReference><wsnt:CurrentTime>{iso(now)}</wsnt:CurrentTime>"
+            f"<wsnt:TerminationTime>{iso(now + dt.timedelta(seconds=seconds))}"
+            "</wsnt:TerminationTime></tev:CreatePullPointSubscriptionResponse>"
+        )
+
+    def _subscription(self, service: str) -> _Subscription:
+        self._expire()
+        head, _, tail = service.rpartition("/")
+        sub = self._subs.get(int(tail)) if head == "subscription" and tail.isdigit() else None
+        if sub is None:
+            raise SoapError("wsrf-rw:ResourceUnknownFault", "no such subscription")
+        return sub
+
+    async def _pull(self, req: Request, service: str) -> str:
+        sub = self._subscription(service)
+        wait_s = min(parse_duration_s(req.text("Timeout") or "PT1S"), MAX_PULL_S)
+        limit = max(1, int(req.text("MessageLimit") or "100"))
+        if not sub.queue:
+            sub.wake.clear()
+            try:
+                async with asyncio.timeout(wait_s):
+                    await sub.wake.wait()
+            except TimeoutError:
+                pass
+        if sub.dropped:
+            raise SoapError("wsrf-rw:ResourceUnknownFault", "subscription was dropped")
+        messages = [sub.queue.popleft() for _ in range(min(limit, len(sub.queue)))]
+        now = utcnow()
+        left_s = sub.expires - asyncio.get_running_loop().time()
+        return (
+            f"<tev:PullMessagesResponse><tev:CurrentTime>{iso(now)}</tev:CurrentTime>"
+            f"<tev:TerminationTime>{iso(now + dt.timedelta(seconds=left_s))}"
+            f"</tev:TerminationTime>{''.join(messages)}</tev:PullMessagesResponse>"
+        )
+
+    def _renew(self, req: Request, service: str) -> str:
+        sub = self._subscription(service)
+        seconds = parse_termination_s(req.text("TerminationTime"), DEFAULT_TERMINATION_S)
+        sub.expires = asyncio.get_running_loop().time() + seconds
+        now = utcnow()
+        return (
+            f"<wsnt:RenewResponse><wsnt:TerminationTime>"
+            f"{iso(now + dt.timedelta(seconds=seconds))}</wsnt:TerminationTime>"
+            f"<wsnt:CurrentTime>{iso(now)}</wsnt:CurrentTime></wsnt:RenewResponse>"
+        )
+
+    def _goto(self, req: Request) -> str:
+        token = req.text("PresetToken")
+        if token not in self.presets:
+            raise SoapError("ter:NoToken", f"no preset {token!r}")
+        self.ptz_log.append(token)
+        return "<tptz:GotoPresetResponse/>"
+
+
+def _date_and_time() -> str:
+    now = utcnow()
+    return (
+        "<tds:GetSystemDateAndTimeResponse><tds:SystemDateAndTime>"
+        "<tt:DateTimeType>NTP</tt:DateTimeType><tt:DaylightSavings>false</tt:DaylightSavings>"
+        "<tt:TimeZone><tt:TZ>UTC0</tt:TZ></tt:TimeZone><tt:UTCDateTime>"
+        f"<tt:Time><tt:Hour>{now.hour}</tt:Hour><tt:Minute>{now.minute}</tt:Minute>"
+        f"<tt:Second>{now.second}</tt:Second></tt:Time><tt:Date><tt:Year>{now.year}</tt:Year>"
+        f"<tt:Month>{now.month}</tt:Month><tt:Day>{now.day}</tt:Day></tt:Date>"
+        "</tt:UTCDateTime></tds:SystemDateAndTime></tds:GetSystemDateAndTimeResponse>"
+    )
+
+
+def escape_attr(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace('"', "&quot;")
