@@ -1,0 +1,313 @@
+"""The ONVIF camera driver: pull-point events, snapshots on request, PTZ presets, health.
+
+One session per connection: connect, subscribe, pull in a loop and renew at ~80% of the
+subscription's life. A SOAP fault or garbage on the subscription (the camera dropped it, or
+rebooted between two pulls) recreates the subscription with backoff; a connection error or a
+timeout ends the session and reconnects from scratch with backoff; a refused password is
+reported once and retried only at the slowest backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from typing import assert_never
+
+import structlog
+
+from drivers.onvif_camera.client import CameraAuthError, CameraClient, CameraFault
+from drivers.onvif_camera.config import OnvifCameraConfig
+from drivers.onvif_camera.events import Notification, UnreadableEvent, to_camera_event
+from drivers.onvif_camera.snapshots import BadImage, SnapshotStore
+from gatewayd.driver import Driver, Emit
+from gatewayd.errors import (
+    BadDeviceReply,
+    BadPoint,
+    DeviceError,
+    DeviceOffline,
+    UnsupportedCommand,
+)
+from gatewayd.events import (
+    CommandResult,
+    DeviceCommand,
+    DeviceFault,
+    DeviceHealth,
+    GotoPreset,
+    Health,
+    ReadPoints,
+    SendAlert,
+    TakeSnapshot,
+    WritePoints,
+)
+
+log = structlog.get_logger("drivers.onvif_camera")
+
+#: Renew when this share of the subscription's life has passed.
+RENEW_AT = 0.8
+#: Subscription failures in a row before the camera is reported degraded.
+DEGRADED_AFTER = 3
+
+
+class Backoff:
+    """Doubling delay with +-20% jitter between ``min_s`` and ``max_s``."""
+
+    def __init__(self, min_s: float, max_s: float) -> None:
+        self.min_s = min_s
+        self.max_s = max_s
+        self._next_s = min_s
+
+    def next_s(self) -> float:
+        delay = self._next_s * random.uniform(0.8, 1.2)
+        self._next_s = min(self._next_s * 2, self.max_s)
+        return delay
+
+    def reset(self) -> None:
+        self._next_s = self.min_s
+
+    def slowest(self) -> None:
+        self._next_s = self.max_s
+
+
+class OnvifCameraDriver(Driver[OnvifCameraConfig]):
+    """Reports a camera's motion, tamper and digital-input events; takes snapshots; moves PTZ."""
+
+    config_model = OnvifCameraConfig
+
+    def __init__(self, config: OnvifCameraConfig, points: frozenset[str], emit: Emit) -> None:
+        super().__init__(config, points, emit)
+        self._store = SnapshotStore(
+            config.snapshot_dir / config.id, int(config.snapshot_max_mb * 1024 * 1024),
+            config.thumbnail_px,
+        )
+        self._client: CameraClient | None = None
+        self._reconnect = Backoff(config.reconnect_min_s, config.reconnect_max_s)
+        self._resubscribe = Backoff(config.reconnect_min_s / 5, config.reconnect_max_s)
+        self._counts: Counter[str] = Counter()
+        self._last_error = "not connected yet"
+        self._last_snapshot_ms = 0.0
+
+    @classmethod
+    def parse_point(cls, raw: str) -> str:
+        raise BadPoint(f"{raw!r}: a camera has no binary points (it reports camera events)")
+
+    # --- run loop -------------------------------------------------------------------------
+
+    async def run(self, started: Callable[[], None]) -> None:
+        """Sessions until cancelled, with backoff between them."""
+        signalled = False
+
+        def once() -> None:
+            nonlocal signalled
+            if not signalled:
+                signalled = True
+                started()
+
+        try:
+            while True:
+                await self._session(once)
+                await asyncio.sleep(self._reconnect.next_s())
+        finally:
+            self._set_health(Health.OFFLINE, "driver stopped")
+
+    async def _session(self, started: Callable[[], None]) -> None:
+        """Connect and pull events until the connection fails; never raises a DeviceError."""
+        client = CameraClient(self.config)
+        try:
+            try:
+                info = await client.connect()
+            finally:
+                started()
+            self._counts["connects"] += 1
+            self._client = client
+            log.info("camera_connected", device=self.device_id, host=self.config.host,
+                     model=info.model, firmware=info.firmware, ptz=client.has_ptz)
+            self._set_health(Health.ONLINE)
+            await self._pull_forever(client)
+        except CameraAuthError as exc:
+            # A wrong password will not fix itself in a second: no tight loop.
+            self._reconnect.slowest()
+            self._offline(exc)
+        except DeviceError as exc:
+            self._offline(exc)
+        finally:
+            self._client = None
+            await client.close()
+
+    async def _pull_forever(self, client: CameraClient) -> None:
+        """Subscribe and pull; recreate a lost subscription; connection errors propagate."""
+        failures = 0
+        while True:
+            try:
+                await self._subscription(client)
+            except (CameraFault, BadDeviceReply) as exc:
+                failures += 1
+                self._counts["subscriptions_lost"] += 1
+                self._last_error = str(exc)
+                if isinstance(exc, BadDeviceReply):
+                    self._fault(exc)
+                log.warning("camera_subscription_lost", device=self.device_id, error=str(exc),
+                            failures=failures)
+                if failures >= DEGRADED_AFTER:
+                    self._set_health(Health.DEGRADED, str(exc))
+                await asyncio.sleep(self._resubscribe.next_s())
+            else:
+                failures = 0
+
+    async def _subscription(self, client: CameraClient) -> None:
+        """One subscription's life: pull until it fails, renewing at ~80% of its term."""
+        config = self.config
+        loop = asyncio.get_running_loop()
+        life_s = await client.subscribe(config.subscription_s)
+        self._counts["subscriptions"] += 1
+        renew_at = loop.time() + life_s * RENEW_AT
+        try:
+            while True:
+                left_s = renew_at - loop.time()
+                if left_s <= 0.05:
+                    life_s = await client.renew(config.subscription_s)
+                    self._counts["renewals"] += 1
+                    renew_at = loop.time() + life_s * RENEW_AT
+                    continue
+                notes = await client.pull(min(config.pull_timeout_s, left_s))
+                self._counts["pulls"] += 1
+                self._reconnect.reset()
+                self._resubscribe.reset()
+                self._set_health(Health.ONLINE)
+                for note in notes:
+                    self._on_notification(note)
+        except asyncio.CancelledError:
+            # Stopping: tell the camera, within a short deadline, then go on stopping.
+            try:
+                await client.unsubscribe()
+            except DeviceError as exc:
+                log.debug("camera_unsubscribe_failed", device=self.device_id, error=str(exc))
+            raise
+
+    def _on_notification(self, note: Notification) -> None:
+        try:
+            event = to_camera_event(self.device_id, note)
+        except UnreadableEvent as exc:
+            self._counts["unreadable_events"] += 1
+            self._fault(BadDeviceReply(str(exc)))
+            return
+        if event is None:
+            self._counts["unknown_topics"] += 1
+            log.debug("camera_topic_ignored", device=self.device_id, topic=note.topic)
+            return
+        self._counts["events"] += 1
+        self._emit(event)
+
+    # --- health ---------------------------------------------------------------------------
+
+    def _offline(self, exc: DeviceError) -> None:
+        """Report a failed session; a changed reason is reported even if already offline."""
+        if isinstance(exc, BadDeviceReply):
+            self._fault(exc)
+        detail = str(exc)
+        changed = detail != self._last_error or self.health is not Health.OFFLINE
+        self._last_error = detail
+        if not changed:
+            return
+        log.warning("camera_offline", device=self.device_id, error=detail, code=exc.code)
+        if self.health is Health.OFFLINE:
+            self._emit(DeviceHealth(self.device_id, Health.OFFLINE, detail))
+        else:
+            self._set_health(Health.OFFLINE, detail)
+
+    def _fault(self, exc: DeviceError) -> None:
+        self._counts["faults"] += 1
+        self._emit(DeviceFault(self.device_id, exc.code, str(exc)))
+
+    # --- commands -------------------------------------------------------------------------
+
+    async def execute(self, command: DeviceCommand) -> CommandResult:
+        """Take a snapshot or move to a PTZ preset; point commands are not for cameras."""
+        match command:
+            case TakeSnapshot():
+                return await self._snapshot(command)
+            case GotoPreset():
+                return await self._goto(command)
+            case WritePoints() | ReadPoints() | SendAlert():
+                raise UnsupportedCommand(
+                    f"{self.device_id}: a camera cannot {type(command).__name__}"
+                )
+            case _:
+                assert_never(command)
+
+    def _connected(self) -> CameraClient:
+        if self._client is None:
+            raise DeviceOffline(f"{self.device_id}: camera not connected ({self._last_error})")
+        return self._client
+
+    async def _snapshot(self, command: TakeSnapshot) -> CommandResult:
+        client = self._connected()
+        self._counts["snapshots_requested"] += 1
+        on_wire_ns = time.monotonic_ns()
+        try:
+            jpeg = await client.snapshot()
+            # Decoding, resizing and disk writes block: keep them off the event loop.
+            stored = await asyncio.to_thread(self._store.store, jpeg)
+        except BadImage as exc:
+            error = BadDeviceReply(f"{self.device_id}: {exc}")
+            self._counts["snapshot_failures"] += 1
+            self._fault(error)
+            raise error from exc
+        except OSError as exc:
+            self._counts["snapshot_failures"] += 1
+            raise DeviceError(f"{self.device_id}: cannot store snapshot: {exc}") from exc
+        except DeviceError as exc:
+            self._counts["snapshot_failures"] += 1
+            if isinstance(exc, BadDeviceReply):
+                self._fault(exc)
+            raise
+        done_ns = time.monotonic_ns()
+        self._counts["snapshots"] += 1
+        self._last_snapshot_ms = (done_ns - on_wire_ns) / 1e6
+        log.info("camera_snapshot", device=self.device_id, reason=command.reason,
+                 path=str(stored.path), width=stored.width, height=stored.height,
+                 ms=round(self._last_snapshot_ms, 1))
+        detail = {"path": str(stored.path), "thumbnail": str(stored.thumbnail),
+                  "width": str(stored.width), "height": str(stored.height)}
+        return CommandResult((), on_wire_ns, done_ns, detail)
+
+    async def _goto(self, command: GotoPreset) -> CommandResult:
+        client = self._connected()
+        if not client.has_ptz:
+            raise UnsupportedCommand(f"{self.device_id}: camera has no PTZ service")
+        token = self.config.ptz_presets.get(command.preset)
+        if token is None:
+            presets = await client.presets()
+            token = presets.get(command.preset)
+            if token is None and command.preset in presets.values():
+                token = command.preset
+            if token is None:
+                raise DeviceError(
+                    f"{self.device_id}: no PTZ preset {command.preset!r}"
+                    f" (camera has {sorted(presets)})"
+                )
+        on_wire_ns = await client.goto_preset(token)
+        self._counts["presets"] += 1
+        log.info("camera_goto_preset", device=self.device_id, preset=command.preset, token=token)
+        return CommandResult((), on_wire_ns, time.monotonic_ns(),
+                             {"preset": command.preset, "token": token})
+
+    # --- statistics -----------------------------------------------------------------------
+
+    def statistics(self) -> Mapping[str, int | float | str]:
+        """Session, subscription, event and snapshot counters."""
+        client = self._client
+        return {
+            **{k: self._counts[k] for k in (
+                "connects", "subscriptions", "subscriptions_lost", "renewals", "pulls",
+                "events", "unknown_topics", "unreadable_events", "faults",
+                "snapshots_requested", "snapshots", "snapshot_failures", "presets")},
+            "snapshots_deleted": self._store.deleted,
+            "last_snapshot_ms": round(self._last_snapshot_ms, 3),
+            "requests": client.requests if client else 0,
+            "last_rtt_ms": round(client.last_rtt_ms, 3) if client else 0.0,
+            "health": str(self.health),
+            "last_error": self._last_error,
+        }
