@@ -14,6 +14,7 @@ from typing import Protocol
 
 from gatewayd.driver import DriverConfig
 from gatewayd.events import DeviceCommand, PointWrite, WritePoints
+from simulators.onvif_rig import OnvifCameraRig
 from simulators.psap_radio import PsapRadioRig
 
 RIG_GROUP = "gatewayd.rigs"
@@ -90,6 +91,7 @@ class ModbusRelayRig:
 #: Built-in rigs by driver name.
 RIGS: dict[str, Callable[[], Rig]] = {
     "modbus_relay": ModbusRelayRig,
+    "onvif_camera": OnvifCameraRig,
     "psap_radio": PsapRadioRig,
 }
 
