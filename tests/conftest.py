@@ -7,7 +7,9 @@ from collections.abc import AsyncIterator
 import pytest
 from hypothesis import settings
 
-pytest_plugins = ["tests.fixtures_modbus", "tests.fixtures_mqtt", "tests.fixtures_gateway"]
+pytest_plugins = [
+    "tests.fixtures_modbus", "tests.fixtures_mqtt", "tests.fixtures_gateway", "tests.fixtures_tls",
+]
 
 # Timing on a shared 2-core machine is noisy: no per-example deadline.
 settings.register_profile("gatewayd", deadline=None)
