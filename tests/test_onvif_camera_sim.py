@@ -64,7 +64,7 @@ async def test_library_snapshot_helpers_fetch_a_decodable_jpeg(
     assert uri.endswith("/snapshot.jpg")
     jpeg = await client.get_snapshot("profile_1", basic_auth=basic_auth)
     image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
-    assert image.shape == (240, 320, 3)
+    assert image is not None and image.shape == (240, 320, 3)
 
 
 async def test_library_pullpoint_manager_receives_injected_events(
