@@ -2,7 +2,8 @@
 
 ``python -m simulators board --port 15020 --doors 32`` runs one relay board;
 ``python -m simulators campus -c configs/demo-campus.toml`` runs every board of a campus;
-``python -m simulators radio --tcp-port 0`` (or ``--pty``) runs a PSAP radio interface.
+``python -m simulators radio --tcp-port 0`` (or ``--pty``) runs a PSAP radio interface;
+``python -m simulators camera --port 0`` runs an ONVIF camera (its device service url in ``urls``).
 When everything listens, one JSON line ``{"ready": true, "ports": {...}}`` goes to stdout
 (the only thing ever written there); logs go to stderr.
 """
@@ -49,8 +50,16 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--pty", action="store_true", help="a pty pair instead of TCP")
     radio.add_argument("--host", default="127.0.0.1")
     radio.add_argument("--id", default="radio", help="key of the port and url in the ready line")
+    camera = sub.add_parser("camera", help="an ONVIF camera (device, media, events, PTZ)")
+    camera.add_argument("--host", default="127.0.0.1")
+    camera.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    camera.add_argument("--username", default="admin")
+    camera.add_argument("--password", default="secret")
+    camera.add_argument("--no-ptz", action="store_true", help="a fixed camera")
+    camera.add_argument("--id", default="camera", help="key of the port and url in the ready line")
     # Coil write logs are a relay-board matter.
-    radio.set_defaults(write_log=None)
+    for p in (radio, camera):
+        p.set_defaults(write_log=None)
     for p in (board, campus):
         p.add_argument("--actuation-ms", type=float, default=5.0, help="coil -> lock sense delay")
         p.add_argument("--write-log", default=None, metavar="FILE",
@@ -99,6 +108,16 @@ async def serve(args: argparse.Namespace) -> None:
         ports = {args.id: radio.port} if radio.port else {}
         urls = {args.id: radio.url}
         stoppers = [radio.stop]
+        boards = {}
+    elif args.command == "camera":
+        # Imported here: OpenCV and aiohttp load only when a camera is asked for.
+        from simulators.onvif_camera import OnvifCameraSim
+
+        cam = OnvifCameraSim(args.id, username=args.username, password=args.password,
+                             host=args.host, port=args.port, ptz=not args.no_ptz)
+        await cam.start()
+        ports, urls = {args.id: cam.port}, {args.id: cam.device_url}
+        stoppers = [cam.stop]
         boards = {}
     else:
         campus = CampusSim(load_config(args.config), free_ports=args.free_ports, host=args.host,
