@@ -106,7 +106,24 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--mqtt", default=None, help="broker URL (default: from the config)")
     p.add_argument("--all", action="store_true", help="list every door, not only exceptions")
     p.set_defaults(handler=_status)
+    _security_commands(sub)
     return parser
+
+
+def _security_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("keygen", help="make an actor's Ed25519 key pair, print its config entry")
+    p.add_argument("--actor", required=True, help="actor id, as in [[security.actors]]")
+    p.add_argument("--out", required=True, help="directory for ACTOR.key (0600) and ACTOR.pub")
+    p.add_argument("--role", action="append", default=None, help="role in the printed entry"
+                   " (repeatable; default operator)",
+                   choices=["operator", "administrator", "responder", "district"])
+    p.set_defaults(handler=_keygen)
+    audit = sub.add_parser("audit", help="audit log tools").add_subparsers(metavar="ACTION")
+    p = audit.add_parser("verify", help="check the audit log's hash chain; exit 1 at a fault")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("-c", "--config", default=None, help=f"campus file ({DEFAULT_CONFIG})")
+    source.add_argument("--file", default=None, help="an audit log file")
+    p.set_defaults(handler=_audit_verify)
 
 
 def _operator_options(p: argparse.ArgumentParser) -> None:
@@ -277,6 +294,33 @@ def _demo(args: argparse.Namespace) -> int:
 
     configure(args.log_level)
     return run_demo(args.config, args.mqtt)
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    from gatewayd.keys import config_snippet, keygen
+
+    files = keygen(args.out, args.actor)
+    print(f"wrote {files.private} (private: keep it secret) and {files.public}", file=sys.stderr)
+    print(config_snippet(args.actor, files.public_key, args.role or ["operator"]), end="")
+    return EXIT_OK
+
+
+def _audit_verify(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from gatewayd.audit import verify
+    from gatewayd.auth import SecurityConfig
+
+    if args.file is not None:
+        path = Path(args.file)
+    else:
+        config = load_config(args.config or DEFAULT_CONFIG)
+        # Until the campus file has its [security] table, the defaults name the log.
+        security: SecurityConfig = getattr(config, "security", None) or SecurityConfig()
+        path = Path(config.state_dir) / security.audit_log
+    result = verify(path)
+    print(f"{path}: {result}")
+    return EXIT_OK if result.ok else EXIT_REFUSED
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import base64
 import binascii
 import hashlib
 import os
+import re
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -96,6 +97,11 @@ def write_key_pair(
 
 def keygen(out_dir: Path | str, name: str) -> KeyFiles:
     """Generate a fresh Ed25519 pair for actor ``name`` into ``out_dir``."""
+    from gatewayd.auth import ACTOR_ID_PATTERN
+
+    # The name becomes a file name: no separators, no dot-dot.
+    if not re.fullmatch(ACTOR_ID_PATTERN, name) or ".." in name:
+        raise KeyFileError(f"actor id {name!r} must match {ACTOR_ID_PATTERN}")
     return write_key_pair(Ed25519PrivateKey.generate(), out_dir, name)
 
 
