@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -68,3 +70,66 @@ def report(title: str, results: dict[str, Any], table: list[tuple[str, dict[str,
             f"{stats.get(k, float('nan')):>9.3f}" for k in ("p50", "p95", "p99", "max")
         )
         print(f"{name:<44} {stats.get('n', 0):>5} {cells}")
+
+
+def effective_campus(text: str, ports: dict[str, int], mqtt_url: str) -> str:
+    """A campus file rewritten for the running simulators' ports and a private broker.
+
+    Works on the layout ``simulators gen`` writes: ``port = N`` after ``id = "..."`` in each
+    ``[[devices]]`` table, and one ``url = ...`` under ``[mqtt]``.
+    """
+    out: list[str] = []
+    device: str | None = None
+    for line in text.splitlines():
+        key, _, value = (part.strip() for part in line.partition("="))
+        if line.startswith("["):
+            device = None
+        if key == "id" and line.startswith("id"):
+            device = value.strip('"')
+        if key == "port" and device in ports:
+            out.append(f"port = {ports[device]}")
+        elif key == "url" and line.startswith("url"):
+            out.append(f'url = "{mqtt_url}"')
+        else:
+            out.append(line)
+    return "\n".join(out) + "\n"
+
+
+class DaemonProcess:
+    """``python -m gatewayd run -c FILE`` as a child process; ``env`` adds to the environment."""
+
+    def __init__(self, config_path: Path, env: dict[str, str], *, log_level: str = "warning"):
+        self.args = [sys.executable, "-m", "gatewayd", "run", "-c", str(config_path),
+                     "--log-level", log_level]
+        self.env = {**os.environ, **env}
+        #: The daemon's log (a file, so a chatty daemon never blocks on a full pipe).
+        self.log_path = config_path.with_suffix(".log")
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> DaemonProcess:
+        with self.log_path.open("ab") as log:
+            self.proc = await asyncio.create_subprocess_exec(
+                *self.args, env=self.env, stdout=subprocess.DEVNULL, stderr=log
+            )
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    async def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 10.0) -> int:
+        """Send ``sig`` and wait for the exit status; SIGKILL after ``timeout_s``."""
+        assert self.proc is not None
+        if self.proc.returncode is None:
+            self.proc.send_signal(sig)
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await self.proc.wait()
+        except TimeoutError:
+            self.proc.kill()
+            return await self.proc.wait()
+
+    def log_tail(self) -> str:
+        """The end of the daemon's log (for assertion messages)."""
+        return self.log_path.read_bytes()[-3000:].decode(errors="replace")
