@@ -351,6 +351,30 @@ def test_every_refusal_is_audited_and_the_log_verifies(tmp_path: Path) -> None:
     guard.authorizer.close()
 
 
+def test_guard_refuses_what_it_cannot_audit_except_status(tmp_path: Path) -> None:
+    guard = CommandGuard(authorizer(tmp_path), None, site=SITE)
+    lockdown = encode(signed(body("op", "lockdown"), KEYS["op"], site=SITE))
+    with pytest.raises(CommandError) as refused:
+        guard.admit(parse_command(lockdown), payload=lockdown, now=NOW)
+    assert refused.value.code == "audit_unavailable"
+    status = encode(signed(body("op", "status"), KEYS["op"], site=SITE))
+    assert guard.admit(parse_command(status), payload=status, now=NOW).id == "op"
+    guard.authorizer.close()
+
+
+def test_accepted_command_is_audited_under_the_authenticated_actor(tmp_path: Path) -> None:
+    audit = AuditLog(tmp_path / "audit.log")
+    records: list[Any] = []
+    guard = CommandGuard(authorizer(tmp_path), audit, site=SITE, on_record=records.append)
+    b = body("resp", "unlock", params={"duration_s": 60})
+    payload = encode(signed(b, KEYS["resp"], site=SITE))
+    guard.admit(parse_command(payload), payload=payload, now=NOW)
+    assert [(r.kind, r.actor, r.data["command"]) for r in records] == [
+        ("command", "resp", b["id"])]
+    audit.close()
+    guard.authorizer.close()
+
+
 # --- properties -------------------------------------------------------------------------------
 
 
