@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from gatewayd.canonical import CanonicalError, canonical
 from gatewayd.commands import Action, Command
 from gatewayd.errors import CommandError
+from gatewayd.keys import is_demo_key
 from gatewayd.replay import ReplayCache
 
 #: Actor ids: what a person types after ``--actor`` and what the audit log records.
@@ -197,8 +198,6 @@ class Authorizer:
         demo: bool,
         responder_max_s: float,
     ) -> None:
-        from gatewayd.keys import is_demo_key
-
         self.security = security
         self.responder_max_s = responder_max_s
         # Belt and braces: start-up refuses demo keys outside demo mode (refuse_unsafe), and

@@ -179,6 +179,23 @@ def test_replay_cache_is_pruned_but_old_commands_stay_refused(auth: Authorizer) 
     assert refusal(auth, old, now=NOW) == "expired"
 
 
+@pytest.mark.parametrize(("demo", "accepted"), [(True, True), (False, False)])
+def test_demo_keys_sign_only_in_demo_mode(tmp_path: Path, demo: bool, accepted: bool) -> None:
+    key = demo_private_key("demo-operator")
+    actor = Actor(id="demo-operator", public_key=public_key_text(key),
+                  roles=frozenset({Role.OPERATOR}))
+    auth = Authorizer(SecurityConfig(actors=(actor,)), state_dir=tmp_path, demo=demo,
+                      responder_max_s=RESPONDER_MAX_S)
+    payload = encode(signed(body("demo-operator", "lockdown"), key, site=SITE))
+    try:
+        if accepted:
+            assert check(auth, payload).id == "demo-operator"
+        else:
+            assert refusal(auth, payload) == "unknown_actor"
+    finally:
+        auth.close()
+
+
 # --- two-person campus release ----------------------------------------------------------------
 
 
