@@ -315,7 +315,8 @@ def _validate_devices(
         union = Annotated[Union[tuple(models.values())], Field(discriminator="driver")]  # noqa: UP007
     adapter: TypeAdapter[DriverConfig] = TypeAdapter(union)
     for i, entry in enumerate(entries):
-        if entry.get("driver") not in models:
+        # A non-string driver (a list, a table) was reported above and is not hashable.
+        if str(entry.get("driver")) not in models:
             continue
         try:
             dev = adapter.validate_python(entry)
