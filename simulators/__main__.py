@@ -57,8 +57,15 @@ def build_parser() -> argparse.ArgumentParser:
     camera.add_argument("--password", default="secret")
     camera.add_argument("--no-ptz", action="store_true", help="a fixed camera")
     camera.add_argument("--id", default="camera", help="key of the port and url in the ready line")
+    bacnet = sub.add_parser("bacnet", help="a BACnet/IP door controller (bacpypes3)")
+    bacnet.add_argument("--host", default="127.0.0.1")
+    bacnet.add_argument("--port", type=int, default=47809, help="0 picks a free port")
+    bacnet.add_argument("--doors", type=int, default=16, help="binary outputs (one per lock)")
+    bacnet.add_argument("--device-instance", type=int, default=1001)
+    bacnet.add_argument("--actuation-ms", type=float, default=5.0, help="output -> lock sense")
+    bacnet.add_argument("--id", default="bacnet", help="key of the port in the ready line")
     # Coil write logs are a relay-board matter.
-    for p in (radio, camera):
+    for p in (radio, camera, bacnet):
         p.set_defaults(write_log=None)
     for p in (board, campus):
         p.add_argument("--actuation-ms", type=float, default=5.0, help="coil -> lock sense delay")
@@ -119,6 +126,14 @@ async def serve(args: argparse.Namespace) -> None:
         ports, urls = {args.id: cam.port}, {args.id: cam.device_url}
         stoppers = [cam.stop]
         boards = {}
+    elif args.command == "bacnet":
+        from simulators.bacnet_device import BacnetDeviceSim
+
+        device = BacnetDeviceSim(args.doors, host=args.host, port=args.port,
+                                 device_instance=args.device_instance,
+                                 actuation_ms=args.actuation_ms, name=args.id)
+        await device.start()
+        ports, stoppers, boards = {args.id: device.port}, [device.stop], {}
     else:
         campus = CampusSim(load_config(args.config), free_ports=args.free_ports, host=args.host,
                            actuation_ms=args.actuation_ms)
