@@ -88,8 +88,55 @@ class ModbusRelayRig:
         self.sim.faults.corrupt = 1.0 if on else 0.0
 
 
+class BacnetRig:
+    """A 4-door BACnet/IP controller with COV on its inputs."""
+
+    driver = "bacnet"
+
+    def __init__(self) -> None:
+        from simulators.bacnet_device import BacnetDeviceSim
+
+        self.sim = BacnetDeviceSim(4, actuation_ms=1, name="rig")
+
+    async def start(self) -> tuple[DriverConfig, frozenset[str]]:
+        from drivers.bacnet.config import BacnetConfig
+
+        await self.sim.start()
+        config = BacnetConfig(
+            id="rig-bacnet", driver="bacnet", address=self.sim.address,
+            device_instance=self.sim.device_instance, local_address="127.0.0.1:0",
+            poll_interval_ms=50, timeout_ms=200, reconnect_min_ms=50, reconnect_max_ms=500,
+        )
+        points = frozenset({"binary-output:0", "binary-output:1", "binary-input:0",
+                            "binary-input:4", "binary-input:5"})
+        return config, points
+
+    async def stop(self) -> None:
+        await self.sim.stop()
+
+    def wire_command(self) -> DeviceCommand:
+        return WritePoints((PointWrite("binary-output:1", True, 5),
+                            PointWrite("binary-output:0", True, 5)))
+
+    def saw_on_wire(self, command: DeviceCommand) -> bool:
+        assert isinstance(command, WritePoints)
+        return all(
+            self.sim.locked(int(w.point.split(":")[1])) is w.value for w in command.writes
+        )
+
+    async def vanish(self) -> None:
+        await self.sim.vanish()
+
+    async def reappear(self) -> None:
+        await self.sim.reappear()
+
+    def garble(self, on: bool) -> None:
+        self.sim.faults.corrupt = 1.0 if on else 0.0
+
+
 #: Built-in rigs by driver name.
 RIGS: dict[str, Callable[[], Rig]] = {
+    "bacnet": BacnetRig,
     "modbus_relay": ModbusRelayRig,
     "onvif_camera": OnvifCameraRig,
     "psap_radio": PsapRadioRig,

@@ -1,0 +1,288 @@
+"""The BACnet driver against the BACnet/IP controller simulator, over real UDP on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from drivers.bacnet import BacnetConfig, BacnetDriver
+from drivers.bacnet.transport import APPLICATIONS
+from gatewayd.errors import BadPoint, UnsupportedCommand
+from gatewayd.events import (
+    DeviceFault,
+    DeviceHealth,
+    DriverEvent,
+    Health,
+    PointChanged,
+    PointWrite,
+    SendAlert,
+    WritePoints,
+)
+from simulators.bacnet_device import BacnetDeviceSim
+
+POINTS = frozenset({"binary-output:0", "binary-output:1", "binary-input:0", "binary-input:2"})
+LOCAL = "127.0.0.1:0"
+
+
+class Running:
+    """A driver task and the events it emitted."""
+
+    def __init__(self, driver: BacnetDriver, events: list[DriverEvent]) -> None:
+        self.driver = driver
+        self.events = events
+        self.task: asyncio.Task[None] | None = None
+
+    async def wait_for(self, check: Callable[[DriverEvent], bool], timeout_s: float,
+                       since: int = 0) -> DriverEvent:
+        async with asyncio.timeout(timeout_s):
+            while True:
+                for event in self.events[since:]:
+                    if check(event):
+                        return event
+                await asyncio.sleep(0.005)
+
+    async def stop(self) -> None:
+        task, self.task = self.task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+def online(e: DriverEvent) -> bool:
+    return isinstance(e, DeviceHealth) and e.health is Health.ONLINE
+
+
+def offline(e: DriverEvent) -> bool:
+    return isinstance(e, DeviceHealth) and e.health is Health.OFFLINE
+
+
+def changed(point: str, value: bool) -> Callable[[DriverEvent], bool]:
+    return lambda e: isinstance(e, PointChanged) and e.point == point and e.value is value
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[BacnetDeviceSim]:
+    device = BacnetDeviceSim(2, actuation_ms=1, device_instance=1201)
+    await device.start()
+    try:
+        yield device
+    finally:
+        await device.stop()
+
+
+@pytest.fixture
+async def start() -> AsyncIterator[Callable[..., Any]]:
+    """Start drivers against a simulator; every one is stopped at the end."""
+    running: list[Running] = []
+
+    async def go(sim: BacnetDeviceSim, points: frozenset[str] = POINTS, **settings: Any) -> Running:
+        values: dict[str, Any] = {
+            "id": f"ctl{len(running)}", "driver": "bacnet", "address": sim.address,
+            "device_instance": sim.device_instance, "local_address": LOCAL,
+            "poll_interval_ms": 50, "timeout_ms": 200, "reconnect_min_ms": 50,
+            "reconnect_max_ms": 300,
+        } | settings
+        events: list[DriverEvent] = []
+        run = Running(BacnetDriver(BacnetConfig(**values), points, events.append), events)
+        started = asyncio.Event()
+        run.task = asyncio.create_task(run.driver.run(started.set))
+        running.append(run)
+        async with asyncio.timeout(5):
+            await started.wait()
+        return run
+
+    try:
+        yield go
+    finally:
+        for run in running:
+            await run.stop()
+        assert APPLICATIONS.users(LOCAL) == 0
+
+
+def lock(value: bool, priority: int, door: int = 0) -> WritePoints:
+    return WritePoints((PointWrite(f"binary-output:{door}", value, priority),))
+
+
+def network_writes(sim: BacnetDeviceSim) -> list[tuple[int, bool | None, int]]:
+    return [(w.door, w.value, w.priority) for w in sim.write_log if w.source == "network"]
+
+
+async def test_write_at_lockdown_priority_locks_and_reads_back(
+    sim: BacnetDeviceSim, start: Callable[..., Any]
+) -> None:
+    run = await start(sim)
+    await run.wait_for(online, 5)
+    result = await run.driver.execute(lock(True, 5))
+    values = {v.point: v.value for v in result.values}
+    assert values["binary-output:0"] is True
+    assert set(values) == {"binary-output:0", "binary-input:0", "binary-input:2"}
+    assert sim.locked(0) and sim.priority_array(0) == {5: True}
+    assert network_writes(sim) == [(0, True, 5)]
+
+
+async def test_life_safety_release_then_return_leaves_lockdown_in_force(
+    sim: BacnetDeviceSim, start: Callable[..., Any]
+) -> None:
+    run = await start(sim)
+    await run.wait_for(online, 5)
+    await run.driver.execute(lock(True, 5))
+    await run.driver.execute(lock(False, 1))
+    # The controller agrees with the gateway: only the winning slot is held.
+    assert sim.priority_array(0) == {1: False} and not sim.locked(0)
+    await run.driver.execute(lock(True, 5))
+    assert sim.priority_array(0) == {5: True} and sim.locked(0)
+    # New slot first, old slot relinquished after: never a pass through relinquish-default.
+    assert network_writes(sim) == [
+        (0, True, 5), (0, False, 1), (0, None, 5), (0, True, 5), (0, None, 1)
+    ]
+
+
+async def test_relinquish_never_touches_a_slot_the_gateway_did_not_write(
+    sim: BacnetDeviceSim, start: Callable[..., Any]
+) -> None:
+    sim.operator_write(0, True, 8)
+    run = await start(sim)
+    await run.wait_for(online, 5)
+    await run.driver.execute(lock(False, 5))
+    await run.driver.execute(lock(False, 16))
+    assert sim.priority_array(0) == {8: True, 16: False}
+    assert sim.locked(0), "the operator's priority 8 still wins over the gateway's 16"
+    assert all(priority != 8 for _, _, priority in network_writes(sim))
+
+
+async def test_a_restarted_gateway_adopts_only_its_own_priorities(
+    sim: BacnetDeviceSim, start: Callable[..., Any]
+) -> None:
+    first = await start(sim)
+    await first.wait_for(online, 5)
+    await first.driver.execute(lock(True, 5))
+    await first.stop()
+    sim.operator_write(0, False, 8)
+    second = await start(sim)
+    await second.wait_for(online, 5)
+    assert second.driver.held_priorities() == {"binary-output:0": (5,)}
+    await second.driver.execute(lock(False, 16))
+    assert sim.priority_array(0) == {8: False, 16: False}
+
+
+async def test_cov_reports_an_input_change_well_before_the_next_poll(
+    sim: BacnetDeviceSim, start: Callable[..., Any]
+) -> None:
+    run = await start(sim, poll_interval_ms=3_000, cov_poll_interval_ms=30_000)
+    await run.wait_for(online, 5)
+    await run.wait_for(changed("binary-input:0", True), 2)
+    polls = run.driver.statistics()["polls"]
+    mark = len(run.events)
+    sim.set_closed(0, False)
+    await run.wait_for(changed("binary-input:0", False), 1.0, since=mark)
+    assert run.driver.statistics()["polls"] == polls
+
+
+async def test_subscriptions_are_renewed_before_their_lifetime_lapses(
+    sim: BacnetDeviceSim, start: Callable[..., Any]
+) -> None:
+    run = await start(sim, cov_lifetime_s=2)
+    await run.wait_for(online, 5)
+    await asyncio.sleep(2.6)
+    assert run.driver.statistics()["cov_renewals"] >= 2
+    assert sim.subscriptions() == 2
+    mark = len(run.events)
+    sim.set_closed(0, False)
+    await run.wait_for(changed("binary-input:0", False), 0.5, since=mark)
+
+
+async def test_a_device_restart_is_noticed_and_subscriptions_recreated(
+    sim: BacnetDeviceSim, start: Callable[..., Any]
+) -> None:
+    run = await start(sim, poll_interval_ms=100)
+    await run.wait_for(online, 5)
+    await sim.restart()
+    assert sim.subscriptions() == 0
+    async with asyncio.timeout(3):
+        while sim.subscriptions() < 2:
+            await asyncio.sleep(0.02)
+    assert run.driver.statistics()["restarts_seen"] >= 1
+    mark = len(run.events)
+    sim.set_closed(0, False)
+    await run.wait_for(changed("binary-input:0", False), 1.0, since=mark)
+
+
+async def test_vanished_device_is_offline_within_5_s_and_back_with_cov(
+    sim: BacnetDeviceSim, start: Callable[..., Any]
+) -> None:
+    run = await start(sim)
+    await run.wait_for(online, 5)
+    await run.driver.execute(lock(True, 5))
+    mark = len(run.events)
+    await sim.vanish()
+    await run.wait_for(offline, 5, since=mark)
+    await sim.reappear()
+    await run.wait_for(online, 5, since=mark)
+    assert sim.subscriptions() == 2
+    assert run.driver.held_priorities() == {"binary-output:0": (5,)}
+
+
+async def test_a_point_the_device_lacks_is_a_fault_and_a_clear_error(
+    sim: BacnetDeviceSim, start: Callable[..., Any]
+) -> None:
+    run = await start(sim, POINTS | {"binary-output:7"})
+    fault = await run.wait_for(lambda e: isinstance(e, DeviceFault), 5)
+    assert isinstance(fault, DeviceFault) and "binary-output:7" in fault.detail
+    await run.wait_for(lambda e: isinstance(e, DeviceHealth) and e.health is Health.DEGRADED, 5)
+    with pytest.raises(BadPoint, match="has no binary-output:7"):
+        await run.driver.execute(lock(True, 5, door=7))
+    await run.driver.execute(lock(True, 5))
+    assert sim.locked(0)
+
+
+def test_bad_point_notation_says_what_was_expected() -> None:
+    with pytest.raises(BadPoint, match="expected 'binary-output:N'"):
+        BacnetDriver.parse_point("analog-value:3")
+    assert BacnetDriver.parse_point(" BO,3 ") == "binary-output:3"
+    assert BacnetDriver.is_output("binary-output:3")
+    assert not BacnetDriver.is_output("binary-input:3")
+
+
+async def test_a_garbled_cov_notification_is_a_fault_and_no_change(
+    sim: BacnetDeviceSim, start: Callable[..., Any]
+) -> None:
+    run = await start(sim, poll_interval_ms=3_000, cov_poll_interval_ms=30_000)
+    await run.wait_for(online, 5)
+    await asyncio.sleep(0.1)
+    mark = len(run.events)
+    sim.faults.corrupt = 1.0
+    sim.set_closed(0, False)
+    await run.wait_for(lambda e: isinstance(e, DeviceFault), 2, since=mark)
+    assert not [e for e in run.events[mark:] if isinstance(e, PointChanged)]
+
+
+async def test_other_commands_are_unsupported_and_writes_refuse_inputs(
+    sim: BacnetDeviceSim, start: Callable[..., Any]
+) -> None:
+    run = await start(sim)
+    with pytest.raises(UnsupportedCommand):
+        await run.driver.execute(SendAlert("LOCKDOWN", "test"))
+    with pytest.raises(BadPoint, match="input"):
+        await run.driver.execute(WritePoints((PointWrite("binary-input:0", True, 5),)))
+
+
+async def test_controllers_share_one_local_application(start: Callable[..., Any]) -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        sims = []
+        for instance in (1301, 1302, 1303):
+            device = BacnetDeviceSim(2, actuation_ms=1, device_instance=instance)
+            await device.start()
+            stack.push_async_callback(device.stop)
+            sims.append(device)
+        runs = [await start(device) for device in sims]
+        for run in runs:
+            await run.wait_for(online, 5)
+        assert APPLICATIONS.users(LOCAL) == 3
+        for device, run in zip(sims, runs, strict=True):
+            await run.driver.execute(lock(True, 5))
+            assert device.locked(0)
