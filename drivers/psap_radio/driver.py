@@ -42,6 +42,8 @@ log = structlog.get_logger("drivers.psap_radio")
 
 #: Alerts that may wait behind the one being sent; more are refused, not queued.
 MAX_QUEUED_ALERTS = 8
+#: Shortest deadline for opening the port.
+OPEN_TIMEOUT_S = 1.0
 #: A radio that babbles gets one DeviceFault per this interval; the rest are counted.
 FAULT_INTERVAL_S = 1.0
 
@@ -90,7 +92,8 @@ class PsapRadioDriver(Driver[PsapRadioConfig]):
 
     async def _open(self) -> bool:
         try:
-            await self._link.open(self._ack_timeout_s * 2)
+            # A TCP connect on a busy box may take longer than one ACK; a device opens at once.
+            await self._link.open(max(OPEN_TIMEOUT_S, self._ack_timeout_s * 2))
         except DeviceOffline as exc:
             self._went_offline(str(exc))
             return False

@@ -108,7 +108,8 @@ class Session:
                 return self._delivered(frame, attempt, sends[0], sends[-1])
             self.naks += 1
             error = RadioRefused(f"NAK {reply.fields[1]}")
-            await asyncio.sleep(nak_backoff_s)
+            if attempt < attempts:
+                await asyncio.sleep(nak_backoff_s)
         raise type(error)(
             f"{frame.type} {frame.seq:03d} not acknowledged after {attempts} attempts: {error}"
         ) from error
