@@ -54,6 +54,7 @@ class Driver(abc.ABC, Generic[ConfigT]):
         self.points = points
         self._emit = emit
         self._health = Health.OFFLINE
+        self._detail = ""
 
     @property
     def device_id(self) -> str:
@@ -64,9 +65,11 @@ class Driver(abc.ABC, Generic[ConfigT]):
         return self._health
 
     def _set_health(self, health: Health, detail: str = "") -> None:
-        """Record and report a health change (only changes are reported)."""
-        if health is not self._health:
-            self._health = health
+        """Record and report a change of health, or of the reason a device is not online."""
+        # A new reason matters to the person fixing it (offline -> refused credentials).
+        reason_changed = health is not Health.ONLINE and bool(detail) and detail != self._detail
+        if health is not self._health or reason_changed:
+            self._health, self._detail = health, detail
             self._emit(DeviceHealth(self.device_id, health, detail))
 
     @classmethod
