@@ -130,6 +130,13 @@ class CommandGuard:
         except AuditUnavailable as audit_exc:
             log.error("audit.unavailable", refusal=exc.code, error=str(audit_exc))
 
+    def record(self, kind: AuditKind, actor: str, data: dict[str, Any]) -> None:
+        """Audit and publish a state change, override, fire event or budget breach.
+
+        Raises :class:`AuditUnavailable`; a fire release catches it and goes ahead regardless.
+        """
+        self._append(kind, actor, data)
+
     def _append(self, kind: AuditKind, actor: str, data: dict[str, Any]) -> None:
         if self.audit is None:
             raise AuditUnavailable("the audit log could not be opened at start-up")

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gatewayd.audit import AuditLog, verify
+from gatewayd.audit import AuditKind, AuditLog, verify
 from gatewayd.auth import Actor, Authorizer, Role, SecurityConfig, sign, signed, signing_bytes
 from gatewayd.commands import parse_command
 from gatewayd.errors import CommandError
@@ -397,6 +397,8 @@ def test_accepted_command_is_audited_under_the_authenticated_actor(tmp_path: Pat
     guard.admit(parse_command(payload), payload=payload, now=NOW)
     assert [(r.kind, r.actor, r.data["command"]) for r in records] == [
         ("command", "resp", b["id"])]
+    guard.record(AuditKind.OVERRIDE, "resp", {"door": "A-101", "duration_s": 60})
+    assert records[-1].kind == "override"
     audit.close()
     guard.authorizer.close()
 
