@@ -28,7 +28,7 @@ lint: $(BIN)/gatewayd
 	$(BIN)/mypy
 
 bench: deps
-	$(BIN)/python bench/lockdown.py
+	$(BIN)/python -m bench.lockdown
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -6,7 +6,7 @@ lockdown then a release through the gateway's command path (parse, decide, persi
 actuate, verify). In the same run a naive baseline writes one coil per door, sequentially,
 then reads each lock sense back, so the ratio shows what grouping and parallelism buy.
 
-    python bench/lockdown.py --doors 1000 --cycles 40
+    python -m bench.lockdown --doors 1000 --cycles 40
 """
 
 from __future__ import annotations

@@ -160,8 +160,21 @@ class Actions:
         )))
         self._publish_event("state", command.actor, {
             "scope": str(scope), "state": str(state), "hazard": params.hazard,
-        }, life_safety=True)
+        }, life_safety=True, location=self._location_of(scope))
         return scope, sorted(doors, key=self.campus.door_index.__getitem__)
+
+    def _location_of(self, scope: Scope) -> dict[str, Any]:
+        """Where a scope is, as an event's location (the building a responder goes to)."""
+        match scope.kind:
+            case "building":
+                return {"building": scope.ident}
+            case "zone":
+                return {"building": self.campus.zones[scope.ident].building}
+            case "door":
+                door = self.campus.doors[scope.ident]
+                return {"building": door.building, "floor": door.floor, "room": door.room}
+            case _:
+                return {}
 
     def _release(self, command: Command) -> tuple[Scope, list[str]]:
         scope = self._scope_of(command)
@@ -176,7 +189,7 @@ class Actions:
         for source in self._room_releases_under(scope):
             doors.update(self.engine.remove(source.key))
         self._publish_event("state", command.actor, {"scope": str(scope), "state": "normal"},
-                            life_safety=True)
+                            life_safety=True, location=self._location_of(scope))
         return scope, sorted(doors, key=self.campus.door_index.__getitem__)
 
     def _release_door(self, scope: Scope, actor: str) -> list[str]:

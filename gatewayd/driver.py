@@ -14,7 +14,15 @@ from typing import ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from gatewayd.events import CommandResult, DeviceCommand, DeviceHealth, DriverEvent, Health
+from gatewayd.events import (
+    CommandResult,
+    DeviceCommand,
+    DeviceHealth,
+    DriverEvent,
+    Health,
+    ReadPoints,
+    WritePoints,
+)
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
@@ -46,6 +54,8 @@ class Driver(abc.ABC, Generic[ConfigT]):
 
     #: The pydantic model of this driver's device settings.
     config_model: ClassVar[type[DriverConfig]]
+    #: Command types this driver carries out; the core routes radio alerts and snapshots by it.
+    commands: ClassVar[tuple[type, ...]] = (WritePoints, ReadPoints)
 
     def __init__(self, config: ConfigT, points: frozenset[str], emit: Emit) -> None:
         #: This device's validated settings.

@@ -22,6 +22,7 @@ from gatewayd.actions import LATENCY_WINDOW, Actions
 from gatewayd.bus import Bus
 from gatewayd.campus import CAMPUS, Campus, Scope
 from gatewayd.config import Config
+from gatewayd.dispatch import DeviceSink
 from gatewayd.doors import ActuationReport, DoorService, DoorState, Target
 from gatewayd.driver import AnyDriver
 from gatewayd.errors import GatewayError
@@ -39,7 +40,7 @@ from gatewayd.outbox import Outbox
 from gatewayd.registry import load_driver
 from gatewayd.supervisor import Supervisor
 from gatewayd.triggers import Triggers
-from rules.actions import ActionSink, NoDriverSink
+from rules.actions import ActionSink
 from rules.engine import Engine
 from rules.policy import RANK
 from rules.rulefile import RuleSet, load_rules
@@ -65,8 +66,6 @@ class Gateway(Actions, Triggers):
         self.config = config
         self.policy = config.policy
         self.rules = load_rules(self.policy.rules) if self.policy.rules else RuleSet()
-        #: Where radio alerts and snapshots go; logs "no driver" until those drivers exist.
-        self.sink: ActionSink = sink or NoDriverSink()
         self.campus = Campus(config)
         self.bus: Bus[DriverEvent] = Bus()
         self._events = self.bus.subscribe("gateway")
@@ -75,6 +74,8 @@ class Gateway(Actions, Triggers):
             cls = load_driver(dev.driver)
             points = frozenset(self.campus.points[dev.id])
             self.drivers[dev.id] = cls(dev, points, self.bus.publish)
+        #: Where rule actions (radio alerts, snapshots) go: the devices able to carry them out.
+        self.sink: ActionSink = sink or DeviceSink(self.drivers, self._publish_device_event)
         self.store = SafetyStore(Path(config.state_dir) / "safety.sqlite")
         self.engine = Engine(self.campus, self.store)
         self.doors = DoorService(self.campus, self.drivers, self._door_changed, self._input_changed)
@@ -254,6 +255,18 @@ class Gateway(Actions, Triggers):
         if scope.kind == "zone":
             return [CAMPUS, Scope("building", self.campus.zones[scope.ident].building), scope]
         return list(self.campus.scopes_of(scope.ident))
+
+    def _publish_device_event(
+        self,
+        kind: str,
+        source: str,
+        data: Mapping[str, Any],
+        life_safety: bool,
+        location: Mapping[str, Any],
+        drill: bool,
+    ) -> None:
+        self._publish_event(kind, source, data, life_safety=life_safety, location=location,
+                            drill=drill)
 
     def _publish_event(
         self,

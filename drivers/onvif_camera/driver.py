@@ -75,6 +75,7 @@ class OnvifCameraDriver(Driver[OnvifCameraConfig]):
     """Reports a camera's motion, tamper and digital-input events; takes snapshots; moves PTZ."""
 
     config_model = OnvifCameraConfig
+    commands = (TakeSnapshot, GotoPreset)
 
     def __init__(self, config: OnvifCameraConfig, points: frozenset[str], emit: Emit) -> None:
         super().__init__(config, points, emit)

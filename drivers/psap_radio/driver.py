@@ -52,6 +52,7 @@ class PsapRadioDriver(Driver[PsapRadioConfig]):
     """Sends emergency status and text to the PSAP radio and supervises the link."""
 
     config_model = PsapRadioConfig
+    commands = (SendAlert,)
 
     def __init__(self, config: PsapRadioConfig, points: frozenset[str], emit: Emit) -> None:
         super().__init__(config, points, emit)
