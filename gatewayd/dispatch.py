@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 import structlog
 
@@ -22,8 +22,13 @@ from rules.actions import ExternalAction
 
 log = structlog.get_logger(__name__)
 
-#: (kind, source device, data, life_safety, location, drill)
-Publish = Callable[[str, str, Mapping[str, Any], bool, Mapping[str, Any], bool], None]
+class Publish(Protocol):
+    """How the dispatcher reports an outcome as an event."""
+
+    def __call__(
+        self, kind: str, source: str, data: Mapping[str, Any], *,
+        life_safety: bool, location: Mapping[str, Any], drill: bool,
+    ) -> None: ...
 
 #: The radio's status word: capitals, digits and spaces, short.
 _STATUS = re.compile(r"[^A-Z0-9 ]+")
@@ -83,4 +88,5 @@ class DeviceSink:
             except DeviceError as exc:
                 data.update(ok=False, error=exc.code, message=str(exc))
         log.info("action.done", device=device, kind=kind, drill=action.drill, **data)
-        self._publish(kind, device, data, True, action.location, action.drill)
+        self._publish(kind, device, data, life_safety=True, location=action.location,
+                      drill=action.drill)

@@ -75,7 +75,7 @@ class Gateway(Actions, Triggers):
             points = frozenset(self.campus.points[dev.id])
             self.drivers[dev.id] = cls(dev, points, self.bus.publish)
         #: Where rule actions (radio alerts, snapshots) go: the devices able to carry them out.
-        self.sink: ActionSink = sink or DeviceSink(self.drivers, self._publish_device_event)
+        self.sink: ActionSink = sink or DeviceSink(self.drivers, self._publish_event)
         self.store = SafetyStore(Path(config.state_dir) / "safety.sqlite")
         self.engine = Engine(self.campus, self.store)
         self.doors = DoorService(self.campus, self.drivers, self._door_changed, self._input_changed)
@@ -255,18 +255,6 @@ class Gateway(Actions, Triggers):
         if scope.kind == "zone":
             return [CAMPUS, Scope("building", self.campus.zones[scope.ident].building), scope]
         return list(self.campus.scopes_of(scope.ident))
-
-    def _publish_device_event(
-        self,
-        kind: str,
-        source: str,
-        data: Mapping[str, Any],
-        life_safety: bool,
-        location: Mapping[str, Any],
-        drill: bool,
-    ) -> None:
-        self._publish_event(kind, source, data, life_safety=life_safety, location=location,
-                            drill=drill)
 
     def _publish_event(
         self,
