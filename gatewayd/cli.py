@@ -107,6 +107,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", help="list every door, not only exceptions")
     p.set_defaults(handler=_status)
     _security_commands(sub)
+    from gatewayd.console.passwords import add_passwd_command
+    add_passwd_command(sub)
     return parser
 
 
