@@ -9,6 +9,7 @@ from hypothesis import settings
 
 pytest_plugins = [
     "tests.fixtures_modbus", "tests.fixtures_mqtt", "tests.fixtures_gateway", "tests.fixtures_tls",
+    "tests.fixtures_console",
 ]
 
 # Timing on a shared 2-core machine is noisy: no per-example deadline.
