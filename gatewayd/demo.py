@@ -11,6 +11,8 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 
 from gatewayd.config import Config, load_config
+from gatewayd.console.config import demo_console_config, demo_signins_text
+from gatewayd.console.server import Console
 from gatewayd.daemon import serve
 from gatewayd.devbroker import Mosquitto
 from gatewayd.errors import ConfigError
@@ -49,11 +51,26 @@ async def _demo(path: Path, mqtt_url: str | None) -> int:
             "mqtt": config.mqtt.model_copy(update={"url": mqtt_url}),
             "state_dir": state_dir,
         })
-        return await serve(running, lambda gw: print_welcome(gw, path, running, sim.ports))
+        # Hashing the demo passwords takes a moment: before the gateway runs, not in it.
+        console_config = demo_console_config()
+        async with asyncio.TaskGroup() as group:
+            consoles: list[asyncio.Task[None]] = []
+
+            def ready(gw: Gateway) -> None:
+                console = Console(gw, console_config, demo=True)
+                consoles.append(group.create_task(console.run(
+                    lambda: print_welcome(gw, path, running, sim.ports, console.url)),
+                    name="console"))
+
+            code = await serve(running, ready)
+            for task in consoles:
+                task.cancel()
+        return code
     return 0
 
 
-def print_welcome(gateway: Gateway, path: Path, config: Config, ports: dict[str, int]) -> None:
+def print_welcome(gateway: Gateway, path: Path, config: Config, ports: dict[str, int],
+                  console_url: str | None = None) -> None:
     """Tell a newcomer what is running and what to type next."""
     mqtt = config.mqtt
     exe = shutil.which("gatewayd") or f"{shlex.quote(sys.executable)} -m gatewayd"
@@ -70,6 +87,7 @@ relay boards (Modbus TCP on 127.0.0.1: {boards}); broker {mqtt.url}.
   release   {exe} release {opts} --scope building/A
   one door  {exe} lock {opts} --door C-101
   status    {exe} status {opts}
+{demo_signins_text(console_url)}
 
 Ctrl-C stops the daemon, the simulators and the broker.
 """,

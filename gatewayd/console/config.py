@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from gatewayd.auth import ACTOR_ID_PATTERN, Role
-from gatewayd.console.passwords import parse_hash
+from gatewayd.console.passwords import DEMO_SIGNINS, demo_hashes, parse_hash
 
 #: Roles a person signing in may hold; ``system`` and ``district`` never sign in locally.
 CONSOLE_ROLES = frozenset({Role.OPERATOR, Role.ADMINISTRATOR, Role.RESPONDER})
@@ -79,3 +79,21 @@ class ConsoleConfig(BaseModel):
 
     def user(self, name: str) -> ConsoleUser | None:
         return next((u for u in self.users if u.name == name), None)
+
+
+def demo_console_config(host: str = "127.0.0.1", port: int = 0) -> ConsoleConfig:
+    """The demo's console: one user per role, with the published demo passwords."""
+    hashes = demo_hashes()
+    return ConsoleConfig(host=host, port=port, users=tuple(
+        ConsoleUser(name=name, password_hash=hashes[name], actor=actor,
+                    roles=frozenset({Role(role)}), display=f"{name.title()} (demo)")
+        for name, _password, actor, role in DEMO_SIGNINS
+    ))
+
+
+def demo_signins_text(url: str | None) -> str:
+    """What ``gatewayd demo`` prints about the console."""
+    lines = [f"  console   {url or '(not started)'}  sign in as"]
+    lines += [f"            {name:<10} password {password:<15} {role}"
+              for name, password, _actor, role in DEMO_SIGNINS]
+    return "\n".join(lines)
