@@ -32,7 +32,7 @@ from tests.fixtures_console import PASSWORDS, Browser, console_config, start_con
 from tests.fixtures_gateway import Site
 from tests.fixtures_tls import Pki
 
-BUILDING_C = "building/C"
+BUILDING = "building/A"
 
 
 @pytest.fixture
@@ -164,16 +164,16 @@ async def test_posts_without_the_csrf_token_or_from_another_origin_are_refused(
 ) -> None:
     assert (await client.signin("office")).status == 200
     token, client.csrf = client.csrf, "forged"
-    status, body = await client.command(action="lockdown", scope=BUILDING_C)
+    status, body = await client.command(action="lockdown", scope=BUILDING)
     assert (status, body["error"]) == (403, "csrf")
     client.csrf = token
-    response = await client.post("api/command", {"action": "lockdown", "scope": BUILDING_C},
+    response = await client.post("api/command", {"action": "lockdown", "scope": BUILDING},
                                  Origin="https://evil.example")
     assert response.status == 403 and (await response.json())["error"] == "cross_origin"
     form = await client.http.post(client.base + "api/command", data={"action": "lockdown"})
     assert form.status == 415, "an HTML form post (no JSON) never reaches the command path"
     assert site.gateway is not None
-    assert site.gateway.engine.get(f"srp:{BUILDING_C}") is None
+    assert site.gateway.engine.get(f"srp:{BUILDING}") is None
 
 
 async def test_signed_out_and_expired_sessions_cannot_act(site: Site) -> None:
@@ -185,7 +185,7 @@ async def test_signed_out_and_expired_sessions_cannot_act(site: Site) -> None:
         client = Browser(http, console.url)
         assert (await client.signin("principal")).status == 200
         await asyncio.sleep(0.5)
-        status, body = await client.command(action="lockdown", scope=BUILDING_C)
+        status, body = await client.command(action="lockdown", scope=BUILDING)
         assert (status, body["error"]) == (401, "signed_out")
         assert (await client.signin("principal")).status == 200
         assert (await client.post("api/signout", {})).status == 200
@@ -200,12 +200,12 @@ async def test_lockdown_from_the_console_locks_every_door_with_the_users_actor(
 ) -> None:
     assert site.gateway is not None
     await client.signin("office")
-    status, reply = await client.command(action="lockdown", scope=BUILDING_C)
+    status, reply = await client.command(action="lockdown", scope=BUILDING)
     assert status == 200 and reply["ok"], reply
-    doors = site.gateway.campus.resolve(Scope.parse(BUILDING_C))
+    doors = site.gateway.campus.resolve(Scope.parse(BUILDING))
     assert all(site.coil(d) for d in doors), "every door of the building reads locked"
     assert all(site.gateway.doors.doors[d].locked for d in doors)
-    source = site.gateway.engine.get(f"srp:{BUILDING_C}")
+    source = site.gateway.engine.get(f"srp:{BUILDING}")
     assert source is not None and source.actor == "front-office"
     assert reply["id"].startswith("console-")
     assert set(reply["latency_ms"]) == {"decided", "on_wire", "confirmed"}
@@ -216,19 +216,19 @@ async def test_roles_the_user_lacks_are_refused_before_the_gateway(
 ) -> None:
     assert site.gateway is not None
     await client.signin("officer")
-    status, body = await client.command(action="lockdown", scope=BUILDING_C)
+    status, body = await client.command(action="lockdown", scope=BUILDING)
     assert (status, body["ok"], body["error"]) == (403, False, "forbidden")
     assert "officer (responder) may not lockdown" in body["message"]
-    status, body = await client.command(action="unlock", door="C-101")
+    status, body = await client.command(action="unlock", door="A-101")
     assert (status, body["error"]) == (403, "forbidden"), "a responder unlock is bounded"
-    status, body = await client.command(action="unlock", door="C-101",
+    status, body = await client.command(action="unlock", door="A-101",
                                         params={"duration_s": 99_999})
     assert (status, body["error"]) == (403, "forbidden")
-    assert site.gateway.engine.get(f"srp:{BUILDING_C}") is None
-    assert site.gateway.engine.get("responder:door/C-101") is None
-    assert site.gateway.engine.get("manual:door/C-101") is None
+    assert site.gateway.engine.get(f"srp:{BUILDING}") is None
+    assert site.gateway.engine.get("responder:door/A-101") is None
+    assert site.gateway.engine.get("manual:door/A-101") is None
     await client.signin("office")
-    status, body = await client.command(action="release", scope=BUILDING_C)
+    status, body = await client.command(action="release", scope=BUILDING)
     assert (status, body["error"]) == (403, "forbidden"), "operators trigger, admins release"
 
 
@@ -236,18 +236,18 @@ async def test_responder_unlock_is_timed_and_relocks_during_a_lockdown(
     client: Browser, site: Site,
 ) -> None:
     await client.signin("office")
-    assert (await client.command(action="lockdown", scope=BUILDING_C))[1]["ok"]
+    assert (await client.command(action="lockdown", scope=BUILDING))[1]["ok"]
     await client.signin("officer")
-    status, reply = await client.command(action="unlock", door="C-101",
+    status, reply = await client.command(action="unlock", door="A-101",
                                          params={"duration_s": 0.5})
     assert status == 200 and reply["ok"], reply
-    assert not site.coil("C-101")
-    await wait_until(lambda: site.coil("C-101"))
+    assert not site.coil("A-101")
+    await wait_until(lambda: site.coil("A-101"))
 
 
 async def test_bad_requests_get_a_reply_that_names_the_field(client: Browser) -> None:
     await client.signin("principal")
-    status, body = await client.command(action="explode", scope=BUILDING_C)
+    status, body = await client.command(action="explode", scope=BUILDING)
     assert status == 400 and body["error"] == "bad_request" and "action" in body["message"]
     status, body = await client.command(action="lockdown", scope="building/ZZ")
     assert status == 200 and body == {**body, "ok": False, "error": "unknown_scope"}
@@ -275,9 +275,9 @@ async def test_event_stream_sends_a_snapshot_then_door_scope_and_feed_changes(
         assert stream.headers["Content-Type"].startswith("text/event-stream")
         events = read_events(stream)
         name, snapshot = await anext(events)
-        assert name == "snapshot" and snapshot["doors"]["C-101"]["state"] == "unlocked"
-        assert snapshot["scopes"][BUILDING_C]["state"] == "normal"
-        assert (await client.command(action="lockdown", scope=BUILDING_C))[1]["ok"]
+        assert name == "snapshot" and snapshot["doors"]["A-101"]["state"] == "unlocked"
+        assert snapshot["scopes"][BUILDING]["state"] == "normal"
+        assert (await client.command(action="lockdown", scope=BUILDING))[1]["ok"]
         seen: dict[str, Any] = {"doors": {}, "scopes": {}, "feed": []}
         async with asyncio.timeout(5):
             async for name, data in events:
@@ -285,12 +285,12 @@ async def test_event_stream_sends_a_snapshot_then_door_scope_and_feed_changes(
                     seen["feed"] += data
                 else:
                     seen[name].update(data)
-                if (seen["doors"].get("C-101", {}).get("state") == "locked"
-                        and seen["scopes"].get(BUILDING_C, {}).get("state") == "lockdown"
+                if (seen["doors"].get("A-101", {}).get("state") == "locked"
+                        and seen["scopes"].get(BUILDING, {}).get("state") == "lockdown"
                         and any(e["kind"] == "state" for e in seen["feed"])):
                     break
     command = next(e for e in seen["feed"] if e["kind"] == "command")
-    assert command["latency_ms"]["confirmed"] is not None and command["building"] == "C"
+    assert command["latency_ms"]["confirmed"] is not None and command["building"] == "A"
 
 
 async def test_event_stream_needs_a_session(client: Browser) -> None:

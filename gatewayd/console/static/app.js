@@ -70,6 +70,11 @@ function doorsIn(scope) {
   return app.layout.doors.filter((d) => (kind === "building" ? d.building : d.zone) === id);
 }
 
+function when(iso) {
+  // Local wall-clock time: what staff and responders read on their own watches.
+  return iso ? new Date(iso).toLocaleTimeString() : "?";
+}
+
 function may(action) {
   return app.me && app.me.actions.includes(action);
 }
@@ -157,7 +162,9 @@ function connect() {
   if (app.stream) app.stream.close();
   const stream = new EventSource("/api/events");
   app.stream = stream;
-  stream.addEventListener("open", () => { $("conn").textContent = "Live: updates arrive as they happen."; });
+  stream.addEventListener("open", () => {
+    $("conn").textContent = "Live: updates arrive as they happen.";
+  });
   stream.addEventListener("snapshot", (e) => applySnapshot(JSON.parse(e.data)));
   stream.addEventListener("doors", (e) => {
     const changed = JSON.parse(e.data);
@@ -257,7 +264,9 @@ function renderDoor(id) {
   tile.dataset.state = live.state;
   tile.querySelector(".door-word").textContent = doorText(live);
   let why = live.reason;
-  if (live.override) why += " · responder " + live.override.actor + " until " + live.override.until;
+  if (live.override) {
+    why += " · responder " + live.override.actor + " until " + when(live.override.until);
+  }
   if (live.fault) why += " · " + live.fault;
   tile.querySelector(".why").textContent = why;
 }
@@ -279,14 +288,15 @@ function renderScopes() {
       (s.dry_run ? " (dry run)" : "") }),
     el("p", { class: "counts", textContent: "secured " + (counts.secured || 0) +
       " · unsecured " + (counts.unsecured || 0) + " · unknown " + (counts.unknown || 0) }),
-    s.source && s.source !== scope ? el("p", { class: "src", textContent: "set on " + s.source }) : null));
+    s.source && s.source !== scope
+      ? el("p", { class: "src", textContent: "set on " + s.source }) : null));
   }
   $("scope-cards").replaceChildren(...cards);
   banner("incident-banner", incidents, (s) => s.state.toUpperCase() + " on " + scopeName(s.scope) +
-    (s.actor ? " by " + s.actor : "") + " since " + (s.since || "?"));
+    (s.actor ? " by " + s.actor : "") + " since " + when(s.since));
   banner("drill-banner", drills, (s) => "DRILL — NOT A REAL INCIDENT: " + s.state + " drill on " +
     scopeName(s.scope) + (s.dry_run ? " (dry run, doors do not move)" : " (doors move)") +
-    (s.until ? " until " + s.until : ""));
+    (s.until ? " until " + when(s.until) : ""));
 }
 
 function banner(id, items, text) {
@@ -311,7 +321,7 @@ function renderFeed() {
   $("feed-list").replaceChildren(...shown.slice().reverse().map((e) => {
     const lat = latencyText(e.latency_ms);
     return el("li", { class: "sev-" + e.severity + (e.drill ? " drill" : ""), "data-kind": e.kind },
-      el("time", { textContent: e.ts.slice(11, 19) }),
+      el("time", { textContent: when(e.ts), dateTime: e.ts }),
       el("span", { class: "sev", textContent: e.severity.toUpperCase() }),
       el("span", { class: "kind", textContent: e.kind + (e.drill ? " · DRILL" : "") }),
       el("span", { class: "text", textContent: e.text }),
