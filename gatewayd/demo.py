@@ -37,7 +37,7 @@ def run_demo(config_path: str | None, mqtt_url: str | None) -> int:
 
 async def _demo(path: Path, mqtt_url: str | None) -> int:
     # Imported here: the core never needs the simulators, only the demo does.
-    from simulators.campus import CampusSim
+    from simulators.campus import CampusSim, scratch
 
     config = load_config(path)
     async with AsyncExitStack() as stack:
@@ -47,9 +47,8 @@ async def _demo(path: Path, mqtt_url: str | None) -> int:
         if mqtt_url is None:
             broker = await stack.enter_async_context(Mosquitto())
             mqtt_url = broker.url
-        running = sim.config().model_copy(update={
+        running = scratch(sim.config(), Path(state_dir)).model_copy(update={
             "mqtt": config.mqtt.model_copy(update={"url": mqtt_url}),
-            "state_dir": state_dir,
         })
         # Hashing the demo passwords takes a moment: before the gateway runs, not in it.
         console_config = demo_console_config()

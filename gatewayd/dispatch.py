@@ -87,6 +87,6 @@ class DeviceSink:
                 data.update(ok=True, **result.detail)
             except DeviceError as exc:
                 data.update(ok=False, error=exc.code, message=str(exc))
-        log.info("action.done", device=device, kind=kind, drill=action.drill, **data)
+        log.info("action.done", device=device, kind=kind, drill=action.drill, result=data)
         self._publish(kind, device, data, life_safety=True, location=action.location,
                       drill=action.drill)

@@ -174,6 +174,11 @@ class DoorService:
             return
         self._apply(event.device, [PointValue(event.point, event.value)])
 
+    @property
+    def devices(self) -> list[str]:
+        """Devices that drive at least one door."""
+        return list(self._doors_by_device)
+
     def doors_on(self, device: str) -> list[str]:
         return list(self._doors_by_device.get(device, ()))
 

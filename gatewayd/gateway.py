@@ -102,12 +102,16 @@ class Gateway(Actions, Triggers):
         async with AsyncExitStack() as stack, asyncio.TaskGroup() as group:
             self._group = group
             stack.callback(self.store.close)
+            stack.callback(self.guard.close)
             group.create_task(self._pump_events(), name="gateway:events")
             # Overrides and drills that ran out while the daemon was down end before anything
             # is written, so a restart never re-opens a door whose override has expired.
             for source in self.engine.expired(time.time()):
                 self.engine.remove(source.key, force=True)
-            supervisor = await stack.enter_async_context(Supervisor(self.drivers, self.bus.publish))
+            supervisor = Supervisor(self.drivers, self.bus.publish)
+            # Door devices first: re-asserting the doors waits for nothing else.
+            await supervisor.start(wait_for=self.doors.devices)
+            stack.push_async_callback(supervisor.stop)
             self.supervisor = supervisor
             report = await self._reassert()
             log.info(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
@@ -65,20 +65,25 @@ class Supervisor:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
 
-    async def start(self) -> None:
-        """Spawn every driver and wait for their started handshakes (bounded)."""
+    async def start(self, wait_for: Collection[str] | None = None) -> None:
+        """Spawn every driver; wait (bounded) for the started handshakes of ``wait_for``.
+
+        The gateway waits only for the devices that drive doors, so a slow camera never
+        delays re-asserting a lockdown at start-up.
+        """
         self._stack = AsyncExitStack()
         self._group = await self._stack.enter_async_context(asyncio.TaskGroup())
         for name, driver in self.drivers.items():
             self._tasks.append(
                 self._group.create_task(self._keep_running(name, driver), name=f"driver:{name}")
             )
-        waits = [ev.wait() for ev in self._started.values()]
+        names = self.drivers if wait_for is None else wait_for
+        waits = [self._started[name].wait() for name in names]
         try:
             async with asyncio.timeout(self._start_timeout_s):
                 await asyncio.gather(*waits)
         except TimeoutError:
-            late = [n for n, ev in self._started.items() if not ev.is_set()]
+            late = [n for n in names if not self._started[n].is_set()]
             log.warning("supervisor.start_timeout", late=late, timeout_s=self._start_timeout_s)
 
     async def stop(self) -> None:

@@ -167,6 +167,10 @@ class Triggers:
             except KeyError as exc:
                 log.error("rule.missing_field", rule=rule.id, action=action.action,
                           field=str(exc))
+            # A rule's side effect (a radio alert, a snapshot) must never take the gateway,
+            # and with it every door, down: log it loudly and go on with the next action.
+            except Exception:
+                log.exception("rule.action_failed", rule=rule.id, action=action.action)
 
     async def _rule_action(self, rule: Rule, action: Any, event: Mapping[str, Any], *,
                            drill: bool) -> None:

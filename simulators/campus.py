@@ -1,18 +1,36 @@
-"""Every relay board of a campus config, each listening where the config says (or anywhere)."""
+"""Every simulated device of a campus config, each listening where the config says (or anywhere).
+
+Relay boards (Modbus TCP), BACnet controllers, ONVIF cameras and the PSAP radio are started
+from the devices a campus file declares, sized from it; :meth:`CampusSim.config` returns the
+campus pointed at where they actually listen.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Protocol, Self
 
 import structlog
 
 from drivers.modbus_relay.config import ModbusRelayConfig
 from gatewayd.config import Config
+from gatewayd.driver import DriverConfig
 from simulators.relay_board import RelayBoardSim
 
 log = structlog.get_logger("simulators.campus")
+
+
+class Simulated(Protocol):
+    """What the campus needs of any simulator."""
+
+    @property
+    def port(self) -> int: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
 
 
 def relay_devices(config: Config) -> list[ModbusRelayConfig]:
@@ -20,25 +38,48 @@ def relay_devices(config: Config) -> list[ModbusRelayConfig]:
     return [dev for dev in config.devices if isinstance(dev, ModbusRelayConfig)]
 
 
+def _endpoint(dev: DriverConfig, port: int, host: str | None) -> dict[str, Any]:
+    """The config fields that say where a device listens, pointed at ``host:port``."""
+    # A device's config module is loaded already (the registry validated it): cheap imports.
+    from drivers.bacnet.config import BacnetConfig
+    from drivers.psap_radio.config import PsapRadioConfig
+
+    if isinstance(dev, BacnetConfig):
+        return {"address": f"{host or dev.address.rsplit(':', 1)[0]}:{port}"}
+    if isinstance(dev, PsapRadioConfig):
+        return {"url": f"socket://{host or '127.0.0.1'}:{port}"}
+    return {"port": port, **({"host": host} if host else {})}
+
+
 def with_ports(config: Config, ports: Mapping[str, int], host: str | None = None) -> Config:
     """A copy of ``config`` whose listed devices point at ``ports`` (and ``host``, if given)."""
-    unknown = set(ports) - {dev.id for dev in relay_devices(config)}
+    devices = {dev.id: dev for dev in config.devices}
+    unknown = set(ports) - set(devices)
     if unknown:
-        raise KeyError(f"not relay boards of this campus: {', '.join(sorted(unknown))}")
-    devices = []
-    for dev in config.devices:
-        if dev.id in ports:
-            update: dict[str, object] = {"port": ports[dev.id]}
-            if host is not None:
-                update["host"] = host
-            devices.append(dev.model_copy(update=update))
-        else:
-            devices.append(dev)
-    return config.model_copy(update={"devices": tuple(devices)})
+        raise KeyError(f"not devices of this campus: {', '.join(sorted(unknown))}")
+    moved = tuple(
+        dev.model_copy(update=_endpoint(dev, ports[dev.id], host)) if dev.id in ports else dev
+        for dev in config.devices
+    )
+    return config.model_copy(update={"devices": moved})
+
+
+def scratch(config: Config, state_dir: Path) -> Config:
+    """The campus writing its state (and camera snapshots) under ``state_dir``."""
+    devices = tuple(
+        dev.model_copy(update={"snapshot_dir": state_dir / "snapshots"})
+        if hasattr(dev, "snapshot_dir") else dev
+        for dev in config.devices
+    )
+    return config.model_copy(update={"devices": devices, "state_dir": str(state_dir)})
+
+
+def _doors_on(config: Config, device: str) -> int:
+    return sum(1 for door in config.doors if door.lock.device == device)
 
 
 class CampusSim:
-    """One :class:`RelayBoardSim` per ``modbus_relay`` device, sized from its config."""
+    """One simulator per device of a campus config, sized from it."""
 
     def __init__(
         self,
@@ -50,47 +91,97 @@ class CampusSim:
     ) -> None:
         self._config = config
         self._host = host
-        #: Simulated boards by device id.
+        self._actuation_ms = actuation_ms
+        self._free = free_ports
+        #: Simulated relay boards by device id.
         self.boards: dict[str, RelayBoardSim] = {}
-        for dev in relay_devices(config):
+        #: Every simulator by device id (boards included).
+        self.devices: dict[str, Simulated] = {}
+        for dev in config.devices:
+            sim = self._make(dev)
+            if sim is not None:
+                self.devices[dev.id] = sim
+
+    def _port(self, configured: int) -> int:
+        return 0 if self._free else configured
+
+    def _make(self, dev: DriverConfig) -> Simulated | None:
+        host = self._host or str(getattr(dev, "host", "127.0.0.1"))
+        if isinstance(dev, ModbusRelayConfig):
             if dev.inputs < 2 * dev.coils:
-                # The simulated board always has position + sense inputs for every door.
                 log.warning("board_has_fewer_inputs_than_doors", device=dev.id,
                             coils=dev.coils, inputs=dev.inputs)
-            self.boards[dev.id] = RelayBoardSim(
-                dev.coils,
-                extra_inputs=max(0, dev.inputs - 2 * dev.coils),
-                host=host or dev.host,
-                port=0 if free_ports else dev.port,
-                actuation_ms=actuation_ms,
-                name=dev.id,
-            )
+            board = RelayBoardSim(dev.coils, extra_inputs=max(0, dev.inputs - 2 * dev.coils),
+                                  host=host, port=self._port(dev.port),
+                                  actuation_ms=self._actuation_ms, name=dev.id)
+            self.boards[dev.id] = board
+            return board
+        # Imported only when a campus has such devices: each pulls in its protocol library.
+        match dev.driver:
+            case "bacnet":
+                return self._bacnet(dev)
+            case "onvif_camera":
+                return self._camera(dev, host)
+            case "psap_radio":
+                return self._radio(dev)
+            case _:
+                log.warning("no_simulator", device=dev.id, driver=dev.driver)
+                return None
+
+    def _bacnet(self, dev: DriverConfig) -> Simulated:
+        from drivers.bacnet.config import BacnetConfig
+        from simulators.bacnet_device import BacnetDeviceSim
+
+        assert isinstance(dev, BacnetConfig)
+        host, _, port = dev.address.rpartition(":")
+        return BacnetDeviceSim(
+            max(1, _doors_on(self._config, dev.id)), host=self._host or host,
+            port=self._port(int(port)), device_instance=dev.device_instance,
+            actuation_ms=self._actuation_ms, name=dev.id,
+        )
+
+    def _camera(self, dev: DriverConfig, host: str) -> Simulated:
+        from drivers.onvif_camera.config import OnvifCameraConfig
+        from simulators.onvif_camera import OnvifCameraSim
+
+        assert isinstance(dev, OnvifCameraConfig)
+        return OnvifCameraSim(dev.id, username=dev.username,
+                              password=dev.password.get_secret_value(), host=host,
+                              port=self._port(dev.port))
+
+    def _radio(self, dev: DriverConfig) -> Simulated:
+        from drivers.psap_radio.config import PsapRadioConfig
+        from simulators.psap_radio import PsapRadioSim
+
+        assert isinstance(dev, PsapRadioConfig)
+        port = int(dev.url.rsplit(":", 1)[1]) if dev.url.startswith("socket://") else 0
+        return PsapRadioSim("tcp", port=self._port(port), name=dev.id)
 
     @property
     def ports(self) -> dict[str, int]:
         """Device id -> bound port."""
-        return {dev_id: board.port for dev_id, board in self.boards.items()}
+        return {dev_id: sim.port for dev_id, sim in self.devices.items()}
 
     def config(self) -> Config:
-        """The campus config pointed at the running boards (their actual ports)."""
+        """The campus config pointed at the running simulators (their actual ports)."""
         return with_ports(self._config, self.ports, self._host)
 
     async def start(self) -> dict[str, int]:
-        """Start every board; if one cannot bind, stop the others and raise."""
+        """Start every simulator; if one cannot bind, stop the others and raise."""
         try:
             # One at a time: binding is quick, and a bind error stays a plain OSError.
-            for board in self.boards.values():
-                await board.start()
+            for sim in self.devices.values():
+                await sim.start()
         except BaseException:
             await self.stop()
             raise
-        log.info("campus_listening", boards=len(self.boards))
+        log.info("campus_listening", devices=len(self.devices), boards=len(self.boards))
         return self.ports
 
     async def stop(self) -> None:
-        """Stop every board; safe to call twice."""
-        for board in self.boards.values():
-            await board.stop()
+        """Stop every simulator; safe to call twice."""
+        for sim in self.devices.values():
+            await sim.stop()
 
     async def __aenter__(self) -> Self:
         await self.start()

@@ -166,6 +166,9 @@ class OnvifCameraSim:
         if runner is not None:
             await runner.cleanup()
         if self._handlers:
+            # aiohttp's cleanup can leave a long poll parked on a cancelled future: end it.
+            for task in self._handlers:
+                task.cancel()
             await asyncio.wait(self._handlers, timeout=1.0)
 
     # --- faults -----------------------------------------------------------------------

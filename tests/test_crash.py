@@ -25,7 +25,7 @@ import pytest
 from gatewayd.config import load_config
 from gatewayd.devbroker import Mosquitto
 from gatewayd.mqtt import NoReply, request
-from simulators.campusgen import DEMO, render
+from simulators.campusgen import DEMO_RELAYS, render
 
 RESTARTS = 3
 
@@ -52,7 +52,7 @@ def free_base_port(count: int) -> int:
 
 @pytest.fixture
 def campus_file(tmp_path: Path, mosquitto: Mosquitto) -> Path:
-    text = render("demo-school", "Crash test school", DEMO, base_port=free_base_port(8),
+    text = render("demo-school", "Crash test school", DEMO_RELAYS, base_port=free_base_port(8),
                   demo=True, poll_interval_ms=100)
     path = tmp_path / "campus.toml"
     path.write_text(text.replace("mqtt://127.0.0.1:1883", mosquitto.url))
