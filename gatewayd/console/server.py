@@ -91,6 +91,8 @@ class Console:
         self._hashing = asyncio.Semaphore(HASHING_AT_ONCE)
         self._hashing_waiting = 0
         self.refused = 0
+        # Request tasks still running; shutdown waits for them so that none outlives run().
+        self._requests: set[asyncio.Task[Any]] = set()
         self.app = self._make_app()
 
     def _make_app(self) -> web.Application:
@@ -127,6 +129,9 @@ class Console:
         finally:
             self.live.close()
             await runner.cleanup()
+            # aiohttp cancels the handlers of connections it closed but does not wait for them.
+            if self._requests:
+                await asyncio.wait(list(self._requests), timeout=SHUTDOWN_S)
 
     def _refuse_unsafe(self) -> None:
         demo_users = [u.name for u in self.config.users if is_demo_hash(u.password_hash)]
@@ -157,7 +162,11 @@ class Console:
 
     @web.middleware
     async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        """Refuse cross-site POSTs: same origin, JSON only, and the session's CSRF token."""
+        """Track each request task; refuse cross-site POSTs (origin, JSON only, CSRF token)."""
+        task = asyncio.current_task()
+        if task is not None and task not in self._requests:
+            self._requests.add(task)
+            task.add_done_callback(self._requests.discard)
         try:
             refusal = self._check_post(request) if request.method == "POST" else None
             return refusal or await handler(request)
