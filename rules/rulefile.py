@@ -69,7 +69,8 @@ class RadioAlert(_Model):
 
 class Snapshot(_Model):
     action: Literal["snapshot"]
-    cameras: tuple[str, ...] = Field(min_length=1)
+    #: Camera device ids; empty means every camera in the event's building (or campus).
+    cameras: tuple[str, ...] = ()
 
 
 Action = Annotated[SetState | Publish | RadioAlert | Snapshot, Field(discriminator="action")]

@@ -1,0 +1,61 @@
+"""The demo campus end to end: relay boards, a BACnet controller, cameras and the radio."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from drivers.psap_radio.frames import FrameType
+from simulators.bacnet_device import BacnetDeviceSim
+from simulators.onvif_camera import OnvifCameraSim
+from simulators.psap_radio import PsapRadioSim
+from tests.fixtures_gateway import Site
+
+
+async def eventually(check: Callable[[], bool], timeout_s: float = 10) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not check():
+            await asyncio.sleep(0.05)
+
+
+def radio(site: Site) -> PsapRadioSim:
+    sim = site.sim.devices["psap-radio"]
+    assert isinstance(sim, PsapRadioSim)
+    return sim
+
+
+def camera(site: Site, ident: str) -> OnvifCameraSim:
+    sim = site.sim.devices[ident]
+    assert isinstance(sim, OnvifCameraSim)
+    return sim
+
+
+async def test_lockdown_locks_bacnet_doors_alerts_the_radio_and_snapshots_the_building(
+    site: Site,
+) -> None:
+    gym = [d.id for d in site.config.doors if d.building == "C"]
+    controller = site.sim.devices["bacnet-c1"]
+    assert isinstance(controller, BacnetDeviceSim)
+    before = len(controller.write_log)
+    reply = await site.command("lockdown", scope="building/C")
+    assert reply["ok"] is True, reply
+    assert sorted(reply["doors"]["confirmed"]) == sorted(gym)
+    assert all(site.coil(d) for d in gym)
+    # The controller's own priority array holds the lockdown at the lockdown priority.
+    assert {w.priority for w in list(controller.write_log)[before:] if w.value} == {5}
+
+    await eventually(lambda: any("LOCKDOWN" in f.payload
+                                 for f in radio(site).acted_on(FrameType.EMG)))
+    text = [f.payload for f in radio(site).acted_on(FrameType.TXT)]
+    assert any("building/C" in t for t in text), text
+    await eventually(lambda: camera(site, "cam-c-gym").counts["snapshots"] >= 1)
+    assert camera(site, "cam-a-entrance").counts["snapshots"] == 0
+
+
+async def test_a_drill_lockdown_never_reaches_the_radio_as_a_real_alert(site: Site) -> None:
+    reply = await site.command("drill", params={
+        "state": "lockdown", "scope": "building/A", "duration_s": 60, "dry_run": False,
+    })
+    assert reply["ok"] is True, reply
+    await asyncio.sleep(1.0)
+    assert radio(site).real_emergencies() == []
