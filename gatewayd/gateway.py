@@ -102,7 +102,6 @@ class Gateway(Actions, Triggers):
         async with AsyncExitStack() as stack, asyncio.TaskGroup() as group:
             self._group = group
             stack.callback(self.store.close)
-            stack.callback(self.guard.close)
             group.create_task(self._pump_events(), name="gateway:events")
             # Overrides and drills that ran out while the daemon was down end before anything
             # is written, so a restart never re-opens a door whose override has expired.
