@@ -12,11 +12,13 @@ from typing import Any
 
 import pytest
 
+from drivers.modbus_relay.config import ModbusRelayConfig
 from gatewayd.config import Config, load_config
 from gatewayd.devbroker import Mosquitto
 from gatewayd.gateway import Gateway
 from gatewayd.mqtt import request
-from simulators.campus import CampusSim
+from simulators.bacnet_device import BacnetDeviceSim
+from simulators.campus import CampusSim, scratch
 
 __all__ = ["Site", "demo_config", "site"]
 
@@ -28,12 +30,12 @@ def demo_config(broker: Mosquitto, state_dir: Path, *, poll_interval_ms: int = 1
     config = load_config(DEMO)
     devices = tuple(
         d.model_copy(update={"poll_interval_ms": poll_interval_ms, "timeout_ms": 300})
+        if isinstance(d, ModbusRelayConfig) else d
         for d in config.devices
     )
-    return config.model_copy(update={
+    return scratch(config, state_dir).model_copy(update={
         "devices": devices,
         "mqtt": config.mqtt.model_copy(update={"url": broker.url}),
-        "state_dir": str(state_dir),
     })
 
 
@@ -71,9 +73,14 @@ class Site:
         return await request(self.config.mqtt, self.config.site.id, body, timeout_s=10)
 
     def coil(self, door_id: str) -> bool:
-        """The lock output of a door as the simulated board holds it."""
+        """The lock output of a door as its simulated board or controller holds it."""
         ref = next(d for d in self.config.doors if d.id == door_id).lock
-        return self.sim.boards[ref.device].coil(int(ref.point.split(":")[1]))
+        index = int(ref.point.split(":")[1])
+        if ref.device in self.sim.boards:
+            return self.sim.boards[ref.device].coil(index)
+        controller = self.sim.devices[ref.device]
+        assert isinstance(controller, BacnetDeviceSim)
+        return controller.locked(index)
 
     def doors_on(self, device: str) -> list[str]:
         return [d.id for d in self.config.doors if d.lock.device == device]
