@@ -117,6 +117,10 @@ class SecurityConfig(BaseModel):
     #: Replay cache and audit log, relative to the state directory.
     replay_db: str = "replay.sqlite"
     audit_log: str = "audit.log"
+    #: Folder of server-held private keys, ``<actor>.key``, with which the operator console
+    #: signs for its signed-in users (relative to the campus file). In demo mode the
+    #: console falls back to the DEMO keys of the demo actors.
+    console_keys: str | None = None
 
     @model_validator(mode="after")
     def _unique(self) -> SecurityConfig:

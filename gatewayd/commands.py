@@ -30,7 +30,7 @@ class Action(StrEnum):
 
 
 class Command(BaseModel):
-    """``id, ts, actor, action, scope | door, params, sig`` (see docs/mqtt-api.md)."""
+    """``id, ts, actor, action, scope | door, params, site, sig`` (see docs/mqtt-api.md)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -42,6 +42,8 @@ class Command(BaseModel):
     scope: str | None = Field(default=None, max_length=200)
     door: str | None = Field(default=None, max_length=64)
     params: dict[str, Any] = Field(default_factory=dict)
+    #: The site the sender meant; optional, since the signature covers the site either way.
+    site: str | None = Field(default=None, max_length=64)
     sig: str | None = Field(default=None, max_length=512)
 
     @field_validator("ts", mode="before")
@@ -113,6 +115,13 @@ class UnlockParams(_Params):
 
     duration_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     momentary: bool = False
+
+
+class ReleaseParams(_Params):
+    """``params`` of release: the second person of a two-person campus release."""
+
+    cosigner: str | None = Field(default=None, max_length=128)
+    cosig: str | None = Field(default=None, max_length=512)
 
 
 class DrillParams(_Params):

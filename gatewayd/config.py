@@ -22,9 +22,11 @@ from pydantic import (
     model_validator,
 )
 
+from gatewayd.auth import SecurityConfig
 from gatewayd.driver import ID_PATTERN, DriverConfig
 from gatewayd.errors import BadPoint, ConfigError, DriverNotFound
 from gatewayd.registry import load_driver
+from gatewayd.tls import TlsConfig
 
 
 class _Model(BaseModel):
@@ -47,13 +49,20 @@ class SiteConfig(_Model):
 
 
 class MqttConfig(_Model):
-    #: Broker URL: ``mqtt://host:port`` (TLS comes with the security work).
+    #: Broker URL: ``mqtt://host:port``, or ``mqtts://host:port`` with ``[mqtt.tls]``.
     url: str = Field(default="mqtt://127.0.0.1:1883", pattern=r"^mqtts?://[^/:]+(:\d+)?/?$")
     prefix: str = Field(default="gatewayd", pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")
     client_id: str | None = None
     username: str | None = None
     password: str | None = None
     keepalive_s: int = Field(default=15, ge=5, le=600)
+    #: ``[mqtt.tls]``: CA, client certificate and verification, for ``mqtts://``. File paths
+    #: are resolved against the campus file's folder at load.
+    tls: TlsConfig = TlsConfig()
+
+    @property
+    def tls_enabled(self) -> bool:
+        return self.url.startswith("mqtts:")
 
     @property
     def host(self) -> str:
@@ -62,7 +71,7 @@ class MqttConfig(_Model):
     @property
     def port(self) -> int:
         rest = self.url.split("://", 1)[1].rstrip("/")
-        return int(rest.split(":")[1]) if ":" in rest else 1883
+        return int(rest.split(":")[1]) if ":" in rest else (8883 if self.tls_enabled else 1883)
 
 
 class Building(_Model):
@@ -212,6 +221,8 @@ class CampusFile(_Model):
     doors: tuple[Door, ...] = ()
     inputs: tuple[AlarmInput, ...] = ()
     policy: PolicyConfig = PolicyConfig()
+    #: Actors, keys, replay cache and audit log (docs/security.md).
+    security: SecurityConfig = SecurityConfig()
     #: Where the safety state and outbox live; relative to the config file.
     state_dir: str = "var"
 
@@ -229,6 +240,7 @@ class Config(_Model):
     inputs: tuple[AlarmInput, ...]
     state_dir: str
     policy: PolicyConfig = PolicyConfig()
+    security: SecurityConfig = SecurityConfig()
 
     def device(self, device_id: str) -> DriverConfig:
         for dev in self.devices:
@@ -268,18 +280,21 @@ def parse_config(raw: Mapping[str, Any], source: str = "<config>") -> Config:
     state_dir = Path(os.environ.get("GATEWAYD_STATE_DIR") or campus.state_dir)
     if not state_dir.is_absolute() and source != "<config>":
         state_dir = Path(source).resolve().parent / state_dir
-    policy = campus.policy
-    if policy.rules is not None and source != "<config>":
-        rules = Path(policy.rules)
-        if not rules.is_absolute():
-            policy = policy.model_copy(
-                update={"rules": str(Path(source).resolve().parent / rules)}
-            )
+    policy, mqtt, security = campus.policy, campus.mqtt, campus.security
+    if source != "<config>":
+        base = Path(source).resolve().parent
+        if policy.rules is not None:
+            policy = policy.model_copy(update={"rules": _beside(base, policy.rules)})
+        mqtt = mqtt.model_copy(update={"tls": _tls_beside(base, mqtt.tls)})
+        if security.console_keys is not None:
+            security = security.model_copy(
+                update={"console_keys": _beside(base, security.console_keys)})
     return Config(
         source=source,
         policy=policy,
+        security=security,
         site=campus.site,
-        mqtt=campus.mqtt,
+        mqtt=mqtt,
         buildings=campus.buildings,
         zones=campus.zones,
         devices=tuple(devices.values()),
@@ -287,6 +302,17 @@ def parse_config(raw: Mapping[str, Any], source: str = "<config>") -> Config:
         inputs=campus.inputs,
         state_dir=str(state_dir),
     )
+
+
+def _beside(base: Path, name: str) -> str:
+    """A path from the campus file, relative to the file's folder."""
+    return name if Path(name).is_absolute() else str(base / name)
+
+
+def _tls_beside(base: Path, tls: TlsConfig) -> TlsConfig:
+    files = {"ca_file": tls.ca_file, "cert_file": tls.cert_file, "key_file": tls.key_file}
+    return tls.model_copy(
+        update={k: _beside(base, v) for k, v in files.items() if v is not None})
 
 
 def _validate_devices(

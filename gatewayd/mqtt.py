@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import ssl
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -34,6 +33,7 @@ from gatewayd.config import MqttConfig
 from gatewayd.errors import GatewayError
 from gatewayd.outbox import MemoryQueue, Outgoing, PublishQueue, PublishQueueFull
 from gatewayd.supervisor import Backoff
+from gatewayd.tls import ssl_context
 
 __all__ = [
     "BrokerUnreachable", "MemoryQueue", "NoReply", "Outgoing", "PublishQueue", "PublishQueueFull",
@@ -264,7 +264,7 @@ class Uplink:
             will=will,
             keepalive=cfg.keepalive_s,
             timeout=self._connect_timeout_s,
-            tls_context=ssl.create_default_context() if cfg.url.startswith("mqtts:") else None,
+            tls_context=ssl_context(cfg.tls) if cfg.tls_enabled else None,
         )
         # paho keeps its default window of 20 in flight (Mosquitto's Receive Maximum; a stricter
         # broker disconnects a client that exceeds it) and holds the rest in order.
@@ -413,7 +413,7 @@ def _client_for(config: MqttConfig, timeout_s: float) -> aiomqtt.Client:
         identifier=f"gatewayd-cli-{uuid.uuid4().hex[:12]}",
         protocol=aiomqtt.ProtocolVersion.V5,
         timeout=timeout_s,
-        tls_context=ssl.create_default_context() if config.url.startswith("mqtts:") else None,
+        tls_context=ssl_context(config.tls) if config.tls_enabled else None,
     )
 
 

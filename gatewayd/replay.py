@@ -68,5 +68,7 @@ class ReplayCache:
     def close(self) -> None:
         self._db.close()
 
-    def statistics(self) -> dict[str, int | float]:
-        return {"recorded": self.recorded, "replays": self.replays, "horizon": self.horizon}
+    def statistics(self) -> dict[str, int | float | None]:
+        # JSON has no -Infinity: no horizon yet is null.
+        horizon = self.horizon if self.horizon != float("-inf") else None
+        return {"recorded": self.recorded, "replays": self.replays, "horizon": horizon}
