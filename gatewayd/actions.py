@@ -2,8 +2,9 @@
 
 :class:`Actions` is mixed into :class:`gatewayd.gateway.Gateway`; it holds the decisions,
 the gateway holds the lifecycle and the publishing. ``handle_command(payload) -> reply`` is
-the single entry point (authorisation will sit in front of :meth:`Actions.run_command`),
-and every decision carries the command's ``actor``.
+the single entry point from outside: the command guard (signature, role, replay, audit)
+admits a command before :meth:`Actions.run_command` sees it, and every decision carries the
+command's ``actor`` into the audit log.
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ from typing import Any
 
 import structlog
 
+from gatewayd.audit import AuditKind
 from gatewayd.campus import Campus, Scope
 from gatewayd.commands import (
     Action,
     Command,
     DrillParams,
+    ReleaseParams,
     StateParams,
     UnlockParams,
     command_id_of,
@@ -30,6 +33,7 @@ from gatewayd.config import PolicyConfig, SrpState
 from gatewayd.doors import ActuationReport
 from gatewayd.errors import CommandError
 from gatewayd.events import now_ns
+from gatewayd.security import CommandGuard
 from rules.arbitration import Priority
 from rules.engine import Engine
 from rules.policy import (
@@ -64,6 +68,7 @@ class Actions:
     engine: Engine
     policy: PolicyConfig
     reports: list[ActuationReport]
+    guard: CommandGuard
     _latencies: deque[dict[str, float | None]]
 
     # --- provided by the gateway ------------------------------------------------------------
@@ -88,14 +93,24 @@ class Actions:
     # --- entry points ------------------------------------------------------------------------
 
     async def handle_command(self, payload: bytes) -> dict[str, Any]:
-        """Parse, decide, actuate, verify; always return a reply, never raise for bad input."""
+        """Parse, admit, decide, actuate, verify; always reply, never raise for bad input.
+
+        Nothing moves unless the guard admitted (authenticated, authorized, audited) it.
+        """
         trigger_ns = now_ns()
+        command: Command | None = None
         try:
             command = parse_command(payload)
+            self.guard.admit(command, payload=payload, now=time.time())
         except CommandError as exc:
-            log.warning("command.refused", error=exc.code, message=str(exc))
-            reply = {"id": command_id_of(payload), "ok": False, "error": exc.code,
-                     "message": str(exc)}
+            if command is None:
+                # The guard audits its own refusals; an unparsable body is audited here.
+                self.guard.refused(exc, payload=payload)
+            log.warning("command.refused", id=command.id if command else None,
+                        claimed_actor=command.actor if command else None,
+                        error=exc.code, message=str(exc))
+            reply = {"id": command.id if command else command_id_of(payload), "ok": False,
+                     "error": exc.code, "message": str(exc)}
             self._publish_event("command", "mqtt", reply, life_safety=True)
             return reply
         return await self.run_command(command, trigger_ns)
@@ -161,6 +176,9 @@ class Actions:
         self._publish_event("state", command.actor, {
             "scope": str(scope), "state": str(state), "hazard": params.hazard,
         }, life_safety=True, location=self._location_of(scope))
+        self.guard.note(AuditKind.STATE, command.actor, {
+            "command": command.id, "scope": str(scope), "state": str(state),
+            "hazard": params.hazard, "doors": len(doors)})
         return scope, sorted(doors, key=self.campus.door_index.__getitem__)
 
     def _location_of(self, scope: Scope) -> dict[str, Any]:
@@ -178,8 +196,14 @@ class Actions:
 
     def _release(self, command: Command) -> tuple[Scope, list[str]]:
         scope = self._scope_of(command)
+        # Checked by the guard already; here only so that no other key slips through.
+        cosigner = parse_params(ReleaseParams, command).cosigner
         if scope.kind == "door":
-            return scope, self._release_door(scope, command.actor)
+            released = self._release_door(scope, command.actor)
+            self.guard.note(AuditKind.STATE, command.actor, {
+                "command": command.id, "scope": str(scope), "state": "released",
+                "cosigner": cosigner, "doors": len(released)})
+            return scope, released
         keys = [k for k in (f"srp:{scope}", f"drill:{scope}") if self.engine.get(k)]
         if not keys:
             raise CommandError("not_active", f"nothing to release at {scope}")
@@ -190,6 +214,9 @@ class Actions:
             doors.update(self.engine.remove(source.key))
         self._publish_event("state", command.actor, {"scope": str(scope), "state": "normal"},
                             life_safety=True, location=self._location_of(scope))
+        self.guard.note(AuditKind.STATE, command.actor, {
+            "command": command.id, "scope": str(scope), "state": "normal", "released": keys,
+            "cosigner": cosigner, "doors": len(doors)})
         return scope, sorted(doors, key=self.campus.door_index.__getitem__)
 
     def _release_door(self, scope: Scope, actor: str) -> list[str]:
@@ -238,7 +265,10 @@ class Actions:
             actor=command.actor, since=time.time(),
         )
         self._refuse_if_overridden(source, locked)
-        return scope, self.engine.put(source)
+        doors = self.engine.put(source)
+        self.guard.note(AuditKind.OVERRIDE, command.actor, {
+            "command": command.id, "door": scope.ident, "manual": str(command.action)})
+        return scope, doors
 
     def _responder_unlock(self, command: Command) -> tuple[Scope, list[str], dict[str, Any]]:
         """A bounded unlock that pre-empts the lockdown family for one door, then relocks."""
@@ -254,6 +284,9 @@ class Actions:
         self._expiry_changed()
         log.warning("responder.override", door=scope.ident, actor=command.actor,
                     duration_s=duration_s)
+        self.guard.note(AuditKind.OVERRIDE, command.actor, {
+            "command": command.id, "door": scope.ident, "unlock_s": duration_s,
+            "until": now + duration_s})
         return scope, doors, {"override": {"actor": command.actor, "until": now + duration_s}}
 
     def _refuse_if_overridden(self, source: Source, locked: bool) -> None:
@@ -380,6 +413,9 @@ class Actions:
             }, life_safety=False, drill=drill)
             log.warning("budget.exceeded", trigger=trigger, budget_ms=self.policy.budget_ms,
                         **{f"{k}_ms": v for k, v in lat.items()})
+            self.guard.note(AuditKind.BUDGET, "system:budget", {
+                "trigger": trigger, "budget_ms": self.policy.budget_ms, "latency_ms": lat,
+                "failed": len(report.failed), "drill": drill})
         if len(self._latencies) % 50 == 0 and self._latencies:
             log.info("latency.statistics", **self.latency_statistics())
 

@@ -11,10 +11,14 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from gatewayd.config import Config, MqttConfig, load_config
 from gatewayd.errors import ConfigError, GatewayError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 DEFAULT_CONFIG = os.environ.get("GATEWAYD_CONFIG", "/etc/gatewayd/campus.toml")
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
@@ -129,8 +133,11 @@ def _security_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
 
 
 def _operator_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--actor", default=os.environ.get("GATEWAYD_ACTOR", os.environ.get("USER",
-                   "operator")), help="who is acting (recorded in the audit trail)")
+    p.add_argument("--key", default=os.environ.get("GATEWAYD_KEY"), metavar="PATH",
+                   help="your private key file (default $GATEWAYD_KEY; in demo mode the DEMO"
+                        " key of the action's role)")
+    p.add_argument("--actor", default=os.environ.get("GATEWAYD_ACTOR"),
+                   help="your actor id (default $GATEWAYD_ACTOR, else the key file's name)")
     p.add_argument("--json", action="store_true", help="print the raw reply")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the reply")
     p.add_argument("--mqtt", default=None, help="broker URL (default: from the config)")
@@ -162,7 +169,23 @@ def _check(args: argparse.Namespace) -> int:
         print(f"rules     {len(rules)} from {config.policy.rules}")
     if config.policy.fire_verification_s:
         print(f"WARNING   fire alarm verification delay {config.policy.fire_verification_s} s")
-    return EXIT_OK
+    return _check_security(config)
+
+
+def _check_security(config: Config) -> int:
+    """Print what ``run`` would refuse: warnings in demo mode, errors (exit 78) elsewhere."""
+    from gatewayd.daemon import start_problems
+    from gatewayd.security import EX_CONFIG
+
+    # Demo mode skips the refusals; show them anyway, so nobody copies a demo into service.
+    problems = start_problems(config.model_copy(
+        update={"site": config.site.model_copy(update={"demo": False})}))
+    print(f"security  {len(config.security.actors)} actors;"
+          f" audit log {Path(config.state_dir) / config.security.audit_log}")
+    word = "WARNING " if config.site.demo else "ERROR   "
+    for problem in problems:
+        print(f"{word}  {problem}" + ("  (allowed in demo mode)" if config.site.demo else ""))
+    return EX_CONFIG if problems and not config.site.demo else EXIT_OK
 
 
 def summary(config: Config) -> str:
@@ -186,26 +209,54 @@ def summary(config: Config) -> str:
 
 
 def _operate(args: argparse.Namespace) -> int:
+    from gatewayd.auth import signed
     from gatewayd.mqtt import request
 
     config = load_config(args.config)
+    params = _params(args)
+    actor, key = _signer(args, config, natural_role(args.action, params))
     body: dict[str, Any] = {
         "id": uuid.uuid4().hex,
         "ts": time.time(),
-        "actor": args.actor,
+        "actor": actor,
         "action": args.action,
-        "params": _params(args),
+        "params": params,
     }
     if getattr(args, "scope", None) and args.action != "drill":
         body["scope"] = args.scope
     if getattr(args, "door", None):
         body["door"] = args.door
+    body = signed(body, key, site=config.site.id)
     reply = asyncio.run(request(_mqtt(config, args.mqtt), config.site.id, body, args.timeout))
     if args.json:
         print(json.dumps(reply, indent=2))
     else:
         print(format_reply(reply))
     return EXIT_OK if reply.get("ok") else EXIT_REFUSED
+
+
+def natural_role(action: str, params: dict[str, Any]) -> str:
+    """The least role that may send this command (docs/security.md, section 2)."""
+    if action == "unlock" and ("duration_s" in params or params.get("momentary")):
+        return "responder"
+    if action in ("release", "unlock"):
+        return "administrator"
+    return "operator"
+
+
+def _signer(args: argparse.Namespace, config: Config, role: str
+            ) -> tuple[str, Ed25519PrivateKey]:
+    """Who signs, and with which key: ``--key``, else the DEMO key of ``role`` in demo mode."""
+    from gatewayd.keys import DEMO_ACTORS, KeyFileError, demo_private_key, load_private_key
+
+    if args.key:
+        return args.actor or Path(args.key).stem, load_private_key(args.key)
+    actor = args.actor or f"demo-{role}"
+    if config.site.demo and actor in DEMO_ACTORS:
+        # Byte-identical to configs/demo-keys/<actor>.key, from any working folder.
+        return actor, demo_private_key(actor)
+    raise KeyFileError("commands are signed: pass --key PATH (or set GATEWAYD_KEY) to your"
+                       " private key; `gatewayd keygen` makes one")
 
 
 def _params(args: argparse.Namespace) -> dict[str, Any]:
@@ -308,18 +359,13 @@ def _keygen(args: argparse.Namespace) -> int:
 
 
 def _audit_verify(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from gatewayd.audit import verify
-    from gatewayd.auth import SecurityConfig
 
     if args.file is not None:
         path = Path(args.file)
     else:
         config = load_config(args.config or DEFAULT_CONFIG)
-        # Until the campus file has its [security] table, the defaults name the log.
-        security: SecurityConfig = getattr(config, "security", None) or SecurityConfig()
-        path = Path(config.state_dir) / security.audit_log
+        path = Path(config.state_dir) / config.security.audit_log
     result = verify(path)
     print(f"{path}: {result}")
     return EXIT_OK if result.ok else EXIT_REFUSED

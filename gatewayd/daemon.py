@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sys
 from collections.abc import Callable
 
 import structlog
@@ -11,6 +12,8 @@ import structlog
 from gatewayd.config import Config
 from gatewayd.gateway import Gateway
 from gatewayd.sdnotify import Notifier
+from gatewayd.security import EX_CONFIG, unsafe_config
+from gatewayd.tls import TlsError, ssl_context
 
 log = structlog.get_logger(__name__)
 
@@ -24,7 +27,17 @@ def run_daemon(config: Config) -> int:
 
 
 async def serve(config: Config, on_ready: Callable[[Gateway], None] | None = None) -> int:
-    """Run a gateway until SIGTERM or SIGINT, telling systemd (if present) how it goes."""
+    """Run a gateway until SIGTERM or SIGINT, telling systemd (if present) how it goes.
+
+    Returns :data:`EX_CONFIG` (78) without starting anything if the config is unsafe
+    outside demo mode (demo keys, weak broker credentials, no TLS verification).
+    """
+    problems = start_problems(config)
+    if problems:
+        for problem in problems:
+            print(f"gatewayd: refusing to start: {problem}", file=sys.stderr)
+        log.critical("daemon.refused", problems=problems)
+        return EX_CONFIG
     notifier = Notifier()
     gateway = Gateway(config)
     loop = asyncio.get_running_loop()
@@ -62,6 +75,17 @@ async def serve(config: Config, on_ready: Callable[[Gateway], None] | None = Non
         notifier.close()
     log.info("daemon.stopped")
     return 0
+
+
+def start_problems(config: Config) -> list[str]:
+    """Why this config must not run: unsafe settings, or TLS files that do not load."""
+    problems = unsafe_config(config)
+    if config.mqtt.tls_enabled:
+        try:
+            ssl_context(config.mqtt.tls)
+        except TlsError as exc:
+            problems.append(f"mqtt.tls: {exc}")
+    return problems
 
 
 class _Stop(Exception):

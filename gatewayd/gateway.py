@@ -19,6 +19,7 @@ from typing import Any
 import structlog
 
 from gatewayd.actions import LATENCY_WINDOW, Actions
+from gatewayd.audit import AuditKind, AuditRecord
 from gatewayd.bus import Bus
 from gatewayd.campus import CAMPUS, Campus, Scope
 from gatewayd.config import Config
@@ -38,6 +39,7 @@ from gatewayd.events import (
 from gatewayd.mqtt import Uplink
 from gatewayd.outbox import Outbox
 from gatewayd.registry import load_driver
+from gatewayd.security import open_guard
 from gatewayd.supervisor import Supervisor
 from gatewayd.triggers import Triggers
 from rules.actions import ActionSink
@@ -79,6 +81,8 @@ class Gateway(Actions, Triggers):
         self.store = SafetyStore(Path(config.state_dir) / "safety.sqlite")
         self.engine = Engine(self.campus, self.store)
         self.doors = DoorService(self.campus, self.drivers, self._door_changed, self._input_changed)
+        #: Every MQTT command passes it: signature, role, replay, audit (gatewayd/security.py).
+        self.guard = open_guard(config, on_record=self._publish_audit)
         self.uplink = Uplink(config.mqtt, config.site.id, self.handle_command,
                              queue=Outbox(Path(config.state_dir) / "outbox.sqlite"))
         self._dirty_scopes: set[Scope] = set()
@@ -102,6 +106,7 @@ class Gateway(Actions, Triggers):
         async with AsyncExitStack() as stack, asyncio.TaskGroup() as group:
             self._group = group
             stack.callback(self.store.close)
+            stack.callback(self.guard.close)
             group.create_task(self._pump_events(), name="gateway:events")
             # Overrides and drills that ran out while the daemon was down end before anything
             # is written, so a restart never re-opens a door whose override has expired.
@@ -168,6 +173,10 @@ class Gateway(Actions, Triggers):
                 self._mark_dirty(source.scope)
                 log.warning("source.expired", key=source.key, actor=source.actor,
                             doors=len(doors))
+                self.guard.note(AuditKind.OVERRIDE if source.name == "responder"
+                                else AuditKind.STATE, "system:expiry",
+                                {"ended": "expired", "key": source.key, "by": source.actor,
+                                 "scope": str(source.scope), "doors": len(doors)})
                 self._publish_event("door" if source.name == "responder" else "state",
                                     source.actor, {"ended": "expired", "key": source.key,
                                                    "scope": str(source.scope)},
@@ -259,6 +268,11 @@ class Gateway(Actions, Triggers):
             return [CAMPUS, Scope("building", self.campus.zones[scope.ident].building), scope]
         return list(self.campus.scopes_of(scope.ident))
 
+    def _publish_audit(self, record: AuditRecord) -> None:
+        # The external anchor of the hash chain (docs/security.md, section 7): after the
+        # door traffic, never before it.
+        self._publish_event("audit", "gateway", record.as_dict(), life_safety=False)
+
     def _publish_event(
         self,
         kind: str,
@@ -312,4 +326,5 @@ class Gateway(Actions, Triggers):
             "bus": self.bus.statistics(),
             "uplink": self.uplink.statistics(),
             "devices": self.supervisor.statistics() if self.supervisor else {},
+            "security": self.guard.statistics(),
         }

@@ -142,3 +142,37 @@ def write_demo_keys(out_dir: Path | str) -> list[KeyFiles]:
     return [
         write_key_pair(demo_private_key(a), out_dir, a, overwrite=True) for a in DEMO_ACTORS
     ]
+
+
+# --- keys a server holds ----------------------------------------------------------------------
+
+
+class ServerKeys:
+    """Private keys a server (the console) holds to sign for its users: ``<folder>/<actor>.key``.
+
+    In demo mode the DEMO actors' keys need no folder: they are derived from public seeds.
+    """
+
+    def __init__(self, folder: Path | str | None, *, demo: bool) -> None:
+        self.folder = Path(folder) if folder is not None else None
+        self.demo = demo
+        self._cache: dict[str, Ed25519PrivateKey] = {}
+
+    def key_for(self, actor: str) -> Ed25519PrivateKey:
+        """The private key of ``actor``; :class:`KeyFileError` if the server holds none."""
+        key = self._cache.get(actor)
+        if key is not None:
+            return key
+        from gatewayd.auth import ACTOR_ID_PATTERN
+
+        if not re.fullmatch(ACTOR_ID_PATTERN, actor) or ".." in actor:
+            raise KeyFileError(f"actor id {actor!r} cannot name a key file")
+        if self.folder is not None and (self.folder / f"{actor}.key").exists():
+            key = load_private_key(self.folder / f"{actor}.key")
+        elif self.demo and actor in DEMO_ACTORS:
+            key = demo_private_key(actor)
+        else:
+            where = self.folder if self.folder is not None else "no security.console_keys"
+            raise KeyFileError(f"no key for actor {actor!r} ({where})")
+        self._cache[actor] = key
+        return key

@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -14,6 +15,9 @@ from gatewayd.auth import Actor, Authorizer, SecurityConfig
 from gatewayd.commands import Action, Command
 from gatewayd.errors import CommandError
 from gatewayd.keys import is_demo_key
+
+if TYPE_CHECKING:
+    from gatewayd.config import Config
 
 log = structlog.get_logger(__name__)
 
@@ -24,6 +28,13 @@ DEFAULT_PASSWORDS = frozenset({
 })
 #: Actions that may run when the audit log cannot be written: they change nothing.
 UNAUDITED_ACTIONS = frozenset({Action.STATUS})
+#: Actions that only tighten: a lockdown is never refused for bookkeeping. Run unaudited
+#: with a critical log line when the audit log is down (docs/security.md, section 7).
+TIGHTENING_ACTIONS = frozenset({Action.LOCKDOWN})
+#: The audit actor of what the gateway does on its own (rules, alarm inputs, fire, expiry).
+SYSTEM_ACTOR = "system"
+#: Exit status of a daemon that refuses its configuration (sysexits.h EX_CONFIG).
+EX_CONFIG = 78
 
 
 def refuse_unsafe(
@@ -107,6 +118,11 @@ class CommandGuard:
         except AuditUnavailable as exc:
             if command.action in UNAUDITED_ACTIONS:
                 return actor
+            if command.action in TIGHTENING_ACTIONS:
+                log.critical("audit.unavailable.lockdown_proceeds", command=command.id,
+                             actor=actor.id, scope=command.scope, error=str(exc),
+                             note="a lockdown is never refused for bookkeeping; NOT AUDITED")
+                return actor
             log.error("audit.unavailable", command=command.id, actor=actor.id, error=str(exc))
             raise CommandError("audit_unavailable", f"refused: cannot audit it ({exc})") from exc
         return actor
@@ -137,6 +153,32 @@ class CommandGuard:
         """
         self._append(kind, actor, data)
 
+    def note(self, kind: AuditKind, actor: str, data: dict[str, Any]) -> None:
+        """:meth:`record` what has been done already; a log that is down is logged, not raised.
+
+        For state changes, overrides, fire events and budget breaches: the doors have moved
+        (or must move) whatever the bookkeeping says.
+        """
+        who = audit_actor(actor)
+        if who != actor:
+            data = {**data, "via": actor}
+        try:
+            self._append(kind, who, data)
+        except AuditUnavailable as exc:
+            log.error("audit.unavailable", kind=str(kind), actor=actor, error=str(exc), data=data)
+
+    def system(self, command: Command) -> None:
+        """Audit a command the gateway gives itself (a rule, an alarm input); never blocks it."""
+        self.note(AuditKind.COMMAND, command.actor, {
+            "command": command.id, "action": str(command.action), "scope": command.scope,
+            "door": command.door, "params": _without_sigs(command),
+        })
+
+    def close(self) -> None:
+        self.authorizer.close()
+        if self.audit is not None:
+            self.audit.close()
+
     def _append(self, kind: AuditKind, actor: str, data: dict[str, Any]) -> None:
         if self.audit is None:
             raise AuditUnavailable("the audit log could not be opened at start-up")
@@ -152,3 +194,34 @@ class CommandGuard:
 def _without_sigs(command: Command) -> dict[str, Any]:
     # Signatures prove nothing once checked and only bloat the log.
     return {k: v for k, v in command.params.items() if k != "cosig"}
+
+
+def audit_actor(actor: str) -> str:
+    """``system`` for the gateway's own actors (``rule:ID``, ``input:ID``), else ``actor``."""
+    # Configured actor ids cannot hold ":" (ACTOR_ID_PATTERN), so no signed command can
+    # pass itself off as the gateway, nor the gateway as a person.
+    return SYSTEM_ACTOR if ":" in actor or actor == SYSTEM_ACTOR else actor
+
+
+def open_guard(
+    config: Config, *, on_record: Callable[[AuditRecord], None] = lambda record: None
+) -> CommandGuard:
+    """The site's command gate: authorizer, replay cache and audit log under ``state_dir``."""
+    state_dir = Path(config.state_dir)
+    authorizer = Authorizer(config.security, state_dir=state_dir, demo=config.site.demo,
+                            responder_max_s=config.policy.responder_max_s)
+    audit: AuditLog | None
+    try:
+        audit = AuditLog(state_dir / config.security.audit_log)
+    except AuditUnavailable as exc:
+        # Start anyway: fire release and lockdown must still work; everything else is refused.
+        log.critical("audit.unavailable_at_start", error=str(exc),
+                     note="safety commands other than lockdown are refused until fixed")
+        audit = None
+    return CommandGuard(authorizer, audit, site=config.site.id, on_record=on_record)
+
+
+def unsafe_config(config: Config) -> list[str]:
+    """:func:`refuse_unsafe` for a whole config."""
+    return refuse_unsafe(config.site.demo, config.security, config.mqtt.url,
+                         config.mqtt.password, config.mqtt.tls.verify)

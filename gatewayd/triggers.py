@@ -2,9 +2,11 @@
 
 A fire alarm is life safety: its source is activated in memory and the doors are written
 before anything touches the disk; the copy on disk is best-effort and only shortens the
-window after a restart until the input is read again. A panic input and a rule's
+window after a restart until the input is read again; so is the audit record, and a fire
+release never waits for, nor fails on, the audit log. A panic input and a rule's
 ``set_state`` go through the same command path as an operator's command, with the input or
-rule as the actor, so transitions, drills and the audit trail treat them alike.
+rule as the actor (audited as ``system``, never signature-checked), so transitions, drills
+and the audit trail treat them alike.
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ from typing import Any
 
 import structlog
 
+from gatewayd.audit import AuditKind
 from gatewayd.campus import CAMPUS, Campus, Scope
 from gatewayd.commands import Action, Command
 from gatewayd.config import AlarmInput, InputKind, PolicyConfig, SrpState
 from gatewayd.doors import ActuationReport
 from gatewayd.events import new_id, now_ns
+from gatewayd.security import CommandGuard
 from rules.actions import ActionSink, ExternalAction
 from rules.engine import Engine
 from rules.policy import fire_source
@@ -39,6 +43,7 @@ class Triggers:
     policy: PolicyConfig
     rules: RuleSet
     sink: ActionSink
+    guard: CommandGuard
     _fire_pending: dict[str, asyncio.Task[None]]
 
     # --- provided by the gateway and by Actions ----------------------------------------------
@@ -104,6 +109,9 @@ class Triggers:
         log.warning("fire.reset", input=alarm.id, doors=len(doors))
         self._mark_dirty(self._alarm_scope(alarm))
         self._spawn(self._actuate(doors, trigger_ns, f"fire reset {alarm.id}"), f"fire:{alarm.id}")
+        self.guard.note(AuditKind.FIRE, f"input:{alarm.id}", {
+            "input": alarm.id, "active": False, "scope": str(self._alarm_scope(alarm)),
+            "doors": len(doors)})
 
     async def _fire_after(self, alarm: AlarmInput, delay_s: float) -> None:
         await asyncio.sleep(delay_s)
@@ -123,6 +131,10 @@ class Triggers:
 
     async def _fire_actuate(self, source: Source, doors: list[str], trigger_ns: int) -> None:
         await self._actuate(doors, trigger_ns, f"fire alarm {source.key}")
+        # After the doors, and never raising: a full disk must not keep a fire door shut.
+        self.guard.note(AuditKind.FIRE, f"input:{source.key.removeprefix('fire:')}", {
+            "input": source.key.removeprefix("fire:"), "active": True,
+            "scope": str(source.scope), "doors": len(doors)})
         try:
             self.engine.persist(source)
         except StoreError as exc:
@@ -146,7 +158,13 @@ class Triggers:
         self._spawn(self._run(command), f"panic:{alarm.id}")
 
     async def _run(self, command: Command) -> None:
-        await self.run_command(command, now_ns())
+        await self.run_system(command)
+
+    async def run_system(self, command: Command) -> dict[str, Any]:
+        """Run a command the gateway gives itself: audited as ``system``, no signature."""
+        trigger_ns = now_ns()
+        self.guard.system(command)
+        return await self.run_command(command, trigger_ns)
 
     # --- rules -----------------------------------------------------------------------------
 
@@ -187,10 +205,10 @@ class Triggers:
                     return
                 params = {"hazard": str(action.hazard)} if action.state is SrpState.SHELTER \
                     and action.hazard else {}
-                await self.run_command(Command(
+                await self.run_system(Command(
                     id=new_id(), ts=time.time(), actor=actor, action=Action(str(action.state)),
                     scope=scope, params=params,
-                ), now_ns())
+                ))
             case Publish():
                 self._publish_event(action.kind, actor, {
                     "message": render(action.message, event), "severity": action.severity,

@@ -4,25 +4,56 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import aiomqtt
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from drivers.modbus_relay.config import ModbusRelayConfig
-from gatewayd.config import Config, load_config
+from gatewayd.auth import Actor, Role, signed
+from gatewayd.cli import natural_role
+from gatewayd.config import Config, MqttConfig, load_config
 from gatewayd.devbroker import Mosquitto
 from gatewayd.gateway import Gateway
+from gatewayd.keys import demo_private_key, public_key_text, write_key_pair
 from gatewayd.mqtt import request
 from simulators.bacnet_device import BacnetDeviceSim
 from simulators.campus import CampusSim, scratch
 
-__all__ = ["Site", "demo_config", "site"]
+__all__ = ["TEST_ACTORS", "Site", "actor_key", "demo_config", "raw_requests", "site"]
 
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo-campus.toml"
+#: People the tests act as besides the DEMO actors (the console's users): id -> role.
+TEST_ACTORS = {"front-office": Role.OPERATOR, "principal": Role.ADMINISTRATOR,
+               "unit-12": Role.RESPONDER}
+
+
+def actor_key(actor: str) -> Ed25519PrivateKey:
+    """A fixed key per test actor (a throwaway seed, like the DEMO keys, never trusted)."""
+    return Ed25519PrivateKey.from_private_bytes(
+        hashlib.sha256(b"gatewayd TEST key: " + actor.encode()).digest())
+
+
+def _with_test_actors(config: Config, key_dir: Path) -> Config:
+    """``config`` also trusting :data:`TEST_ACTORS`, whose keys the console holds in ``key_dir``."""
+    actors = tuple(
+        Actor(id=actor, public_key=public_key_text(actor_key(actor)), roles=frozenset({role}))
+        for actor, role in TEST_ACTORS.items()
+    )
+    for actor in TEST_ACTORS:
+        write_key_pair(actor_key(actor), key_dir, actor, overwrite=True)
+    security = config.security.model_copy(update={
+        "actors": config.security.actors + actors, "console_keys": str(key_dir)})
+    return config.model_copy(update={"security": security})
 
 
 def demo_config(broker: Mosquitto, state_dir: Path, *, poll_interval_ms: int = 100) -> Config:
@@ -33,10 +64,10 @@ def demo_config(broker: Mosquitto, state_dir: Path, *, poll_interval_ms: int = 1
         if isinstance(d, ModbusRelayConfig) else d
         for d in config.devices
     )
-    return scratch(config, state_dir).model_copy(update={
+    return _with_test_actors(scratch(config, state_dir).model_copy(update={
         "devices": devices,
         "mqtt": config.mqtt.model_copy(update={"url": broker.url}),
-    })
+    }), state_dir.parent / "console-keys")
 
 
 class Site:
@@ -68,9 +99,25 @@ class Site:
                 await task
 
     async def command(self, action: str, **fields: Any) -> dict[str, Any]:
-        body = {"id": uuid.uuid4().hex, "ts": time.time(), "actor": "test-operator",
-                "action": action, **fields}
+        """Send a command signed by the DEMO actor of the least role that may send it."""
+        actor = f"demo-{natural_role(action, fields.get('params') or {})}"
+        return await self.command_as(actor, demo_private_key(actor), action, **fields)
+
+    async def command_as(self, actor: str, key: Ed25519PrivateKey, action: str,
+                         **fields: Any) -> dict[str, Any]:
+        """Send a command as ``actor``, signed with ``key`` (the right one or not)."""
+        body = {"id": uuid.uuid4().hex, "ts": time.time(), "actor": actor, "action": action,
+                **fields}
+        return await self.send(signed(body, key, site=self.config.site.id))
+
+    async def send(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Send a body exactly as given (signed or not)."""
         return await request(self.config.mqtt, self.config.site.id, body, timeout_s=10)
+
+    async def send_raw(self, payload: bytes) -> dict[str, Any]:
+        """Send any bytes as a command and return the gateway's reply."""
+        [reply] = await raw_requests(self.config.mqtt, self.config.site.id, [payload])
+        return reply
 
     def coil(self, door_id: str) -> bool:
         """The lock output of a door as its simulated board or controller holds it."""
@@ -84,6 +131,30 @@ class Site:
 
     def doors_on(self, device: str) -> list[str]:
         return [d.id for d in self.config.doors if d.lock.device == device]
+
+
+async def raw_requests(config: MqttConfig, site: str, payloads: Sequence[bytes],
+                       timeout_s: float = 30.0) -> list[dict[str, Any]]:
+    """Send each payload to a gateway's command topic over one connection; the replies."""
+    base = f"{config.prefix}/{site}"
+    reply_topic = f"{base}/cmd/reply/{uuid.uuid4().hex}"
+    replies: list[dict[str, Any]] = []
+    async with asyncio.timeout(timeout_s), aiomqtt.Client(
+            config.host, config.port, protocol=aiomqtt.ProtocolVersion.V5) as client:
+        await client.subscribe(reply_topic, qos=1)
+        for n, payload in enumerate(payloads):
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            props.ResponseTopic = reply_topic
+            props.CorrelationData = str(n).encode()
+            await client.publish(f"{base}/cmd", payload, 1, False, props)
+            # One at a time, so that each reply is known to belong to its payload.
+            async for message in client.messages:
+                if message.properties is not None and \
+                        getattr(message.properties, "CorrelationData", None) == str(n).encode():
+                    assert isinstance(message.payload, bytes)
+                    replies.append(json.loads(message.payload))
+                    break
+    return replies
 
 
 @pytest.fixture

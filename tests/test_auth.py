@@ -377,12 +377,15 @@ def test_every_refusal_is_audited_and_the_log_verifies(tmp_path: Path) -> None:
     guard.authorizer.close()
 
 
-def test_guard_refuses_what_it_cannot_audit_except_status(tmp_path: Path) -> None:
+def test_guard_refuses_what_it_cannot_audit_except_status_and_lockdown(tmp_path: Path) -> None:
     guard = CommandGuard(authorizer(tmp_path), None, site=SITE)
-    lockdown = encode(signed(body("op", "lockdown"), KEYS["op"], site=SITE))
+    evacuate = encode(signed(body("op", "evacuate"), KEYS["op"], site=SITE))
     with pytest.raises(CommandError) as refused:
-        guard.admit(parse_command(lockdown), payload=lockdown, now=NOW)
+        guard.admit(parse_command(evacuate), payload=evacuate, now=NOW)
     assert refused.value.code == "audit_unavailable"
+    # A lockdown only tightens: never refused for bookkeeping (logged as critical instead).
+    lockdown = encode(signed(body("op", "lockdown"), KEYS["op"], site=SITE))
+    assert guard.admit(parse_command(lockdown), payload=lockdown, now=NOW).id == "op"
     status = encode(signed(body("op", "status"), KEYS["op"], site=SITE))
     assert guard.admit(parse_command(status), payload=status, now=NOW).id == "op"
     guard.authorizer.close()

@@ -22,12 +22,15 @@ from typing import Any
 
 import pytest
 
+from gatewayd.auth import signed
 from gatewayd.config import load_config
 from gatewayd.devbroker import Mosquitto
+from gatewayd.keys import demo_private_key
 from gatewayd.mqtt import NoReply, request
 from simulators.campusgen import DEMO_RELAYS, render
 
 RESTARTS = 3
+ACTORS = Path(__file__).resolve().parents[1] / "configs" / "demo-keys" / "actors.toml"
 
 
 def free_base_port(count: int) -> int:
@@ -55,7 +58,9 @@ def campus_file(tmp_path: Path, mosquitto: Mosquitto) -> Path:
     text = render("demo-school", "Crash test school", DEMO_RELAYS, base_port=free_base_port(8),
                   demo=True, poll_interval_ms=100)
     path = tmp_path / "campus.toml"
-    path.write_text(text.replace("mqtt://127.0.0.1:1883", mosquitto.url))
+    # The demo actors: commands are signed, with DEMO keys in demo mode.
+    path.write_text(text.replace("mqtt://127.0.0.1:1883", mosquitto.url) + "\n"
+                    + ACTORS.read_text())
     return path
 
 
@@ -78,8 +83,9 @@ async def start_simulator(campus_file: Path, tmp_path: Path) -> asyncio.subproce
 
 async def command(path: Path, action: str, timeout_s: float = 2.0, **fields: Any) -> Any:
     config = load_config(path)
-    body = {"id": uuid.uuid4().hex, "ts": time.time(), "actor": "crash-test", "action": action,
-            **fields}
+    body = {"id": uuid.uuid4().hex, "ts": time.time(), "actor": "demo-operator",
+            "action": action, **fields}
+    body = signed(body, demo_private_key("demo-operator"), site=config.site.id)
     return await request(config.mqtt, config.site.id, body, timeout_s=timeout_s)
 
 

@@ -121,7 +121,11 @@ async def test_outside_systemd_every_call_is_a_no_op(monkeypatch: pytest.MonkeyP
 async def campus_file(tmp_path: Path, mosquitto: Mosquitto) -> AsyncIterator[Path]:
     """A two-board campus on simulators in another process, pointed at the test broker."""
     template = tmp_path / "template.toml"
-    template.write_text(render("svc", "Service test", bench_plans(64, 32), base_port=1))
+    text = render("svc", "Service test", bench_plans(64, 32), base_port=1)
+    # Not a demo site: the daemon starts only with broker credentials (the test broker takes
+    # any; the password only has to be neither empty nor a well-known default).
+    template.write_text(text.replace("[mqtt]\n", '[mqtt]\nusername = "svc"\n'
+                                                  'password = "svc-test-3f9c1e"\n', 1))
     async with SimProcess(template, actuation_ms=1) as sim:
         path = tmp_path / "campus.toml"
         path.write_text(effective_campus(template.read_text(), sim.ports, mosquitto.url))

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gatewayd.config import DoorKind
+from gatewayd.keys import demo_private_key
 from rules.actions import ExternalAction
 from rules.rulefile import parse_rules
 from tests.fixtures_gateway import Site
@@ -110,13 +111,18 @@ async def test_responder_unlock_opens_one_door_then_relocks_it(
     watcher: Collector = await mqtt_collect(f"{SITE}/door/A-101")
     reply = await site.command("unlock", door="A-101", params={"duration_s": 0.6})
     assert reply["ok"] is True, reply
-    assert reply["override"]["actor"] == "test-operator"
+    assert reply["override"]["actor"] == "demo-responder"
     assert site.coil("A-101") is False
     assert site.coil("A-102") is True
     topic = await watcher.wait_for(lambda m: "override" in m.json())
-    assert topic.json()["override"]["actor"] == "test-operator"
+    assert topic.json()["override"]["actor"] == "demo-responder"
     await eventually(lambda: site.coil("A-101"), timeout_s=5)
     too_long = await site.command("unlock", door="A-101", params={"duration_s": 3600})
+    assert too_long["error"] == "forbidden"  # a responder's bound, checked at the door
+    # An administrator may unlock, but not for longer than the site allows either.
+    admin = "demo-administrator"
+    too_long = await site.command_as(admin, demo_private_key(admin), "unlock", door="A-101",
+                                     params={"duration_s": 3600})
     assert too_long["error"] == "out_of_bounds"
 
 

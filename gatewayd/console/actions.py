@@ -13,10 +13,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from gatewayd.auth import ROLE_ACTIONS, Role
+from gatewayd.auth import ROLE_ACTIONS, Role, signed
 from gatewayd.commands import Action
 from gatewayd.console.config import ConsoleUser
 from gatewayd.errors import CommandError
+from gatewayd.keys import KeyFileError, ServerKeys
 
 #: What the page can send; ``status`` is read through the campus view instead.
 CONSOLE_ACTIONS = (
@@ -93,10 +94,14 @@ def envelope(user: ConsoleUser, request: ConsoleRequest, *, now: float | None = 
     return body
 
 
-def sign_envelope(body: Mapping[str, Any]) -> dict[str, Any]:
-    """Sign a command body with the console's key once commands must be signed.
+def sign_envelope(body: Mapping[str, Any], keys: ServerKeys, *, site: str) -> dict[str, Any]:
+    """Sign a command body for ``site`` with the server-held key of its actor.
 
-    Identity for now: the signing work (gatewayd.auth.signed) lands separately; this is the
-    one place the console will call it, with a server-held key.
+    The gateway checks this signature like any other (``security.console_keys``): a person
+    signed in to the console acts as their own actor, with their own key, in the audit log.
     """
-    return dict(body)
+    try:
+        key = keys.key_for(str(body["actor"]))
+    except KeyFileError as exc:
+        raise CommandError("no_key", f"the console cannot sign for this user: {exc}") from exc
+    return signed(body, key, site=site)

@@ -35,6 +35,7 @@ from gatewayd.console.passwords import hash_password, is_demo_hash, verify_passw
 from gatewayd.console.sessions import Session, Sessions, SigninThrottle
 from gatewayd.console.view import GatewayLike, layout
 from gatewayd.errors import CommandError, ConfigError
+from gatewayd.keys import ServerKeys
 
 log = structlog.get_logger(__name__)
 
@@ -91,6 +92,8 @@ class Console:
         self._hashing = asyncio.Semaphore(HASHING_AT_ONCE)
         self._hashing_waiting = 0
         self.refused = 0
+        #: Keys the console signs with (``security.console_keys``), loaded on first use.
+        self._server_keys: ServerKeys | None = None
         # Request tasks still running; shutdown waits for them so that none outlives run().
         self._requests: set[asyncio.Task[Any]] = set()
         self.app = self._make_app()
@@ -273,9 +276,10 @@ class Console:
         try:
             wanted = parse_request(await _json(request))
             authorize(user, wanted, responder_max_s=self.gateway.policy.responder_max_s)
+            body = sign_envelope(envelope(user, wanted), self._keys(),
+                                 site=self.gateway.config.site.id)
         except CommandError as exc:
             return self._refuse(user, exc, request)
-        body = sign_envelope(envelope(user, wanted))
         log.info("console.command", name=user.name, actor=user.actor, id=body["id"],
                  action=body["action"], scope=wanted.scope, door=wanted.door)
         # aiohttp does not cancel a handler when the browser goes away: a lockdown that was
@@ -283,6 +287,12 @@ class Console:
         reply = await self.gateway.handle_command(json.dumps(body).encode())
         self._feed_reply(user, wanted, reply)
         return web.json_response(reply)
+
+    def _keys(self) -> ServerKeys:
+        if self._server_keys is None:
+            config = self.gateway.config
+            self._server_keys = ServerKeys(config.security.console_keys, demo=config.site.demo)
+        return self._server_keys
 
     def _refuse(self, user: ConsoleUser, exc: CommandError, request: web.Request
                 ) -> web.Response:

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from gatewayd.campus import CAMPUS, Campus, Scope
-from gatewayd.config import PolicyConfig
+from gatewayd.config import Config, PolicyConfig
 from gatewayd.doors import DoorState
 
 
@@ -26,6 +26,9 @@ class GatewayLike(Protocol):
 
     @property
     def policy(self) -> PolicyConfig: ...
+
+    @property
+    def config(self) -> Config: ...
 
     async def handle_command(self, payload: bytes) -> dict[str, Any]: ...
 
