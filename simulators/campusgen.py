@@ -12,8 +12,10 @@ from __future__ import annotations
 import argparse
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 SPARE_INPUTS = 4
+DEMO_KEYS = Path(__file__).resolve().parents[1] / "configs" / "demo-keys" / "actors.toml"
 KINDS = ("classroom", "interior", "exterior", "egress")
 
 
@@ -226,9 +228,14 @@ def _first(out: _Writer, building: BuildingPlan) -> int:
     return next(i for i, b in enumerate(out.boards) if b.startswith(prefix))
 
 
+def demo_security() -> str:
+    """The ``[security]`` table naming the shipped DEMO actors (configs/demo-keys)."""
+    return DEMO_KEYS.read_text(encoding="utf-8")
+
+
 def demo_plan() -> CampusPlan:
-    """The demo campus with its policy."""
-    return CampusPlan(DEMO.buildings, DEMO.cameras, DEMO.radio, (DEMO_POLICY,))
+    """The demo campus with its policy and the DEMO actors."""
+    return CampusPlan(DEMO.buildings, DEMO.cameras, DEMO.radio, (DEMO_POLICY, demo_security()))
 
 
 def bench_plans(doors: int, per_board: int) -> CampusPlan:
