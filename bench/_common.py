@@ -9,9 +9,22 @@ import signal
 import statistics
 import subprocess
 import sys
+import time
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from gatewayd.auth import signed
+from gatewayd.keys import demo_private_key
+
+
+def signed_command(action: str, site: str, **fields: Any) -> dict[str, Any]:
+    """A command body signed by the DEMO actor whose role the action needs."""
+    actor = "demo-administrator" if action in ("release", "unlock") else "demo-operator"
+    body = {"id": uuid.uuid4().hex, "ts": time.time(), "actor": actor, "action": action,
+            **fields}
+    return signed(body, demo_private_key(actor), site=site)
 
 
 def percentiles(samples: Sequence[float]) -> dict[str, float]:

@@ -16,26 +16,24 @@ import asyncio
 import json
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 from pymodbus.client import AsyncModbusTcpClient
 
-from bench._common import SimProcess, percentiles, report
+from bench._common import SimProcess, percentiles, report, signed_command
 from gatewayd.config import Config, load_config
 from gatewayd.devbroker import Mosquitto
 from gatewayd.gateway import Gateway
 from gatewayd.logs import configure
 from simulators.campus import with_ports
-from simulators.campusgen import bench_plans, render
+from simulators.campusgen import bench_plans, render, with_demo_actors
 
 TARGETS_MS = {"on_wire_p99": 25.0, "confirmed_p99": 100.0}
 
 
 def command(action: str) -> bytes:
-    return json.dumps({"id": uuid.uuid4().hex, "ts": time.time(), "actor": "bench",
-                       "action": action, "scope": "campus"}).encode()
+    return json.dumps(signed_command(action, "bench", scope="campus")).encode()
 
 
 async def gateway_cycles(config: Config, cycles: int) -> dict[str, list[float]]:
@@ -110,8 +108,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="gatewayd-bench-") as tmp:
         path = Path(tmp) / "campus.toml"
         path.write_text(render("bench", f"Bench campus, {args.doors} doors",
-                               bench_plans(args.doors, 32), base_port=20000,
-                               poll_interval_ms=args.poll_ms))
+                               with_demo_actors(bench_plans(args.doors, 32)), base_port=20000,
+                               poll_interval_ms=args.poll_ms, demo=True))
         async with SimProcess(path, actuation_ms=args.actuation_ms) as sim, Mosquitto() as mq:
             base = load_config(path)
             config = with_ports(base, sim.ports).model_copy(update={

@@ -20,12 +20,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from bench._common import DaemonProcess, SimProcess, effective_campus
+from bench._common import DaemonProcess, SimProcess, effective_campus, signed_command
 from gatewayd.config import load_config
 from gatewayd.devbroker import Mosquitto
 from gatewayd.logs import configure
 from gatewayd.mqtt import request
-from simulators.campusgen import bench_plans, render
+from simulators.campusgen import bench_plans, render, with_demo_actors
 
 TARGETS = {"rss_mb": 80.0, "start_to_ready_s": 2.0, "reasserted_after_restart_s": 1.0}
 
@@ -70,8 +70,8 @@ async def start(path: Path, env: dict[str, str], sock: socket.socket) -> tuple[D
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="gatewayd-bench-") as tmp:
         template = Path(tmp) / "template.toml"
-        template.write_text(render("mem", f"{args.doors} doors", bench_plans(args.doors, 32),
-                                   base_port=1))
+        plan = with_demo_actors(bench_plans(args.doors, 32))
+        template.write_text(render("mem", f"{args.doors} doors", plan, base_port=1, demo=True))
         address = f"gatewayd-bench-{uuid.uuid4().hex[:8]}"
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         sock.bind("\0" + address)
@@ -84,8 +84,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             daemon, spawned, ready = await start(path, env, sock)
             await asyncio.sleep(args.settle_s)
             idle = rss_mb(daemon.pid)
-            body = {"id": uuid.uuid4().hex, "ts": time.time(), "actor": "bench",
-                    "action": "lockdown", "scope": "campus"}
+            body = signed_command("lockdown", config.site.id, scope="campus")
             reply = await request(config.mqtt, config.site.id, body, timeout_s=10)
             await asyncio.sleep(1.0)
             busy, peak = rss_mb(daemon.pid), rss_mb(daemon.pid, "VmHWM")

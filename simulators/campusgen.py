@@ -250,6 +250,11 @@ def bench_plans(doors: int, per_board: int) -> CampusPlan:
     return CampusPlan(tuple(plans))
 
 
+def with_demo_actors(plan: CampusPlan) -> CampusPlan:
+    """The plan with the DEMO actors, for a demo-mode site whose commands are demo-signed."""
+    return CampusPlan(plan.buildings, plan.cameras, plan.radio, (*plan.extra, demo_security()))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m simulators gen", description=__doc__)
     parser.add_argument("--site", default="demo-school")
