@@ -61,6 +61,8 @@ class Campus:
         self.site = config.site.id
         #: Doors by id, in config order.
         self.doors: dict[str, Door] = {d.id: d for d in config.doors}
+        # Asked for every door on every change: computed once.
+        self._scopes = {d.id: self._scope_chain(d) for d in config.doors}
         #: Position of each door in the config, for stable ordering.
         self.door_index: dict[str, int] = {d.id: i for i, d in enumerate(config.doors)}
         self.inputs: dict[str, AlarmInput] = {i.id: i for i in config.inputs}
@@ -115,7 +117,10 @@ class Campus:
 
     def scopes_of(self, door_id: str) -> tuple[Scope, ...]:
         """Every scope containing a door, from the campus down to the door itself."""
-        door = self.doors[door_id]
+        return self._scopes[door_id]
+
+    @staticmethod
+    def _scope_chain(door: Door) -> tuple[Scope, ...]:
         scopes = [CAMPUS, Scope("building", door.building)]
         if door.zone:
             scopes.append(Scope("zone", door.zone))

@@ -7,6 +7,7 @@ Start-up order matters for safety: persisted sources are loaded and every door i
 from __future__ import annotations
 
 import asyncio
+import gc
 import contextlib
 import time
 from collections import deque
@@ -53,7 +54,9 @@ log = structlog.get_logger(__name__)
 RANK_BY_NAME = {str(state): rank for state, rank in RANK.items()}
 
 #: How often dirty scope summaries are republished.
-SUMMARY_INTERVAL_S = 0.1
+SUMMARY_INTERVAL_S = 0.05
+#: Door payloads encoded between two turns of the event loop.
+FLUSH_CHUNK = 64
 
 
 def utc_iso(epoch_s: float | None = None) -> str:
@@ -86,6 +89,7 @@ class Gateway(Actions, Triggers):
         self.uplink = Uplink(config.mqtt, config.site.id, self.handle_command,
                              queue=Outbox(Path(config.state_dir) / "outbox.sqlite"))
         self._dirty_scopes: set[Scope] = set()
+        self._dirty_doors: set[str] = set()
         self._ready = asyncio.Event()
         self._group: asyncio.TaskGroup | None = None
         self.supervisor: Supervisor | None = None
@@ -133,8 +137,12 @@ class Gateway(Actions, Triggers):
                 self._dirty_scopes.add(scope)
             for state in self.doors.doors.values():
                 self._door_changed(state)
+            self._flush_retained()
             group.create_task(self._publish_summaries(), name="gateway:summaries")
             group.create_task(self._expire(), name="gateway:expiry")
+            # Everything built so far lives as long as the daemon: keep the cyclic collector
+            # from re-scanning it, so a full collection cannot stall a lockdown for tens of ms.
+            gc.freeze()
             self._ready.set()
             log.info("gateway.ready", site=self.campus.site, doors=len(self.campus.doors),
                      devices=len(self.drivers), ms=round((now_ns() - t0) / 1e6, 1))
@@ -226,15 +234,33 @@ class Gateway(Actions, Triggers):
     # --- publishing ------------------------------------------------------------------------
 
     def _door_changed(self, state: DoorState) -> None:
-        self.uplink.set_retained(f"door/{state.id}", state.payload())
+        # Only marked here: a lockdown changes every door twice within milliseconds, and
+        # encoding 2,000 payloads must not delay the writes still going out.
+        self._dirty_doors.add(state.id)
         self._dirty_scopes.update(self.campus.scopes_of(state.id)[:-1])
 
     async def _publish_summaries(self) -> None:
+        """Publish what changed (doors, then scope counts) every ``SUMMARY_INTERVAL_S``."""
         while True:
             await asyncio.sleep(SUMMARY_INTERVAL_S)
-            dirty, self._dirty_scopes = self._dirty_scopes, set()
-            for scope in dirty:
-                self.uplink.set_retained(f"state/{scope}", self.scope_state(scope))
+            doors, self._dirty_doors = self._dirty_doors, set()
+            for i, door_id in enumerate(doors, 1):
+                self.uplink.set_retained(f"door/{door_id}", self.doors.doors[door_id].payload())
+                # A thousand payloads in one go would stall a lockdown's writes: yield often.
+                if i % FLUSH_CHUNK == 0:
+                    await asyncio.sleep(0)
+            self._flush_scopes()
+
+    def _flush_retained(self) -> None:
+        doors, self._dirty_doors = self._dirty_doors, set()
+        for door_id in doors:
+            self.uplink.set_retained(f"door/{door_id}", self.doors.doors[door_id].payload())
+        self._flush_scopes()
+
+    def _flush_scopes(self) -> None:
+        scopes, self._dirty_scopes = self._dirty_scopes, set()
+        for scope in scopes:
+            self.uplink.set_retained(f"state/{scope}", self.scope_state(scope))
 
     def scope_state(self, scope: Scope) -> dict[str, Any]:
         """The effective SRP state of a scope and how many of its doors are secured."""
