@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from gatewayd.auth import SecurityConfig
+from gatewayd.console.config import ConsoleConfig
 from gatewayd.driver import ID_PATTERN, DriverConfig
 from gatewayd.errors import BadPoint, ConfigError, DriverNotFound
 from gatewayd.registry import load_driver
@@ -223,6 +224,8 @@ class CampusFile(_Model):
     policy: PolicyConfig = PolicyConfig()
     #: Actors, keys, replay cache and audit log (docs/security.md).
     security: SecurityConfig = SecurityConfig()
+    #: The web console; off unless the section is present.
+    console: ConsoleConfig | None = None
     #: Where the safety state and outbox live; relative to the config file.
     state_dir: str = "var"
 
@@ -241,6 +244,8 @@ class Config(_Model):
     state_dir: str
     policy: PolicyConfig = PolicyConfig()
     security: SecurityConfig = SecurityConfig()
+    #: The web console; off unless the section is present.
+    console: ConsoleConfig | None = None
 
     def device(self, device_id: str) -> DriverConfig:
         for dev in self.devices:
@@ -293,6 +298,7 @@ def parse_config(raw: Mapping[str, Any], source: str = "<config>") -> Config:
         source=source,
         policy=policy,
         security=security,
+        console=campus.console,
         site=campus.site,
         mqtt=mqtt,
         buildings=campus.buildings,

@@ -75,11 +75,12 @@ def print_welcome(gateway: Gateway, path: Path, config: Config, ports: dict[str,
     exe = shutil.which("gatewayd") or f"{shlex.quote(sys.executable)} -m gatewayd"
     opts = f"-c {shlex.quote(str(path))} --mqtt {mqtt.url}"
     topic = f"{mqtt.prefix}/{config.site.id}"
-    boards = ", ".join(f"{dev}:{port}" for dev, port in ports.items())
+    devices = ", ".join(f"{dev}:{port}" for dev, port in ports.items())
     print(
         f"""
-gatewayd demo: {config.site.name}, {len(gateway.campus.doors)} doors, {len(ports)} simulated
-relay boards (Modbus TCP on 127.0.0.1: {boards}); broker {mqtt.url}.
+gatewayd demo: {config.site.name}, {len(gateway.campus.doors)} doors.
+Simulated devices on 127.0.0.1 (relay boards, BACnet controller, cameras, PSAP radio):
+{devices}; broker {mqtt.url}.
 
   watch     mosquitto_sub -h {mqtt.host} -p {mqtt.port} -V mqttv5 -v -t '{topic}/#'
   lockdown  {exe} lockdown {opts} --scope building/A

@@ -7,15 +7,15 @@ Start-up order matters for safety: persisted sources are loaded and every door i
 from __future__ import annotations
 
 import asyncio
-import gc
 import contextlib
+import gc
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -24,6 +24,7 @@ from gatewayd.audit import AuditKind, AuditRecord
 from gatewayd.bus import Bus
 from gatewayd.campus import CAMPUS, Campus, Scope
 from gatewayd.config import Config
+from gatewayd.console.config import ConsoleConfig
 from gatewayd.dispatch import DeviceSink
 from gatewayd.doors import ActuationReport, DoorService, DoorState, Target
 from gatewayd.driver import AnyDriver
@@ -48,6 +49,9 @@ from rules.engine import Engine
 from rules.policy import RANK
 from rules.rulefile import RuleSet, load_rules
 from rules.store import SafetyStore
+
+if TYPE_CHECKING:
+    from gatewayd.console.server import Console
 
 log = structlog.get_logger(__name__)
 
@@ -90,6 +94,8 @@ class Gateway(Actions, Triggers):
                              queue=Outbox(Path(config.state_dir) / "outbox.sqlite"))
         self._dirty_scopes: set[Scope] = set()
         self._dirty_doors: set[str] = set()
+        #: The web console, once started (``[console]`` in the campus file).
+        self.console: Console | None = None
         self._ready = asyncio.Event()
         self._group: asyncio.TaskGroup | None = None
         self.supervisor: Supervisor | None = None
@@ -139,6 +145,8 @@ class Gateway(Actions, Triggers):
                 self._door_changed(state)
             self._flush_retained()
             group.create_task(self._publish_summaries(), name="gateway:summaries")
+            if self.config.console is not None:
+                group.create_task(self._console(self.config.console), name="gateway:console")
             group.create_task(self._expire(), name="gateway:expiry")
             # Everything built so far lives as long as the daemon: keep the cyclic collector
             # from re-scanning it, so a full collection cannot stall a lockdown for tens of ms.
@@ -232,6 +240,17 @@ class Gateway(Actions, Triggers):
                                 detail=event.detail)
 
     # --- publishing ------------------------------------------------------------------------
+
+    async def _console(self, config: ConsoleConfig) -> None:
+        """Serve the web console; a page that cannot start never stops the doors."""
+        from gatewayd.console.server import Console
+
+        console = Console(self, config, demo=self.config.site.demo)
+        self.console = console
+        try:
+            await console.run(lambda: log.info("console.ready", url=console.url))
+        except (OSError, GatewayError) as exc:
+            log.critical("console.failed", error=str(exc), host=config.host, port=config.port)
 
     def _door_changed(self, state: DoorState) -> None:
         # Only marked here: a lockdown changes every door twice within milliseconds, and

@@ -155,3 +155,19 @@ async def test_restart_during_lockdown_reasserts_and_never_writes_an_unlock(site
     unlocks = [w for b in site.sim.boards.values() for w in b.write_log if not w.value]
     assert unlocks == []
     assert gateway.scope_state(gateway.campus.all_scopes()[0])["state"] == "lockdown"
+
+
+async def test_gateway_serves_the_console_when_the_campus_file_asks_for_it(site: Site) -> None:
+    import aiohttp
+
+    from gatewayd.console.config import ConsoleConfig
+
+    await site.stop_gateway()
+    site.config = site.config.model_copy(update={"console": ConsoleConfig(port=0)})
+    gateway = await site.start_gateway()
+    async with asyncio.timeout(10):
+        while gateway.console is None or gateway.console.url is None:
+            await asyncio.sleep(0.05)
+    async with aiohttp.ClientSession() as http, http.get(gateway.console.url) as page:
+        assert page.status == 200
+        assert "text/html" in page.headers["Content-Type"]
