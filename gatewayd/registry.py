@@ -7,7 +7,7 @@ driver's module (with its vendor library) is imported only when a config names i
 from __future__ import annotations
 
 from functools import cache
-from importlib import import_module
+from importlib import import_module, invalidate_caches
 from importlib.metadata import entry_points
 from typing import cast
 
@@ -28,6 +28,13 @@ def register(name: str, target: str) -> None:
 @cache
 def _entry_points() -> dict[str, str]:
     return {ep.name: ep.value for ep in entry_points(group=GROUP)}
+
+
+def refresh() -> None:
+    """Forget discovered entry points and loaded drivers, so packages installed since count."""
+    invalidate_caches()
+    _entry_points.cache_clear()
+    load_driver.cache_clear()
 
 
 def available() -> dict[str, str]:
