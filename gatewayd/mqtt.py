@@ -297,6 +297,7 @@ class Uplink:
             await client.publish(f"{self.base}/{entry.topic}", entry.payload, 1, False)
             self._queue.ack(entry)
             self._stats["acked"] += 1
+            _raise_if_cancelling()
 
     async def _flush_retained(self, client: aiomqtt.Client) -> None:
         while True:
@@ -305,6 +306,7 @@ class Uplink:
             topics, self._dirty = list(self._dirty), set()
             try:
                 await self._publish_retained(client, topics)
+                _raise_if_cancelling()
             except BaseException:
                 # Whatever was not confirmed must go again after the next connect.
                 self._dirty.update(topics)
@@ -386,6 +388,18 @@ class Uplink:
             log.warning("mqtt.reply_retry", topic=topic, error=str(exc))
             return False
         return True
+
+
+def _raise_if_cancelling() -> None:
+    """Re-raise a cancellation that a library call swallowed.
+
+    Python 3.11's ``asyncio.wait_for`` (used inside aiomqtt's publish) returns the result
+    and drops a cancellation that arrives together with the PUBACK; a loop that goes on
+    waiting then stalls shutdown for ever. The task still counts the request: honour it.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def _first_leaf(group: BaseExceptionGroup[aiomqtt.MqttError]) -> aiomqtt.MqttError:

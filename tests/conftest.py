@@ -1,6 +1,7 @@
 """Shared fixtures; each area keeps its own in a ``fixtures_*`` module registered here."""
 
 import asyncio
+import sys
 import threading
 from collections.abc import AsyncIterator
 
@@ -37,6 +38,8 @@ async def no_leaks() -> AsyncIterator[None]:
         if t.is_alive() and not t.name.startswith(("asyncio_", "asyncio-waitpid"))
     ]
     for task in pending:
+        # Where each leftover task is stuck is what a person needs to fix the leak.
+        task.print_stack(limit=6, file=sys.stderr)
         task.cancel()
     assert not pending, f"test left tasks running: {[t.get_name() for t in pending]}"
     assert not leaked_threads, f"test left threads running: {[t.name for t in leaked_threads]}"
