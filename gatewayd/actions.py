@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 import structlog
 
 from gatewayd.audit import AuditKind
-from gatewayd.campus import Campus, Scope
+from gatewayd.campus import Scope
 from gatewayd.commands import (
     Action,
     Command,
@@ -29,13 +29,12 @@ from gatewayd.commands import (
     parse_command,
     parse_params,
 )
-from gatewayd.config import PolicyConfig, SrpState
+from gatewayd.config import SrpState
 from gatewayd.doors import ActuationReport
 from gatewayd.errors import CommandError
 from gatewayd.events import now_ns
-from gatewayd.security import CommandGuard
+from gatewayd.hooks import GatewayHooks
 from rules.arbitration import Priority
-from rules.engine import Engine
 from rules.policy import (
     check_transition,
     responder_override,
@@ -61,28 +60,13 @@ def _percentile(values: list[float], q: float) -> float | None:
     return round(ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))], 3)
 
 
-class Actions:
+class Actions(GatewayHooks):
     """What a command does; mixed into the gateway, which provides the declared members."""
 
-    campus: Campus
-    engine: Engine
-    policy: PolicyConfig
     reports: list[ActuationReport]
-    guard: CommandGuard
     _latencies: deque[dict[str, float | None]]
 
     # --- provided by the gateway ------------------------------------------------------------
-
-    def _publish_event(self, kind: str, source: str, data: Mapping[str, Any], *,
-                       life_safety: bool, location: Mapping[str, Any] | None = None,
-                       drill: bool = False) -> None:
-        raise NotImplementedError
-
-    async def _apply(self, doors: Iterable[str], trigger_ns: int) -> ActuationReport:
-        raise NotImplementedError
-
-    def _mark_dirty(self, scope: Scope) -> None:
-        raise NotImplementedError
 
     def _expiry_changed(self) -> None:
         raise NotImplementedError

@@ -254,18 +254,22 @@ class Config(_Model):
         raise KeyError(device_id)
 
 
-def load_config(path: str | Path) -> Config:
-    """Read and validate a campus file; raise :class:`ConfigError` listing every problem."""
-    path = Path(path)
+def read_toml(path: Path) -> dict[str, Any]:
+    """A TOML file's document; unreadable, non-UTF-8 or malformed is a :class:`ConfigError`."""
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(str(path), [f"cannot read file: {exc.strerror or exc}"]) from exc
     except UnicodeDecodeError as exc:
         raise ConfigError(str(path), [f"not UTF-8 text: {exc}"]) from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(path), [f"TOML syntax error: {exc}"]) from exc
-    return parse_config(raw, source=str(path))
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a campus file; raise :class:`ConfigError` listing every problem."""
+    path = Path(path)
+    return parse_config(read_toml(path), source=str(path))
 
 
 def parse_config(raw: Mapping[str, Any], source: str = "<config>") -> Config:

@@ -19,14 +19,13 @@ from typing import Any
 import structlog
 
 from gatewayd.audit import AuditKind
-from gatewayd.campus import CAMPUS, Campus, Scope
+from gatewayd.campus import CAMPUS, Scope
 from gatewayd.commands import Action, Command
-from gatewayd.config import AlarmInput, InputKind, PolicyConfig, SrpState
+from gatewayd.config import AlarmInput, InputKind, SrpState
 from gatewayd.doors import ActuationReport
 from gatewayd.events import new_id, now_ns
-from gatewayd.security import CommandGuard
+from gatewayd.hooks import GatewayHooks
 from rules.actions import ActionSink, ExternalAction
-from rules.engine import Engine
 from rules.policy import fire_source
 from rules.rulefile import Publish, RadioAlert, Rule, RuleSet, SetState, Snapshot, render
 from rules.sources import Source
@@ -35,31 +34,16 @@ from rules.store import StoreError
 log = structlog.get_logger(__name__)
 
 
-class Triggers:
+class Triggers(GatewayHooks):
     """Mixed into the gateway, which provides the declared members."""
 
-    campus: Campus
-    engine: Engine
-    policy: PolicyConfig
     rules: RuleSet
     sink: ActionSink
-    guard: CommandGuard
     _fire_pending: dict[str, asyncio.Task[None]]
 
     # --- provided by the gateway and by Actions ----------------------------------------------
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None] | None:
-        raise NotImplementedError
-
-    def _publish_event(self, kind: str, source: str, data: Mapping[str, Any], *,
-                       life_safety: bool, location: Mapping[str, Any] | None = None,
-                       drill: bool = False) -> None:
-        raise NotImplementedError
-
-    async def _apply(self, doors: Iterable[str], trigger_ns: int) -> ActuationReport:
-        raise NotImplementedError
-
-    def _mark_dirty(self, scope: Scope) -> None:
         raise NotImplementedError
 
     def record(self, report: ActuationReport, *, trigger: str, drill: bool = False) -> None:

@@ -17,7 +17,6 @@ the event.
 from __future__ import annotations
 
 import re
-import tomllib
 from collections import defaultdict
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from gatewayd.config import Hazard, SrpState
+from gatewayd.config import Hazard, SrpState, read_toml
 from gatewayd.errors import ConfigError
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -140,13 +139,7 @@ def render(template: str, event: Mapping[str, Any]) -> str:
 def load_rules(path: str | Path) -> RuleSet:
     """Read and validate a rule file; raise :class:`ConfigError` naming every problem."""
     path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(str(path), [f"cannot read file: {exc.strerror or exc}"]) from exc
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(str(path), [f"not a TOML rule file: {exc}"]) from exc
-    return parse_rules(raw, source=str(path))
+    return parse_rules(read_toml(path), source=str(path))
 
 
 def parse_rules(raw: Mapping[str, Any], source: str = "<rules>") -> RuleSet:
