@@ -84,7 +84,23 @@ class Engine:
         return arbitrate(claims, normal_locked=door.normally_locked)
 
     def decide_all(self, door_ids: Iterable[str]) -> dict[str, Decision]:
-        return {d: self.decide(d) for d in door_ids}
+        """Decisions for many doors; doors alike (same scopes, kind, normal) share one."""
+        # A campus lockdown decides a thousand doors, most of them alike: arbitrate each
+        # kind of door once. A door with a source of its own is always decided alone.
+        shared: dict[tuple[object, ...], Decision] = {}
+        out: dict[str, Decision] = {}
+        for door_id in door_ids:
+            scopes = self.campus.scopes_of(door_id)
+            if self._by_scope.get(scopes[-1]):
+                out[door_id] = self.decide(door_id)
+                continue
+            door = self.campus.doors[door_id]
+            key = (scopes[:-1], door.kind, door.normally_locked)
+            decision = shared.get(key)
+            if decision is None:
+                decision = shared[key] = self.decide(door_id)
+            out[door_id] = decision
+        return out
 
     def sources_at(self, scope: Scope) -> list[Source]:
         return list(self._by_scope.get(scope, {}).values())

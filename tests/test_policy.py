@@ -183,3 +183,12 @@ def test_decisions_do_not_depend_on_the_order_states_were_set(sources: list[Sour
     for source in reversed(unique):
         backward.put(source)
     assert forward.decide_all(CAMPUS_MODEL.doors) == backward.decide_all(CAMPUS_MODEL.doors)
+
+
+@given(any_sources)
+def test_deciding_doors_together_matches_deciding_each_alone(sources: list[Source]) -> None:
+    e = engine()
+    for source in {s.key: s for s in sources}.values():
+        e.put(source)
+    together = e.decide_all(CAMPUS_MODEL.doors)
+    assert together == {d: e.decide(d) for d in CAMPUS_MODEL.doors}
