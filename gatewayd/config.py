@@ -277,7 +277,7 @@ def parse_config(raw: Mapping[str, Any], source: str = "<config>") -> Config:
     try:
         campus = CampusFile.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(source, _describe(exc, raw)) from exc
+        raise ConfigError(source, describe_errors(exc, raw)) from exc
     problems: list[str] = []
     devices = _validate_devices(campus.devices, raw, problems)
     # A device that is declared but invalid was reported already; references to it are not.
@@ -357,7 +357,9 @@ def _validate_devices(
         try:
             dev = adapter.validate_python(entry)
         except ValidationError as exc:
-            problems.extend(_describe(exc, raw, prefix=("devices", i), tagged=len(models) > 1))
+            problems.extend(
+                describe_errors(exc, raw, prefix=("devices", i), tagged=len(models) > 1)
+            )
             continue
         if dev.id in devices:
             problems.append(f"{_where(('devices', i), raw)}.id: duplicate device id {dev.id!r}")
@@ -495,7 +497,7 @@ def _where(loc: Sequence[int | str], raw: Any) -> str:
     return out or "(top level)"
 
 
-def _describe(
+def describe_errors(
     exc: ValidationError,
     raw: Mapping[str, Any],
     prefix: tuple[int | str, ...] = (),

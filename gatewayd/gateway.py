@@ -143,7 +143,7 @@ class Gateway(Actions, Triggers):
                 self._dirty_scopes.add(scope)
             for state in self.doors.doors.values():
                 self._door_changed(state)
-            self._flush_retained()
+            await self._flush_retained()
             group.create_task(self._publish_summaries(), name="gateway:summaries")
             if self.config.console is not None:
                 group.create_task(self._console(self.config.console), name="gateway:console")
@@ -259,24 +259,19 @@ class Gateway(Actions, Triggers):
         self._dirty_scopes.update(self.campus.scopes_of(state.id)[:-1])
 
     async def _publish_summaries(self) -> None:
-        """Publish what changed (doors, then scope counts) every ``SUMMARY_INTERVAL_S``."""
+        """Publish what changed every ``SUMMARY_INTERVAL_S``."""
         while True:
             await asyncio.sleep(SUMMARY_INTERVAL_S)
-            doors, self._dirty_doors = self._dirty_doors, set()
-            for i, door_id in enumerate(doors, 1):
-                self.uplink.set_retained(f"door/{door_id}", self.doors.doors[door_id].payload())
-                # A thousand payloads in one go would stall a lockdown's writes: yield often.
-                if i % FLUSH_CHUNK == 0:
-                    await asyncio.sleep(0)
-            self._flush_scopes()
+            await self._flush_retained()
 
-    def _flush_retained(self) -> None:
+    async def _flush_retained(self) -> None:
+        """Publish the doors, then the scope counts, that changed since the last flush."""
         doors, self._dirty_doors = self._dirty_doors, set()
-        for door_id in doors:
+        for i, door_id in enumerate(doors, 1):
             self.uplink.set_retained(f"door/{door_id}", self.doors.doors[door_id].payload())
-        self._flush_scopes()
-
-    def _flush_scopes(self) -> None:
+            # A thousand payloads in one go would stall a lockdown's writes: yield often.
+            if i % FLUSH_CHUNK == 0:
+                await asyncio.sleep(0)
         scopes, self._dirty_scopes = self._dirty_scopes, set()
         for scope in scopes:
             self.uplink.set_retained(f"state/{scope}", self.scope_state(scope))

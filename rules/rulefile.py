@@ -24,7 +24,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from gatewayd.config import Hazard, SrpState, read_toml
+from gatewayd.config import Hazard, SrpState, describe_errors, read_toml
 from gatewayd.errors import ConfigError
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -146,11 +146,7 @@ def parse_rules(raw: Mapping[str, Any], source: str = "<rules>") -> RuleSet:
     try:
         parsed = RuleFile.model_validate(raw)
     except ValidationError as exc:
-        problems = [
-            f"{_where(tuple(e['loc']), raw)}: {e['msg']} (got {e.get('input')!r})"
-            for e in exc.errors(include_url=False)
-        ]
-        raise ConfigError(source, problems) from exc
+        raise ConfigError(source, describe_errors(exc, raw)) from exc
     seen: set[str] = set()
     dupes = []
     for i, rule in enumerate(parsed.rule):
@@ -160,18 +156,3 @@ def parse_rules(raw: Mapping[str, Any], source: str = "<rules>") -> RuleSet:
     if dupes:
         raise ConfigError(source, dupes)
     return RuleSet(parsed.rule)
-
-
-def _where(loc: tuple[int | str, ...], raw: Any) -> str:
-    """``rule[3](panic-app).do[0].state``: list items named by their id, as config.py does."""
-    out, node = "", raw
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-            node = node[part] if isinstance(node, list) and part < len(node) else None
-            if isinstance(node, Mapping) and isinstance(node.get("id"), str):
-                out += f"({node['id']})"
-        else:
-            out += f".{part}" if out else part
-            node = node.get(part) if isinstance(node, Mapping) else None
-    return out or "(top level)"

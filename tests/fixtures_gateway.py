@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -29,7 +30,7 @@ from gatewayd.mqtt import request
 from simulators.bacnet_device import BacnetDeviceSim
 from simulators.campus import CampusSim, scratch
 
-__all__ = ["TEST_ACTORS", "Site", "actor_key", "demo_config", "raw_requests", "site"]
+__all__ = ["TEST_ACTORS", "Site", "actor_key", "demo_config", "raw_requests", "run_cli", "site"]
 
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo-campus.toml"
 #: People the tests act as besides the DEMO actors (the console's users): id -> role.
@@ -171,3 +172,15 @@ async def site(mosquitto: Mosquitto, tmp_path: Path) -> AsyncIterator[Site]:
 
 
 SiteFactory = Callable[[], Awaitable[Site]]
+
+
+async def run_cli(*args: str, timeout_s: float = 30) -> tuple[int, str, str]:
+    """``python -m gatewayd ARGS`` as a person runs it: (exit code, stdout, stderr)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gatewayd", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(timeout_s):
+        out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()

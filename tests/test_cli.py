@@ -11,18 +11,7 @@ import sys
 from pathlib import Path
 
 from gatewayd.devbroker import free_port
-from tests.fixtures_gateway import DEMO, Site
-
-
-async def gatewayd(*args: str, timeout_s: float = 30) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gatewayd", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
-    async with asyncio.timeout(timeout_s):
-        out, err = await proc.communicate()
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+from tests.fixtures_gateway import DEMO, Site, run_cli
 
 
 def opts(site: Site) -> list[str]:
@@ -30,7 +19,7 @@ def opts(site: Site) -> list[str]:
 
 
 async def test_lockdown_prints_how_many_doors_confirmed(site: Site) -> None:
-    code, out, _ = await gatewayd("lockdown", *opts(site), "--scope", "building/A")
+    code, out, _ = await run_cli("lockdown", *opts(site), "--scope", "building/A")
     doors = sum(d.building == "A" for d in site.config.doors)
     assert code == 0
     assert out.startswith(f"OK       lockdown building/A: {doors}/{doors} doors confirmed")
@@ -39,13 +28,13 @@ async def test_lockdown_prints_how_many_doors_confirmed(site: Site) -> None:
 
 async def test_refused_command_exits_1_with_the_reason(site: Site) -> None:
     await site.command("lockdown", scope="campus")
-    code, out, _ = await gatewayd("unlock", *opts(site), "--door", "A-101")
+    code, out, _ = await run_cli("unlock", *opts(site), "--door", "A-101")
     assert code == 1
     assert out.startswith("REFUSED  held: door A-101 is held locked by lockdown (campus)")
 
 
 async def test_json_reply_is_machine_readable(site: Site) -> None:
-    code, out, _ = await gatewayd("lock", *opts(site), "--door", "B-101", "--json")
+    code, out, _ = await run_cli("lock", *opts(site), "--door", "B-101", "--json")
     reply = json.loads(out)
     assert code == 0
     assert reply["doors"]["confirmed"] == ["B-101"]
@@ -55,20 +44,20 @@ async def test_status_shows_scope_states_and_unsecured_doors(site: Site) -> None
     await site.command("lockdown", scope="building/D")
     site.sim.boards["relay-d1"].hold_open(3)
     await asyncio.sleep(0.5)
-    code, out, _ = await gatewayd("status", *opts(site))
+    code, out, _ = await run_cli("status", *opts(site))
     assert code == 0
     lines = out.splitlines()
     assert lines[0] == "gateway   online"
     row = next(line for line in lines if line.startswith("building/D"))
     assert row.split()[1:3] == ["lockdown", "building/D"]
     assert any(line.startswith("D-104") and "open" in line for line in lines)
-    code, out, _ = await gatewayd("status", *opts(site), "--json")
+    code, out, _ = await run_cli("status", *opts(site), "--json")
     assert json.loads(out)["state/building/D"]["state"] == "lockdown"
 
 
 async def test_unreachable_broker_is_a_clear_error_not_a_traceback() -> None:
     url = f"mqtt://127.0.0.1:{free_port()}"
-    code, _, err = await gatewayd("lockdown", "-c", str(DEMO), "--mqtt", url,
+    code, _, err = await run_cli("lockdown", "-c", str(DEMO), "--mqtt", url,
                                     "--scope", "campus", "--timeout", "2")
     assert code == 1
     assert "Traceback" not in err
@@ -93,7 +82,7 @@ async def test_demo_runs_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
                        if line.strip().startswith("lockdown"))
         words = command.split()
         # The printed command starts with "gatewayd" or "<python> -m gatewayd".
-        code, out, _ = await gatewayd(*words[words.index("lockdown"):])
+        code, out, _ = await run_cli(*words[words.index("lockdown"):])
         assert code == 0, out
         assert "lockdown building/A" in out
         proc.send_signal(signal.SIGINT)

@@ -11,7 +11,6 @@ import base64
 import hashlib
 import json
 import random
-import sys
 import time
 import uuid
 from collections import Counter
@@ -26,7 +25,7 @@ from gatewayd.commands import MAX_COMMAND_BYTES
 from gatewayd.config import DoorKind
 from gatewayd.keys import demo_private_key
 from gatewayd.security import EX_CONFIG
-from tests.fixtures_gateway import DEMO, Site, raw_requests
+from tests.fixtures_gateway import DEMO, Site, raw_requests, run_cli
 
 OPERATOR, ADMIN, RESPONDER = "demo-operator", "demo-administrator", "demo-responder"
 #: Generated bad commands per kind of fault.
@@ -242,12 +241,3 @@ async def test_daemon_refuses_demo_keys_outside_demo_mode(tmp_path: Path) -> Non
     assert "ERROR     actors use the shipped DEMO keys" in out
 
 
-async def run_cli(*args: str, timeout_s: float = 30) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gatewayd", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
-    async with asyncio.timeout(timeout_s):
-        out, err = await proc.communicate()
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
