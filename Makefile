@@ -25,7 +25,7 @@ test: deps
 
 lint: $(BIN)/gatewayd
 	$(BIN)/ruff check .
-	$(BIN)/mypy
+	$(BIN)/python .ci/mypy
 
 bench: deps
 	$(BIN)/python -m bench.lockdown

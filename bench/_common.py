@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from gatewayd.auth import signed
-from gatewayd.keys import demo_private_key
+from gatewayd.security.auth import signed
+from gatewayd.security.keys import demo_private_key
 
 
 def signed_command(action: str, site: str, **fields: Any) -> dict[str, Any]:
@@ -46,7 +46,7 @@ def percentiles(samples: Sequence[float]) -> dict[str, float]:
 
 
 class SimProcess:
-    """``python -m simulators campus`` in a child process, on free ports."""
+    """``python -m gatewayd.simulators campus`` in a child process, on free ports."""
 
     def __init__(self, config_path: Path, *, actuation_ms: float) -> None:
         self.config_path = config_path
@@ -56,7 +56,7 @@ class SimProcess:
 
     async def __aenter__(self) -> SimProcess:
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "simulators", "--log-level", "warning", "campus",
+            sys.executable, "-m", "gatewayd.simulators", "--log-level", "warning", "campus",
             "-c", str(self.config_path), "--free-ports", "--actuation-ms", str(self.actuation_ms),
             stdout=subprocess.PIPE,
         )

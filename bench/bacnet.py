@@ -23,21 +23,21 @@ import time
 from typing import Any
 
 import structlog
+from gatewayd.drivers.bacnet import BacnetConfig, BacnetDriver
+from gatewayd.drivers.bacnet.cov import object_id
+from gatewayd.drivers.bacnet.points import Point
+from gatewayd.drivers.bacnet.transport import APPLICATIONS, BacnetLink
 
 from bench._common import percentiles, report
-from drivers.bacnet import BacnetConfig, BacnetDriver
-from drivers.bacnet.cov import object_id
-from drivers.bacnet.points import Point
-from drivers.bacnet.transport import APPLICATIONS, BacnetLink
-from gatewayd.events import DriverEvent, PointChanged, PointWrite, WritePoints
+from gatewayd.kernel.events import DriverEvent, PointChanged, PointWrite, WritePoints
 
 LOCAL = "127.0.0.1:0"
 
 
 async def start_sim(doors: int) -> tuple[asyncio.subprocess.Process, int]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "simulators", "--log-level", "warning", "bacnet", "--port", "0",
-        "--doors", str(doors), "--actuation-ms", "0", stdout=subprocess.PIPE,
+        sys.executable, "-m", "gatewayd.simulators", "--log-level", "warning", "bacnet",
+        "--port", "0", "--doors", str(doors), "--actuation-ms", "0", stdout=subprocess.PIPE,
     )
     assert proc.stdout is not None
     async with asyncio.timeout(30):

@@ -20,11 +20,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from gatewayd.drivers.onvif_camera import OnvifCameraConfig, OnvifCameraDriver
+from gatewayd.simulators.onvif_camera import MOTION, OnvifCameraSim
+
 from bench._common import percentiles, report
-from drivers.onvif_camera import OnvifCameraConfig, OnvifCameraDriver
-from gatewayd.events import CameraEvent, DeviceHealth, DriverEvent, Health, TakeSnapshot
-from gatewayd.logs import configure
-from simulators.onvif_camera import MOTION, OnvifCameraSim
+from gatewayd.app.logs import configure
+from gatewayd.kernel.events import CameraEvent, DeviceHealth, DriverEvent, Health, TakeSnapshot
 
 
 class Recorder:

@@ -1,6 +1,6 @@
 """Campus lockdown latency: trigger -> every lock command on the wire -> every door confirmed.
 
-The relay boards run in another process (``python -m simulators campus``), the gateway in
+The relay boards run in another process (``python -m gatewayd.simulators campus``), the gateway in
 this one with its broker uplink and device polling running. Each cycle sends a campus
 lockdown then a release through the gateway's command path (parse, decide, persist,
 actuate, verify). In the same run a naive baseline writes one coil per door, sequentially,
@@ -19,15 +19,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+from gatewayd.simulators.broker import Mosquitto
+from gatewayd.simulators.campus import with_ports
+from gatewayd.simulators.campusgen import bench_plans, render, with_demo_actors
 from pymodbus.client import AsyncModbusTcpClient
 
 from bench._common import SimProcess, percentiles, report, signed_command
-from gatewayd.config import Config, load_config
-from gatewayd.devbroker import Mosquitto
-from gatewayd.gateway import Gateway
-from gatewayd.logs import configure
-from simulators.campus import with_ports
-from simulators.campusgen import bench_plans, render, with_demo_actors
+from gatewayd.app.logs import configure
+from gatewayd.service.config import Config, load_config
+from gatewayd.service.gateway import Gateway
 
 TARGETS_MS = {"on_wire_p99": 25.0, "confirmed_p99": 100.0}
 

@@ -15,11 +15,12 @@ import asyncio
 import time
 from typing import Any
 
+from gatewayd.drivers.psap_radio import PsapRadioConfig, PsapRadioDriver
+from gatewayd.simulators.psap_radio import Mode, PsapRadioSim
+
 from bench._common import percentiles, report
-from drivers.psap_radio import PsapRadioConfig, PsapRadioDriver
-from gatewayd.events import DeviceHealth, DriverEvent, Health, SendAlert
-from gatewayd.logs import configure
-from simulators.psap_radio import Mode, PsapRadioSim
+from gatewayd.app.logs import configure
+from gatewayd.kernel.events import DeviceHealth, DriverEvent, Health, SendAlert
 
 ALERT = SendAlert("LOCKDOWN", "LOCKDOWN, Building A, Room 114, 09:42")
 WARM_UP = 20

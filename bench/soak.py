@@ -21,8 +21,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.faultkit import DurableMosquitto, Recorder, Runner, check_delivery, read_accepted
-from gatewayd.logs import configure
+from gatewayd.simulators.faultkit import (
+    DurableMosquitto,
+    Recorder,
+    check_delivery,
+    read_accepted,
+)
+
+from bench.uplink_runner import Runner
+from gatewayd.app.logs import configure
 
 
 async def soak(args: argparse.Namespace) -> dict[str, Any]:

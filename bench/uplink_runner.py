@@ -16,17 +16,19 @@ import argparse
 import asyncio
 import json
 import os
+import signal
+import subprocess
 import sys
 import time
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
-from gatewayd.config import MqttConfig
-from gatewayd.logs import configure
-from gatewayd.mqtt import Uplink
-from gatewayd.outbox import Outbox
-from gatewayd.supervisor import Backoff
+from gatewayd.app.logs import configure
+from gatewayd.service.config import MqttConfig
+from gatewayd.service.supervisor import Backoff
+from gatewayd.uplink.mqtt import Uplink
+from gatewayd.uplink.outbox import Outbox
 
 #: Events are produced in ticks of this length.
 TICK_S = 0.01
@@ -109,6 +111,56 @@ async def main_async(args: argparse.Namespace) -> int:
     print(json.dumps({"done": True, "accepted": accepted, "left": stats["queued"], **stats}),
           flush=True)
     return 0 if not stats["queued"] else 1
+
+
+class Runner:
+    """This module as a child process that can be killed (the fault tests and the soak)."""
+
+    def __init__(self, url: str, workdir: Path, *, rate: float, seconds: float, run: str,
+                 site: str = "fault") -> None:
+        self.workdir = workdir
+        self.args = [
+            sys.executable, "-m", "bench.uplink_runner", "--url", url, "--site", site,
+            "--outbox", str(workdir / "outbox.sqlite"), "--accepted", str(self.accepted_path),
+            "--rate", str(rate), "--seconds", str(seconds), "--run", run,
+        ]  # fmt: skip
+        self.proc: asyncio.subprocess.Process | None = None
+        self.ready: dict[str, Any] = {}
+        self.result: dict[str, Any] = {}
+
+    @property
+    def accepted_path(self) -> Path:
+        return self.workdir / "accepted.txt"
+
+    async def start(self) -> Runner:
+        self.proc = await asyncio.create_subprocess_exec(
+            *self.args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+        )
+        assert self.proc.stdout is not None
+        async with asyncio.timeout(15):
+            self.ready = json.loads(await self.proc.stdout.readline())
+        return self
+
+    async def wait(self, timeout_s: float) -> dict[str, Any]:
+        """Wait for a clean end; return the runner's final statistics."""
+        assert self.proc is not None and self.proc.stdout is not None
+        async with asyncio.timeout(timeout_s):
+            line = await self.proc.stdout.readline()
+            await self.proc.wait()
+        self.result = json.loads(line) if line else {}
+        return self.result
+
+    async def kill(self) -> None:
+        """SIGKILL, as a power cut or the OOM killer would."""
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGKILL)
+            await self.proc.wait()
+
+    async def __aenter__(self) -> Runner:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.kill()
 
 
 def main() -> None:

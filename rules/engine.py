@@ -12,11 +12,11 @@ from collections import defaultdict
 from collections.abc import Iterable
 
 import structlog
+from gatewayd.rules.arbitration import Decision, arbitrate
+from gatewayd.rules.sources import Source
+from gatewayd.rules.store import SafetyStore, StoreError
 
-from gatewayd.campus import Campus, Scope
-from rules.arbitration import Decision, arbitrate
-from rules.sources import Source
-from rules.store import SafetyStore, StoreError
+from gatewayd.kernel.campus import Campus, Scope
 
 log = structlog.get_logger(__name__)
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from gatewayd.campus import Scope
-from gatewayd.config import DoorKind
-from rules.arbitration import Claim, Priority
+from gatewayd.rules.arbitration import Claim, Priority
+
+from gatewayd.kernel.campus import Scope
+from gatewayd.service.config import DoorKind
 
 
 @dataclass(frozen=True, slots=True)

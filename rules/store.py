@@ -12,8 +12,9 @@ import json
 import sqlite3
 from pathlib import Path
 
-from gatewayd.errors import GatewayError
-from rules.sources import Source
+from gatewayd.rules.sources import Source
+
+from gatewayd.kernel.errors import GatewayError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sources (

@@ -1,6 +1,6 @@
 """Fake hardware speaking the real wire protocols, with fault injection, for tests and bench."""
 
-from simulators.faults import Corruption, Faults
-from simulators.relay_board import CoilWrite, RelayBoardSim, RequestSeen
+from gatewayd.simulators.faults import Corruption, Faults
+from gatewayd.simulators.relay_board import CoilWrite, RelayBoardSim, RequestSeen
 
 __all__ = ["CoilWrite", "Corruption", "Faults", "RelayBoardSim", "RequestSeen"]

@@ -1,9 +1,10 @@
 """Run simulators from the command line.
 
-``python -m simulators board --port 15020 --doors 32`` runs one relay board;
-``python -m simulators campus -c configs/demo-campus.toml`` runs every board of a campus;
-``python -m simulators radio --tcp-port 0`` (or ``--pty``) runs a PSAP radio interface;
-``python -m simulators camera --port 0`` runs an ONVIF camera (its device service url in ``urls``).
+``python -m gatewayd.simulators board --port 15020 --doors 32`` runs one relay board;
+``python -m gatewayd.simulators campus -c configs/demo-campus.toml`` runs every board of a campus;
+``python -m gatewayd.simulators radio --tcp-port 0`` (or ``--pty``) runs a PSAP radio interface;
+``python -m gatewayd.simulators camera --port 0`` runs an ONVIF camera (its device service url
+in ``urls``).
 When everything listens, one JSON line ``{"ready": true, "ports": {...}}`` goes to stdout
 (the only thing ever written there); logs go to stderr.
 """
@@ -19,18 +20,19 @@ import sys
 from collections.abc import Mapping, Sequence
 
 import structlog
+from gatewayd.simulators.campus import CampusSim
+from gatewayd.simulators.psap_radio import PsapRadioSim
+from gatewayd.simulators.relay_board import RelayBoardSim
 
-from gatewayd.config import load_config
-from gatewayd.errors import ConfigError
-from simulators.campus import CampusSim
-from simulators.psap_radio import PsapRadioSim
-from simulators.relay_board import RelayBoardSim
+from gatewayd.kernel.errors import ConfigError
+from gatewayd.service.config import load_config
 
 log = structlog.get_logger("simulators")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m simulators", description="Run simulators.")
+    parser = argparse.ArgumentParser(prog="python -m gatewayd.simulators",
+                                     description="Run simulators.")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     parser.add_argument("--json-logs", action="store_true", help="one JSON object per log line")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -118,7 +120,7 @@ async def serve(args: argparse.Namespace) -> None:
         boards = {}
     elif args.command == "camera":
         # Imported here: OpenCV and aiohttp load only when a camera is asked for.
-        from simulators.onvif_camera import OnvifCameraSim
+        from gatewayd.simulators.onvif_camera import OnvifCameraSim
 
         cam = OnvifCameraSim(args.id, username=args.username, password=args.password,
                              host=args.host, port=args.port, ptz=not args.no_ptz)
@@ -127,7 +129,7 @@ async def serve(args: argparse.Namespace) -> None:
         stoppers = [cam.stop]
         boards = {}
     elif args.command == "bacnet":
-        from simulators.bacnet_device import BacnetDeviceSim
+        from gatewayd.simulators.bacnet_device import BacnetDeviceSim
 
         device = BacnetDeviceSim(args.doors, host=args.host, port=args.port,
                                  device_instance=args.device_instance,

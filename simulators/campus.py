@@ -13,11 +13,11 @@ from types import TracebackType
 from typing import Any, Protocol, Self
 
 import structlog
+from gatewayd.drivers.modbus_relay.config import ModbusRelayConfig
+from gatewayd.simulators.relay_board import RelayBoardSim
 
-from drivers.modbus_relay.config import ModbusRelayConfig
-from gatewayd.config import Config
-from gatewayd.driver import DriverConfig
-from simulators.relay_board import RelayBoardSim
+from gatewayd.kernel.driver import DriverConfig
+from gatewayd.service.config import Config
 
 log = structlog.get_logger("simulators.campus")
 
@@ -41,8 +41,8 @@ def relay_devices(config: Config) -> list[ModbusRelayConfig]:
 def _endpoint(dev: DriverConfig, port: int, host: str | None) -> dict[str, Any]:
     """The config fields that say where a device listens, pointed at ``host:port``."""
     # A device's config module is loaded already (the registry validated it): cheap imports.
-    from drivers.bacnet.config import BacnetConfig
-    from drivers.psap_radio.config import PsapRadioConfig
+    from gatewayd.drivers.bacnet.config import BacnetConfig
+    from gatewayd.drivers.psap_radio.config import PsapRadioConfig
 
     if isinstance(dev, BacnetConfig):
         return {"address": f"{host or dev.address.rsplit(':', 1)[0]}:{port}"}
@@ -129,8 +129,8 @@ class CampusSim:
                 return None
 
     def _bacnet(self, dev: DriverConfig) -> Simulated:
-        from drivers.bacnet.config import BacnetConfig
-        from simulators.bacnet_device import BacnetDeviceSim
+        from gatewayd.drivers.bacnet.config import BacnetConfig
+        from gatewayd.simulators.bacnet_device import BacnetDeviceSim
 
         assert isinstance(dev, BacnetConfig)
         host, _, port = dev.address.rpartition(":")
@@ -141,8 +141,8 @@ class CampusSim:
         )
 
     def _camera(self, dev: DriverConfig, host: str) -> Simulated:
-        from drivers.onvif_camera.config import OnvifCameraConfig
-        from simulators.onvif_camera import OnvifCameraSim
+        from gatewayd.drivers.onvif_camera.config import OnvifCameraConfig
+        from gatewayd.simulators.onvif_camera import OnvifCameraSim
 
         assert isinstance(dev, OnvifCameraConfig)
         return OnvifCameraSim(dev.id, username=dev.username,
@@ -150,8 +150,8 @@ class CampusSim:
                               port=self._port(dev.port))
 
     def _radio(self, dev: DriverConfig) -> Simulated:
-        from drivers.psap_radio.config import PsapRadioConfig
-        from simulators.psap_radio import PsapRadioSim
+        from gatewayd.drivers.psap_radio.config import PsapRadioConfig
+        from gatewayd.simulators.psap_radio import PsapRadioSim
 
         assert isinstance(dev, PsapRadioConfig)
         port = int(dev.url.rsplit(":", 1)[1]) if dev.url.startswith("socket://") else 0

@@ -12,10 +12,11 @@ from importlib import import_module
 from importlib.metadata import entry_points
 from typing import Protocol
 
-from gatewayd.driver import DriverConfig
-from gatewayd.events import DeviceCommand, PointWrite, WritePoints
-from simulators.onvif_rig import OnvifCameraRig
-from simulators.psap_radio import PsapRadioRig
+from gatewayd.simulators.onvif_rig import OnvifCameraRig
+from gatewayd.simulators.psap_radio import PsapRadioRig
+
+from gatewayd.kernel.driver import DriverConfig
+from gatewayd.kernel.events import DeviceCommand, PointWrite, WritePoints
 
 RIG_GROUP = "gatewayd.rigs"
 
@@ -52,12 +53,12 @@ class ModbusRelayRig:
     driver = "modbus_relay"
 
     def __init__(self) -> None:
-        from simulators.relay_board import RelayBoardSim
+        from gatewayd.simulators.relay_board import RelayBoardSim
 
         self.sim = RelayBoardSim(4, extra_inputs=2, actuation_ms=1, name="rig")
 
     async def start(self) -> tuple[DriverConfig, frozenset[str]]:
-        from drivers.modbus_relay.config import ModbusRelayConfig
+        from gatewayd.drivers.modbus_relay.config import ModbusRelayConfig
 
         await self.sim.start()
         config = ModbusRelayConfig(
@@ -94,12 +95,12 @@ class BacnetRig:
     driver = "bacnet"
 
     def __init__(self) -> None:
-        from simulators.bacnet_device import BacnetDeviceSim
+        from gatewayd.simulators.bacnet_device import BacnetDeviceSim
 
         self.sim = BacnetDeviceSim(4, actuation_ms=1, name="rig")
 
     async def start(self) -> tuple[DriverConfig, frozenset[str]]:
-        from drivers.bacnet.config import BacnetConfig
+        from gatewayd.drivers.bacnet.config import BacnetConfig
 
         await self.sim.start()
         config = BacnetConfig(

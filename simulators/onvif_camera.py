@@ -28,9 +28,8 @@ import cv2
 import numpy as np
 import structlog
 from aiohttp import web
-
-from simulators.onvif_http_auth import HttpAuth
-from simulators.onvif_soap import (
+from gatewayd.simulators.onvif_http_auth import HttpAuth
+from gatewayd.simulators.onvif_soap import (
     CONTENT_TYPE,
     NS,
     Request,

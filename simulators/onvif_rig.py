@@ -6,9 +6,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from gatewayd.driver import DriverConfig
-from gatewayd.events import DeviceCommand, TakeSnapshot
-from simulators.onvif_camera import OnvifCameraSim
+from gatewayd.simulators.onvif_camera import OnvifCameraSim
+
+from gatewayd.kernel.driver import DriverConfig
+from gatewayd.kernel.events import DeviceCommand, TakeSnapshot
 
 
 class OnvifCameraRig:
@@ -21,7 +22,7 @@ class OnvifCameraRig:
         self._dir: Path | None = None
 
     async def start(self) -> tuple[DriverConfig, frozenset[str]]:
-        from drivers.onvif_camera.config import OnvifCameraConfig
+        from gatewayd.drivers.onvif_camera.config import OnvifCameraConfig
 
         await self.sim.start()
         self._dir = Path(tempfile.mkdtemp(prefix="gatewayd-rig-camera-"))

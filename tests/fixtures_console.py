@@ -30,7 +30,7 @@ def console_config(**overrides: Any) -> ConsoleConfig:
     """Users hashed with a small scrypt cost so that tests stay quick."""
     users = tuple(
         ConsoleUser(name=name, password_hash=hash_password(password, n=2**10), actor=actor,
-                    roles=frozenset(roles), display=name.title())  # type: ignore[arg-type]
+                    roles=frozenset(roles), display=name.title())
         for name, (password, actor, roles) in PASSWORDS.items()
     )
     return ConsoleConfig.model_validate({"port": 0, "users": users, **overrides})

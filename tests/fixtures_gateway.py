@@ -16,19 +16,19 @@ from typing import Any
 import aiomqtt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from gatewayd.drivers.modbus_relay.config import ModbusRelayConfig
+from gatewayd.simulators.bacnet_device import BacnetDeviceSim
+from gatewayd.simulators.broker import Mosquitto
+from gatewayd.simulators.campus import CampusSim, scratch
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from drivers.modbus_relay.config import ModbusRelayConfig
-from gatewayd.auth import Actor, Role, signed
-from gatewayd.cli import natural_role
-from gatewayd.config import Config, MqttConfig, load_config
-from gatewayd.devbroker import Mosquitto
-from gatewayd.gateway import Gateway
-from gatewayd.keys import demo_private_key, public_key_text, write_key_pair
-from gatewayd.mqtt import request
-from simulators.bacnet_device import BacnetDeviceSim
-from simulators.campus import CampusSim, scratch
+from gatewayd.app.cli import natural_role
+from gatewayd.security.auth import Actor, Role, signed
+from gatewayd.security.keys import demo_private_key, public_key_text, write_key_pair
+from gatewayd.service.config import Config, MqttConfig, load_config
+from gatewayd.service.gateway import Gateway
+from gatewayd.uplink.mqtt import request
 
 __all__ = ["TEST_ACTORS", "Site", "actor_key", "demo_config", "raw_requests", "run_cli", "site"]
 

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from gatewayd.drivers.modbus_relay import ModbusRelayConfig, ModbusRelayDriver
+from gatewayd.simulators.relay_board import RelayBoardSim
 
-from drivers.modbus_relay import ModbusRelayConfig, ModbusRelayDriver
-from gatewayd.events import DriverEvent
-from simulators.relay_board import RelayBoardSim
+from gatewayd.kernel.events import DriverEvent
 
 __all__ = [
     "DriverHarness",

@@ -14,9 +14,8 @@ from typing import Any
 
 import aiomqtt
 import pytest
+from gatewayd.simulators.broker import Mosquitto
 from paho.mqtt.properties import Properties
-
-from gatewayd.devbroker import Mosquitto
 
 __all__ = ["Collector", "FlakyLink", "Received", "flaky_link", "mosquitto", "mqtt_collect"]
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+from gatewayd.rules.arbitration import Claim, Priority, arbitrate
 from hypothesis import given
 from hypothesis import strategies as st
-
-from rules.arbitration import Claim, Priority, arbitrate
 
 claims = st.builds(
     Claim,

@@ -11,8 +11,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gatewayd.audit import GENESIS, AuditKind, AuditLog, AuditUnavailable, head_path, verify
-from gatewayd.canonical import canonical
+from gatewayd.security.audit import (
+    GENESIS,
+    AuditKind,
+    AuditLog,
+    AuditUnavailable,
+    head_path,
+    verify,
+)
+from gatewayd.security.canonical import canonical
 
 RECORDS = 8
 
@@ -94,7 +101,7 @@ def test_two_swapped_records_are_reported(log_path: Path) -> None:
 
 
 def test_a_rewritten_record_with_a_fresh_hash_breaks_the_chain(log_path: Path) -> None:
-    from gatewayd.audit import record_hash
+    from gatewayd.security.audit import record_hash
 
     kept = lines(log_path)
     record = json.loads(kept[4])

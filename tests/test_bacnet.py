@@ -8,11 +8,12 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+from gatewayd.drivers.bacnet import BacnetConfig, BacnetDriver
+from gatewayd.drivers.bacnet.transport import APPLICATIONS
+from gatewayd.simulators.bacnet_device import BacnetDeviceSim
 
-from drivers.bacnet import BacnetConfig, BacnetDriver
-from drivers.bacnet.transport import APPLICATIONS
-from gatewayd.errors import BadPoint, UnsupportedCommand
-from gatewayd.events import (
+from gatewayd.kernel.errors import BadPoint, UnsupportedCommand
+from gatewayd.kernel.events import (
     DeviceFault,
     DeviceHealth,
     DriverEvent,
@@ -22,7 +23,6 @@ from gatewayd.events import (
     SendAlert,
     WritePoints,
 )
-from simulators.bacnet_device import BacnetDeviceSim
 
 POINTS = frozenset({"binary-output:0", "binary-output:1", "binary-input:0", "binary-input:2"})
 LOCAL = "127.0.0.1:0"

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gatewayd.canonical import CanonicalError, canonical, es_number
+from gatewayd.security.canonical import CanonicalError, canonical, es_number
 
 RFC_8785_INPUT = r'''{"numbers":[333333333.33333329,1E30,4.50,2e-3,0.000000000000000000000000001],
 "string":"\u20ac$\u000F\u000aA'\u0042\u0022\u005c\\\"\/","literals":[null,true,false]}'''

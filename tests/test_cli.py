@@ -10,7 +10,8 @@ import signal
 import sys
 from pathlib import Path
 
-from gatewayd.devbroker import free_port
+from gatewayd.simulators.broker import free_port
+
 from tests.fixtures_gateway import DEMO, Site, run_cli
 
 

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gatewayd.commands import MAX_COMMAND_BYTES, Action, command_id_of, parse_command
-from gatewayd.errors import CommandError
+from gatewayd.kernel.command import MAX_COMMAND_BYTES, Action, command_id_of, parse_command
+from gatewayd.kernel.errors import CommandError
 
 
 def body(**fields: object) -> bytes:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from gatewayd.cli import main
-from gatewayd.config import load_config
-from gatewayd.errors import ConfigError
+from gatewayd.app.cli import main
+from gatewayd.kernel.errors import ConfigError
+from gatewayd.service.config import load_config
 
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo-campus.toml"
 

@@ -14,8 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gatewayd.campus import Scope
-from gatewayd.cli import main
+from gatewayd.app.cli import main
 from gatewayd.console.config import ConsoleConfig
 from gatewayd.console.passwords import (
     DEMO_SIGNINS,
@@ -27,7 +26,8 @@ from gatewayd.console.passwords import (
 )
 from gatewayd.console.server import COOKIE, Console
 from gatewayd.console.sessions import Sessions, SigninThrottle
-from gatewayd.errors import ConfigError
+from gatewayd.kernel.campus import Scope
+from gatewayd.kernel.errors import ConfigError
 from tests.fixtures_console import PASSWORDS, Browser, console_config, start_console
 from tests.fixtures_gateway import Site
 from tests.fixtures_tls import Pki

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from gatewayd.campus import Scope
 from gatewayd.console.server import Console
+from gatewayd.kernel.campus import Scope
 from tests.fixtures_console import PASSWORDS
 from tests.fixtures_gateway import Site
 

@@ -1,6 +1,6 @@
 """``kill -9`` of a real daemon process during a lockdown: restored, and no unlock ever written.
 
-The relay boards run in another process (``python -m simulators campus --write-log``); the
+The relay boards run in another process (``python -m gatewayd.simulators campus --write-log``); the
 daemon runs as ``python -m gatewayd run``. After the last restart the simulator is stopped
 and its write log read back: once a door was written locked, it was never written unlocked.
 """
@@ -21,13 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from gatewayd.simulators.broker import Mosquitto
+from gatewayd.simulators.campusgen import DEMO_RELAYS, render
 
-from gatewayd.auth import signed
-from gatewayd.config import load_config
-from gatewayd.devbroker import Mosquitto
-from gatewayd.keys import demo_private_key
-from gatewayd.mqtt import NoReply, request
-from simulators.campusgen import DEMO_RELAYS, render
+from gatewayd.security.auth import signed
+from gatewayd.security.keys import demo_private_key
+from gatewayd.service.config import load_config
+from gatewayd.uplink.mqtt import NoReply, request
 
 RESTARTS = 3
 ACTORS = Path(__file__).resolve().parents[1] / "configs" / "demo-keys" / "actors.toml"
@@ -72,7 +72,7 @@ async def spawn(*args: str, log: Path) -> asyncio.subprocess.Process:
 
 
 async def start_simulator(campus_file: Path, tmp_path: Path) -> asyncio.subprocess.Process:
-    proc = await spawn("-m", "simulators", "--log-level", "warning", "campus", "-c",
+    proc = await spawn("-m", "gatewayd.simulators", "--log-level", "warning", "campus", "-c",
                        str(campus_file), "--actuation-ms", "2",
                        "--write-log", str(tmp_path / "writes.jsonl"), log=tmp_path / "sim.log")
     assert proc.stdout is not None

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from drivers.psap_radio.frames import FrameType
-from simulators.bacnet_device import BacnetDeviceSim
-from simulators.onvif_camera import OnvifCameraSim
-from simulators.psap_radio import PsapRadioSim
+from gatewayd.drivers.psap_radio.frames import FrameType
+from gatewayd.simulators.bacnet_device import BacnetDeviceSim
+from gatewayd.simulators.onvif_camera import OnvifCameraSim
+from gatewayd.simulators.psap_radio import PsapRadioSim
+
 from tests.fixtures_gateway import Site
 
 

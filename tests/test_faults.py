@@ -15,16 +15,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from bench.faultkit import (
+from gatewayd.simulators.broker import Mosquitto
+from gatewayd.simulators.faultkit import (
     DurableMosquitto,
     Recorder,
-    Runner,
     check_delivery,
     integrity,
     read_accepted,
 )
-from gatewayd.devbroker import Mosquitto
+
+from bench.uplink_runner import Runner
 from tests.fixtures_gateway import Site
 from tests.fixtures_mqtt import Collector, FlakyLink
 

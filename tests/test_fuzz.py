@@ -15,15 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from gatewayd.drivers.modbus_relay.transport import ModbusLink
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pymodbus.exceptions import ModbusException
 from pymodbus.pdu import DecodePDU, ModbusPDU
 
-from drivers.modbus_relay.transport import ModbusLink
-from gatewayd.commands import parse_command
-from gatewayd.config import load_config, parse_config
-from gatewayd.errors import BadDeviceReply, CommandError, ConfigError
+from gatewayd.kernel.command import parse_command
+from gatewayd.kernel.errors import BadDeviceReply, CommandError, ConfigError
+from gatewayd.service.config import load_config, parse_config
 
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo-campus.toml"
 DEMO_RAW: dict[str, Any] = tomllib.loads(DEMO.read_text(encoding="utf-8"))

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from gatewayd.audit import AuditKind, AuditLog
-from gatewayd.auth import Actor, Role, SecurityConfig
-from gatewayd.cli import main
-from gatewayd.keys import (
+from gatewayd.app.cli import main
+from gatewayd.security.audit import AuditKind, AuditLog
+from gatewayd.security.auth import Actor, Role, SecurityConfig
+from gatewayd.security.guard import refuse_unsafe
+from gatewayd.security.keys import (
     DEMO_ACTORS,
     KeyFileError,
     demo_private_key,
@@ -21,7 +22,6 @@ from gatewayd.keys import (
     private_key_pem,
     public_key_text,
 )
-from gatewayd.security import refuse_unsafe
 
 DEMO_DIR = Path(__file__).resolve().parent.parent / "configs" / "demo-keys"
 

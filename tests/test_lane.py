@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-
-from drivers.modbus_relay.lane import COMMAND, POLL, LaneFull, PriorityLane
+from gatewayd.drivers.modbus_relay.lane import COMMAND, POLL, LaneFull, PriorityLane
 
 
 async def test_waiters_are_served_by_priority_then_arrival() -> None:

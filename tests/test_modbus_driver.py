@@ -6,11 +6,12 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 import pytest
+from gatewayd.drivers.modbus_relay import ModbusRelayConfig, ModbusRelayDriver
+from gatewayd.simulators.faults import Corruption
 from pydantic import ValidationError
 
-from drivers.modbus_relay import ModbusRelayConfig, ModbusRelayDriver
-from gatewayd.errors import BadDeviceReply, BadPoint, DeviceOffline
-from gatewayd.events import (
+from gatewayd.kernel.errors import BadDeviceReply, BadPoint, DeviceOffline
+from gatewayd.kernel.events import (
     DeviceFault,
     DeviceHealth,
     DriverEvent,
@@ -21,7 +22,6 @@ from gatewayd.events import (
     ReadPoints,
     WritePoints,
 )
-from simulators.faults import Corruption
 from tests.fixtures_modbus import DriverHarness, eventually
 
 pytestmark = pytest.mark.usefixtures("no_leaked_tasks")

@@ -16,14 +16,15 @@ from typing import Any
 
 import aiomqtt
 import pytest
+from gatewayd.simulators.broker import Mosquitto, free_port
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from gatewayd.commands import command_id_of, parse_command
-from gatewayd.config import MqttConfig
-from gatewayd.devbroker import Mosquitto, free_port
-from gatewayd.errors import CommandError
-from gatewayd.mqtt import (
+from gatewayd.kernel.command import command_id_of, parse_command
+from gatewayd.kernel.errors import CommandError
+from gatewayd.service.config import MqttConfig
+from gatewayd.service.supervisor import Backoff
+from gatewayd.uplink.mqtt import (
     BrokerUnreachable,
     MemoryQueue,
     NoReply,
@@ -32,7 +33,6 @@ from gatewayd.mqtt import (
     request,
     snapshot,
 )
-from gatewayd.supervisor import Backoff
 from tests.fixtures_mqtt import Collector, FlakyLink, Received
 
 SITE = "lincoln-hs"
@@ -120,8 +120,8 @@ async def test_last_will_says_offline_when_the_connection_drops_uncleanly(
 
 _CHILD = """
 import asyncio, sys
-from gatewayd.config import MqttConfig
-from gatewayd.mqtt import Uplink
+from gatewayd.service.config import MqttConfig
+from gatewayd.uplink.mqtt import Uplink
 
 async def handler(payload):
     return {}

@@ -10,12 +10,25 @@ from typing import Any
 
 import cv2
 import pytest
+from gatewayd.drivers.onvif_camera import OnvifCameraConfig, OnvifCameraDriver
+from gatewayd.drivers.onvif_camera.events import Notification, to_camera_event, topic_path
+from gatewayd.simulators.onvif_camera import (
+    CELL_MOTION,
+    DIGITAL_INPUT,
+    MOTION,
+    SCENE_CHANGE,
+    OnvifCameraSim,
+)
 from pydantic import ValidationError
 
-from drivers.onvif_camera import OnvifCameraConfig, OnvifCameraDriver
-from drivers.onvif_camera.events import Notification, to_camera_event, topic_path
-from gatewayd.errors import BadDeviceReply, BadPoint, DeviceError, DeviceOffline, UnsupportedCommand
-from gatewayd.events import (
+from gatewayd.kernel.errors import (
+    BadDeviceReply,
+    BadPoint,
+    DeviceError,
+    DeviceOffline,
+    UnsupportedCommand,
+)
+from gatewayd.kernel.events import (
     CameraEvent,
     DeviceFault,
     DeviceHealth,
@@ -24,13 +37,6 @@ from gatewayd.events import (
     Health,
     ReadPoints,
     TakeSnapshot,
-)
-from simulators.onvif_camera import (
-    CELL_MOTION,
-    DIGITAL_INPUT,
-    MOTION,
-    SCENE_CHANGE,
-    OnvifCameraSim,
 )
 from tests.fixtures_modbus import EventRecorder, eventually
 

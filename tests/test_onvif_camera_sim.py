@@ -16,8 +16,8 @@ import zeep.exceptions
 
 # The library's own class, taken from the module that imports onvif without its
 # logging.basicConfig side effect; nothing of our driver is in the path under test.
-from drivers.onvif_camera.client import ONVIFCamera
-from simulators.onvif_camera import CELL_MOTION, MOTION, OnvifCameraSim
+from gatewayd.drivers.onvif_camera.client import ONVIFCamera  # type: ignore[attr-defined]
+from gatewayd.simulators.onvif_camera import CELL_MOTION, MOTION, OnvifCameraSim
 
 EVENTS_NS = "http://www.onvif.org/ver10/events/wsdl"
 

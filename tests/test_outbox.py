@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gatewayd.outbox import Outbox, OutboxClosed, Outgoing, PublishQueueFull
+from gatewayd.uplink.outbox import Outbox, OutboxClosed, Outgoing, PublishQueueFull
 
 
 def rows(path: Path) -> list[tuple[int, int, str, bytes]]:

@@ -18,13 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from gatewayd.simulators.contract import all_rigs
 
-from gatewayd import registry
-from gatewayd.campus import Campus
-from gatewayd.config import parse_config
-from gatewayd.doors import DoorService, Target
-from gatewayd.errors import ConfigError, DriverNotFound
-from gatewayd.events import (
+from gatewayd.kernel import registry
+from gatewayd.kernel.campus import Campus
+from gatewayd.kernel.errors import ConfigError, DriverNotFound
+from gatewayd.kernel.events import (
     DeviceHealth,
     DriverEvent,
     Health,
@@ -33,9 +32,10 @@ from gatewayd.events import (
     WritePoints,
     now_ns,
 )
-from gatewayd.registry import available, load_driver
-from gatewayd.supervisor import Supervisor
-from simulators.contract import all_rigs
+from gatewayd.kernel.registry import available, load_driver
+from gatewayd.service.config import parse_config
+from gatewayd.service.doors import DoorService, Target
+from gatewayd.service.supervisor import Supervisor
 from tests import test_driver_contract as contract
 
 PLUGIN_SOURCE = Path(__file__).parent / "plugins" / "example_door"

@@ -5,14 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
-
-from gatewayd.campus import CAMPUS, Campus, Scope
-from gatewayd.config import DoorKind, Hazard, PolicyConfig, SrpState, load_config, parse_config
-from gatewayd.errors import CommandError, ConfigError
-from rules.engine import Engine
-from rules.policy import (
+from gatewayd.rules.engine import Engine
+from gatewayd.rules.policy import (
     TRANSITIONS,
     check_transition,
     door_actions,
@@ -21,8 +15,21 @@ from rules.policy import (
     room_release,
     srp_source,
 )
-from rules.sources import Source
-from rules.store import SafetyStore
+from gatewayd.rules.sources import Source
+from gatewayd.rules.store import SafetyStore
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gatewayd.kernel.campus import CAMPUS, Campus, Scope
+from gatewayd.kernel.errors import CommandError, ConfigError
+from gatewayd.service.config import (
+    DoorKind,
+    Hazard,
+    PolicyConfig,
+    SrpState,
+    load_config,
+    parse_config,
+)
 
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo-campus.toml"
 CONFIG = load_config(DEMO)

@@ -9,13 +9,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from gatewayd.drivers.psap_radio import PsapRadioConfig, PsapRadioDriver, frames
+from gatewayd.drivers.psap_radio.frames import FrameType, Reason
+from gatewayd.drivers.psap_radio.session import RadioRefused
+from gatewayd.simulators.psap_radio import Mode, PsapRadioSim
 from pydantic import ValidationError
 
-from drivers.psap_radio import PsapRadioConfig, PsapRadioDriver, frames
-from drivers.psap_radio.frames import FrameType, Reason
-from drivers.psap_radio.session import RadioRefused
-from gatewayd.errors import BadPoint, DeviceOffline, DeviceTimeout, UnsupportedCommand
-from gatewayd.events import (
+from gatewayd.kernel.errors import BadPoint, DeviceOffline, DeviceTimeout, UnsupportedCommand
+from gatewayd.kernel.events import (
     DeviceFault,
     DeviceHealth,
     Health,
@@ -23,7 +24,6 @@ from gatewayd.events import (
     SendAlert,
     TakeSnapshot,
 )
-from simulators.psap_radio import Mode, PsapRadioSim
 from tests.fixtures_modbus import EventRecorder, eventually
 
 SITE = "Lincoln High School"

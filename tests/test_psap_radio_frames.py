@@ -5,11 +5,10 @@ from __future__ import annotations
 import re
 
 import pytest
+from gatewayd.drivers.psap_radio import frames
+from gatewayd.drivers.psap_radio.frames import Frame, FrameError, FrameType, Reason
 from hypothesis import given
 from hypothesis import strategies as st
-
-from drivers.psap_radio import frames
-from drivers.psap_radio.frames import Frame, FrameError, FrameType, Reason
 
 
 def line(body: str, check: str | None = None) -> bytes:

@@ -10,11 +10,11 @@ import sys
 from collections.abc import AsyncIterator, Callable
 
 import pytest
+from gatewayd.simulators.faults import Corruption
+from gatewayd.simulators.relay_board import RelayBoardSim
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusIOException
 
-from simulators.faults import Corruption
-from simulators.relay_board import RelayBoardSim
 from tests.fixtures_modbus import eventually
 
 pytestmark = pytest.mark.usefixtures("no_leaked_tasks")
@@ -213,7 +213,7 @@ async def test_stop_twice_is_harmless(relay_board: RelayBoardSim) -> None:
 
 async def test_board_command_prints_ready_line_and_stops_on_sigterm() -> None:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "simulators", "board", "--port", "0", "--doors", "4",
+        sys.executable, "-m", "gatewayd.simulators", "board", "--port", "0", "--doors", "4",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )

@@ -19,12 +19,12 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gatewayd.audit import verify
-from gatewayd.auth import signed
-from gatewayd.commands import MAX_COMMAND_BYTES
-from gatewayd.config import DoorKind
-from gatewayd.keys import demo_private_key
-from gatewayd.security import EX_CONFIG
+from gatewayd.kernel.command import MAX_COMMAND_BYTES
+from gatewayd.security.audit import verify
+from gatewayd.security.auth import signed
+from gatewayd.security.guard import EX_CONFIG
+from gatewayd.security.keys import demo_private_key
+from gatewayd.service.config import DoorKind
 from tests.fixtures_gateway import DEMO, Site, raw_requests, run_cli
 
 OPERATOR, ADMIN, RESPONDER = "demo-operator", "demo-administrator", "demo-responder"

@@ -6,10 +6,11 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from gatewayd.config import DoorKind
-from gatewayd.keys import demo_private_key
-from rules.actions import ExternalAction
-from rules.rulefile import parse_rules
+from gatewayd.rules.actions import ExternalAction
+from gatewayd.rules.rulefile import parse_rules
+
+from gatewayd.security.keys import demo_private_key
+from gatewayd.service.config import DoorKind
 from tests.fixtures_gateway import Site
 from tests.fixtures_mqtt import Collector
 
@@ -176,7 +177,7 @@ async def test_dry_run_drill_publishes_decisions_and_moves_nothing(site: Site) -
 async def test_bad_srp_commands_get_stable_codes_and_write_nothing(site: Site) -> None:
     await site.command("lockdown", scope="building/A")
     before = writes(site)
-    cases = [
+    cases: list[tuple[str, dict[str, Any], str]] = [
         ("hold", {"scope": "building/A"}, "illegal_transition"),
         ("lockdown", {"scope": "building/Q"}, "unknown_scope"),
         ("shelter", {"scope": "campus"}, "bad_request"),

@@ -10,7 +10,7 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from gatewayd.tls import TlsConfig, TlsError, ssl_context
+from gatewayd.security.tls import TlsConfig, TlsError, ssl_context
 from tests.fixtures_tls import Issued, TlsWorld
 
 

@@ -1,6 +1,6 @@
 """BACnet/IP door controllers: binary outputs drive locks through the priority array."""
 
-from drivers.bacnet.config import BacnetConfig
-from drivers.bacnet.driver import BacnetDriver
+from gatewayd.drivers.bacnet.config import BacnetConfig
+from gatewayd.drivers.bacnet.driver import BacnetDriver
 
 __all__ = ["BacnetConfig", "BacnetDriver"]

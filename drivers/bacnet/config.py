@@ -7,7 +7,7 @@ from typing import Literal, Self
 
 from pydantic import Field, field_validator, model_validator
 
-from gatewayd.driver import DriverConfig
+from gatewayd.kernel.driver import DriverConfig
 
 #: Highest device instance a device may have (4194303 is the Who-Is wildcard).
 MAX_INSTANCE = 4_194_302

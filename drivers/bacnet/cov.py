@@ -15,16 +15,16 @@ import structlog
 from bacpypes3.basetypes import PropertyIdentifier
 from bacpypes3.constructeddata import Any as AnyValue
 from bacpypes3.primitivedata import ObjectIdentifier
-
-from drivers.bacnet.points import Point
-from drivers.bacnet.transport import (
+from gatewayd.drivers.bacnet.points import Point
+from gatewayd.drivers.bacnet.transport import (
     PRESENT_VALUE,
     BacnetLink,
     DeviceRefused,
     GatewayApplication,
     concurrently,
 )
-from gatewayd.errors import DeviceError
+
+from gatewayd.kernel.errors import DeviceError
 
 log = structlog.get_logger("drivers.bacnet")
 

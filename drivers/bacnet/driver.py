@@ -22,11 +22,10 @@ from bacpypes3.basetypes import PriorityArray, PropertyIdentifier, TimeStamp
 from bacpypes3.constructeddata import Any as AnyValue
 from bacpypes3.constructeddata import ArrayOf
 from bacpypes3.primitivedata import ObjectIdentifier
-
-from drivers.bacnet.config import BacnetConfig
-from drivers.bacnet.cov import CovBook, object_id
-from drivers.bacnet.points import Point, Write, parse_point, plan_writes
-from drivers.bacnet.transport import (
+from gatewayd.drivers.bacnet.config import BacnetConfig
+from gatewayd.drivers.bacnet.cov import CovBook, object_id
+from gatewayd.drivers.bacnet.points import Point, Write, parse_point, plan_writes
+from gatewayd.drivers.bacnet.transport import (
     APPLICATIONS,
     PRESENT_VALUE,
     BacnetLink,
@@ -34,9 +33,10 @@ from drivers.bacnet.transport import (
     Ref,
     concurrently,
 )
-from gatewayd.driver import Driver, Emit
-from gatewayd.errors import BadDeviceReply, BadPoint, DeviceError, UnsupportedCommand
-from gatewayd.events import (
+
+from gatewayd.kernel.driver import Driver, Emit
+from gatewayd.kernel.errors import BadDeviceReply, BadPoint, DeviceError, UnsupportedCommand
+from gatewayd.kernel.events import (
     CommandResult,
     DeviceCommand,
     DeviceFault,

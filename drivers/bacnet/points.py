@@ -7,8 +7,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from gatewayd.errors import BadPoint
-from gatewayd.events import PointWrite
+from gatewayd.kernel.errors import BadPoint
+from gatewayd.kernel.events import PointWrite
 
 Kind = Literal["binary-output", "binary-input"]
 

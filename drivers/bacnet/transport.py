@@ -56,7 +56,7 @@ from bacpypes3.local.device import DeviceObject
 from bacpypes3.pdu import Address, IPv4Address
 from bacpypes3.primitivedata import Null, ObjectIdentifier
 
-from gatewayd.errors import BadDeviceReply, DeviceError, DeviceOffline, DeviceTimeout
+from gatewayd.kernel.errors import BadDeviceReply, DeviceError, DeviceOffline, DeviceTimeout
 
 log = structlog.get_logger("drivers.bacnet")
 

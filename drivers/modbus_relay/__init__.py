@@ -1,6 +1,6 @@
 """Modbus TCP lock relay boards: coils drive locks, discrete inputs report doors and alarms."""
 
-from drivers.modbus_relay.config import ModbusRelayConfig
-from drivers.modbus_relay.driver import ModbusRelayDriver
+from gatewayd.drivers.modbus_relay.config import ModbusRelayConfig
+from gatewayd.drivers.modbus_relay.driver import ModbusRelayDriver
 
 __all__ = ["ModbusRelayConfig", "ModbusRelayDriver"]

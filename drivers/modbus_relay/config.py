@@ -6,7 +6,7 @@ from typing import Literal, Self
 
 from pydantic import Field, model_validator
 
-from gatewayd.driver import DriverConfig
+from gatewayd.kernel.driver import DriverConfig
 
 #: Protocol limits: FC15 writes at most 1968 coils, FC1/FC2 read at most 2000 bits.
 MAX_COILS = 1968

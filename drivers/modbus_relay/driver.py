@@ -16,10 +16,9 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import assert_never
 
 import structlog
-
-from drivers.modbus_relay.config import ModbusRelayConfig
-from drivers.modbus_relay.lane import COMMAND, POLL, LaneFull, PriorityLane
-from drivers.modbus_relay.mapping import (
+from gatewayd.drivers.modbus_relay.config import ModbusRelayConfig
+from gatewayd.drivers.modbus_relay.lane import COMMAND, POLL, LaneFull, PriorityLane
+from gatewayd.drivers.modbus_relay.mapping import (
     BitImage,
     Kind,
     Point,
@@ -28,10 +27,11 @@ from drivers.modbus_relay.mapping import (
     parse_point,
     range_problems,
 )
-from drivers.modbus_relay.transport import ModbusLink
-from gatewayd.driver import Driver, Emit
-from gatewayd.errors import BadDeviceReply, DeviceError, DeviceOffline, UnsupportedCommand
-from gatewayd.events import (
+from gatewayd.drivers.modbus_relay.transport import ModbusLink
+
+from gatewayd.kernel.driver import Driver, Emit
+from gatewayd.kernel.errors import BadDeviceReply, DeviceError, DeviceOffline, UnsupportedCommand
+from gatewayd.kernel.events import (
     CommandResult,
     DeviceCommand,
     DeviceFault,

@@ -7,9 +7,10 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from drivers.modbus_relay.config import ModbusRelayConfig
-from gatewayd.errors import BadPoint
-from gatewayd.events import PointWrite
+from gatewayd.drivers.modbus_relay.config import ModbusRelayConfig
+
+from gatewayd.kernel.errors import BadPoint
+from gatewayd.kernel.events import PointWrite
 
 Kind = Literal["coil", "input"]
 

@@ -15,7 +15,7 @@ from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException
 from pymodbus.pdu import ModbusPDU
 
-from gatewayd.errors import BadDeviceReply, DeviceOffline, DeviceTimeout
+from gatewayd.kernel.errors import BadDeviceReply, DeviceOffline, DeviceTimeout
 
 READ_COILS = 1
 READ_INPUTS = 2

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import aiohttp
+from gatewayd.drivers.onvif_camera.config import OnvifCameraConfig
+from gatewayd.drivers.onvif_camera.events import Notification
 
-from drivers.onvif_camera.config import OnvifCameraConfig
-from drivers.onvif_camera.events import Notification
-from gatewayd.errors import BadDeviceReply, DeviceError, DeviceOffline, DeviceTimeout
+from gatewayd.kernel.errors import BadDeviceReply, DeviceError, DeviceOffline, DeviceTimeout
 
 # Importing onvif calls logging.basicConfig(level=INFO), which would install a root handler
 # (and level) in whatever process loads this driver; gatewayd logs through structlog and a

@@ -7,7 +7,7 @@ from typing import Literal, Self
 
 from pydantic import Field, SecretStr, model_validator
 
-from gatewayd.driver import DriverConfig
+from gatewayd.kernel.driver import DriverConfig
 
 
 class OnvifCameraConfig(DriverConfig):

@@ -17,20 +17,20 @@ from collections.abc import Callable, Mapping
 from typing import assert_never
 
 import structlog
+from gatewayd.drivers.onvif_camera.client import CameraAuthError, CameraClient, CameraFault
+from gatewayd.drivers.onvif_camera.config import OnvifCameraConfig
+from gatewayd.drivers.onvif_camera.events import Notification, UnreadableEvent, to_camera_event
+from gatewayd.drivers.onvif_camera.snapshots import BadImage, SnapshotStore
 
-from drivers.onvif_camera.client import CameraAuthError, CameraClient, CameraFault
-from drivers.onvif_camera.config import OnvifCameraConfig
-from drivers.onvif_camera.events import Notification, UnreadableEvent, to_camera_event
-from drivers.onvif_camera.snapshots import BadImage, SnapshotStore
-from gatewayd.driver import Driver, Emit
-from gatewayd.errors import (
+from gatewayd.kernel.driver import Driver, Emit
+from gatewayd.kernel.errors import (
     BadDeviceReply,
     BadPoint,
     DeviceError,
     DeviceOffline,
     UnsupportedCommand,
 )
-from gatewayd.events import (
+from gatewayd.kernel.events import (
     CommandResult,
     DeviceCommand,
     DeviceFault,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from gatewayd.events import CameraEvent
+from gatewayd.kernel.events import CameraEvent
 
 #: Topic paths (namespace prefixes removed) and the neutral topic each maps to.
 TOPICS: Mapping[str, str] = {

@@ -1,6 +1,6 @@
 """PSAP-linked radio over a serial line: emergency status and text, acknowledged, supervised."""
 
-from drivers.psap_radio.config import PsapRadioConfig
-from drivers.psap_radio.driver import PsapRadioDriver
+from gatewayd.drivers.psap_radio.config import PsapRadioConfig
+from gatewayd.drivers.psap_radio.driver import PsapRadioDriver
 
 __all__ = ["PsapRadioConfig", "PsapRadioDriver"]

@@ -12,9 +12,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from drivers.psap_radio.frames import SEQ_MODULO, Frame, FrameError, FrameType, parse
-from drivers.psap_radio.transport import RadioLink
-from gatewayd.errors import DeviceError, DeviceOffline, DeviceTimeout
+from gatewayd.drivers.psap_radio.frames import SEQ_MODULO, Frame, FrameError, FrameType, parse
+from gatewayd.drivers.psap_radio.transport import RadioLink
+
+from gatewayd.kernel.errors import DeviceError, DeviceOffline, DeviceTimeout
 
 #: Called with a short reason and the offending line when the radio sends garbage.
 OnGarbage = Callable[[str, bytes], None]

@@ -13,9 +13,9 @@ import time
 from collections.abc import Callable
 
 import serial_asyncio_fast
+from gatewayd.drivers.psap_radio.frames import MAX_LINE
 
-from drivers.psap_radio.frames import MAX_LINE
-from gatewayd.errors import DeviceOffline
+from gatewayd.kernel.errors import DeviceOffline
 
 #: How long closing may wait for the transport to let go of the port.
 CLOSE_TIMEOUT_S = 1.0

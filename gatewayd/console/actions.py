@@ -13,11 +13,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from gatewayd.auth import ROLE_ACTIONS, Role, signed
-from gatewayd.commands import Action
 from gatewayd.console.config import ConsoleUser
-from gatewayd.errors import CommandError
-from gatewayd.keys import KeyFileError, ServerKeys
+from gatewayd.kernel.command import Action
+from gatewayd.kernel.errors import CommandError
+from gatewayd.security.auth import ROLE_ACTIONS, Role, signed
+from gatewayd.security.keys import KeyFileError, ServerKeys
 
 #: What the page can send; ``status`` is read through the campus view instead.
 CONSOLE_ACTIONS = (

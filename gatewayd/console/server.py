@@ -20,7 +20,6 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from gatewayd.commands import Action
 from gatewayd.console.actions import (
     ConsoleRequest,
     allowed_actions,
@@ -34,8 +33,9 @@ from gatewayd.console.live import Live
 from gatewayd.console.passwords import hash_password, is_demo_hash, verify_password
 from gatewayd.console.sessions import Session, Sessions, SigninThrottle
 from gatewayd.console.view import GatewayLike, layout
-from gatewayd.errors import CommandError, ConfigError
-from gatewayd.keys import ServerKeys
+from gatewayd.kernel.command import Action
+from gatewayd.kernel.errors import CommandError, ConfigError
+from gatewayd.security.keys import ServerKeys
 
 log = structlog.get_logger(__name__)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from gatewayd.campus import CAMPUS, Campus, Scope
-from gatewayd.config import Config, PolicyConfig
-from gatewayd.doors import DoorState
+from gatewayd.kernel.campus import CAMPUS, Campus, Scope
+from gatewayd.service.config import Config, PolicyConfig
+from gatewayd.service.doors import DoorState
 
 
 class DoorTable(Protocol):

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from gatewayd.driver import DriverConfig
+from gatewayd.kernel.driver import DriverConfig
 
 
 class DoorStrikeConfig(DriverConfig):

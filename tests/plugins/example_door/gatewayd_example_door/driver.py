@@ -6,9 +6,9 @@ import asyncio
 import time
 from collections.abc import Callable, Iterable, Mapping
 
-from gatewayd.driver import Driver, Emit
-from gatewayd.errors import BadDeviceReply, BadPoint, DeviceError, UnsupportedCommand
-from gatewayd.events import (
+from gatewayd.kernel.driver import Driver, Emit
+from gatewayd.kernel.errors import BadDeviceReply, BadPoint, DeviceError, UnsupportedCommand
+from gatewayd.kernel.events import (
     CommandResult,
     DeviceCommand,
     DeviceFault,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from gatewayd.errors import BadDeviceReply, BadPoint
+from gatewayd.kernel.errors import BadDeviceReply, BadPoint
 
 GET = "GET"
 _POINT = re.compile(r"strike:(\d{1,2})")

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from gatewayd.driver import DriverConfig
-from gatewayd.events import DeviceCommand, PointWrite, WritePoints
+from gatewayd.kernel.driver import DriverConfig
+from gatewayd.kernel.events import DeviceCommand, PointWrite, WritePoints
 from gatewayd_example_door.config import DoorStrikeConfig
 from gatewayd_example_door.protocol import strike
 from gatewayd_example_door.sim import DoorStrikeSim, Transport

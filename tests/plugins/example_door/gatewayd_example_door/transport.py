@@ -9,7 +9,7 @@ import asyncio
 import time
 from urllib.parse import urlsplit
 
-from gatewayd.errors import BadDeviceReply, DeviceOffline, DeviceTimeout
+from gatewayd.kernel.errors import BadDeviceReply, DeviceOffline, DeviceTimeout
 
 #: Replies kept for the request in flight; later ones are dropped (a UDP device that echoes).
 REPLY_QUEUE = 4

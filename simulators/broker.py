@@ -1,7 +1,7 @@
 """A private Mosquitto on a free loopback port, for tests and the demo.
 
 Never depends on a system broker: every instance writes its own config into a temporary
-directory and listens on a port found by binding port 0. ``python -m gatewayd.devbroker``
+directory and listens on a port found by binding port 0. ``python -m gatewayd.simulators.broker``
 runs one in the foreground and prints its URL.
 """
 
@@ -22,7 +22,7 @@ import weakref
 from pathlib import Path
 from types import TracebackType
 
-from gatewayd.errors import GatewayError
+from gatewayd.kernel.errors import GatewayError
 
 #: How much of the broker's log goes into an error message.
 _LOG_TAIL_LINES = 20

@@ -29,11 +29,11 @@ import structlog
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from gatewayd.config import MqttConfig
-from gatewayd.errors import GatewayError
-from gatewayd.outbox import MemoryQueue, Outgoing, PublishQueue, PublishQueueFull
-from gatewayd.supervisor import Backoff
-from gatewayd.tls import ssl_context
+from gatewayd.kernel.errors import GatewayError
+from gatewayd.security.tls import ssl_context
+from gatewayd.service.config import MqttConfig
+from gatewayd.service.supervisor import Backoff
+from gatewayd.uplink.outbox import MemoryQueue, Outgoing, PublishQueue, PublishQueueFull
 
 __all__ = [
     "BrokerUnreachable", "MemoryQueue", "NoReply", "Outgoing", "PublishQueue", "PublishQueueFull",

@@ -11,8 +11,8 @@ from importlib import import_module, invalidate_caches
 from importlib.metadata import entry_points
 from typing import cast
 
-from gatewayd.driver import AnyDriver, Driver
-from gatewayd.errors import DriverNotFound
+from gatewayd.kernel.driver import AnyDriver, Driver
+from gatewayd.kernel.errors import DriverNotFound
 
 GROUP = "gatewayd.drivers"
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from gatewayd.errors import GatewayError
+from gatewayd.kernel.errors import GatewayError
 
 
 class TlsError(GatewayError):

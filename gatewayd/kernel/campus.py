@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-from gatewayd.config import AlarmInput, Config, Door
-from gatewayd.errors import CommandError
-from gatewayd.registry import load_driver
+from gatewayd.kernel.errors import CommandError
+from gatewayd.kernel.registry import load_driver
+from gatewayd.service.config import AlarmInput, Config, Door
 
 SCOPE_KINDS = ("campus", "building", "zone", "door")
 

@@ -17,8 +17,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from gatewayd.canonical import CanonicalError, canonical
-from gatewayd.errors import GatewayError
+from gatewayd.kernel.errors import GatewayError
+from gatewayd.security.canonical import CanonicalError, canonical
 
 #: ``prev`` of the first record.
 GENESIS = "0" * 64

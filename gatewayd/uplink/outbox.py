@@ -20,7 +20,7 @@ from typing import Protocol
 
 import structlog
 
-from gatewayd.errors import GatewayError
+from gatewayd.kernel.errors import GatewayError
 
 log = structlog.get_logger(__name__)
 

@@ -15,10 +15,10 @@ from typing import Any, Protocol
 
 import structlog
 
-from gatewayd.driver import AnyDriver
-from gatewayd.errors import DeviceError
-from gatewayd.events import DeviceCommand, SendAlert, TakeSnapshot
-from rules.actions import ExternalAction
+from gatewayd.kernel.driver import AnyDriver
+from gatewayd.kernel.errors import DeviceError
+from gatewayd.kernel.events import DeviceCommand, SendAlert, TakeSnapshot
+from gatewayd.rules.actions import ExternalAction
 
 log = structlog.get_logger(__name__)
 

@@ -16,10 +16,10 @@ from typing import Any, NamedTuple
 
 import structlog
 
-from gatewayd.campus import Campus
-from gatewayd.driver import AnyDriver
-from gatewayd.errors import DeviceError
-from gatewayd.events import (
+from gatewayd.kernel.campus import Campus
+from gatewayd.kernel.driver import AnyDriver
+from gatewayd.kernel.errors import DeviceError
+from gatewayd.kernel.events import (
     CommandResult,
     DeviceHealth,
     Health,

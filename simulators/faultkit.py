@@ -1,4 +1,4 @@
-"""Shared by the fault tests and the soak: the runner process, a recording subscriber, checks.
+"""Shared by the fault tests and the soak: a durable broker, a recording subscriber, checks.
 
 The recorder keeps a persistent MQTT session on a broker with persistence on, so messages
 published while it reconnects wait for it, even across a broker restart; what it then
@@ -10,10 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -21,10 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
+from gatewayd.simulators.broker import Mosquitto
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-
-from gatewayd.devbroker import Mosquitto
 
 
 class DurableMosquitto(Mosquitto):
@@ -162,53 +158,3 @@ def integrity(path: Path) -> str:
     with contextlib.closing(sqlite3.connect(path)) as db:
         row = db.execute("PRAGMA quick_check").fetchone()
         return str(row[0])
-
-
-class Runner:
-    """``python -m bench.uplink_runner`` as a child process that can be killed."""
-
-    def __init__(self, url: str, workdir: Path, *, rate: float, seconds: float, run: str,
-                 site: str = "fault") -> None:
-        self.workdir = workdir
-        self.args = [
-            sys.executable, "-m", "bench.uplink_runner", "--url", url, "--site", site,
-            "--outbox", str(workdir / "outbox.sqlite"), "--accepted", str(self.accepted_path),
-            "--rate", str(rate), "--seconds", str(seconds), "--run", run,
-        ]  # fmt: skip
-        self.proc: asyncio.subprocess.Process | None = None
-        self.ready: dict[str, Any] = {}
-        self.result: dict[str, Any] = {}
-
-    @property
-    def accepted_path(self) -> Path:
-        return self.workdir / "accepted.txt"
-
-    async def start(self) -> Runner:
-        self.proc = await asyncio.create_subprocess_exec(
-            *self.args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
-        )
-        assert self.proc.stdout is not None
-        async with asyncio.timeout(15):
-            self.ready = json.loads(await self.proc.stdout.readline())
-        return self
-
-    async def wait(self, timeout_s: float) -> dict[str, Any]:
-        """Wait for a clean end; return the runner's final statistics."""
-        assert self.proc is not None and self.proc.stdout is not None
-        async with asyncio.timeout(timeout_s):
-            line = await self.proc.stdout.readline()
-            await self.proc.wait()
-        self.result = json.loads(line) if line else {}
-        return self.result
-
-    async def kill(self) -> None:
-        """SIGKILL, as a power cut or the OOM killer would."""
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGKILL)
-            await self.proc.wait()
-
-    async def __aenter__(self) -> Runner:
-        return await self.start()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.kill()

@@ -18,15 +18,15 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from gatewayd.canonical import CanonicalError, canonical
-from gatewayd.errors import CommandError
-from gatewayd.keys import is_demo_key
-from gatewayd.replay import ReplayCache
+from gatewayd.kernel.errors import CommandError
+from gatewayd.security.canonical import CanonicalError, canonical
+from gatewayd.security.keys import is_demo_key
+from gatewayd.security.replay import ReplayCache
 
 if TYPE_CHECKING:
     # Only for types: config.py imports this module for SecurityConfig, and commands.py
     # imports config.py, so a runtime import here would be circular.
-    from gatewayd.commands import Command
+    from gatewayd.kernel.command import Command
 
 #: Actor ids: what a person types after ``--actor`` and what the audit log records.
 ACTOR_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$"

@@ -10,14 +10,14 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from gatewayd.audit import AuditKind, AuditLog, AuditRecord, AuditUnavailable
-from gatewayd.auth import Actor, Authorizer, SecurityConfig
-from gatewayd.commands import Action, Command
-from gatewayd.errors import CommandError
-from gatewayd.keys import is_demo_key
+from gatewayd.kernel.command import Action, Command
+from gatewayd.kernel.errors import CommandError
+from gatewayd.security.audit import AuditKind, AuditLog, AuditRecord, AuditUnavailable
+from gatewayd.security.auth import Actor, Authorizer, SecurityConfig
+from gatewayd.security.keys import is_demo_key
 
 if TYPE_CHECKING:
-    from gatewayd.config import Config
+    from gatewayd.service.config import Config
 
 log = structlog.get_logger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from gatewayd.errors import CommandError
+from gatewayd.kernel.errors import CommandError
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS seen (id TEXT PRIMARY KEY, ts REAL NOT NULL) WITHOUT ROWID;

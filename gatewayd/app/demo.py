@@ -10,20 +10,20 @@ import tempfile
 from contextlib import AsyncExitStack
 from pathlib import Path
 
-from gatewayd.config import Config, load_config
+from gatewayd.app.daemon import serve
 from gatewayd.console.config import demo_console_config, demo_signins_text
 from gatewayd.console.server import Console
-from gatewayd.daemon import serve
-from gatewayd.devbroker import Mosquitto
-from gatewayd.errors import ConfigError
-from gatewayd.gateway import Gateway
+from gatewayd.kernel.errors import ConfigError
+from gatewayd.service.config import Config, load_config
+from gatewayd.service.gateway import Gateway
+from gatewayd.simulators.broker import Mosquitto
 
 DEMO_FILE = "configs/demo-campus.toml"
 
 
 def demo_config_path() -> Path:
     """The demo campus shipped in the repository (found from here or the working folder)."""
-    for base in (Path(__file__).resolve().parents[1], Path.cwd()):
+    for base in (Path(__file__).resolve().parents[2], Path.cwd()):
         candidate = base / DEMO_FILE
         if candidate.is_file():
             return candidate
@@ -37,7 +37,7 @@ def run_demo(config_path: str | None, mqtt_url: str | None) -> int:
 
 async def _demo(path: Path, mqtt_url: str | None) -> int:
     # Imported here: the core never needs the simulators, only the demo does.
-    from simulators.campus import CampusSim, scratch
+    from gatewayd.simulators.campus import CampusSim, scratch
 
     config = load_config(path)
     async with AsyncExitStack() as stack:

@@ -6,11 +6,11 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from gatewayd.campus import Campus, Scope
-    from gatewayd.config import PolicyConfig
-    from gatewayd.doors import ActuationReport
-    from gatewayd.security import CommandGuard
-    from rules.engine import Engine
+    from gatewayd.kernel.campus import Campus, Scope
+    from gatewayd.rules.engine import Engine
+    from gatewayd.security.guard import CommandGuard
+    from gatewayd.service.config import PolicyConfig
+    from gatewayd.service.doors import ActuationReport
 
 
 class GatewayHooks:

@@ -18,18 +18,18 @@ from typing import Any
 
 import structlog
 
-from gatewayd.audit import AuditKind
-from gatewayd.campus import CAMPUS, Scope
-from gatewayd.commands import Action, Command
-from gatewayd.config import AlarmInput, InputKind, SrpState
-from gatewayd.doors import ActuationReport
-from gatewayd.events import new_id, now_ns
-from gatewayd.hooks import GatewayHooks
-from rules.actions import ActionSink, ExternalAction
-from rules.policy import fire_source
-from rules.rulefile import Publish, RadioAlert, Rule, RuleSet, SetState, Snapshot, render
-from rules.sources import Source
-from rules.store import StoreError
+from gatewayd.kernel.campus import CAMPUS, Scope
+from gatewayd.kernel.command import Action, Command
+from gatewayd.kernel.events import new_id, now_ns
+from gatewayd.rules.actions import ActionSink, ExternalAction
+from gatewayd.rules.policy import fire_source
+from gatewayd.rules.rulefile import Publish, RadioAlert, Rule, RuleSet, SetState, Snapshot, render
+from gatewayd.rules.sources import Source
+from gatewayd.rules.store import StoreError
+from gatewayd.security.audit import AuditKind
+from gatewayd.service.config import AlarmInput, InputKind, SrpState
+from gatewayd.service.doors import ActuationReport
+from gatewayd.service.hooks import GatewayHooks
 
 log = structlog.get_logger(__name__)
 

@@ -9,11 +9,11 @@ from collections.abc import Callable
 
 import structlog
 
-from gatewayd.config import Config
-from gatewayd.gateway import Gateway
-from gatewayd.sdnotify import Notifier
-from gatewayd.security import EX_CONFIG, unsafe_config
-from gatewayd.tls import TlsError, ssl_context
+from gatewayd.app.sdnotify import Notifier
+from gatewayd.security.guard import EX_CONFIG, unsafe_config
+from gatewayd.security.tls import TlsError, ssl_context
+from gatewayd.service.config import Config
+from gatewayd.service.gateway import Gateway
 
 log = structlog.get_logger(__name__)
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import structlog
 
-from gatewayd.driver import AnyDriver, Emit
-from gatewayd.events import DeviceHealth, Health
+from gatewayd.kernel.driver import AnyDriver, Emit
+from gatewayd.kernel.events import DeviceHealth, Health
 
 log = structlog.get_logger(__name__)
 

@@ -19,17 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from gatewayd.actions import LATENCY_WINDOW, Actions
-from gatewayd.audit import AuditKind, AuditRecord
-from gatewayd.bus import Bus
-from gatewayd.campus import CAMPUS, Campus, Scope
-from gatewayd.config import Config
 from gatewayd.console.config import ConsoleConfig
-from gatewayd.dispatch import DeviceSink
-from gatewayd.doors import ActuationReport, DoorService, DoorState, Target
-from gatewayd.driver import AnyDriver
-from gatewayd.errors import GatewayError
-from gatewayd.events import (
+from gatewayd.kernel.bus import Bus
+from gatewayd.kernel.campus import CAMPUS, Campus, Scope
+from gatewayd.kernel.driver import AnyDriver
+from gatewayd.kernel.errors import GatewayError
+from gatewayd.kernel.events import (
     CameraEvent,
     DeviceFault,
     DeviceHealth,
@@ -38,17 +33,22 @@ from gatewayd.events import (
     new_id,
     now_ns,
 )
-from gatewayd.mqtt import Uplink
-from gatewayd.outbox import Outbox
-from gatewayd.registry import load_driver
-from gatewayd.security import open_guard
-from gatewayd.supervisor import Supervisor
-from gatewayd.triggers import Triggers
-from rules.actions import ActionSink
-from rules.engine import Engine
-from rules.policy import RANK
-from rules.rulefile import RuleSet, load_rules
-from rules.store import SafetyStore
+from gatewayd.kernel.registry import load_driver
+from gatewayd.rules.actions import ActionSink
+from gatewayd.rules.engine import Engine
+from gatewayd.rules.policy import RANK
+from gatewayd.rules.rulefile import RuleSet, load_rules
+from gatewayd.rules.store import SafetyStore
+from gatewayd.security.audit import AuditKind, AuditRecord
+from gatewayd.security.guard import open_guard
+from gatewayd.service.commands import LATENCY_WINDOW, Actions
+from gatewayd.service.config import Config
+from gatewayd.service.dispatch import DeviceSink
+from gatewayd.service.doors import ActuationReport, DoorService, DoorState, Target
+from gatewayd.service.supervisor import Supervisor
+from gatewayd.service.triggers import Triggers
+from gatewayd.uplink.mqtt import Uplink
+from gatewayd.uplink.outbox import Outbox
 
 if TYPE_CHECKING:
     from gatewayd.console.server import Console

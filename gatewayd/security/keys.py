@@ -18,7 +18,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gatewayd.errors import GatewayError
+from gatewayd.kernel.errors import GatewayError
 
 #: The demo actors, one per role, as shipped in ``configs/demo-keys/``.
 DEMO_ACTORS = ("demo-operator", "demo-administrator", "demo-responder")
@@ -97,7 +97,7 @@ def write_key_pair(
 
 def keygen(out_dir: Path | str, name: str) -> KeyFiles:
     """Generate a fresh Ed25519 pair for actor ``name`` into ``out_dir``."""
-    from gatewayd.auth import ACTOR_ID_PATTERN
+    from gatewayd.security.auth import ACTOR_ID_PATTERN
 
     # The name becomes a file name: no separators, no dot-dot.
     if not re.fullmatch(ACTOR_ID_PATTERN, name) or ".." in name:
@@ -163,7 +163,7 @@ class ServerKeys:
         key = self._cache.get(actor)
         if key is not None:
             return key
-        from gatewayd.auth import ACTOR_ID_PATTERN
+        from gatewayd.security.auth import ACTOR_ID_PATTERN
 
         if not re.fullmatch(ACTOR_ID_PATTERN, actor) or ".." in actor:
             raise KeyFileError(f"actor id {actor!r} cannot name a key file")

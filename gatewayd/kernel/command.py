@@ -9,8 +9,8 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from gatewayd.config import Hazard, SrpState
-from gatewayd.errors import CommandError
+from gatewayd.kernel.errors import CommandError
+from gatewayd.service.config import Hazard, SrpState
 
 #: Larger bodies are refused before parsing.
 MAX_COMMAND_BYTES = 16 * 1024

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gatewayd.config import Config, MqttConfig, load_config
-from gatewayd.errors import ConfigError, GatewayError
+from gatewayd.kernel.errors import ConfigError, GatewayError
+from gatewayd.service.config import Config, MqttConfig, load_config
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -151,8 +151,8 @@ def _mqtt(config: Config, url: str | None) -> MqttConfig:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from gatewayd.daemon import run_daemon
-    from gatewayd.logs import configure
+    from gatewayd.app.daemon import run_daemon
+    from gatewayd.app.logs import configure
 
     configure(args.log_level, json=args.log_json)
     config = load_config(args.config)
@@ -160,7 +160,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from rules.rulefile import load_rules
+    from gatewayd.rules.rulefile import load_rules
 
     config = load_config(args.config)
     print(summary(config))
@@ -174,8 +174,8 @@ def _check(args: argparse.Namespace) -> int:
 
 def _check_security(config: Config) -> int:
     """Print what ``run`` would refuse: warnings in demo mode, errors (exit 78) elsewhere."""
-    from gatewayd.daemon import start_problems
-    from gatewayd.security import EX_CONFIG
+    from gatewayd.app.daemon import start_problems
+    from gatewayd.security.guard import EX_CONFIG
 
     # Demo mode skips the refusals; show them anyway, so nobody copies a demo into service.
     problems = start_problems(config.model_copy(
@@ -209,8 +209,8 @@ def summary(config: Config) -> str:
 
 
 def _operate(args: argparse.Namespace) -> int:
-    from gatewayd.auth import signed
-    from gatewayd.mqtt import request
+    from gatewayd.security.auth import signed
+    from gatewayd.uplink.mqtt import request
 
     config = load_config(args.config)
     params = _params(args)
@@ -247,7 +247,7 @@ def natural_role(action: str, params: dict[str, Any]) -> str:
 def _signer(args: argparse.Namespace, config: Config, role: str
             ) -> tuple[str, Ed25519PrivateKey]:
     """Who signs, and with which key: ``--key``, else the DEMO key of ``role`` in demo mode."""
-    from gatewayd.keys import DEMO_ACTORS, KeyFileError, demo_private_key, load_private_key
+    from gatewayd.security.keys import DEMO_ACTORS, KeyFileError, demo_private_key, load_private_key
 
     if args.key:
         return args.actor or Path(args.key).stem, load_private_key(args.key)
@@ -297,7 +297,7 @@ def format_reply(reply: dict[str, Any]) -> str:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from gatewayd.mqtt import snapshot
+    from gatewayd.uplink.mqtt import snapshot
 
     config = load_config(args.config)
     retained = asyncio.run(snapshot(_mqtt(config, args.mqtt), config.site.id, 2.0))
@@ -342,15 +342,15 @@ def format_status(retained: dict[str, Any], *, show_all: bool = False) -> str:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from gatewayd.demo import run_demo
-    from gatewayd.logs import configure
+    from gatewayd.app.demo import run_demo
+    from gatewayd.app.logs import configure
 
     configure(args.log_level)
     return run_demo(args.config, args.mqtt)
 
 
 def _keygen(args: argparse.Namespace) -> int:
-    from gatewayd.keys import config_snippet, keygen
+    from gatewayd.security.keys import config_snippet, keygen
 
     files = keygen(args.out, args.actor)
     print(f"wrote {files.private} (private: keep it secret) and {files.public}", file=sys.stderr)
@@ -359,7 +359,7 @@ def _keygen(args: argparse.Namespace) -> int:
 
 
 def _audit_verify(args: argparse.Namespace) -> int:
-    from gatewayd.audit import verify
+    from gatewayd.security.audit import verify
 
     if args.file is not None:
         path = Path(args.file)

@@ -16,9 +16,8 @@ from typing import Any
 
 import structlog
 
-from gatewayd.audit import AuditKind
-from gatewayd.campus import Scope
-from gatewayd.commands import (
+from gatewayd.kernel.campus import Scope
+from gatewayd.kernel.command import (
     Action,
     Command,
     DrillParams,
@@ -29,21 +28,22 @@ from gatewayd.commands import (
     parse_command,
     parse_params,
 )
-from gatewayd.config import SrpState
-from gatewayd.doors import ActuationReport
-from gatewayd.errors import CommandError
-from gatewayd.events import now_ns
-from gatewayd.hooks import GatewayHooks
-from rules.arbitration import Priority
-from rules.policy import (
+from gatewayd.kernel.errors import CommandError
+from gatewayd.kernel.events import now_ns
+from gatewayd.rules.arbitration import Priority
+from gatewayd.rules.policy import (
     check_transition,
     responder_override,
     room_release,
     srp_source,
     state_of,
 )
-from rules.sources import Effect, Source
-from rules.store import StoreError
+from gatewayd.rules.sources import Effect, Source
+from gatewayd.rules.store import StoreError
+from gatewayd.security.audit import AuditKind
+from gatewayd.service.config import SrpState
+from gatewayd.service.doors import ActuationReport
+from gatewayd.service.hooks import GatewayHooks
 
 log = structlog.get_logger(__name__)
 

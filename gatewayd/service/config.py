@@ -22,12 +22,12 @@ from pydantic import (
     model_validator,
 )
 
-from gatewayd.auth import SecurityConfig
 from gatewayd.console.config import ConsoleConfig
-from gatewayd.driver import ID_PATTERN, DriverConfig
-from gatewayd.errors import BadPoint, ConfigError, DriverNotFound
-from gatewayd.registry import load_driver
-from gatewayd.tls import TlsConfig
+from gatewayd.kernel.driver import ID_PATTERN, DriverConfig
+from gatewayd.kernel.errors import BadPoint, ConfigError, DriverNotFound
+from gatewayd.kernel.registry import load_driver
+from gatewayd.security.auth import SecurityConfig
+from gatewayd.security.tls import TlsConfig
 
 
 class _Model(BaseModel):

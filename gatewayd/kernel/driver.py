@@ -14,7 +14,7 @@ from typing import ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from gatewayd.events import (
+from gatewayd.kernel.events import (
     CommandResult,
     DeviceCommand,
     DeviceHealth,
