@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from gatewayd.security.auth import signed
 from gatewayd.security.keys import demo_private_key
+from gatewayd.security.signing import signed
 
 
 def signed_command(action: str, site: str, **fields: Any) -> dict[str, Any]:

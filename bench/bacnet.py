@@ -23,12 +23,12 @@ import time
 from typing import Any
 
 import structlog
+
+from bench._common import percentiles, report
 from gatewayd.drivers.bacnet import BacnetConfig, BacnetDriver
 from gatewayd.drivers.bacnet.cov import object_id
 from gatewayd.drivers.bacnet.points import Point
 from gatewayd.drivers.bacnet.transport import APPLICATIONS, BacnetLink
-
-from bench._common import percentiles, report
 from gatewayd.kernel.events import DriverEvent, PointChanged, PointWrite, WritePoints
 
 LOCAL = "127.0.0.1:0"

@@ -20,12 +20,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gatewayd.drivers.onvif_camera import OnvifCameraConfig, OnvifCameraDriver
-from gatewayd.simulators.onvif_camera import MOTION, OnvifCameraSim
-
 from bench._common import percentiles, report
 from gatewayd.app.logs import configure
+from gatewayd.drivers.onvif_camera import OnvifCameraConfig, OnvifCameraDriver
 from gatewayd.kernel.events import CameraEvent, DeviceHealth, DriverEvent, Health, TakeSnapshot
+from gatewayd.simulators.onvif_camera import MOTION, OnvifCameraSim
 
 
 class Recorder:

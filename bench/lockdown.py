@@ -19,15 +19,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gatewayd.simulators.broker import Mosquitto
-from gatewayd.simulators.campus import with_ports
-from gatewayd.simulators.campusgen import bench_plans, render, with_demo_actors
 from pymodbus.client import AsyncModbusTcpClient
 
 from bench._common import SimProcess, percentiles, report, signed_command
 from gatewayd.app.logs import configure
 from gatewayd.service.config import Config, load_config
 from gatewayd.service.gateway import Gateway
+from gatewayd.simulators.broker import Mosquitto
+from gatewayd.simulators.campus import with_ports
+from gatewayd.simulators.campusgen import bench_plans, render, with_demo_actors
 
 TARGETS_MS = {"on_wire_p99": 25.0, "confirmed_p99": 100.0}
 

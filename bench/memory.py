@@ -20,13 +20,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from gatewayd.simulators.broker import Mosquitto
-from gatewayd.simulators.campusgen import bench_plans, render, with_demo_actors
-
 from bench._common import DaemonProcess, SimProcess, effective_campus, signed_command
 from gatewayd.app.logs import configure
 from gatewayd.service.config import load_config
-from gatewayd.uplink.mqtt import request
+from gatewayd.simulators.broker import Mosquitto
+from gatewayd.simulators.campusgen import bench_plans, render, with_demo_actors
+from gatewayd.uplink.client import request
 
 TARGETS = {"rss_mb": 80.0, "start_to_ready_s": 2.0, "reasserted_after_restart_s": 1.0}
 

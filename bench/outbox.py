@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
-from gatewayd.simulators.broker import Mosquitto
 
 from bench._common import percentiles, report
 from gatewayd.app.logs import configure
-from gatewayd.service.config import MqttConfig
-from gatewayd.uplink.mqtt import Uplink
+from gatewayd.simulators.broker import Mosquitto
+from gatewayd.uplink.config import MqttConfig
+from gatewayd.uplink.daemon import Uplink
 from gatewayd.uplink.outbox import MemoryQueue, Outbox, Outgoing, PublishQueue
 
 TARGETS = {"sustained_per_s": 10_000, "puback_p99_ms": 20.0}

@@ -15,12 +15,11 @@ import asyncio
 import time
 from typing import Any
 
-from gatewayd.drivers.psap_radio import PsapRadioConfig, PsapRadioDriver
-from gatewayd.simulators.psap_radio import Mode, PsapRadioSim
-
 from bench._common import percentiles, report
 from gatewayd.app.logs import configure
+from gatewayd.drivers.psap_radio import PsapRadioConfig, PsapRadioDriver
 from gatewayd.kernel.events import DeviceHealth, DriverEvent, Health, SendAlert
+from gatewayd.simulators.psap_radio import Mode, PsapRadioSim
 
 ALERT = SendAlert("LOCKDOWN", "LOCKDOWN, Building A, Room 114, 09:42")
 WARM_UP = 20

@@ -13,9 +13,8 @@ import random
 import time
 from typing import Any
 
-from gatewayd.rules.rulefile import RadioAlert, RuleSet, parse_rules, render
-
 from bench._common import percentiles, report
+from gatewayd.rules.rulefile import RadioAlert, RuleSet, parse_rules, render
 
 KINDS = ("alarm", "camera", "door", "device", "state", "command")
 

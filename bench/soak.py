@@ -21,15 +21,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gatewayd.simulators.faultkit import (
-    DurableMosquitto,
-    Recorder,
-    check_delivery,
-    read_accepted,
-)
-
 from bench.uplink_runner import Runner
 from gatewayd.app.logs import configure
+from gatewayd.simulators.faultkit import DurableMosquitto, Recorder, check_delivery, read_accepted
 
 
 async def soak(args: argparse.Namespace) -> dict[str, Any]:

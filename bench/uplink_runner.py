@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from gatewayd.app.logs import configure
-from gatewayd.service.config import MqttConfig
-from gatewayd.service.supervisor import Backoff
-from gatewayd.uplink.mqtt import Uplink
+from gatewayd.kernel.backoff import Backoff
+from gatewayd.uplink.config import MqttConfig
+from gatewayd.uplink.daemon import Uplink
 from gatewayd.uplink.outbox import Outbox
 
 #: Events are produced in ticks of this length.

@@ -12,11 +12,12 @@ from collections import defaultdict
 from collections.abc import Iterable
 
 import structlog
+
+from gatewayd.kernel.campus import Campus
+from gatewayd.kernel.scope import Scope
 from gatewayd.rules.arbitration import Decision, arbitrate
 from gatewayd.rules.sources import Source
 from gatewayd.rules.store import SafetyStore, StoreError
-
-from gatewayd.kernel.campus import Campus, Scope
 
 log = structlog.get_logger(__name__)
 

@@ -8,12 +8,12 @@ order the states were set in.
 
 from __future__ import annotations
 
-from gatewayd.rules.arbitration import Priority
-from gatewayd.rules.sources import Effect, Source
-
-from gatewayd.kernel.campus import Scope
 from gatewayd.kernel.errors import CommandError
-from gatewayd.service.config import DoorActions, DoorKind, Hazard, PolicyConfig, SrpState
+from gatewayd.kernel.scope import Scope
+from gatewayd.kernel.site import DoorKind, Hazard, SrpState
+from gatewayd.rules.arbitration import Priority
+from gatewayd.rules.config import DoorActions, PolicyConfig
+from gatewayd.rules.sources import Effect, Source
 
 #: Exceptions that must win inside the family: a responder override, a per-room release,
 #: and EVACUATE's egress release (people told to leave must never meet a locked exit).

@@ -5,10 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from gatewayd.kernel.scope import Scope
+from gatewayd.kernel.site import DoorKind
 from gatewayd.rules.arbitration import Claim, Priority
-
-from gatewayd.kernel.campus import Scope
-from gatewayd.service.config import DoorKind
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,9 +12,8 @@ import json
 import sqlite3
 from pathlib import Path
 
+from gatewayd.kernel.errors import ErrorCode, GatewayError
 from gatewayd.rules.sources import Source
-
-from gatewayd.kernel.errors import GatewayError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sources (
@@ -27,7 +26,7 @@ CREATE TABLE IF NOT EXISTS sources (
 class StoreError(GatewayError):
     """The safety store could not read or write."""
 
-    code = "store_failed"
+    code: str = ErrorCode.STORE_FAILED
 
 
 class SafetyStore:

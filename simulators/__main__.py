@@ -20,12 +20,12 @@ import sys
 from collections.abc import Mapping, Sequence
 
 import structlog
+
+from gatewayd.kernel.errors import ConfigError
+from gatewayd.kernel.site import load_site
 from gatewayd.simulators.campus import CampusSim
 from gatewayd.simulators.psap_radio import PsapRadioSim
 from gatewayd.simulators.relay_board import RelayBoardSim
-
-from gatewayd.kernel.errors import ConfigError
-from gatewayd.service.config import load_config
 
 log = structlog.get_logger("simulators")
 
@@ -137,7 +137,7 @@ async def serve(args: argparse.Namespace) -> None:
         await device.start()
         ports, stoppers, boards = {args.id: device.port}, [device.stop], {}
     else:
-        campus = CampusSim(load_config(args.config), free_ports=args.free_ports, host=args.host,
+        campus = CampusSim(load_site(args.config), free_ports=args.free_ports, host=args.host,
                            actuation_ms=args.actuation_ms)
         ports = await campus.start()
         stoppers = [campus.stop]

@@ -40,6 +40,7 @@ from bacpypes3.local.binary import BinaryInputObject, BinaryOutputObject
 from bacpypes3.local.device import DeviceObject
 from bacpypes3.pdu import IPv4Address
 from bacpypes3.primitivedata import CharacterString, Null, ObjectIdentifier, Real
+
 from gatewayd.simulators.faults import Faults
 
 log = structlog.get_logger("simulators.bacnet_device")

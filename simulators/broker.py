@@ -22,7 +22,7 @@ import weakref
 from pathlib import Path
 from types import TracebackType
 
-from gatewayd.kernel.errors import GatewayError
+from gatewayd.kernel.errors import ErrorCode, GatewayError
 
 #: How much of the broker's log goes into an error message.
 _LOG_TAIL_LINES = 20
@@ -33,7 +33,7 @@ _LIVE: weakref.WeakSet[Mosquitto] = weakref.WeakSet()
 class BrokerError(GatewayError):
     """The development broker could not be started."""
 
-    code = "broker_error"
+    code: str = ErrorCode.BROKER_ERROR
 
 
 def free_port(host: str = "127.0.0.1") -> int:

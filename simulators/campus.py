@@ -8,16 +8,15 @@ campus pointed at where they actually listen.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Any, Generic, Protocol, Self, TypeVar
 
 import structlog
-from gatewayd.drivers.modbus_relay.config import ModbusRelayConfig
-from gatewayd.simulators.relay_board import RelayBoardSim
 
+from gatewayd.drivers.modbus_relay.config import ModbusRelayConfig
 from gatewayd.kernel.driver import DriverConfig
-from gatewayd.service.config import Config
+from gatewayd.kernel.site import Site
+from gatewayd.simulators.relay_board import RelayBoardSim
 
 log = structlog.get_logger("simulators.campus")
 
@@ -33,7 +32,7 @@ class Simulated(Protocol):
     async def stop(self) -> None: ...
 
 
-def relay_devices(config: Config) -> list[ModbusRelayConfig]:
+def relay_devices(config: Site) -> list[ModbusRelayConfig]:
     """The campus's Modbus relay boards, in config order."""
     return [dev for dev in config.devices if isinstance(dev, ModbusRelayConfig)]
 
@@ -51,7 +50,10 @@ def _endpoint(dev: DriverConfig, port: int, host: str | None) -> dict[str, Any]:
     return {"port": port, **({"host": host} if host else {})}
 
 
-def with_ports(config: Config, ports: Mapping[str, int], host: str | None = None) -> Config:
+S = TypeVar("S", bound=Site)
+
+
+def with_ports(config: S, ports: Mapping[str, int], host: str | None = None) -> S:
     """A copy of ``config`` whose listed devices point at ``ports`` (and ``host``, if given)."""
     devices = {dev.id: dev for dev in config.devices}
     unknown = set(ports) - set(devices)
@@ -64,26 +66,16 @@ def with_ports(config: Config, ports: Mapping[str, int], host: str | None = None
     return config.model_copy(update={"devices": moved})
 
 
-def scratch(config: Config, state_dir: Path) -> Config:
-    """The campus writing its state (and camera snapshots) under ``state_dir``."""
-    devices = tuple(
-        dev.model_copy(update={"snapshot_dir": state_dir / "snapshots"})
-        if hasattr(dev, "snapshot_dir") else dev
-        for dev in config.devices
-    )
-    return config.model_copy(update={"devices": devices, "state_dir": str(state_dir)})
-
-
-def _doors_on(config: Config, device: str) -> int:
+def _doors_on(config: Site, device: str) -> int:
     return sum(1 for door in config.doors if door.lock.device == device)
 
 
-class CampusSim:
+class CampusSim(Generic[S]):
     """One simulator per device of a campus config, sized from it."""
 
     def __init__(
         self,
-        config: Config,
+        config: S,
         *,
         free_ports: bool = False,
         host: str | None = None,
@@ -162,7 +154,7 @@ class CampusSim:
         """Device id -> bound port."""
         return {dev_id: sim.port for dev_id, sim in self.devices.items()}
 
-    def config(self) -> Config:
+    def config(self) -> S:
         """The campus config pointed at the running simulators (their actual ports)."""
         return with_ports(self._config, self.ports, self._host)
 

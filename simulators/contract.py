@@ -12,11 +12,10 @@ from importlib import import_module
 from importlib.metadata import entry_points
 from typing import Protocol
 
-from gatewayd.simulators.onvif_rig import OnvifCameraRig
-from gatewayd.simulators.psap_radio import PsapRadioRig
-
 from gatewayd.kernel.driver import DriverConfig
 from gatewayd.kernel.events import DeviceCommand, PointWrite, WritePoints
+from gatewayd.simulators.onvif_rig import OnvifCameraRig
+from gatewayd.simulators.psap_radio import PsapRadioRig
 
 RIG_GROUP = "gatewayd.rigs"
 

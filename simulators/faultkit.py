@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
-from gatewayd.simulators.broker import Mosquitto
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+
+from gatewayd.simulators.broker import Mosquitto
 
 
 class DurableMosquitto(Mosquitto):

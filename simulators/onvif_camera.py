@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 import structlog
 from aiohttp import web
+
 from gatewayd.simulators.onvif_http_auth import HttpAuth
 from gatewayd.simulators.onvif_soap import (
     CONTENT_TYPE,

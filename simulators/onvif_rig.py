@@ -6,10 +6,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from gatewayd.simulators.onvif_camera import OnvifCameraSim
-
 from gatewayd.kernel.driver import DriverConfig
 from gatewayd.kernel.events import DeviceCommand, TakeSnapshot
+from gatewayd.simulators.onvif_camera import OnvifCameraSim
 
 
 class OnvifCameraRig:

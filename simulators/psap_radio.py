@@ -22,13 +22,13 @@ from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
 import structlog
+
 from gatewayd.drivers.psap_radio import frames
 from gatewayd.drivers.psap_radio.config import PsapRadioConfig
 from gatewayd.drivers.psap_radio.frames import Frame, FrameError, FrameType, Reason
-from gatewayd.simulators.faults import Faults
-
 from gatewayd.kernel.driver import DriverConfig
 from gatewayd.kernel.events import DeviceCommand, SendAlert
+from gatewayd.simulators.faults import Faults
 
 log = structlog.get_logger("simulators.psap_radio")
 

@@ -23,6 +23,7 @@ from types import TracebackType
 from typing import NamedTuple, Self
 
 import structlog
+
 from gatewayd.simulators.faults import Faults
 
 log = structlog.get_logger("simulators.relay_board")

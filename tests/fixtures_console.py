@@ -14,9 +14,10 @@ import pytest
 from gatewayd.console.config import ConsoleConfig, ConsoleUser
 from gatewayd.console.passwords import hash_password
 from gatewayd.console.server import CSRF_HEADER, Console
+from gatewayd.security.keys import ServerKeys
 from tests.fixtures_gateway import Site
 
-__all__ = ["PASSWORDS", "Browser", "console", "console_config", "start_console"]
+__all__ = ["PASSWORDS", "Browser", "console", "console_config", "site_console", "start_console"]
 
 #: name -> (password, actor, roles)
 PASSWORDS = {
@@ -34,6 +35,14 @@ def console_config(**overrides: Any) -> ConsoleConfig:
         for name, (password, actor, roles) in PASSWORDS.items()
     )
     return ConsoleConfig.model_validate({"port": 0, "users": users, **overrides})
+
+
+def site_console(site: Site, **overrides: Any) -> Console:
+    """A console for the site's gateway, signing with the site's console keys."""
+    assert site.gateway is not None
+    security = site.config.security
+    keys = ServerKeys(security.console_keys, demo=site.config.site.demo)
+    return Console(site.gateway, console_config(**overrides), keys=keys)
 
 
 @contextlib.asynccontextmanager
@@ -58,8 +67,7 @@ async def start_console(console: Console) -> AsyncIterator[Console]:
 
 @pytest.fixture
 async def console(site: Site) -> AsyncIterator[Console]:
-    assert site.gateway is not None
-    async with start_console(Console(site.gateway, console_config())) as running:
+    async with start_console(site_console(site)) as running:
         yield running
 
 

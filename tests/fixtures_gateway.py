@@ -16,19 +16,22 @@ from typing import Any
 import aiomqtt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from gatewayd.drivers.modbus_relay.config import ModbusRelayConfig
-from gatewayd.simulators.bacnet_device import BacnetDeviceSim
-from gatewayd.simulators.broker import Mosquitto
-from gatewayd.simulators.campus import CampusSim, scratch
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from gatewayd.app.cli import natural_role
-from gatewayd.security.auth import Actor, Role, signed
+from gatewayd.drivers.modbus_relay.config import ModbusRelayConfig
+from gatewayd.security.actors import Actor
 from gatewayd.security.keys import demo_private_key, public_key_text, write_key_pair
-from gatewayd.service.config import Config, MqttConfig, load_config
+from gatewayd.security.roles import Role
+from gatewayd.security.signing import signed
+from gatewayd.service.config import Config, load_config, with_state_dir
 from gatewayd.service.gateway import Gateway
-from gatewayd.uplink.mqtt import request
+from gatewayd.simulators.bacnet_device import BacnetDeviceSim
+from gatewayd.simulators.broker import Mosquitto
+from gatewayd.simulators.campus import CampusSim
+from gatewayd.uplink.client import request
+from gatewayd.uplink.config import MqttConfig
 
 __all__ = ["TEST_ACTORS", "Site", "actor_key", "demo_config", "raw_requests", "run_cli", "site"]
 
@@ -65,7 +68,7 @@ def demo_config(broker: Mosquitto, state_dir: Path, *, poll_interval_ms: int = 1
         if isinstance(d, ModbusRelayConfig) else d
         for d in config.devices
     )
-    return _with_test_actors(scratch(config, state_dir).model_copy(update={
+    return _with_test_actors(with_state_dir(config, state_dir).model_copy(update={
         "devices": devices,
         "mqtt": config.mqtt.model_copy(update={"url": broker.url}),
     }), state_dir.parent / "console-keys")
@@ -74,7 +77,7 @@ def demo_config(broker: Mosquitto, state_dir: Path, *, poll_interval_ms: int = 1
 class Site:
     """A running campus: simulators, gateway task and a command helper."""
 
-    def __init__(self, sim: CampusSim, config: Config) -> None:
+    def __init__(self, sim: CampusSim[Config], config: Config) -> None:
         self.sim = sim
         self.config = config
         self.gateway: Gateway | None = None

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from gatewayd.drivers.modbus_relay import ModbusRelayConfig, ModbusRelayDriver
-from gatewayd.simulators.relay_board import RelayBoardSim
 
+from gatewayd.drivers.modbus_relay import ModbusRelayConfig, ModbusRelayDriver
 from gatewayd.kernel.events import DriverEvent
+from gatewayd.simulators.relay_board import RelayBoardSim
 
 __all__ = [
     "DriverHarness",

@@ -14,8 +14,9 @@ from typing import Any
 
 import aiomqtt
 import pytest
-from gatewayd.simulators.broker import Mosquitto
 from paho.mqtt.properties import Properties
+
+from gatewayd.simulators.broker import Mosquitto
 
 __all__ = ["Collector", "FlakyLink", "Received", "flaky_link", "mosquitto", "mqtt_collect"]
 

@@ -16,6 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
 from gatewayd.simulators.broker import Mosquitto
 
 __all__ = ["Issued", "Pki", "TlsMosquitto", "TlsWorld", "pki", "tls_broker"]

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from gatewayd.rules.arbitration import Claim, Priority, arbitrate
 from hypothesis import given
 from hypothesis import strategies as st
+
+from gatewayd.rules.arbitration import Claim, Priority, arbitrate
 
 claims = st.builds(
     Claim,

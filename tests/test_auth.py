@@ -20,18 +20,13 @@ from hypothesis import strategies as st
 
 from gatewayd.kernel.command import parse_command
 from gatewayd.kernel.errors import CommandError
+from gatewayd.security.actors import Actor, SecurityConfig
 from gatewayd.security.audit import AuditKind, AuditLog, verify
-from gatewayd.security.auth import (
-    Actor,
-    Authorizer,
-    Role,
-    SecurityConfig,
-    sign,
-    signed,
-    signing_bytes,
-)
+from gatewayd.security.authorizer import Authorizer
 from gatewayd.security.guard import CommandGuard
 from gatewayd.security.keys import demo_private_key, public_key_text
+from gatewayd.security.roles import Role
+from gatewayd.security.signing import sign, signed, signing_bytes
 
 SITE = "site-a"
 NOW = 1_795_945_323.25

@@ -8,10 +8,9 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+
 from gatewayd.drivers.bacnet import BacnetConfig, BacnetDriver
 from gatewayd.drivers.bacnet.transport import APPLICATIONS
-from gatewayd.simulators.bacnet_device import BacnetDeviceSim
-
 from gatewayd.kernel.errors import BadPoint, UnsupportedCommand
 from gatewayd.kernel.events import (
     DeviceFault,
@@ -23,6 +22,7 @@ from gatewayd.kernel.events import (
     SendAlert,
     WritePoints,
 )
+from gatewayd.simulators.bacnet_device import BacnetDeviceSim
 
 POINTS = frozenset({"binary-output:0", "binary-output:1", "binary-input:0", "binary-input:2"})
 LOCAL = "127.0.0.1:0"

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from gatewayd.drivers.modbus_relay import ModbusRelayConfig
-from gatewayd.simulators.campus import CampusSim, relay_devices, with_ports
 from pymodbus.client import AsyncModbusTcpClient
 
+from gatewayd.drivers.modbus_relay import ModbusRelayConfig
 from gatewayd.service.config import load_config
+from gatewayd.simulators.campus import CampusSim, relay_devices, with_ports
 
 pytestmark = pytest.mark.usefixtures("no_leaked_tasks")
 

@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 from gatewayd.simulators.broker import free_port
-
 from tests.fixtures_gateway import DEMO, Site, run_cli
 
 

@@ -26,9 +26,9 @@ from gatewayd.console.passwords import (
 )
 from gatewayd.console.server import COOKIE, Console
 from gatewayd.console.sessions import Sessions, SigninThrottle
-from gatewayd.kernel.campus import Scope
 from gatewayd.kernel.errors import ConfigError
-from tests.fixtures_console import PASSWORDS, Browser, console_config, start_console
+from gatewayd.kernel.scope import Scope
+from tests.fixtures_console import PASSWORDS, Browser, console_config, site_console, start_console
 from tests.fixtures_gateway import Site
 from tests.fixtures_tls import Pki
 
@@ -178,7 +178,7 @@ async def test_posts_without_the_csrf_token_or_from_another_origin_are_refused(
 
 async def test_signed_out_and_expired_sessions_cannot_act(site: Site) -> None:
     assert site.gateway is not None
-    console = Console(site.gateway, console_config(session_idle_s=0.3))
+    console = site_console(site, session_idle_s=0.3)
     async with start_console(console), aiohttp.ClientSession(
         cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
         assert console.url is not None
@@ -312,7 +312,7 @@ async def test_console_serves_https_when_a_certificate_is_configured(
     assert site.gateway is not None
     pki = Pki(tmp_path, "console")
     issued = pki.issue("console", server=True)
-    console = Console(site.gateway, console_config(cert=str(issued.cert), key=str(issued.key)))
+    console = site_console(site, cert=str(issued.cert), key=str(issued.key))
     trust = ssl.create_default_context(cafile=str(pki.ca_file))
     async with start_console(console), aiohttp.ClientSession(
         cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:

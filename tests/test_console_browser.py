@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from gatewayd.console.server import Console
-from gatewayd.kernel.campus import Scope
+from gatewayd.kernel.scope import Scope
 from tests.fixtures_console import PASSWORDS
 from tests.fixtures_gateway import Site
 

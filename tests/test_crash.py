@@ -21,13 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from gatewayd.security.keys import demo_private_key
+from gatewayd.security.signing import signed
+from gatewayd.service.config import load_config
 from gatewayd.simulators.broker import Mosquitto
 from gatewayd.simulators.campusgen import DEMO_RELAYS, render
-
-from gatewayd.security.auth import signed
-from gatewayd.security.keys import demo_private_key
-from gatewayd.service.config import load_config
-from gatewayd.uplink.mqtt import NoReply, request
+from gatewayd.uplink.client import request
+from gatewayd.uplink.wire import NoReply
 
 RESTARTS = 3
 ACTORS = Path(__file__).resolve().parents[1] / "configs" / "demo-keys" / "actors.toml"

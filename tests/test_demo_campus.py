@@ -9,7 +9,6 @@ from gatewayd.drivers.psap_radio.frames import FrameType
 from gatewayd.simulators.bacnet_device import BacnetDeviceSim
 from gatewayd.simulators.onvif_camera import OnvifCameraSim
 from gatewayd.simulators.psap_radio import PsapRadioSim
-
 from tests.fixtures_gateway import Site
 
 

@@ -8,11 +8,11 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import pytest
-from gatewayd.simulators.contract import Rig, all_rigs
 
 from gatewayd.kernel.driver import AnyDriver
 from gatewayd.kernel.events import DeviceFault, DeviceHealth, DriverEvent, Health, PointChanged
 from gatewayd.kernel.registry import available, load_driver
+from gatewayd.simulators.contract import Rig, all_rigs
 
 RIGS = all_rigs()
 

@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from bench.uplink_runner import Runner
 from gatewayd.simulators.broker import Mosquitto
 from gatewayd.simulators.faultkit import (
     DurableMosquitto,
@@ -23,8 +25,6 @@ from gatewayd.simulators.faultkit import (
     integrity,
     read_accepted,
 )
-
-from bench.uplink_runner import Runner
 from tests.fixtures_gateway import Site
 from tests.fixtures_mqtt import Collector, FlakyLink
 

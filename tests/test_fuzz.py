@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from gatewayd.drivers.modbus_relay.transport import ModbusLink
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pymodbus.exceptions import ModbusException
 from pymodbus.pdu import DecodePDU, ModbusPDU
 
+from gatewayd.drivers.modbus_relay.transport import ModbusLink
 from gatewayd.kernel.command import parse_command
 from gatewayd.kernel.errors import BadDeviceReply, CommandError, ConfigError
 from gatewayd.service.config import load_config, parse_config

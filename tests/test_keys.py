@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 
 from gatewayd.app.cli import main
+from gatewayd.security.actors import Actor, SecurityConfig
 from gatewayd.security.audit import AuditKind, AuditLog
-from gatewayd.security.auth import Actor, Role, SecurityConfig
-from gatewayd.security.guard import refuse_unsafe
 from gatewayd.security.keys import (
     DEMO_ACTORS,
     KeyFileError,
@@ -22,6 +21,8 @@ from gatewayd.security.keys import (
     private_key_pem,
     public_key_text,
 )
+from gatewayd.security.roles import Role
+from gatewayd.security.startup import refuse_unsafe
 
 DEMO_DIR = Path(__file__).resolve().parent.parent / "configs" / "demo-keys"
 

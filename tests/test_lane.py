@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+
 from gatewayd.drivers.modbus_relay.lane import COMMAND, POLL, LaneFull, PriorityLane
 
 

@@ -6,10 +6,9 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 import pytest
-from gatewayd.drivers.modbus_relay import ModbusRelayConfig, ModbusRelayDriver
-from gatewayd.simulators.faults import Corruption
 from pydantic import ValidationError
 
+from gatewayd.drivers.modbus_relay import ModbusRelayConfig, ModbusRelayDriver
 from gatewayd.kernel.errors import BadDeviceReply, BadPoint, DeviceOffline
 from gatewayd.kernel.events import (
     DeviceFault,
@@ -22,6 +21,7 @@ from gatewayd.kernel.events import (
     ReadPoints,
     WritePoints,
 )
+from gatewayd.simulators.faults import Corruption
 from tests.fixtures_modbus import DriverHarness, eventually
 
 pytestmark = pytest.mark.usefixtures("no_leaked_tasks")

@@ -16,23 +16,18 @@ from typing import Any
 
 import aiomqtt
 import pytest
-from gatewayd.simulators.broker import Mosquitto, free_port
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from gatewayd.kernel.backoff import Backoff
 from gatewayd.kernel.command import command_id_of, parse_command
 from gatewayd.kernel.errors import CommandError
-from gatewayd.service.config import MqttConfig
-from gatewayd.service.supervisor import Backoff
-from gatewayd.uplink.mqtt import (
-    BrokerUnreachable,
-    MemoryQueue,
-    NoReply,
-    PublishQueueFull,
-    Uplink,
-    request,
-    snapshot,
-)
+from gatewayd.simulators.broker import Mosquitto, free_port
+from gatewayd.uplink.client import request, snapshot
+from gatewayd.uplink.config import MqttConfig
+from gatewayd.uplink.daemon import Uplink
+from gatewayd.uplink.outbox import MemoryQueue, PublishQueueFull
+from gatewayd.uplink.wire import BrokerUnreachable, NoReply
 from tests.fixtures_mqtt import Collector, FlakyLink, Received
 
 SITE = "lincoln-hs"
@@ -120,8 +115,8 @@ async def test_last_will_says_offline_when_the_connection_drops_uncleanly(
 
 _CHILD = """
 import asyncio, sys
-from gatewayd.service.config import MqttConfig
-from gatewayd.uplink.mqtt import Uplink
+from gatewayd.uplink.config import MqttConfig
+from gatewayd.uplink.daemon import Uplink
 
 async def handler(payload):
     return {}

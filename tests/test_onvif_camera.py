@@ -10,17 +10,10 @@ from typing import Any
 
 import cv2
 import pytest
-from gatewayd.drivers.onvif_camera import OnvifCameraConfig, OnvifCameraDriver
-from gatewayd.drivers.onvif_camera.events import Notification, to_camera_event, topic_path
-from gatewayd.simulators.onvif_camera import (
-    CELL_MOTION,
-    DIGITAL_INPUT,
-    MOTION,
-    SCENE_CHANGE,
-    OnvifCameraSim,
-)
 from pydantic import ValidationError
 
+from gatewayd.drivers.onvif_camera import OnvifCameraConfig, OnvifCameraDriver
+from gatewayd.drivers.onvif_camera.events import Notification, to_camera_event, topic_path
 from gatewayd.kernel.errors import (
     BadDeviceReply,
     BadPoint,
@@ -37,6 +30,13 @@ from gatewayd.kernel.events import (
     Health,
     ReadPoints,
     TakeSnapshot,
+)
+from gatewayd.simulators.onvif_camera import (
+    CELL_MOTION,
+    DIGITAL_INPUT,
+    MOTION,
+    SCENE_CHANGE,
+    OnvifCameraSim,
 )
 from tests.fixtures_modbus import EventRecorder, eventually
 

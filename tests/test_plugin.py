@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from gatewayd.simulators.contract import all_rigs
 
 from gatewayd.kernel import registry
 from gatewayd.kernel.campus import Campus
@@ -36,6 +35,7 @@ from gatewayd.kernel.registry import available, load_driver
 from gatewayd.service.config import parse_config
 from gatewayd.service.doors import DoorService, Target
 from gatewayd.service.supervisor import Supervisor
+from gatewayd.simulators.contract import all_rigs
 from tests import test_driver_contract as contract
 
 PLUGIN_SOURCE = Path(__file__).parent / "plugins" / "example_door"

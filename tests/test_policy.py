@@ -5,6 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gatewayd.kernel.campus import Campus
+from gatewayd.kernel.errors import CommandError, ConfigError
+from gatewayd.kernel.scope import CAMPUS, Scope
+from gatewayd.kernel.site import DoorKind, Hazard, SrpState
+from gatewayd.rules.config import PolicyConfig
 from gatewayd.rules.engine import Engine
 from gatewayd.rules.policy import (
     TRANSITIONS,
@@ -17,19 +25,7 @@ from gatewayd.rules.policy import (
 )
 from gatewayd.rules.sources import Source
 from gatewayd.rules.store import SafetyStore
-from hypothesis import given
-from hypothesis import strategies as st
-
-from gatewayd.kernel.campus import CAMPUS, Campus, Scope
-from gatewayd.kernel.errors import CommandError, ConfigError
-from gatewayd.service.config import (
-    DoorKind,
-    Hazard,
-    PolicyConfig,
-    SrpState,
-    load_config,
-    parse_config,
-)
+from gatewayd.service.config import load_config, parse_config
 
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo-campus.toml"
 CONFIG = load_config(DEMO)

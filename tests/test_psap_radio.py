@@ -9,12 +9,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
+
 from gatewayd.drivers.psap_radio import PsapRadioConfig, PsapRadioDriver, frames
 from gatewayd.drivers.psap_radio.frames import FrameType, Reason
 from gatewayd.drivers.psap_radio.session import RadioRefused
-from gatewayd.simulators.psap_radio import Mode, PsapRadioSim
-from pydantic import ValidationError
-
 from gatewayd.kernel.errors import BadPoint, DeviceOffline, DeviceTimeout, UnsupportedCommand
 from gatewayd.kernel.events import (
     DeviceFault,
@@ -24,6 +23,7 @@ from gatewayd.kernel.events import (
     SendAlert,
     TakeSnapshot,
 )
+from gatewayd.simulators.psap_radio import Mode, PsapRadioSim
 from tests.fixtures_modbus import EventRecorder, eventually
 
 SITE = "Lincoln High School"

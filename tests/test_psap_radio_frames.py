@@ -5,10 +5,11 @@ from __future__ import annotations
 import re
 
 import pytest
-from gatewayd.drivers.psap_radio import frames
-from gatewayd.drivers.psap_radio.frames import Frame, FrameError, FrameType, Reason
 from hypothesis import given
 from hypothesis import strategies as st
+
+from gatewayd.drivers.psap_radio import frames
+from gatewayd.drivers.psap_radio.frames import Frame, FrameError, FrameType, Reason
 
 
 def line(body: str, check: str | None = None) -> bytes:

@@ -10,11 +10,11 @@ import sys
 from collections.abc import AsyncIterator, Callable
 
 import pytest
-from gatewayd.simulators.faults import Corruption
-from gatewayd.simulators.relay_board import RelayBoardSim
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusIOException
 
+from gatewayd.simulators.faults import Corruption
+from gatewayd.simulators.relay_board import RelayBoardSim
 from tests.fixtures_modbus import eventually
 
 pytestmark = pytest.mark.usefixtures("no_leaked_tasks")

@@ -20,11 +20,11 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gatewayd.kernel.command import MAX_COMMAND_BYTES
+from gatewayd.kernel.site import DoorKind
 from gatewayd.security.audit import verify
-from gatewayd.security.auth import signed
-from gatewayd.security.guard import EX_CONFIG
 from gatewayd.security.keys import demo_private_key
-from gatewayd.service.config import DoorKind
+from gatewayd.security.signing import signed
+from gatewayd.security.startup import EX_CONFIG
 from tests.fixtures_gateway import DEMO, Site, raw_requests, run_cli
 
 OPERATOR, ADMIN, RESPONDER = "demo-operator", "demo-administrator", "demo-responder"

@@ -20,11 +20,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from gatewayd.simulators.broker import Mosquitto
-from gatewayd.simulators.campusgen import bench_plans, render
 
 from bench._common import DaemonProcess, SimProcess, effective_campus
 from gatewayd.app.sdnotify import Notifier
+from gatewayd.simulators.broker import Mosquitto
+from gatewayd.simulators.campusgen import bench_plans, render
 
 UNIT = Path(__file__).resolve().parents[1] / "systemd" / "gatewayd.service"
 

@@ -6,11 +6,10 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+from gatewayd.kernel.site import DoorKind
 from gatewayd.rules.actions import ExternalAction
 from gatewayd.rules.rulefile import parse_rules
-
 from gatewayd.security.keys import demo_private_key
-from gatewayd.service.config import DoorKind
 from tests.fixtures_gateway import Site
 from tests.fixtures_mqtt import Collector
 

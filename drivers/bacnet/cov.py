@@ -15,6 +15,7 @@ import structlog
 from bacpypes3.basetypes import PropertyIdentifier
 from bacpypes3.constructeddata import Any as AnyValue
 from bacpypes3.primitivedata import ObjectIdentifier
+
 from gatewayd.drivers.bacnet.points import Point
 from gatewayd.drivers.bacnet.transport import (
     PRESENT_VALUE,
@@ -23,7 +24,6 @@ from gatewayd.drivers.bacnet.transport import (
     GatewayApplication,
     concurrently,
 )
-
 from gatewayd.kernel.errors import DeviceError
 
 log = structlog.get_logger("drivers.bacnet")

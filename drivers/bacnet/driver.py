@@ -22,6 +22,7 @@ from bacpypes3.basetypes import PriorityArray, PropertyIdentifier, TimeStamp
 from bacpypes3.constructeddata import Any as AnyValue
 from bacpypes3.constructeddata import ArrayOf
 from bacpypes3.primitivedata import ObjectIdentifier
+
 from gatewayd.drivers.bacnet.config import BacnetConfig
 from gatewayd.drivers.bacnet.cov import CovBook, object_id
 from gatewayd.drivers.bacnet.points import Point, Write, parse_point, plan_writes
@@ -33,7 +34,6 @@ from gatewayd.drivers.bacnet.transport import (
     Ref,
     concurrently,
 )
-
 from gatewayd.kernel.driver import Driver, Emit
 from gatewayd.kernel.errors import BadDeviceReply, BadPoint, DeviceError, UnsupportedCommand
 from gatewayd.kernel.events import (

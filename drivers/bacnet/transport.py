@@ -56,7 +56,13 @@ from bacpypes3.local.device import DeviceObject
 from bacpypes3.pdu import Address, IPv4Address
 from bacpypes3.primitivedata import Null, ObjectIdentifier
 
-from gatewayd.kernel.errors import BadDeviceReply, DeviceError, DeviceOffline, DeviceTimeout
+from gatewayd.kernel.errors import (
+    BadDeviceReply,
+    DeviceError,
+    DeviceOffline,
+    DeviceTimeout,
+    ErrorCode,
+)
 
 log = structlog.get_logger("drivers.bacnet")
 
@@ -90,7 +96,7 @@ async def concurrently(requests: Iterable[Awaitable[T]]) -> list[T]:
 class DeviceRefused(DeviceError):
     """The controller answered with a BACnet Error, Reject or Abort."""
 
-    code = "device_refused"
+    code: str = ErrorCode.DEVICE_REFUSED
 
     def __init__(self, message: str, reason: str) -> None:
         super().__init__(message)

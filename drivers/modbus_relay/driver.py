@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import assert_never
 
 import structlog
+
 from gatewayd.drivers.modbus_relay.config import ModbusRelayConfig
 from gatewayd.drivers.modbus_relay.lane import COMMAND, POLL, LaneFull, PriorityLane
 from gatewayd.drivers.modbus_relay.mapping import (
@@ -28,7 +29,6 @@ from gatewayd.drivers.modbus_relay.mapping import (
     range_problems,
 )
 from gatewayd.drivers.modbus_relay.transport import ModbusLink
-
 from gatewayd.kernel.driver import Driver, Emit
 from gatewayd.kernel.errors import BadDeviceReply, DeviceError, DeviceOffline, UnsupportedCommand
 from gatewayd.kernel.events import (

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 from gatewayd.drivers.modbus_relay.config import ModbusRelayConfig
-
 from gatewayd.kernel.errors import BadPoint
 from gatewayd.kernel.events import PointWrite
 

@@ -18,10 +18,16 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import aiohttp
+
 from gatewayd.drivers.onvif_camera.config import OnvifCameraConfig
 from gatewayd.drivers.onvif_camera.events import Notification
-
-from gatewayd.kernel.errors import BadDeviceReply, DeviceError, DeviceOffline, DeviceTimeout
+from gatewayd.kernel.errors import (
+    BadDeviceReply,
+    DeviceError,
+    DeviceOffline,
+    DeviceTimeout,
+    ErrorCode,
+)
 
 # Importing onvif calls logging.basicConfig(level=INFO), which would install a root handler
 # (and level) in whatever process loads this driver; gatewayd logs through structlog and a
@@ -46,13 +52,13 @@ _PROXY_VARS = ("http_proxy", "https_proxy")
 class CameraAuthError(DeviceError):
     """The camera refused our username or password."""
 
-    code = "device_auth_refused"
+    code: str = ErrorCode.DEVICE_AUTH_REFUSED
 
 
 class CameraFault(DeviceError):
     """The camera answered with a SOAP fault (e.g. it no longer knows our subscription)."""
 
-    code = "device_fault"
+    code: str = ErrorCode.DEVICE_FAULT
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,11 +17,11 @@ from collections.abc import Callable, Mapping
 from typing import assert_never
 
 import structlog
+
 from gatewayd.drivers.onvif_camera.client import CameraAuthError, CameraClient, CameraFault
 from gatewayd.drivers.onvif_camera.config import OnvifCameraConfig
 from gatewayd.drivers.onvif_camera.events import Notification, UnreadableEvent, to_camera_event
 from gatewayd.drivers.onvif_camera.snapshots import BadImage, SnapshotStore
-
 from gatewayd.kernel.driver import Driver, Emit
 from gatewayd.kernel.errors import (
     BadDeviceReply,

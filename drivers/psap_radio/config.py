@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Literal, Self
 from urllib.parse import urlsplit
 
-from gatewayd.drivers.psap_radio.frames import MAX_SITE, check_text
 from pydantic import Field, field_validator, model_validator
 
+from gatewayd.drivers.psap_radio.frames import MAX_SITE, check_text
 from gatewayd.kernel.driver import DriverConfig
 
 #: pyserial URL handlers that make sense for a radio line (``serial_for_url``).

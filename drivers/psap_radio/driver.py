@@ -19,11 +19,11 @@ from collections.abc import Callable, Mapping
 from typing import assert_never
 
 import structlog
+
 from gatewayd.drivers.psap_radio import frames
 from gatewayd.drivers.psap_radio.config import PsapRadioConfig
 from gatewayd.drivers.psap_radio.session import Delivery, RadioRefused, Session
 from gatewayd.drivers.psap_radio.transport import RadioLink
-
 from gatewayd.kernel.driver import Driver, Emit
 from gatewayd.kernel.errors import BadPoint, DeviceError, DeviceOffline, UnsupportedCommand
 from gatewayd.kernel.events import (

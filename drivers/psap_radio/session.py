@@ -14,8 +14,7 @@ from dataclasses import dataclass
 
 from gatewayd.drivers.psap_radio.frames import SEQ_MODULO, Frame, FrameError, FrameType, parse
 from gatewayd.drivers.psap_radio.transport import RadioLink
-
-from gatewayd.kernel.errors import DeviceError, DeviceOffline, DeviceTimeout
+from gatewayd.kernel.errors import DeviceError, DeviceOffline, DeviceTimeout, ErrorCode
 
 #: Called with a short reason and the offending line when the radio sends garbage.
 OnGarbage = Callable[[str, bytes], None]
@@ -24,7 +23,7 @@ OnGarbage = Callable[[str, bytes], None]
 class RadioRefused(DeviceError):
     """The radio answered NAK to every attempt."""
 
-    code = "radio_refused"
+    code: str = ErrorCode.RADIO_REFUSED
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,8 +13,8 @@ import time
 from collections.abc import Callable
 
 import serial_asyncio_fast
-from gatewayd.drivers.psap_radio.frames import MAX_LINE
 
+from gatewayd.drivers.psap_radio.frames import MAX_LINE
 from gatewayd.kernel.errors import DeviceOffline
 
 #: How long closing may wait for the transport to let go of the port.

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gatewayd.kernel.errors import ConfigError, GatewayError
-from gatewayd.service.config import Config, MqttConfig, load_config
+from gatewayd.service.config import Config, load_config
+from gatewayd.uplink.config import MqttConfig
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -175,7 +176,7 @@ def _check(args: argparse.Namespace) -> int:
 def _check_security(config: Config) -> int:
     """Print what ``run`` would refuse: warnings in demo mode, errors (exit 78) elsewhere."""
     from gatewayd.app.daemon import start_problems
-    from gatewayd.security.guard import EX_CONFIG
+    from gatewayd.security.startup import EX_CONFIG
 
     # Demo mode skips the refusals; show them anyway, so nobody copies a demo into service.
     problems = start_problems(config.model_copy(
@@ -209,8 +210,8 @@ def summary(config: Config) -> str:
 
 
 def _operate(args: argparse.Namespace) -> int:
-    from gatewayd.security.auth import signed
-    from gatewayd.uplink.mqtt import request
+    from gatewayd.security.signing import signed
+    from gatewayd.uplink.client import request
 
     config = load_config(args.config)
     params = _params(args)
@@ -297,7 +298,7 @@ def format_reply(reply: dict[str, Any]) -> str:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from gatewayd.uplink.mqtt import snapshot
+    from gatewayd.uplink.client import snapshot
 
     config = load_config(args.config)
     retained = asyncio.run(snapshot(_mqtt(config, args.mqtt), config.site.id, 2.0))

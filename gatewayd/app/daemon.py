@@ -10,7 +10,7 @@ from collections.abc import Callable
 import structlog
 
 from gatewayd.app.sdnotify import Notifier
-from gatewayd.security.guard import EX_CONFIG, unsafe_config
+from gatewayd.security.startup import EX_CONFIG, refuse_unsafe
 from gatewayd.security.tls import TlsError, ssl_context
 from gatewayd.service.config import Config
 from gatewayd.service.gateway import Gateway
@@ -79,7 +79,8 @@ async def serve(config: Config, on_ready: Callable[[Gateway], None] | None = Non
 
 def start_problems(config: Config) -> list[str]:
     """Why this config must not run: unsafe settings, or TLS files that do not load."""
-    problems = unsafe_config(config)
+    problems = refuse_unsafe(config.site.demo, config.security, config.mqtt.url,
+                             config.mqtt.password, config.mqtt.tls.verify)
     if config.mqtt.tls_enabled:
         try:
             ssl_context(config.mqtt.tls)

@@ -14,7 +14,7 @@ from gatewayd.app.daemon import serve
 from gatewayd.console.config import demo_console_config, demo_signins_text
 from gatewayd.console.server import Console
 from gatewayd.kernel.errors import ConfigError
-from gatewayd.service.config import Config, load_config
+from gatewayd.service.config import Config, load_config, with_state_dir
 from gatewayd.service.gateway import Gateway
 from gatewayd.simulators.broker import Mosquitto
 
@@ -37,7 +37,7 @@ def run_demo(config_path: str | None, mqtt_url: str | None) -> int:
 
 async def _demo(path: Path, mqtt_url: str | None) -> int:
     # Imported here: the core never needs the simulators, only the demo does.
-    from gatewayd.simulators.campus import CampusSim, scratch
+    from gatewayd.simulators.campus import CampusSim
 
     config = load_config(path)
     async with AsyncExitStack() as stack:
@@ -47,7 +47,7 @@ async def _demo(path: Path, mqtt_url: str | None) -> int:
         if mqtt_url is None:
             broker = await stack.enter_async_context(Mosquitto())
             mqtt_url = broker.url
-        running = scratch(sim.config(), Path(state_dir)).model_copy(update={
+        running = with_state_dir(sim.config(), Path(state_dir)).model_copy(update={
             "mqtt": config.mqtt.model_copy(update={"url": mqtt_url}),
         })
         # Hashing the demo passwords takes a moment: before the gateway runs, not in it.

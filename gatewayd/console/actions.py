@@ -16,8 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from gatewayd.console.config import ConsoleUser
 from gatewayd.kernel.command import Action
 from gatewayd.kernel.errors import CommandError
-from gatewayd.security.auth import ROLE_ACTIONS, Role, signed
 from gatewayd.security.keys import KeyFileError, ServerKeys
+from gatewayd.security.roles import ROLE_ACTIONS, Role
+from gatewayd.security.signing import signed
 
 #: What the page can send; ``status`` is read through the campus view instead.
 CONSOLE_ACTIONS = (

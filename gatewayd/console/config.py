@@ -5,7 +5,8 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from gatewayd.console.passwords import DEMO_SIGNINS, demo_hashes, parse_hash
-from gatewayd.security.auth import ACTOR_ID_PATTERN, Role
+from gatewayd.security.actors import ACTOR_ID_PATTERN
+from gatewayd.security.roles import Role
 
 #: Roles a person signing in may hold; ``system`` and ``district`` never sign in locally.
 CONSOLE_ROLES = frozenset({Role.OPERATOR, Role.ADMINISTRATOR, Role.RESPONDER})

@@ -79,7 +79,8 @@ def _error(status: int, code: str, message: str, **extra: Any) -> web.Response:
 class Console:
     """The operator console for one gateway; run it in the gateway's task group."""
 
-    def __init__(self, gateway: GatewayLike, config: ConsoleConfig, *, demo: bool = False) -> None:
+    def __init__(self, gateway: GatewayLike, config: ConsoleConfig, *,
+                 keys: ServerKeys | None = None, demo: bool = False) -> None:
         self.gateway = gateway
         self.config = config
         self.demo = demo
@@ -92,8 +93,8 @@ class Console:
         self._hashing = asyncio.Semaphore(HASHING_AT_ONCE)
         self._hashing_waiting = 0
         self.refused = 0
-        #: Keys the console signs with (``security.console_keys``), loaded on first use.
-        self._server_keys: ServerKeys | None = None
+        #: Keys the console signs with (``security.console_keys``; DEMO keys in demo mode).
+        self._server_keys = keys if keys is not None else ServerKeys(None, demo=demo)
         # Request tasks still running; shutdown waits for them so that none outlives run().
         self._requests: set[asyncio.Task[Any]] = set()
         self.app = self._make_app()
@@ -276,8 +277,8 @@ class Console:
         try:
             wanted = parse_request(await _json(request))
             authorize(user, wanted, responder_max_s=self.gateway.policy.responder_max_s)
-            body = sign_envelope(envelope(user, wanted), self._keys(),
-                                 site=self.gateway.config.site.id)
+            body = sign_envelope(envelope(user, wanted), self._server_keys,
+                                 site=self.gateway.campus.site)
         except CommandError as exc:
             return self._refuse(user, exc, request)
         log.info("console.command", name=user.name, actor=user.actor, id=body["id"],
@@ -287,12 +288,6 @@ class Console:
         reply = await self.gateway.handle_command(json.dumps(body).encode())
         self._feed_reply(user, wanted, reply)
         return web.json_response(reply)
-
-    def _keys(self) -> ServerKeys:
-        if self._server_keys is None:
-            config = self.gateway.config
-            self._server_keys = ServerKeys(config.security.console_keys, demo=config.site.demo)
-        return self._server_keys
 
     def _refuse(self, user: ConsoleUser, exc: CommandError, request: web.Request
                 ) -> web.Response:

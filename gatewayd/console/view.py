@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from gatewayd.kernel.campus import CAMPUS, Campus, Scope
-from gatewayd.service.config import Config, PolicyConfig
-from gatewayd.service.doors import DoorState
+from gatewayd.kernel.campus import Campus
+from gatewayd.kernel.doorstate import DoorState
+from gatewayd.kernel.scope import CAMPUS, Scope
+from gatewayd.rules.config import PolicyConfig
 
 
 class DoorTable(Protocol):
@@ -26,9 +27,6 @@ class GatewayLike(Protocol):
 
     @property
     def policy(self) -> PolicyConfig: ...
-
-    @property
-    def config(self) -> Config: ...
 
     async def handle_command(self, payload: bytes) -> dict[str, Any]: ...
 
@@ -74,7 +72,7 @@ def layout(campus: Campus, policy: PolicyConfig) -> dict[str, Any]:
                           if d.building == building.id and d.floor not in floors})
         buildings.append({"id": building.id, "name": building.name, "floors": floors})
     return {
-        "site": {"id": campus.site, "name": campus.config.site.name},
+        "site": {"id": campus.site, "name": campus.model.site.name},
         "buildings": buildings,
         "zones": [{"id": z.id, "building": z.building, "name": z.name or z.id}
                   for z in campus.zones.values()],

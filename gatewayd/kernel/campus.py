@@ -5,42 +5,10 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-from gatewayd.kernel.errors import CommandError
+from gatewayd.kernel.errors import CommandError, ErrorCode
 from gatewayd.kernel.registry import load_driver
-from gatewayd.service.config import AlarmInput, Config, Door
-
-SCOPE_KINDS = ("campus", "building", "zone", "door")
-
-
-@dataclass(frozen=True, slots=True, order=True)
-class Scope:
-    """``campus``, ``building/<id>``, ``zone/<id>`` or ``door/<id>``."""
-
-    kind: str
-    ident: str = ""
-
-    def __str__(self) -> str:
-        return self.kind if self.kind == "campus" else f"{self.kind}/{self.ident}"
-
-    @property
-    def rank(self) -> int:
-        """0 for the campus up to 3 for one door: higher is more specific."""
-        return SCOPE_KINDS.index(self.kind)
-
-    @classmethod
-    def parse(cls, text: str) -> Scope:
-        kind, _, ident = text.partition("/")
-        if kind == "campus" and not ident:
-            return cls("campus")
-        if kind in SCOPE_KINDS[1:] and ident and "/" not in ident:
-            return cls(kind, ident)
-        raise CommandError(
-            "bad_scope",
-            f"scope {text!r} is not one of: campus, building/<id>, zone/<id>, door/<id>",
-        )
-
-
-CAMPUS = Scope("campus")
+from gatewayd.kernel.scope import CAMPUS, Scope
+from gatewayd.kernel.site import AlarmInput, Door, Site
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,8 +24,9 @@ class Binding:
 class Campus:
     """Indexes over a validated config; built once at start-up."""
 
-    def __init__(self, config: Config) -> None:
-        self.config = config
+    def __init__(self, config: Site) -> None:
+        #: The validated site model (a whole campus config is one too).
+        self.model = config
         self.site = config.site.id
         #: Doors by id, in config order.
         self.doors: dict[str, Door] = {d.id: d for d in config.doors}
@@ -105,14 +74,14 @@ class Campus:
             return list(self.doors)
         if scope.kind == "building":
             if scope.ident not in self.buildings:
-                raise CommandError("unknown_scope", f"no building {scope.ident!r} on this site")
+                raise CommandError(ErrorCode.UNKNOWN_SCOPE, f"no building {scope.ident!r} on this site")
             return list(self._by_building.get(scope.ident, ()))
         if scope.kind == "zone":
             if scope.ident not in self.zones:
-                raise CommandError("unknown_scope", f"no zone {scope.ident!r} on this site")
+                raise CommandError(ErrorCode.UNKNOWN_SCOPE, f"no zone {scope.ident!r} on this site")
             return list(self._by_zone.get(scope.ident, ()))
         if scope.ident not in self.doors:
-            raise CommandError("unknown_door", f"no door {scope.ident!r} on this site")
+            raise CommandError(ErrorCode.UNKNOWN_DOOR, f"no door {scope.ident!r} on this site")
         return [scope.ident]
 
     def scopes_of(self, door_id: str) -> tuple[Scope, ...]:

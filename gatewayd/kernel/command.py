@@ -9,8 +9,9 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from gatewayd.kernel.errors import CommandError
-from gatewayd.service.config import Hazard, SrpState
+from gatewayd.kernel.errors import CommandError, ErrorCode
+from gatewayd.kernel.site import Hazard, SrpState
+from gatewayd.kernel.validation import bad_request
 
 #: Larger bodies are refused before parsing.
 MAX_COMMAND_BYTES = 16 * 1024
@@ -66,23 +67,19 @@ class Command(BaseModel):
 def parse_command(payload: bytes) -> Command:
     """Decode and validate a command body; raise :class:`CommandError` naming the fault."""
     if len(payload) > MAX_COMMAND_BYTES:
-        raise CommandError("too_large", f"command is {len(payload)} bytes, max {MAX_COMMAND_BYTES}")
+        raise CommandError(ErrorCode.TOO_LARGE, f"command is {len(payload)} bytes, max {MAX_COMMAND_BYTES}")
     try:
         body = json.loads(payload.decode("utf-8"))
     except UnicodeDecodeError as exc:
-        raise CommandError("bad_request", f"command is not UTF-8: {exc.reason}") from exc
+        raise CommandError(ErrorCode.BAD_REQUEST, f"command is not UTF-8: {exc.reason}") from exc
     except json.JSONDecodeError as exc:
-        raise CommandError("bad_request", f"command is not JSON: {exc.msg} at {exc.pos}") from exc
+        raise CommandError(ErrorCode.BAD_REQUEST, f"command is not JSON: {exc.msg} at {exc.pos}") from exc
     if not isinstance(body, dict):
-        raise CommandError("bad_request", "command must be a JSON object")
+        raise CommandError(ErrorCode.BAD_REQUEST, "command must be a JSON object")
     try:
         return Command.model_validate(body)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}"
-            for e in exc.errors(include_url=False)
-        )
-        raise CommandError("bad_request", problems) from exc
+        raise bad_request(exc) from exc
 
 
 def command_id_of(payload: bytes) -> str | None:
@@ -141,8 +138,4 @@ def parse_params(model: type[P], command: Command) -> P:
     try:
         return model.model_validate(command.params)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"params.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
-            for e in exc.errors(include_url=False)
-        )
-        raise CommandError("bad_request", problems) from exc
+        raise bad_request(exc, prefix="params.") from exc

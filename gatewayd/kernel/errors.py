@@ -74,7 +74,7 @@ class GatewayError(Exception):
 class ConfigError(GatewayError):
     """A configuration file is unreadable or invalid."""
 
-    code = ErrorCode.BAD_CONFIG
+    code: str = ErrorCode.BAD_CONFIG
     #: Problems listed in the message; all of them stay in ``problems``.
     MAX_SHOWN = 30
 
@@ -91,43 +91,43 @@ class ConfigError(GatewayError):
 class DriverNotFound(GatewayError):
     """A config names a driver that is not registered or cannot be imported."""
 
-    code = ErrorCode.DRIVER_NOT_FOUND
+    code: str = ErrorCode.DRIVER_NOT_FOUND
 
 
 class DeviceError(GatewayError):
     """A device did not do what was asked."""
 
-    code = ErrorCode.DEVICE_ERROR
+    code: str = ErrorCode.DEVICE_ERROR
 
 
 class DeviceOffline(DeviceError):
     """The device is not connected."""
 
-    code = ErrorCode.DEVICE_OFFLINE
+    code: str = ErrorCode.DEVICE_OFFLINE
 
 
 class DeviceTimeout(DeviceError):
     """The device did not answer within its deadline."""
 
-    code = ErrorCode.DEVICE_TIMEOUT
+    code: str = ErrorCode.DEVICE_TIMEOUT
 
 
 class BadDeviceReply(DeviceError):
     """The device answered with something we cannot trust."""
 
-    code = ErrorCode.BAD_DEVICE_REPLY
+    code: str = ErrorCode.BAD_DEVICE_REPLY
 
 
 class UnsupportedCommand(DeviceError):
     """The device has no such function (a snapshot asked of a relay board)."""
 
-    code = ErrorCode.NOT_SUPPORTED
+    code: str = ErrorCode.NOT_SUPPORTED
 
 
 class BadPoint(GatewayError):
     """A point address is not valid for a driver."""
 
-    code = ErrorCode.BAD_POINT
+    code: str = ErrorCode.BAD_POINT
 
 
 class CommandError(GatewayError):

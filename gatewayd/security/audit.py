@@ -17,7 +17,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from gatewayd.kernel.errors import GatewayError
+from gatewayd.kernel.errors import ErrorCode, GatewayError
 from gatewayd.security.canonical import CanonicalError, canonical
 
 #: ``prev`` of the first record.
@@ -41,7 +41,7 @@ class AuditKind(StrEnum):
 class AuditUnavailable(GatewayError):
     """The audit log cannot be written; safety-relevant commands must be refused."""
 
-    code = "audit_unavailable"
+    code: str = ErrorCode.AUDIT_UNAVAILABLE
 
 
 @dataclass(frozen=True, slots=True)

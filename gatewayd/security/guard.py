@@ -1,31 +1,22 @@
-"""Security at the gateway's edges: start-up refusals, and the gate every command passes."""
+"""The gate every command passes: authorized by the authorizer, then audited, or refused."""
 
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 
 from gatewayd.kernel.command import Action, Command
 from gatewayd.kernel.errors import CommandError
+from gatewayd.security.actors import Actor, SecurityConfig
 from gatewayd.security.audit import AuditKind, AuditLog, AuditRecord, AuditUnavailable
-from gatewayd.security.auth import Actor, Authorizer, SecurityConfig
-from gatewayd.security.keys import is_demo_key
-
-if TYPE_CHECKING:
-    from gatewayd.service.config import Config
+from gatewayd.security.authorizer import Authorizer
 
 log = structlog.get_logger(__name__)
 
-#: Passwords that ship in examples and tutorials; refused outside demo mode.
-DEFAULT_PASSWORDS = frozenset({
-    "password", "changeme", "change-me", "admin", "secret", "mosquitto", "gatewayd", "demo",
-    "public", "guest", "test",
-})
 #: Actions that may run when the audit log cannot be written: they change nothing.
 UNAUDITED_ACTIONS = frozenset({Action.STATUS})
 #: Actions that only tighten: a lockdown is never refused for bookkeeping. Run unaudited
@@ -33,56 +24,6 @@ UNAUDITED_ACTIONS = frozenset({Action.STATUS})
 TIGHTENING_ACTIONS = frozenset({Action.LOCKDOWN})
 #: The audit actor of what the gateway does on its own (rules, alarm inputs, fire, expiry).
 SYSTEM_ACTOR = "system"
-#: Exit status of a daemon that refuses its configuration (sysexits.h EX_CONFIG).
-EX_CONFIG = 78
-
-
-def refuse_unsafe(
-    site_demo: bool,
-    security: SecurityConfig,
-    mqtt_url: str,
-    mqtt_password: str | None,
-    tls_verify: bool,
-) -> list[str]:
-    """Reasons the daemon must not start outside demo mode; empty means it may."""
-    if site_demo:
-        return []
-    problems = []
-    demo = sorted(a.id for a in security.actors if is_demo_key(a.public_key))
-    if demo:
-        problems.append(f"actors use the shipped DEMO keys: {', '.join(demo)}")
-    scheme, host = _scheme_host(mqtt_url)
-    if mqtt_password is not None and not mqtt_password.strip():
-        problems.append("mqtt.password is empty")
-    elif mqtt_password is not None and mqtt_password.lower() in DEFAULT_PASSWORDS:
-        problems.append("mqtt.password is a well-known default")
-    if scheme == "mqtt" and not _is_loopback(host):
-        problems.append(f"plain mqtt:// to {host}, which is not this machine: use mqtts://")
-    if scheme == "mqtt" and mqtt_password is None:
-        problems.append("no broker credentials: set mqtt.password or use mqtts:// with a client"
-                        " certificate")
-    if not tls_verify:
-        problems.append("mqtt.tls.verify is off: the broker could be anyone")
-    return problems
-
-
-def _scheme_host(url: str) -> tuple[str, str]:
-    scheme, _, rest = url.partition("://")
-    host = rest.split("/", 1)[0]
-    if host.startswith("["):
-        host = host[1:].split("]", 1)[0]
-    else:
-        host = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-    return scheme.lower(), host
-
-
-def _is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class CommandGuard:
@@ -204,24 +145,24 @@ def audit_actor(actor: str) -> str:
 
 
 def open_guard(
-    config: Config, *, on_record: Callable[[AuditRecord], None] = lambda record: None
+    security: SecurityConfig,
+    *,
+    state_dir: Path | str,
+    site: str,
+    demo: bool,
+    responder_max_s: float,
+    on_record: Callable[[AuditRecord], None] = lambda record: None,
 ) -> CommandGuard:
     """The site's command gate: authorizer, replay cache and audit log under ``state_dir``."""
-    state_dir = Path(config.state_dir)
-    authorizer = Authorizer(config.security, state_dir=state_dir, demo=config.site.demo,
-                            responder_max_s=config.policy.responder_max_s)
+    state_dir = Path(state_dir)
+    authorizer = Authorizer(security, state_dir=state_dir, demo=demo,
+                            responder_max_s=responder_max_s)
     audit: AuditLog | None
     try:
-        audit = AuditLog(state_dir / config.security.audit_log)
+        audit = AuditLog(state_dir / security.audit_log)
     except AuditUnavailable as exc:
         # Start anyway: fire release and lockdown must still work; everything else is refused.
         log.critical("audit.unavailable_at_start", error=str(exc),
                      note="safety commands other than lockdown are refused until fixed")
         audit = None
-    return CommandGuard(authorizer, audit, site=config.site.id, on_record=on_record)
-
-
-def unsafe_config(config: Config) -> list[str]:
-    """:func:`refuse_unsafe` for a whole config."""
-    return refuse_unsafe(config.site.demo, config.security, config.mqtt.url,
-                         config.mqtt.password, config.mqtt.tls.verify)
+    return CommandGuard(authorizer, audit, site=site, on_record=on_record)

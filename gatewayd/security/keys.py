@@ -18,7 +18,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gatewayd.kernel.errors import GatewayError
+from gatewayd.kernel.errors import ErrorCode, GatewayError
+from gatewayd.security.actors import ACTOR_ID_PATTERN
 
 #: The demo actors, one per role, as shipped in ``configs/demo-keys/``.
 DEMO_ACTORS = ("demo-operator", "demo-administrator", "demo-responder")
@@ -29,7 +30,7 @@ _DEMO_SEED_PREFIX = b"gatewayd DEMO key, public, never use on a real site: "
 class KeyFileError(GatewayError):
     """A key file is missing, unreadable or not an Ed25519 private key."""
 
-    code = "bad_key"
+    code: str = ErrorCode.BAD_KEY
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,8 +98,6 @@ def write_key_pair(
 
 def keygen(out_dir: Path | str, name: str) -> KeyFiles:
     """Generate a fresh Ed25519 pair for actor ``name`` into ``out_dir``."""
-    from gatewayd.security.auth import ACTOR_ID_PATTERN
-
     # The name becomes a file name: no separators, no dot-dot.
     if not re.fullmatch(ACTOR_ID_PATTERN, name) or ".." in name:
         raise KeyFileError(f"actor id {name!r} must match {ACTOR_ID_PATTERN}")
@@ -163,8 +162,6 @@ class ServerKeys:
         key = self._cache.get(actor)
         if key is not None:
             return key
-        from gatewayd.security.auth import ACTOR_ID_PATTERN
-
         if not re.fullmatch(ACTOR_ID_PATTERN, actor) or ".." in actor:
             raise KeyFileError(f"actor id {actor!r} cannot name a key file")
         if self.folder is not None and (self.folder / f"{actor}.key").exists():

@@ -9,13 +9,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from gatewayd.kernel.errors import GatewayError
+from gatewayd.kernel.errors import ErrorCode, GatewayError
 
 
 class TlsError(GatewayError):
     """A TLS file is missing or unusable."""
 
-    code = "bad_tls"
+    code: str = ErrorCode.BAD_TLS
 
 
 class TlsConfig(BaseModel):

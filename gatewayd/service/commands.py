@@ -16,7 +16,6 @@ from typing import Any
 
 import structlog
 
-from gatewayd.kernel.campus import Scope
 from gatewayd.kernel.command import (
     Action,
     Command,
@@ -30,6 +29,8 @@ from gatewayd.kernel.command import (
 )
 from gatewayd.kernel.errors import CommandError
 from gatewayd.kernel.events import now_ns
+from gatewayd.kernel.scope import Scope
+from gatewayd.kernel.site import SrpState
 from gatewayd.rules.arbitration import Priority
 from gatewayd.rules.policy import (
     check_transition,
@@ -41,7 +42,6 @@ from gatewayd.rules.policy import (
 from gatewayd.rules.sources import Effect, Source
 from gatewayd.rules.store import StoreError
 from gatewayd.security.audit import AuditKind
-from gatewayd.service.config import SrpState
 from gatewayd.service.doors import ActuationReport
 from gatewayd.service.hooks import GatewayHooks
 

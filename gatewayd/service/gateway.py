@@ -21,7 +21,8 @@ import structlog
 
 from gatewayd.console.config import ConsoleConfig
 from gatewayd.kernel.bus import Bus
-from gatewayd.kernel.campus import CAMPUS, Campus, Scope
+from gatewayd.kernel.campus import Campus
+from gatewayd.kernel.doorstate import DoorState
 from gatewayd.kernel.driver import AnyDriver
 from gatewayd.kernel.errors import GatewayError
 from gatewayd.kernel.events import (
@@ -34,6 +35,7 @@ from gatewayd.kernel.events import (
     now_ns,
 )
 from gatewayd.kernel.registry import load_driver
+from gatewayd.kernel.scope import CAMPUS, Scope
 from gatewayd.rules.actions import ActionSink
 from gatewayd.rules.engine import Engine
 from gatewayd.rules.policy import RANK
@@ -41,13 +43,14 @@ from gatewayd.rules.rulefile import RuleSet, load_rules
 from gatewayd.rules.store import SafetyStore
 from gatewayd.security.audit import AuditKind, AuditRecord
 from gatewayd.security.guard import open_guard
+from gatewayd.security.keys import ServerKeys
 from gatewayd.service.commands import LATENCY_WINDOW, Actions
 from gatewayd.service.config import Config
 from gatewayd.service.dispatch import DeviceSink
-from gatewayd.service.doors import ActuationReport, DoorService, DoorState, Target
+from gatewayd.service.doors import ActuationReport, DoorService, Target
 from gatewayd.service.supervisor import Supervisor
 from gatewayd.service.triggers import Triggers
-from gatewayd.uplink.mqtt import Uplink
+from gatewayd.uplink.daemon import Uplink
 from gatewayd.uplink.outbox import Outbox
 
 if TYPE_CHECKING:
@@ -89,7 +92,10 @@ class Gateway(Actions, Triggers):
         self.engine = Engine(self.campus, self.store)
         self.doors = DoorService(self.campus, self.drivers, self._door_changed, self._input_changed)
         #: Every MQTT command passes it: signature, role, replay, audit (gatewayd/security.py).
-        self.guard = open_guard(config, on_record=self._publish_audit)
+        self.guard = open_guard(config.security, state_dir=config.state_dir, site=config.site.id,
+                                demo=config.site.demo,
+                                responder_max_s=config.policy.responder_max_s,
+                                on_record=self._publish_audit)
         self.uplink = Uplink(config.mqtt, config.site.id, self.handle_command,
                              queue=Outbox(Path(config.state_dir) / "outbox.sqlite"))
         self._dirty_scopes: set[Scope] = set()
@@ -245,7 +251,8 @@ class Gateway(Actions, Triggers):
         """Serve the web console; a page that cannot start never stops the doors."""
         from gatewayd.console.server import Console
 
-        console = Console(self, config, demo=self.config.site.demo)
+        keys = ServerKeys(self.config.security.console_keys, demo=self.config.site.demo)
+        console = Console(self, config, keys=keys, demo=self.config.site.demo)
         self.console = console
         try:
             await console.run(lambda: log.info("console.ready", url=console.url))

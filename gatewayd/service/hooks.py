@@ -6,10 +6,11 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from gatewayd.kernel.campus import Campus, Scope
+    from gatewayd.kernel.campus import Campus
+    from gatewayd.kernel.scope import Scope
+    from gatewayd.rules.config import PolicyConfig
     from gatewayd.rules.engine import Engine
     from gatewayd.security.guard import CommandGuard
-    from gatewayd.service.config import PolicyConfig
     from gatewayd.service.doors import ActuationReport
 
 

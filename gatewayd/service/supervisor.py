@@ -8,32 +8,19 @@ handshake (bounded by a deadline), and stopping is idempotent and bounded.
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import Collection, Mapping
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
 
 import structlog
 
+from gatewayd.kernel.backoff import Backoff
 from gatewayd.kernel.driver import AnyDriver, Emit
 from gatewayd.kernel.events import DeviceHealth, Health
 
 log = structlog.get_logger(__name__)
 
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """Capped exponential backoff with full jitter."""
-
-    min_s: float = 0.2
-    max_s: float = 10.0
-    #: A driver that ran this long before failing starts again from ``min_s``.
-    reset_after_s: float = 30.0
-
-    def delay_s(self, attempt: int) -> float:
-        # Clamp the exponent: 2.0**1024 overflows, and a board can stay unplugged for hours.
-        cap = min(self.max_s, self.min_s * (2 ** min(attempt, 32)))
-        return random.uniform(self.min_s, max(self.min_s, cap))
-
+#: How long a crashed driver waits before it runs again.
+RESTART_BACKOFF = Backoff()
 
 class Supervisor:
     """Owns the driver tasks; use as ``async with Supervisor(...) as sup:``."""
@@ -43,7 +30,7 @@ class Supervisor:
         drivers: Mapping[str, AnyDriver],
         emit: Emit,
         *,
-        backoff: Backoff = Backoff(),
+        backoff: Backoff = RESTART_BACKOFF,
         start_timeout_s: float = 5.0,
         stop_timeout_s: float = 3.0,
     ) -> None:

@@ -18,16 +18,16 @@ from typing import Any
 
 import structlog
 
-from gatewayd.kernel.campus import CAMPUS, Scope
 from gatewayd.kernel.command import Action, Command
 from gatewayd.kernel.events import new_id, now_ns
+from gatewayd.kernel.scope import CAMPUS, Scope
+from gatewayd.kernel.site import AlarmInput, InputKind, SrpState
 from gatewayd.rules.actions import ActionSink, ExternalAction
 from gatewayd.rules.policy import fire_source
 from gatewayd.rules.rulefile import Publish, RadioAlert, Rule, RuleSet, SetState, Snapshot, render
 from gatewayd.rules.sources import Source
 from gatewayd.rules.store import StoreError
 from gatewayd.security.audit import AuditKind
-from gatewayd.service.config import AlarmInput, InputKind, SrpState
 from gatewayd.service.doors import ActuationReport
 from gatewayd.service.hooks import GatewayHooks
 

@@ -20,7 +20,7 @@ from typing import Protocol
 
 import structlog
 
-from gatewayd.kernel.errors import GatewayError
+from gatewayd.kernel.errors import ErrorCode, GatewayError
 
 log = structlog.get_logger(__name__)
 
@@ -42,17 +42,17 @@ CREATE TABLE IF NOT EXISTS outbox (
 class OutboxError(GatewayError):
     """The outbox could not queue an event."""
 
-    code = "outbox_error"
+    code: str = ErrorCode.OUTBOX_ERROR
 
 
 class PublishQueueFull(OutboxError):
     """A life-safety message could not be queued: it is never dropped silently."""
 
-    code = "queue_full"
+    code: str = ErrorCode.QUEUE_FULL
 
 
 class OutboxClosed(OutboxError):
-    code = "outbox_closed"
+    code: str = ErrorCode.OUTBOX_CLOSED
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,33 +12,25 @@ Topics live under ``<prefix>/<site>`` (see docs/mqtt-api.md):
 - ``cmd``: each request goes to the daemon's handler; the reply goes to the MQTT 5 response
   topic with the request's correlation data, else to ``cmd/result``.
 """
-
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any, TypeGuard
+from typing import Any
 
 import aiomqtt
 import structlog
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from gatewayd.kernel.errors import GatewayError
+from gatewayd.kernel.backoff import Backoff
 from gatewayd.security.tls import ssl_context
-from gatewayd.service.config import MqttConfig
-from gatewayd.service.supervisor import Backoff
-from gatewayd.uplink.outbox import MemoryQueue, Outgoing, PublishQueue, PublishQueueFull
-
-__all__ = [
-    "BrokerUnreachable", "MemoryQueue", "NoReply", "Outgoing", "PublishQueue", "PublishQueueFull",
-    "Uplink", "UplinkError", "encode", "request", "snapshot",
-]  # fmt: skip
+from gatewayd.uplink.config import MqttConfig
+from gatewayd.uplink.outbox import MemoryQueue, PublishQueue, PublishQueueFull
+from gatewayd.uplink.wire import check_suffix, encode, first_leaf, raise_if_cancelling, valid_topic
 
 log = structlog.get_logger(__name__)
 
@@ -53,35 +45,6 @@ COMMAND_SLOTS = 32
 RETAINED_WORKERS = 16
 #: 0.2 s doubling to 5 s, with full jitter.
 RECONNECT_BACKOFF = Backoff(min_s=0.2, max_s=5.0)
-
-
-class UplinkError(GatewayError):
-    """The MQTT uplink or a client request failed."""
-
-    code = "mqtt_error"
-
-
-class BrokerUnreachable(UplinkError):
-    code = "broker_unreachable"
-
-
-class NoReply(UplinkError):
-    code = "no_reply"
-
-
-# --- the uplink -------------------------------------------------------------------------------
-
-
-def encode(payload: Mapping[str, Any] | str) -> bytes:
-    """JSON, compact, UTF-8; a plain string (``online``) is sent as its bytes."""
-    if isinstance(payload, str):
-        return payload.encode("utf-8")
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-
-
-def _check_suffix(suffix: str) -> None:
-    if not suffix or any(c in suffix for c in "+#\0") or suffix.startswith("/"):
-        raise ValueError(f"not a valid topic suffix: {suffix!r}")
 
 
 class Uplink:
@@ -134,7 +97,7 @@ class Uplink:
 
         Raises :class:`PublishQueueFull` if a life-safety event cannot be queued.
         """
-        _check_suffix(kind)
+        check_suffix(kind)
         try:
             self._queue.put(f"event/{kind}", encode(payload), life_safety=life_safety)
         except PublishQueueFull:
@@ -149,7 +112,7 @@ class Uplink:
 
     def set_retained(self, topic_suffix: str, payload: Mapping[str, Any] | str) -> None:
         """Keep ``payload`` as the retained value of ``topic_suffix``; publish it when connected."""
-        _check_suffix(topic_suffix)
+        check_suffix(topic_suffix)
         self._retained[topic_suffix] = encode(payload)
         self._dirty.add(topic_suffix)
         self._dirty_event.set()
@@ -227,10 +190,10 @@ class Uplink:
         except* aiomqtt.MqttError as group:
             if cancelled:
                 # Disconnecting failed during shutdown: the cancellation still wins.
-                log.warning("mqtt.disconnect_failed", error=str(_first_leaf(group)))
+                log.warning("mqtt.disconnect_failed", error=str(first_leaf(group)))
                 raise asyncio.CancelledError from None
             # The reader, a publisher or the handshake saw the connection go: report the first.
-            raise _first_leaf(group) from None
+            raise first_leaf(group) from None
         finally:
             self._ready.clear()
             self._client = None
@@ -297,7 +260,7 @@ class Uplink:
             await client.publish(f"{self.base}/{entry.topic}", entry.payload, 1, False)
             self._queue.ack(entry)
             self._stats["acked"] += 1
-            _raise_if_cancelling()
+            raise_if_cancelling()
 
     async def _flush_retained(self, client: aiomqtt.Client) -> None:
         while True:
@@ -306,7 +269,7 @@ class Uplink:
             topics, self._dirty = list(self._dirty), set()
             try:
                 await self._publish_retained(client, topics)
-                _raise_if_cancelling()
+                raise_if_cancelling()
             except BaseException:
                 # Whatever was not confirmed must go again after the next connect.
                 self._dirty.update(topics)
@@ -365,7 +328,7 @@ class Uplink:
         props.ContentType = "application/json"
         if correlation is not None:
             props.CorrelationData = correlation
-        topic = response_topic if _valid_topic(response_topic) else f"{self.base}/cmd/result"
+        topic = response_topic if valid_topic(response_topic) else f"{self.base}/cmd/result"
         if response_topic and topic != response_topic:
             log.warning("mqtt.bad_response_topic", response_topic=str(response_topic)[:200])
         with contextlib.suppress(TimeoutError):
@@ -388,124 +351,3 @@ class Uplink:
             log.warning("mqtt.reply_retry", topic=topic, error=str(exc))
             return False
         return True
-
-
-def _raise_if_cancelling() -> None:
-    """Re-raise a cancellation that a library call swallowed.
-
-    Python 3.11's ``asyncio.wait_for`` (used inside aiomqtt's publish) returns the result
-    and drops a cancellation that arrives together with the PUBACK; a loop that goes on
-    waiting then stalls shutdown for ever. The task still counts the request: honour it.
-    """
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
-
-
-def _first_leaf(group: BaseExceptionGroup[aiomqtt.MqttError]) -> aiomqtt.MqttError:
-    first = group.exceptions[0]
-    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
-
-
-def _valid_topic(topic: object) -> TypeGuard[str]:
-    return (
-        isinstance(topic, str)
-        and 0 < len(topic.encode("utf-8")) < 65_536
-        and not any(c in topic for c in "+#\0")
-    )
-
-
-# --- client side: the CLI's request/response and status snapshot ----------------------------
-
-
-def _client_for(config: MqttConfig, timeout_s: float) -> aiomqtt.Client:
-    return aiomqtt.Client(
-        config.host,
-        config.port,
-        username=config.username,
-        password=config.password,
-        identifier=f"gatewayd-cli-{uuid.uuid4().hex[:12]}",
-        protocol=aiomqtt.ProtocolVersion.V5,
-        timeout=timeout_s,
-        tls_context=ssl_context(config.tls) if config.tls_enabled else None,
-    )
-
-
-async def request(
-    config: MqttConfig, site: str, body: dict[str, Any], timeout_s: float
-) -> dict[str, Any]:
-    """Send one command to a gateway and return its reply (MQTT 5 request/response)."""
-    base = f"{config.prefix}/{site}"
-    correlation = uuid.uuid4().hex
-    reply_topic = f"{base}/cmd/reply/{correlation}"
-    props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-    props.ResponseTopic = reply_topic
-    correlation_data = correlation.encode("ascii")
-    props.CorrelationData = correlation_data
-    props.ContentType = "application/json"
-    connected = False
-    try:
-        async with asyncio.timeout(timeout_s), _client_for(config, timeout_s) as client:
-            connected = True
-            await client.subscribe(reply_topic, qos=1)
-            await client.publish(f"{base}/cmd", encode(body), 1, False, props)
-            async for message in client.messages:
-                if getattr(message.properties, "CorrelationData", None) != correlation_data:
-                    continue
-                return _decode_reply(message.payload)
-    except TimeoutError as exc:
-        if not connected:
-            raise BrokerUnreachable(f"no connection to {config.url} within {timeout_s} s") from exc
-        raise NoReply(
-            f"no reply from {site!r} within {timeout_s} s (is the gateway online?)"
-        ) from exc
-    except aiomqtt.MqttError as exc:
-        raise BrokerUnreachable(f"cannot reach {config.url}: {exc}") from exc
-    raise BrokerUnreachable(f"connection to {config.url} closed before the reply")
-
-
-def _decode_reply(payload: Any) -> dict[str, Any]:
-    try:
-        reply = json.loads(payload)
-    except (TypeError, ValueError) as exc:
-        raise UplinkError(f"reply is not JSON: {exc}") from exc
-    if not isinstance(reply, dict):
-        raise UplinkError("reply is not a JSON object")
-    return reply
-
-
-async def snapshot(config: MqttConfig, site: str, timeout_s: float) -> dict[str, Any]:
-    """The retained topics of one gateway (suffix -> JSON value, or text such as ``online``).
-
-    Retained messages arrive right after the subscription; collection ends when none has
-    arrived for a short quiet period, or at ``timeout_s``.
-    """
-    base = f"{config.prefix}/{site}"
-    quiet_s = min(0.25, timeout_s / 4)
-    found: dict[str, Any] = {}
-    try:
-        async with asyncio.timeout(timeout_s), _client_for(config, timeout_s) as client:
-            await client.subscribe(f"{base}/#", qos=1)
-            messages = client.messages
-            while True:
-                try:
-                    async with asyncio.timeout(quiet_s):
-                        message = await anext(messages)
-                except TimeoutError:
-                    break
-                if message.retain and isinstance(message.payload, bytes):
-                    found[message.topic.value.removeprefix(base + "/")] = _decode_value(
-                        message.payload
-                    )
-    except TimeoutError as exc:
-        if not found:
-            raise BrokerUnreachable(f"no connection to {config.url} within {timeout_s} s") from exc
-    except aiomqtt.MqttError as exc:
-        raise BrokerUnreachable(f"cannot reach {config.url}: {exc}") from exc
-    return found
-
-
-def _decode_value(payload: bytes) -> Any:
-    with contextlib.suppress(ValueError):
-        return json.loads(payload)
-    return payload.decode("utf-8", errors="replace")

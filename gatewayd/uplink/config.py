@@ -1,0 +1,34 @@
+"""``[mqtt]`` of the campus file: the broker, the topic prefix, credentials and TLS."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from gatewayd.kernel.validation import Model
+from gatewayd.security.tls import TlsConfig
+
+
+class MqttConfig(Model):
+    #: Broker URL: ``mqtt://host:port``, or ``mqtts://host:port`` with ``[mqtt.tls]``.
+    url: str = Field(default="mqtt://127.0.0.1:1883", pattern=r"^mqtts?://[^/:]+(:\d+)?/?$")
+    prefix: str = Field(default="gatewayd", pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")
+    client_id: str | None = None
+    username: str | None = None
+    password: str | None = None
+    keepalive_s: int = Field(default=15, ge=5, le=600)
+    #: ``[mqtt.tls]``: CA, client certificate and verification, for ``mqtts://``. File paths
+    #: are resolved against the campus file's folder at load.
+    tls: TlsConfig = TlsConfig()
+
+    @property
+    def tls_enabled(self) -> bool:
+        return self.url.startswith("mqtts:")
+
+    @property
+    def host(self) -> str:
+        return self.url.split("://", 1)[1].rstrip("/").split(":")[0]
+
+    @property
+    def port(self) -> int:
+        rest = self.url.split("://", 1)[1].rstrip("/")
+        return int(rest.split(":")[1]) if ":" in rest else (8883 if self.tls_enabled else 1883)

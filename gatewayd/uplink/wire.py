@@ -1,0 +1,63 @@
+"""What both ends of the MQTT link share: payload encoding, topic checks, errors, aiomqtt quirks."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Mapping
+from typing import Any, TypeGuard
+
+import aiomqtt
+
+from gatewayd.kernel.errors import ErrorCode, GatewayError
+
+
+class UplinkError(GatewayError):
+    """The MQTT uplink or a client request failed."""
+
+    code: str = ErrorCode.MQTT_ERROR
+
+
+class BrokerUnreachable(UplinkError):
+    code: str = ErrorCode.BROKER_UNREACHABLE
+
+
+class NoReply(UplinkError):
+    code: str = ErrorCode.NO_REPLY
+
+
+def encode(payload: Mapping[str, Any] | str) -> bytes:
+    """JSON, compact, UTF-8; a plain string (``online``) is sent as its bytes."""
+    if isinstance(payload, str):
+        return payload.encode("utf-8")
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def check_suffix(suffix: str) -> None:
+    if not suffix or any(c in suffix for c in "+#\0") or suffix.startswith("/"):
+        raise ValueError(f"not a valid topic suffix: {suffix!r}")
+
+
+def raise_if_cancelling() -> None:
+    """Re-raise a cancellation that a library call swallowed.
+
+    Python 3.11's ``asyncio.wait_for`` (used inside aiomqtt's publish) returns the result
+    and drops a cancellation that arrives together with the PUBACK; a loop that goes on
+    waiting then stalls shutdown for ever. The task still counts the request: honour it.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+def first_leaf(group: BaseExceptionGroup[aiomqtt.MqttError]) -> aiomqtt.MqttError:
+    first = group.exceptions[0]
+    return first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
+
+
+def valid_topic(topic: object) -> TypeGuard[str]:
+    return (
+        isinstance(topic, str)
+        and 0 < len(topic.encode("utf-8")) < 65_536
+        and not any(c in topic for c in "+#\0")
+    )
