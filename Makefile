@@ -23,9 +23,12 @@ demo: deps
 test: deps
 	$(BIN)/python -m pytest
 
+## ruff (lint and format), mypy --strict over the installed layout, the layer contracts.
 lint: $(BIN)/gatewayd
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python .ci/mypy
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_layers.py
 
 bench: deps
 	$(BIN)/python -m bench.lockdown

@@ -22,8 +22,7 @@ from gatewayd.security.signing import signed
 def signed_command(action: str, site: str, **fields: Any) -> dict[str, Any]:
     """A command body signed by the DEMO actor whose role the action needs."""
     actor = "demo-administrator" if action in ("release", "unlock") else "demo-operator"
-    body = {"id": uuid.uuid4().hex, "ts": time.time(), "actor": actor, "action": action,
-            **fields}
+    body = {"id": uuid.uuid4().hex, "ts": time.time(), "actor": actor, "action": action, **fields}
     return signed(body, demo_private_key(actor), site=site)
 
 
@@ -56,8 +55,17 @@ class SimProcess:
 
     async def __aenter__(self) -> SimProcess:
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "gatewayd.simulators", "--log-level", "warning", "campus",
-            "-c", str(self.config_path), "--free-ports", "--actuation-ms", str(self.actuation_ms),
+            sys.executable,
+            "-m",
+            "gatewayd.simulators",
+            "--log-level",
+            "warning",
+            "campus",
+            "-c",
+            str(self.config_path),
+            "--free-ports",
+            "--actuation-ms",
+            str(self.actuation_ms),
             stdout=subprocess.PIPE,
         )
         assert self.proc.stdout is not None
@@ -112,8 +120,16 @@ class DaemonProcess:
     """``python -m gatewayd run -c FILE`` as a child process; ``env`` adds to the environment."""
 
     def __init__(self, config_path: Path, env: dict[str, str], *, log_level: str = "warning"):
-        self.args = [sys.executable, "-m", "gatewayd", "run", "-c", str(config_path),
-                     "--log-level", log_level]
+        self.args = [
+            sys.executable,
+            "-m",
+            "gatewayd",
+            "run",
+            "-c",
+            str(config_path),
+            "--log-level",
+            log_level,
+        ]
         self.env = {**os.environ, **env}
         #: The daemon's log (a file, so a chatty daemon never blocks on a full pipe).
         self.log_path = config_path.with_suffix(".log")

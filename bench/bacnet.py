@@ -36,8 +36,19 @@ LOCAL = "127.0.0.1:0"
 
 async def start_sim(doors: int) -> tuple[asyncio.subprocess.Process, int]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gatewayd.simulators", "--log-level", "warning", "bacnet",
-        "--port", "0", "--doors", str(doors), "--actuation-ms", "0", stdout=subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "gatewayd.simulators",
+        "--log-level",
+        "warning",
+        "bacnet",
+        "--port",
+        "0",
+        "--doors",
+        str(doors),
+        "--actuation-ms",
+        "0",
+        stdout=subprocess.PIPE,
     )
     assert proc.stdout is not None
     async with asyncio.timeout(30):
@@ -45,8 +56,9 @@ async def start_sim(doors: int) -> tuple[asyncio.subprocess.Process, int]:
     return proc, int(json.loads(line)["ports"]["bacnet"])
 
 
-async def run_driver(config: BacnetConfig, points: frozenset[str],
-                     emit: Any) -> tuple[BacnetDriver, asyncio.Task[None]]:
+async def run_driver(
+    config: BacnetConfig, points: frozenset[str], emit: Any
+) -> tuple[BacnetDriver, asyncio.Task[None]]:
     driver = BacnetDriver(config, points, emit)
     started = asyncio.Event()
     task = asyncio.create_task(driver.run(started.set))
@@ -61,8 +73,14 @@ async def stop(task: asyncio.Task[None]) -> None:
 
 
 async def bench_writes(port: int, samples: int) -> list[float]:
-    config = BacnetConfig(id="bench-w", driver="bacnet", address=f"127.0.0.1:{port}",
-                          device_instance=1001, local_address=LOCAL, timeout_ms=1000)
+    config = BacnetConfig(
+        id="bench-w",
+        driver="bacnet",
+        address=f"127.0.0.1:{port}",
+        device_instance=1001,
+        local_address=LOCAL,
+        timeout_ms=1000,
+    )
     points = frozenset({"binary-output:0", "binary-input:0", "binary-input:16"})
     driver, task = await run_driver(config, points, lambda e: None)
     out = []
@@ -78,9 +96,16 @@ async def bench_writes(port: int, samples: int) -> list[float]:
 
 
 async def bench_cov(port: int, samples: int) -> list[float]:
-    config = BacnetConfig(id="bench-c", driver="bacnet", address=f"127.0.0.1:{port}",
-                          device_instance=1001, local_address=LOCAL, timeout_ms=1000,
-                          poll_interval_ms=60_000, cov_poll_interval_ms=60_000)
+    config = BacnetConfig(
+        id="bench-c",
+        driver="bacnet",
+        address=f"127.0.0.1:{port}",
+        device_instance=1001,
+        local_address=LOCAL,
+        timeout_ms=1000,
+        poll_interval_ms=60_000,
+        cov_poll_interval_ms=60_000,
+    )
     arrived: asyncio.Queue[float] = asyncio.Queue()
 
     def emit(event: DriverEvent) -> None:
@@ -116,11 +141,15 @@ async def main(samples: int) -> None:
     finally:
         proc.terminate()
         await proc.wait()
-    table = [("write @priority + relinquish + read-back (ms)", percentiles(writes)),
-             ("write -> COV PointChanged (ms)", percentiles(cov))]
-    report("BACnet driver vs simulator in another process (loopback UDP)",
-           {"samples": samples, "write_readback_ms": table[0][1], "cov_latency_ms": table[1][1]},
-           table)
+    table = [
+        ("write @priority + relinquish + read-back (ms)", percentiles(writes)),
+        ("write -> COV PointChanged (ms)", percentiles(cov)),
+    ]
+    report(
+        "BACnet driver vs simulator in another process (loopback UDP)",
+        {"samples": samples, "write_readback_ms": table[0][1], "cov_latency_ms": table[1][1]},
+        table,
+    )
 
 
 if __name__ == "__main__":

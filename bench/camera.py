@@ -73,10 +73,17 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     rec = Recorder()
     with tempfile.TemporaryDirectory(prefix="gatewayd-bench-cam-") as tmp:
         config = OnvifCameraConfig(
-            id="bench-cam", driver="onvif_camera", host=sim.host, port=sim.port,
-            username=sim.username, password=sim.password,
-            pull_timeout_s=2.0, subscription_s=60.0, snapshot_dir=Path(tmp),
-            snapshot_max_mb=50.0, thumbnail_px=args.thumbnail_px,
+            id="bench-cam",
+            driver="onvif_camera",
+            host=sim.host,
+            port=sim.port,
+            username=sim.username,
+            password=sim.password,
+            pull_timeout_s=2.0,
+            subscription_s=60.0,
+            snapshot_dir=Path(tmp),
+            snapshot_max_mb=50.0,
+            thumbnail_px=args.thumbnail_px,
         )
         driver = OnvifCameraDriver(config, frozenset(), rec)
         task = asyncio.create_task(driver.run(lambda: None))
@@ -106,8 +113,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--snapshots", type=int, default=200)
     parser.add_argument("--events", type=int, default=500)
     parser.add_argument("--width", type=int, default=1280)

@@ -42,7 +42,11 @@ async def gateway_cycles(config: Config, cycles: int) -> dict[str, list[float]]:
     task = asyncio.create_task(gateway.run(ready.set))
     await asyncio.wait_for(ready.wait(), 30)
     samples: dict[str, list[float]] = {
-        "decided": [], "on_wire": [], "confirmed": [], "release_confirmed": []}
+        "decided": [],
+        "on_wire": [],
+        "confirmed": [],
+        "release_confirmed": [],
+    }
     failed = 0
     try:
         for i in range(cycles + 3):
@@ -54,13 +58,15 @@ async def gateway_cycles(config: Config, cycles: int) -> dict[str, list[float]]:
             samples["decided"].append(lock["latency_ms"]["decided"])
             samples["on_wire"].append(lock["latency_ms"]["on_wire"])
             samples["confirmed"].append(lock["latency_ms"]["confirmed"] or float("inf"))
-            samples["release_confirmed"].append(
-                release["latency_ms"]["confirmed"] or float("inf"))
+            samples["release_confirmed"].append(release["latency_ms"]["confirmed"] or float("inf"))
             # Let a few poll cycles run between lockdowns, as in real life.
             await asyncio.sleep(0.05)
         stats = gateway.supervisor.statistics() if gateway.supervisor else {}
-        waits = [float(s["lane_wait_max_ms"]) for s in stats.values()  # type: ignore[arg-type]
-                 if "lane_wait_max_ms" in s]
+        waits = [
+            float(s["lane_wait_max_ms"])  # type: ignore[arg-type]
+            for s in stats.values()
+            if "lane_wait_max_ms" in s
+        ]
         samples["lane_wait_max_ms"] = waits
         samples["failed_doors"] = [float(failed)]
     finally:
@@ -76,8 +82,14 @@ async def baseline_cycles(config: Config, cycles: int) -> dict[str, list[float]]
         client = AsyncModbusTcpClient(dev.host, port=dev.port)  # type: ignore[attr-defined]
         await client.connect()
         clients[dev.id] = client
-    doors = [(d.lock.device, int(d.lock.point.split(":")[1]),
-              int(d.sense.point.split(":")[1]) if d.sense else None) for d in config.doors]
+    doors = [
+        (
+            d.lock.device,
+            int(d.lock.point.split(":")[1]),
+            int(d.sense.point.split(":")[1]) if d.sense else None,
+        )
+        for d in config.doors
+    ]
     samples: dict[str, list[float]] = {"on_wire": [], "confirmed": []}
     try:
         for i in range(cycles + 1):
@@ -91,7 +103,8 @@ async def baseline_cycles(config: Config, cycles: int) -> dict[str, list[float]]
                         continue
                     while True:
                         reply = await clients[device].read_discrete_inputs(
-                            sense, count=1, device_id=1)
+                            sense, count=1, device_id=1
+                        )
                         if reply.bits[0] is value:
                             break
                 done = time.perf_counter()
@@ -107,15 +120,24 @@ async def baseline_cycles(config: Config, cycles: int) -> dict[str, list[float]]
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="gatewayd-bench-") as tmp:
         path = Path(tmp) / "campus.toml"
-        path.write_text(render("bench", f"Bench campus, {args.doors} doors",
-                               with_demo_actors(bench_plans(args.doors, 32)), base_port=20000,
-                               poll_interval_ms=args.poll_ms, demo=True))
+        path.write_text(
+            render(
+                "bench",
+                f"Bench campus, {args.doors} doors",
+                with_demo_actors(bench_plans(args.doors, 32)),
+                base_port=20000,
+                poll_interval_ms=args.poll_ms,
+                demo=True,
+            )
+        )
         async with SimProcess(path, actuation_ms=args.actuation_ms) as sim, Mosquitto() as mq:
             base = load_config(path)
-            config = with_ports(base, sim.ports).model_copy(update={
-                "mqtt": base.mqtt.model_copy(update={"url": mq.url}),
-                "state_dir": str(Path(tmp) / "state"),
-            })
+            config = with_ports(base, sim.ports).model_copy(
+                update={
+                    "mqtt": base.mqtt.model_copy(update={"url": mq.url}),
+                    "state_dir": str(Path(tmp) / "state"),
+                }
+            )
             gw = await gateway_cycles(config, args.cycles)
             naive = await baseline_cycles(config, args.baseline_cycles)
     on_wire, confirmed = percentiles(gw["on_wire"]), percentiles(gw["confirmed"])
@@ -147,14 +169,19 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--doors", type=int, default=1000)
     parser.add_argument("--cycles", type=int, default=40)
     parser.add_argument("--baseline-cycles", type=int, default=5)
     parser.add_argument("--poll-ms", type=int, default=250, help="device poll interval")
-    parser.add_argument("--actuation-ms", type=float, default=5.0,
-                        help="simulated bolt travel time (coil -> lock sense)")
+    parser.add_argument(
+        "--actuation-ms",
+        type=float,
+        default=5.0,
+        help="simulated bolt travel time (coil -> lock sense)",
+    )
     args = parser.parse_args()
     configure("warning")
     results = asyncio.run(main_async(args))
@@ -167,15 +194,21 @@ def main() -> None:
             ("gateway: all lock commands on the wire", results["gateway_ms"]["on_wire"]),
             ("gateway: all doors confirmed", results["gateway_ms"]["confirmed"]),
             ("gateway: release, all doors confirmed", results["gateway_ms"]["release_confirmed"]),
-            ("baseline (sequential per door): on the wire",
-             results["baseline_sequential_ms"]["on_wire"]),
-            ("baseline (sequential per door): confirmed",
-             results["baseline_sequential_ms"]["confirmed"]),
+            (
+                "baseline (sequential per door): on the wire",
+                results["baseline_sequential_ms"]["on_wire"],
+            ),
+            (
+                "baseline (sequential per door): confirmed",
+                results["baseline_sequential_ms"]["confirmed"],
+            ),
         ],
     )
-    print(f"speed-up at p50: {results['speedup_p50']};"
-          f" targets p99 on wire <= 25 ms, confirmed <= 100 ms:"
-          f" {'met' if results['meets_targets'] else 'NOT met'}")
+    print(
+        f"speed-up at p50: {results['speedup_p50']};"
+        f" targets p99 on wire <= 25 ms, confirmed <= 100 ms:"
+        f" {'met' if results['meets_targets'] else 'NOT met'}"
+    )
 
 
 if __name__ == "__main__":

@@ -57,8 +57,9 @@ def logged_at(log: Path, event: str) -> tuple[float, dict[str, Any]]:
     return found
 
 
-async def start(path: Path, env: dict[str, str], sock: socket.socket) -> tuple[DaemonProcess,
-                                                                               float, float]:
+async def start(
+    path: Path, env: dict[str, str], sock: socket.socket
+) -> tuple[DaemonProcess, float, float]:
     daemon = DaemonProcess(path, env, log_level="info")
     daemon.args.append("--log-json")
     spawned = time.time()
@@ -121,14 +122,20 @@ def main() -> None:
     print(json.dumps(results, indent=2))
     after = results["after_kill_9"]
     print(f"\nGateway, {results['doors']} doors on {results['boards']} boards")
-    print(f"RSS idle / after lockdown / peak  {results['rss_mb']['idle']} / "
-          f"{results['rss_mb']['after_lockdown']} / {results['rss_mb']['peak']} MB "
-          f"(target < {TARGETS['rss_mb']})")
-    print(f"spawn -> READY=1                  {results['start_to_ready_s']} s "
-          f"(target <= {TARGETS['start_to_ready_s']})")
-    print(f"kill -9, spawn -> re-asserted     {after['reasserted_after_restart_s']} s, "
-          f"{after['doors_confirmed']} doors confirmed "
-          f"(target <= {TARGETS['reasserted_after_restart_s']})")
+    print(
+        f"RSS idle / after lockdown / peak  {results['rss_mb']['idle']} / "
+        f"{results['rss_mb']['after_lockdown']} / {results['rss_mb']['peak']} MB "
+        f"(target < {TARGETS['rss_mb']})"
+    )
+    print(
+        f"spawn -> READY=1                  {results['start_to_ready_s']} s "
+        f"(target <= {TARGETS['start_to_ready_s']})"
+    )
+    print(
+        f"kill -9, spawn -> re-asserted     {after['reasserted_after_restart_s']} s, "
+        f"{after['doors_confirmed']} doors confirmed "
+        f"(target <= {TARGETS['reasserted_after_restart_s']})"
+    )
 
 
 if __name__ == "__main__":

@@ -77,12 +77,17 @@ async def until_empty(queue: PublishQueue, timeout_s: float = 120.0) -> None:
 class Rig:
     """One uplink over one queue, connected to a broker, and a subscriber timing receipts."""
 
-    def __init__(self, broker: Mosquitto, make_queue: Callable[[], PublishQueue], *,
-                 subscriber: bool = True) -> None:
+    def __init__(
+        self, broker: Mosquitto, make_queue: Callable[[], PublishQueue], *, subscriber: bool = True
+    ) -> None:
         self.subscriber = subscriber
         self.queue = TimedQueue(make_queue())
-        self.uplink = Uplink(MqttConfig(url=broker.url, client_id="bench-outbox"), "bench",
-                             _no_commands, queue=self.queue)
+        self.uplink = Uplink(
+            MqttConfig(url=broker.url, client_id="bench-outbox"),
+            "bench",
+            _no_commands,
+            queue=self.queue,
+        )
         self.broker = broker
         self.received_at: dict[str, float] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -105,8 +110,12 @@ class Rig:
                 await task
 
     async def _subscribe(self, subscribed: asyncio.Event) -> None:
-        async with aiomqtt.Client(self.broker.host, self.broker.port, identifier="bench-sub",
-                                  protocol=aiomqtt.ProtocolVersion.V5) as client:
+        async with aiomqtt.Client(
+            self.broker.host,
+            self.broker.port,
+            identifier="bench-sub",
+            protocol=aiomqtt.ProtocolVersion.V5,
+        ) as client:
             await client.subscribe("gatewayd/bench/event/#", qos=1)
             subscribed.set()
             async for message in client.messages:
@@ -116,9 +125,11 @@ class Rig:
 
     def publish(self, n: int, *, life_safety: bool) -> str:
         event_id = f"e{n}"
-        self.uplink.publish_event("alarm" if life_safety else "telemetry",
-                                  {"id": event_id, "ts": time.time(), "data": {"n": n}},
-                                  life_safety=life_safety)
+        self.uplink.publish_event(
+            "alarm" if life_safety else "telemetry",
+            {"id": event_id, "ts": time.time(), "data": {"n": n}},
+            life_safety=life_safety,
+        )
         return event_id
 
 
@@ -138,8 +149,14 @@ async def sustained(broker: Mosquitto, make: Callable[[], PublishQueue], events:
         return events / (time.perf_counter() - began)
 
 
-async def paced(broker: Mosquitto, make: Callable[[], PublishQueue], rate: float,
-                seconds: float, *, life_safety: bool) -> dict[str, dict[str, float]]:
+async def paced(
+    broker: Mosquitto,
+    make: Callable[[], PublishQueue],
+    rate: float,
+    seconds: float,
+    *,
+    life_safety: bool,
+) -> dict[str, dict[str, float]]:
     """Latency at a paced rate: enqueue -> PUBACK, and enqueue -> subscriber receipt."""
     async with Rig(broker, make) as rig:
         put_at: dict[str, float] = {}
@@ -152,8 +169,9 @@ async def paced(broker: Mosquitto, make: Callable[[], PublishQueue], rate: float
             await asyncio.sleep(0.001)
         await until_empty(rig.queue)
         await asyncio.sleep(0.2)
-        receipt = [(rig.received_at[i] - t) * 1000 for i, t in put_at.items()
-                   if i in rig.received_at]
+        receipt = [
+            (rig.received_at[i] - t) * 1000 for i, t in put_at.items() if i in rig.received_at
+        ]
         return {"puback_ms": percentiles(rig.queue.puback_ms), "receipt_ms": percentiles(receipt)}
 
 
@@ -161,11 +179,13 @@ async def drain(broker: Mosquitto, make: Callable[[], PublishQueue], backlog: in
     """Events/s to empty a backlog queued while the broker was down."""
     broker.kill()
     queue = make()
-    uplink = Uplink(MqttConfig(url=broker.url, client_id="bench-drain"), "bench", _no_commands,
-                    queue=queue)
+    uplink = Uplink(
+        MqttConfig(url=broker.url, client_id="bench-drain"), "bench", _no_commands, queue=queue
+    )
     for n in range(backlog):
-        uplink.publish_event("telemetry", {"id": f"d{n}", "data": {"n": n}},
-                             life_safety=n % 10 == 0)
+        uplink.publish_event(
+            "telemetry", {"id": f"d{n}", "data": {"n": n}}, life_safety=n % 10 == 0
+        )
     await asyncio.sleep(0.05)
     broker.start()
     connected = asyncio.Event()
@@ -196,10 +216,12 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             for name, make in (("outbox", outbox), ("memory", memory)):
                 results[name] = {
                     "sustained_per_s": round(await sustained(broker, make, args.events)),
-                    "paced_telemetry": await paced(broker, make, args.rate, args.paced_seconds,
-                                                   life_safety=False),
-                    "paced_life_safety": await paced(broker, make, args.rate, args.paced_seconds,
-                                                     life_safety=True),
+                    "paced_telemetry": await paced(
+                        broker, make, args.rate, args.paced_seconds, life_safety=False
+                    ),
+                    "paced_life_safety": await paced(
+                        broker, make, args.rate, args.paced_seconds, life_safety=True
+                    ),
                     "drain_per_s": round(await drain(broker, make, args.backlog)),
                 }
     out, mem = results["outbox"], results["memory"]
@@ -230,8 +252,10 @@ def main() -> None:
                 table.append((f"{name} {kind} {measure}", results[name][kind][measure]))
     report("Outbox -> Mosquitto, QoS 1", results, table)
     for name in ("outbox", "memory"):
-        print(f"{name:<8} sustained {results[name]['sustained_per_s']:>7} ev/s   "
-              f"drain {results[name]['drain_per_s']:>7} ev/s")
+        print(
+            f"{name:<8} sustained {results[name]['sustained_per_s']:>7} ev/s   "
+            f"drain {results[name]['drain_per_s']:>7} ev/s"
+        )
 
 
 if __name__ == "__main__":

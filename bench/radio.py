@@ -30,7 +30,10 @@ async def measure(mode: Mode, alerts: int) -> dict[str, list[float]]:
     sim = PsapRadioSim(mode, name=f"bench-{mode}")
     await sim.start()
     config = PsapRadioConfig(
-        id=f"radio-{mode}", driver="psap_radio", url=sim.url, site_label="Bench High School",
+        id=f"radio-{mode}",
+        driver="psap_radio",
+        url=sim.url,
+        site_label="Bench High School",
         heartbeat_s=60,
     )
     online = asyncio.Event()

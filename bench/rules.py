@@ -29,16 +29,33 @@ def rule_file(n: int, rng: random.Random) -> dict[str, Any]:
             when["location"] = {"building": rng.choice("ABCD")}
         if rng.random() < 0.5:
             when["data"] = {"active": True}
-        rules.append({"id": f"r{i}", "when": when, "do": [
-            {"action": "radio_alert", "text": "{kind} at {location.building} from {source}"},
-        ]})
+        rules.append(
+            {
+                "id": f"r{i}",
+                "when": when,
+                "do": [
+                    {
+                        "action": "radio_alert",
+                        "text": "{kind} at {location.building} from {source}",
+                    },
+                ],
+            }
+        )
     return {"rule": rules}
 
 
 def events(n: int, rng: random.Random) -> list[dict[str, Any]]:
-    return [{"id": str(i), "kind": rng.choice(KINDS), "source": f"dev-{rng.randrange(50)}",
-             "location": {"building": rng.choice("ABCD")}, "drill": False,
-             "data": {"active": rng.random() < 0.5}} for i in range(n)]
+    return [
+        {
+            "id": str(i),
+            "kind": rng.choice(KINDS),
+            "source": f"dev-{rng.randrange(50)}",
+            "location": {"building": rng.choice("ABCD")},
+            "drill": False,
+            "data": {"active": rng.random() < 0.5},
+        }
+        for i in range(n)
+    ]
 
 
 def run(rules: RuleSet, sample: list[dict[str, Any]]) -> tuple[list[float], float, int]:
@@ -57,8 +74,9 @@ def run(rules: RuleSet, sample: list[dict[str, Any]]) -> tuple[list[float], floa
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rules", type=int, default=200)
     parser.add_argument("--events", type=int, default=50_000)
     args = parser.parse_args()
@@ -68,10 +86,19 @@ def main() -> None:
     run(rules, sample[:1000])  # warm-up
     costs_us, rate, fired = run(rules, sample)
     stats = percentiles(costs_us)
-    results = {"bench": "rules", "rules": len(rules), "events": len(sample),
-               "rules_fired": fired, "events_per_s": round(rate), "per_event_us": stats}
-    report(f"Rule evaluation, {len(rules)} rules (µs per event)", results,
-           [("match + render fired actions", stats)])
+    results = {
+        "bench": "rules",
+        "rules": len(rules),
+        "events": len(sample),
+        "rules_fired": fired,
+        "events_per_s": round(rate),
+        "per_event_us": stats,
+    }
+    report(
+        f"Rule evaluation, {len(rules)} rules (µs per event)",
+        results,
+        [("match + render fired actions", stats)],
+    )
     print(f"{round(rate):,} events/s")
 
 

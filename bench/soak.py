@@ -35,15 +35,18 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
         broker.start()
         try:
             async with Recorder(broker, "gatewayd/fault/event/#") as recorder:
-                runner = await Runner(broker.url, Path(tmp), rate=args.rate, seconds=seconds,
-                                      run="soak").start()
+                runner = await Runner(
+                    broker.url, Path(tmp), rate=args.rate, seconds=seconds, run="soak"
+                ).start()
                 try:
                     end = time.monotonic() + seconds - args.down
                     while time.monotonic() + args.outage_every < end:
                         await asyncio.sleep(args.outage_every)
                         began = time.monotonic()
-                        await broker.restart_async(down_s=rng.uniform(1, args.down),
-                                                   hard=args.hard_kills and rng.random() < 0.5)
+                        await broker.restart_async(
+                            down_s=rng.uniform(1, args.down),
+                            hard=args.hard_kills and rng.random() < 0.5,
+                        )
                         outages.append((began, time.monotonic()))
                     result = await runner.wait(timeout_s=seconds + 300)
                 finally:
@@ -73,9 +76,12 @@ def main() -> None:
     p.add_argument("--outage-every", type=float, default=20.0, help="seconds between outages")
     p.add_argument("--down", type=float, default=5.0, help="longest outage, seconds")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--hard-kills", action="store_true",
-                   help="SIGKILL the broker in half the outages; Mosquitto then loses a few"
-                   " messages it had PUBACKed, so 'lost' measures the broker, not the gateway")
+    p.add_argument(
+        "--hard-kills",
+        action="store_true",
+        help="SIGKILL the broker in half the outages; Mosquitto then loses a few"
+        " messages it had PUBACKed, so 'lost' measures the broker, not the gateway",
+    )
     summary = asyncio.run(soak(p.parse_args()))
     print(json.dumps(summary, indent=2))
     ok = not summary["missing"] and not summary["out_of_order"]

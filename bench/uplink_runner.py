@@ -48,8 +48,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rate", type=float, default=1000.0, help="events per second")
     p.add_argument("--seconds", type=float, default=10.0, help="how long to produce events")
     p.add_argument("--sources", type=int, default=4)
-    p.add_argument("--life-safety-sources", type=int, default=1,
-                   help="how many of the sources send life-safety events")
+    p.add_argument(
+        "--life-safety-sources",
+        type=int,
+        default=1,
+        help="how many of the sources send life-safety events",
+    )
     p.add_argument("--drain-timeout", type=float, default=60.0)
     return p.parse_args(argv)
 
@@ -93,8 +97,14 @@ async def main_async(args: argparse.Namespace) -> int:
     outbox = Outbox(args.outbox)
     recovered = len(outbox)
     config = MqttConfig(url=args.url, client_id=f"runner-{args.site}", keepalive_s=5)
-    uplink = Uplink(config, args.site, _no_commands, queue=outbox,
-                    backoff=Backoff(min_s=0.05, max_s=0.5), connect_timeout_s=2.0)
+    uplink = Uplink(
+        config,
+        args.site,
+        _no_commands,
+        queue=outbox,
+        backoff=Backoff(min_s=0.05, max_s=0.5),
+        connect_timeout_s=2.0,
+    )
     started = asyncio.Event()
     task = asyncio.create_task(uplink.run(started.set), name="uplink")
     await started.wait()
@@ -108,16 +118,19 @@ async def main_async(args: argparse.Namespace) -> int:
     task.cancel()
     with suppress(asyncio.CancelledError):
         await task
-    print(json.dumps({"done": True, "accepted": accepted, "left": stats["queued"], **stats}),
-          flush=True)
+    print(
+        json.dumps({"done": True, "accepted": accepted, "left": stats["queued"], **stats}),
+        flush=True,
+    )
     return 0 if not stats["queued"] else 1
 
 
 class Runner:
     """This module as a child process that can be killed (the fault tests and the soak)."""
 
-    def __init__(self, url: str, workdir: Path, *, rate: float, seconds: float, run: str,
-                 site: str = "fault") -> None:
+    def __init__(
+        self, url: str, workdir: Path, *, rate: float, seconds: float, run: str, site: str = "fault"
+    ) -> None:
         self.workdir = workdir
         self.args = [
             sys.executable, "-m", "bench.uplink_runner", "--url", url, "--site", site,

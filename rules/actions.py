@@ -43,5 +43,11 @@ class NoDriverSink:
     async def dispatch(self, action: ExternalAction) -> None:
         self.seen.append(action)
         del self.seen[:-100]
-        log.warning("action.no_driver", kind=action.kind, rule=action.rule, drill=action.drill,
-                    text=action.text, targets=list(action.targets))
+        log.warning(
+            "action.no_driver",
+            kind=action.kind,
+            rule=action.rule,
+            drill=action.drill,
+            text=action.text,
+            targets=list(action.targets),
+        )

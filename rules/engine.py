@@ -107,8 +107,9 @@ class Engine:
         return list(self._by_scope.get(scope, {}).values())
 
     def expired(self, now: float) -> list[Source]:
-        return [s for s in self._sources.values() if s.expires_at is not None
-                and s.expires_at <= now]
+        return [
+            s for s in self._sources.values() if s.expires_at is not None and s.expires_at <= now
+        ]
 
     def next_expiry(self) -> float | None:
         ends = [s.expires_at for s in self._sources.values() if s.expires_at is not None]

@@ -127,30 +127,43 @@ def srp_source(
 def room_release(scope: Scope, *, actor: str, since: float) -> Source:
     """A per-room exception: this door released inside a scope's state, until re-locked."""
     return Source(
-        key=f"srp:{scope}", scope=scope, priority=Priority.LOCKDOWN,
-        effects=(Effect(frozenset(), False, RANK_EXCEPTION),), name="room-release",
-        actor=actor, since=since, state="released",
+        key=f"srp:{scope}",
+        scope=scope,
+        priority=Priority.LOCKDOWN,
+        effects=(Effect(frozenset(), False, RANK_EXCEPTION),),
+        name="room-release",
+        actor=actor,
+        since=since,
+        state="released",
     )
 
 
 def responder_override(scope: Scope, *, actor: str, since: float, until: float) -> Source:
     """A bounded responder unlock of one door; pre-empts the lockdown family, not fire."""
     return Source(
-        key=f"responder:{scope}", scope=scope, priority=Priority.LOCKDOWN,
-        effects=(Effect(frozenset(), False, RANK_EXCEPTION),), name="responder",
-        actor=actor, since=since, expires_at=until,
+        key=f"responder:{scope}",
+        scope=scope,
+        priority=Priority.LOCKDOWN,
+        effects=(Effect(frozenset(), False, RANK_EXCEPTION),),
+        name="responder",
+        actor=actor,
+        since=since,
+        expires_at=until,
     )
 
 
-def fire_source(
-    policy: PolicyConfig, input_id: str, scope: Scope, *, since: float
-) -> Source:
+def fire_source(policy: PolicyConfig, input_id: str, scope: Scope, *, since: float) -> Source:
     """Life safety: egress (or every) door released while the fire alarm input is active."""
     kinds = frozenset() if policy.fire_release_all else frozenset({DoorKind.EGRESS})
     return Source(
-        key=f"fire:{input_id}", scope=scope, priority=Priority.LIFE_SAFETY,
-        effects=(Effect(kinds, False),), name="fire-alarm", actor=f"input:{input_id}",
-        since=since, durable=False,
+        key=f"fire:{input_id}",
+        scope=scope,
+        priority=Priority.LIFE_SAFETY,
+        effects=(Effect(kinds, False),),
+        name="fire-alarm",
+        actor=f"input:{input_id}",
+        since=since,
+        durable=False,
     )
 
 

@@ -81,8 +81,7 @@ class Source:
             "scope": str(self.scope),
             "priority": int(self.priority),
             "effects": [
-                {"kinds": sorted(e.kinds), "locked": e.locked, "rank": e.rank}
-                for e in self.effects
+                {"kinds": sorted(e.kinds), "locked": e.locked, "rank": e.rank} for e in self.effects
             ],
             "name": self.name,
             "actor": self.actor,
@@ -98,8 +97,11 @@ class Source:
     def from_json(cls, body: dict[str, Any]) -> Source:
         if "effects" in body:
             effects = tuple(
-                Effect(frozenset(DoorKind(k) for k in e["kinds"]), bool(e["locked"]),
-                       int(e.get("rank", 0)))
+                Effect(
+                    frozenset(DoorKind(k) for k in e["kinds"]),
+                    bool(e["locked"]),
+                    int(e.get("rank", 0)),
+                )
                 for e in body["effects"]
             )
         else:

@@ -31,8 +31,9 @@ log = structlog.get_logger("simulators")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m gatewayd.simulators",
-                                     description="Run simulators.")
+    parser = argparse.ArgumentParser(
+        prog="python -m gatewayd.simulators", description="Run simulators."
+    )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     parser.add_argument("--json-logs", action="store_true", help="one JSON object per log line")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -71,8 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(write_log=None)
     for p in (board, campus):
         p.add_argument("--actuation-ms", type=float, default=5.0, help="coil -> lock sense delay")
-        p.add_argument("--write-log", default=None, metavar="FILE",
-                       help="on exit, write every coil write as JSON lines (for crash tests)")
+        p.add_argument(
+            "--write-log",
+            default=None,
+            metavar="FILE",
+            help="on exit, write every coil write as JSON lines (for crash tests)",
+        )
     return parser
 
 
@@ -104,15 +109,22 @@ async def serve(args: argparse.Namespace) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     if args.command == "board":
-        sim = RelayBoardSim(args.doors, extra_inputs=args.extra_inputs, host=args.host,
-                            port=args.port, actuation_ms=args.actuation_ms, name=args.id)
+        sim = RelayBoardSim(
+            args.doors,
+            extra_inputs=args.extra_inputs,
+            host=args.host,
+            port=args.port,
+            actuation_ms=args.actuation_ms,
+            name=args.id,
+        )
         await sim.start()
         ports = {args.id: sim.port}
         stoppers = [sim.stop]
         boards = {args.id: sim}
     elif args.command == "radio":
-        radio = PsapRadioSim("pty" if args.pty else "tcp", host=args.host, port=args.tcp_port,
-                             name=args.id)
+        radio = PsapRadioSim(
+            "pty" if args.pty else "tcp", host=args.host, port=args.tcp_port, name=args.id
+        )
         await radio.start()
         ports = {args.id: radio.port} if radio.port else {}
         urls = {args.id: radio.url}
@@ -122,8 +134,14 @@ async def serve(args: argparse.Namespace) -> None:
         # Imported here: OpenCV and aiohttp load only when a camera is asked for.
         from gatewayd.simulators.onvif_camera import OnvifCameraSim
 
-        cam = OnvifCameraSim(args.id, username=args.username, password=args.password,
-                             host=args.host, port=args.port, ptz=not args.no_ptz)
+        cam = OnvifCameraSim(
+            args.id,
+            username=args.username,
+            password=args.password,
+            host=args.host,
+            port=args.port,
+            ptz=not args.no_ptz,
+        )
         await cam.start()
         ports, urls = {args.id: cam.port}, {args.id: cam.device_url}
         stoppers = [cam.stop]
@@ -131,20 +149,31 @@ async def serve(args: argparse.Namespace) -> None:
     elif args.command == "bacnet":
         from gatewayd.simulators.bacnet_device import BacnetDeviceSim
 
-        device = BacnetDeviceSim(args.doors, host=args.host, port=args.port,
-                                 device_instance=args.device_instance,
-                                 actuation_ms=args.actuation_ms, name=args.id)
+        device = BacnetDeviceSim(
+            args.doors,
+            host=args.host,
+            port=args.port,
+            device_instance=args.device_instance,
+            actuation_ms=args.actuation_ms,
+            name=args.id,
+        )
         await device.start()
         ports, stoppers, boards = {args.id: device.port}, [device.stop], {}
     else:
-        campus = CampusSim(load_site(args.config), free_ports=args.free_ports, host=args.host,
-                           actuation_ms=args.actuation_ms)
+        campus = CampusSim(
+            load_site(args.config),
+            free_ports=args.free_ports,
+            host=args.host,
+            actuation_ms=args.actuation_ms,
+        )
         ports = await campus.start()
         stoppers = [campus.stop]
         boards = campus.boards
     try:
-        print(json.dumps({"ready": True, "ports": ports, **({"urls": urls} if urls else {})}),
-              flush=True)
+        print(
+            json.dumps({"ready": True, "ports": ports, **({"urls": urls} if urls else {})}),
+            flush=True,
+        )
         await stop.wait()
         log.info("stopping", reason="signal")
     finally:
@@ -159,8 +188,17 @@ def dump_write_log(path: str, boards: Mapping[str, RelayBoardSim]) -> None:
     with open(path, "w", encoding="utf-8") as out:
         for name, board in boards.items():
             for write in board.write_log:
-                out.write(json.dumps({"device": name, "ns": write.ns, "coil": write.address,
-                                      "value": write.value}) + "\n")
+                out.write(
+                    json.dumps(
+                        {
+                            "device": name,
+                            "ns": write.ns,
+                            "coil": write.address,
+                            "value": write.value,
+                        }
+                    )
+                    + "\n"
+                )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -124,8 +124,14 @@ class BacnetDeviceSim:
     """A BACnet/IP controller with ``doors`` locks, 2 inputs per door and faults."""
 
     def __init__(
-        self, doors: int, *, host: str = "127.0.0.1", port: int = 0,
-        device_instance: int = 1001, actuation_ms: float = 5.0, name: str = "bacnet",
+        self,
+        doors: int,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        device_instance: int = 1001,
+        actuation_ms: float = 5.0,
+        name: str = "bacnet",
     ) -> None:
         if not 1 <= doors <= 10_000:
             raise ValueError(f"doors must be 1..10000, got {doors}")
@@ -169,8 +175,13 @@ class BacnetDeviceSim:
     async def start(self) -> None:
         if self._app is None:
             await self._open()
-            log.info("bacnet_listening", device=self.name, address=self.address,
-                     instance=self.device_instance, doors=self._n)
+            log.info(
+                "bacnet_listening",
+                device=self.name,
+                address=self.address,
+                instance=self.device_instance,
+                doors=self._n,
+            )
 
     async def stop(self) -> None:
         """Close the socket, cancel timers and delayed requests; safe to call twice."""
@@ -235,8 +246,10 @@ class BacnetDeviceSim:
     def _objects(self) -> list[Any]:
         """Fresh bacpypes3 objects carrying the state of the previous ones (if any)."""
         device = DeviceObject(
-            objectIdentifier=("device", self.device_instance), objectName=self.name,
-            vendorIdentifier=999, timeOfDeviceRestart=TimeStamp(sequenceNumber=self._restarts),
+            objectIdentifier=("device", self.device_instance),
+            objectName=self.name,
+            vendorIdentifier=999,
+            timeOfDeviceRestart=TimeStamp(sequenceNumber=self._restarts),
         )
         old = self._locks
         self._locks = []
@@ -246,14 +259,19 @@ class BacnetDeviceSim:
                 kwargs["priorityArray"] = list(old[i].priorityArray)
                 kwargs["presentValue"] = old[i].presentValue
             lock = _Lock(
-                objectIdentifier=("binary-output", i), objectName=f"lock-{i}",
-                relinquishDefault="inactive", **({"presentValue": "inactive"} | kwargs),
+                objectIdentifier=("binary-output", i),
+                objectName=f"lock-{i}",
+                relinquishDefault="inactive",
+                **({"presentValue": "inactive"} | kwargs),
             )
             lock.__dict__["_sim"] = self
             self._locks.append(lock)
         self._inputs = [
-            BinaryInputObject(objectIdentifier=("binary-input", i), objectName=f"input-{i}",
-                              presentValue="active" if bit else "inactive")
+            BinaryInputObject(
+                objectIdentifier=("binary-input", i),
+                objectName=f"input-{i}",
+                presentValue="active" if bit else "inactive",
+            )
             for i, bit in enumerate([*self._closed, *self._sense])
         ]
         return [device, *self._locks, *self._inputs]
@@ -288,8 +306,8 @@ class BacnetDeviceSim:
         """A write at the controller itself (keypad, local schedule): not from the gateway."""
         lock = self._locks[door]
         self._logged(lock, Null(()) if value is None else value, priority, "local")
-        slot = PriorityValue(null=()) if value is None else PriorityValue(
-            enumerated=1 if value else 0
+        slot = (
+            PriorityValue(null=()) if value is None else PriorityValue(enumerated=1 if value else 0)
         )
         lock.priorityArray[priority - 1] = slot
 
@@ -376,8 +394,10 @@ class BacnetDeviceSim:
         elif isinstance(apdu, SimpleAckPDU):
             # A write "acknowledged" with a read reply: another service altogether.
             ack = ReadPropertyACK(
-                objectIdentifier=wrong_object, propertyIdentifier="present-value",
-                propertyValue=AnyValue(Real(0.0)), context=apdu,
+                objectIdentifier=wrong_object,
+                propertyIdentifier="present-value",
+                propertyValue=AnyValue(Real(0.0)),
+                context=apdu,
             )
             ack.pduDestination = apdu.pduDestination
             return ack

@@ -101,11 +101,20 @@ class CampusSim(Generic[S]):
         host = self._host or str(getattr(dev, "host", "127.0.0.1"))
         if isinstance(dev, ModbusRelayConfig):
             if dev.inputs < 2 * dev.coils:
-                log.warning("board_has_fewer_inputs_than_doors", device=dev.id,
-                            coils=dev.coils, inputs=dev.inputs)
-            board = RelayBoardSim(dev.coils, extra_inputs=max(0, dev.inputs - 2 * dev.coils),
-                                  host=host, port=self._port(dev.port),
-                                  actuation_ms=self._actuation_ms, name=dev.id)
+                log.warning(
+                    "board_has_fewer_inputs_than_doors",
+                    device=dev.id,
+                    coils=dev.coils,
+                    inputs=dev.inputs,
+                )
+            board = RelayBoardSim(
+                dev.coils,
+                extra_inputs=max(0, dev.inputs - 2 * dev.coils),
+                host=host,
+                port=self._port(dev.port),
+                actuation_ms=self._actuation_ms,
+                name=dev.id,
+            )
             self.boards[dev.id] = board
             return board
         # Imported only when a campus has such devices: each pulls in its protocol library.
@@ -127,9 +136,12 @@ class CampusSim(Generic[S]):
         assert isinstance(dev, BacnetConfig)
         host, _, port = dev.address.rpartition(":")
         return BacnetDeviceSim(
-            max(1, _doors_on(self._config, dev.id)), host=self._host or host,
-            port=self._port(int(port)), device_instance=dev.device_instance,
-            actuation_ms=self._actuation_ms, name=dev.id,
+            max(1, _doors_on(self._config, dev.id)),
+            host=self._host or host,
+            port=self._port(int(port)),
+            device_instance=dev.device_instance,
+            actuation_ms=self._actuation_ms,
+            name=dev.id,
         )
 
     def _camera(self, dev: DriverConfig, host: str) -> Simulated:
@@ -137,9 +149,13 @@ class CampusSim(Generic[S]):
         from gatewayd.simulators.onvif_camera import OnvifCameraSim
 
         assert isinstance(dev, OnvifCameraConfig)
-        return OnvifCameraSim(dev.id, username=dev.username,
-                              password=dev.password.get_secret_value(), host=host,
-                              port=self._port(dev.port))
+        return OnvifCameraSim(
+            dev.id,
+            username=dev.username,
+            password=dev.password.get_secret_value(),
+            host=host,
+            port=self._port(dev.port),
+        )
 
     def _radio(self, dev: DriverConfig) -> Simulated:
         from gatewayd.drivers.psap_radio.config import PsapRadioConfig

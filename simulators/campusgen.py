@@ -47,15 +47,18 @@ DEMO = CampusPlan(
         BuildingPlan("C", "Gymnasium", 1, (2, 4, 4, 4), bacnet=True),
         BuildingPlan("D", "Arts Center", 1, (8, 3, 3, 2)),
     ),
-    cameras=(("cam-a-entrance", "A", "A-lobby"), ("cam-b-hall", "B", "B-hall"),
-             ("cam-c-gym", "C", "C-court")),
+    cameras=(
+        ("cam-a-entrance", "A", "A-lobby"),
+        ("cam-b-hall", "B", "B-hall"),
+        ("cam-c-gym", "C", "C-court"),
+    ),
     radio=True,
 )
 
 #: The demo school on relay boards only (no BACnet, cameras or radio), for lean tests.
-DEMO_RELAYS = CampusPlan(tuple(
-    BuildingPlan(b.id, b.name, b.floors, b.per_floor) for b in DEMO.buildings
-))
+DEMO_RELAYS = CampusPlan(
+    tuple(BuildingPlan(b.id, b.name, b.floors, b.per_floor) for b in DEMO.buildings)
+)
 
 DEMO_POLICY = """\
 # SRP site policy (docs/rules.md lists every key and its default).
@@ -80,8 +83,9 @@ def _doors(plan: BuildingPlan) -> Iterator[tuple[str, str, str, str, str]]:
                 yield f"{plan.id}-{number}", f"{plan.id}{number}", str(floor), zone, kind
 
 
-def _door_line(door: tuple[str, str, str, str, str], building: str, device: str,
-               points: tuple[str, str, str]) -> str:
+def _door_line(
+    door: tuple[str, str, str, str, str], building: str, device: str, points: tuple[str, str, str]
+) -> str:
     door_id, room, floor, zone, kind = door
     locked = str(kind in ("exterior", "egress")).lower()
     lock, position, sense = points
@@ -119,17 +123,28 @@ class _Writer:
                 self.add_board(f"relay-{plan.id.lower()}{len(self.boards) - first + 1}")
                 slot = 0
             n = self.per_board
-            self.doors.append(_door_line(door, plan.id, self.boards[-1],
-                                         (f"coil:{slot}", f"input:{slot}", f"input:{n + slot}")))
+            self.doors.append(
+                _door_line(
+                    door,
+                    plan.id,
+                    self.boards[-1],
+                    (f"coil:{slot}", f"input:{slot}", f"input:{n + slot}"),
+                )
+            )
             slot += 1
 
     def add_board(self, board: str) -> None:
         self.boards.append(board)
         self.tables += [
-            "[[devices]]", f'id = "{board}"', 'driver = "modbus_relay"', 'host = "127.0.0.1"',
-            f"port = {self.next_port()}", f"coils = {self.per_board}",
+            "[[devices]]",
+            f'id = "{board}"',
+            'driver = "modbus_relay"',
+            'host = "127.0.0.1"',
+            f"port = {self.next_port()}",
+            f"coils = {self.per_board}",
             f"inputs = {2 * self.per_board + SPARE_INPUTS}",
-            f"poll_interval_ms = {self.poll_ms}", "",
+            f"poll_interval_ms = {self.poll_ms}",
+            "",
         ]
 
     def bacnet_building(self, plan: BuildingPlan) -> None:
@@ -137,16 +152,25 @@ class _Writer:
         device = f"bacnet-{plan.id.lower()}1"
         self.controllers += 1
         self.tables += [
-            "[[devices]]", f'id = "{device}"', 'driver = "bacnet"',
+            "[[devices]]",
+            f'id = "{device}"',
+            'driver = "bacnet"',
             f'address = "127.0.0.1:{self.next_port()}"',
             f"device_instance = {3000 + self.controllers}",
-            'local_address = "127.0.0.1:0"', f'building = "{plan.id}"', "",
+            'local_address = "127.0.0.1:0"',
+            f'building = "{plan.id}"',
+            "",
         ]
         n = len(doors)
         for i, door in enumerate(doors):
-            self.doors.append(_door_line(
-                door, plan.id, device,
-                (f"binary-output:{i}", f"binary-input:{i}", f"binary-input:{n + i}")))
+            self.doors.append(
+                _door_line(
+                    door,
+                    plan.id,
+                    device,
+                    (f"binary-output:{i}", f"binary-input:{i}", f"binary-input:{n + i}"),
+                )
+            )
 
     def alarm_inputs(self, plan: BuildingPlan, board: str, spare: int) -> None:
         self.inputs += [
@@ -158,16 +182,28 @@ class _Writer:
 
     def camera(self, ident: str, building: str, room: str) -> None:
         self.tables += [
-            "[[devices]]", f'id = "{ident}"', 'driver = "onvif_camera"', 'host = "127.0.0.1"',
-            f"port = {self.next_port()}", 'username = "admin"', 'password = "demo-camera"',
-            'snapshot_dir = "var/snapshots"', f'building = "{building}"', f'room = "{room}"', "",
+            "[[devices]]",
+            f'id = "{ident}"',
+            'driver = "onvif_camera"',
+            'host = "127.0.0.1"',
+            f"port = {self.next_port()}",
+            'username = "admin"',
+            'password = "demo-camera"',
+            'snapshot_dir = "var/snapshots"',
+            f'building = "{building}"',
+            f'room = "{room}"',
+            "",
         ]
 
     def radio(self, site_label: str) -> None:
         self.tables += [
-            "[[devices]]", 'id = "psap-radio"', 'driver = "psap_radio"',
-            f'url = "socket://127.0.0.1:{self.next_port()}"', f'site_label = "{site_label}"',
-            "heartbeat_s = 5", "",
+            "[[devices]]",
+            'id = "psap-radio"',
+            'driver = "psap_radio"',
+            f'url = "socket://127.0.0.1:{self.next_port()}"',
+            f'site_label = "{site_label}"',
+            "heartbeat_s = 5",
+            "",
         ]
 
 
@@ -185,12 +221,21 @@ def render(
     out = _Writer(base_port, doors_per_board, poll_interval_ms)
     for building in plan.buildings:
         floors = ", ".join(f'"{f}"' for f in range(1, building.floors + 1))
-        out.tables += ["[[buildings]]", f'id = "{building.id}"', f'name = "{building.name}"',
-                       f"floors = [{floors}]", ""]
+        out.tables += [
+            "[[buildings]]",
+            f'id = "{building.id}"',
+            f'name = "{building.name}"',
+            f"floors = [{floors}]",
+            "",
+        ]
         for level in range(1, building.floors + 1):
-            out.tables += ["[[zones]]", f'id = "{building.id}{level}"',
-                           f'building = "{building.id}"',
-                           f'name = "{building.name}, floor {level}"', ""]
+            out.tables += [
+                "[[zones]]",
+                f'id = "{building.id}{level}"',
+                f'building = "{building.id}"',
+                f'name = "{building.name}, floor {level}"',
+                "",
+            ]
     spare = 2 * doors_per_board
     for building in plan.buildings:
         if building.bacnet:
@@ -213,11 +258,24 @@ def render(
         "# alarm contacts from input 64. TOML wants top-level arrays before any [table].",
         "",
         "# Doors: room as signed on the wall; kind is classroom, interior, exterior or egress.",
-        "doors = [", *out.doors, "]", "",
+        "doors = [",
+        *out.doors,
+        "]",
+        "",
         "# Alarm contacts wired to relay-board inputs.",
-        "inputs = [", *out.inputs, "]", "",
-        "[site]", f'id = "{site}"', f'name = "{name}"', f"demo = {str(demo).lower()}", "",
-        "[mqtt]", 'url = "mqtt://127.0.0.1:1883"', 'prefix = "gatewayd"', "",
+        "inputs = [",
+        *out.inputs,
+        "]",
+        "",
+        "[site]",
+        f'id = "{site}"',
+        f'name = "{name}"',
+        f"demo = {str(demo).lower()}",
+        "",
+        "[mqtt]",
+        'url = "mqtt://127.0.0.1:1883"',
+        'prefix = "gatewayd"',
+        "",
     ]
     return "\n".join([*head, *out.tables, *plan.extra])
 
@@ -245,8 +303,9 @@ def bench_plans(doors: int, per_board: int) -> CampusPlan:
     for b in range((doors + per_building - 1) // per_building):
         left = min(per_building, doors - b * per_building)
         per_floor = max(4, left // 4)
-        plans.append(BuildingPlan(f"B{b + 1:02d}", f"Building {b + 1}", 4,
-                                  (per_floor - 3, 1, 1, 1)))
+        plans.append(
+            BuildingPlan(f"B{b + 1:02d}", f"Building {b + 1}", 4, (per_floor - 3, 1, 1, 1))
+        )
     return CampusPlan(tuple(plans))
 
 
@@ -265,8 +324,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--poll-interval-ms", type=int, default=250)
     args = parser.parse_args(argv)
     plan = bench_plans(args.doors, 32) if args.doors else demo_plan()
-    print(render(args.site, args.name, plan, base_port=args.base_port, demo=args.demo,
-                 poll_interval_ms=args.poll_interval_ms))
+    print(
+        render(
+            args.site,
+            args.name,
+            plan,
+            base_port=args.base_port,
+            demo=args.demo,
+            poll_interval_ms=args.poll_interval_ms,
+        )
+    )
 
 
 if __name__ == "__main__":

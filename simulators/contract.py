@@ -61,9 +61,16 @@ class ModbusRelayRig:
 
         await self.sim.start()
         config = ModbusRelayConfig(
-            id="rig-relay", driver="modbus_relay", host="127.0.0.1", port=self.sim.port,
-            coils=4, inputs=10, poll_interval_ms=50, timeout_ms=200,
-            reconnect_min_ms=50, reconnect_max_ms=500,
+            id="rig-relay",
+            driver="modbus_relay",
+            host="127.0.0.1",
+            port=self.sim.port,
+            coils=4,
+            inputs=10,
+            poll_interval_ms=50,
+            timeout_ms=200,
+            reconnect_min_ms=50,
+            reconnect_max_ms=500,
         )
         points = frozenset({"coil:0", "coil:1", "input:0", "input:4", "input:8"})
         return config, points
@@ -103,26 +110,38 @@ class BacnetRig:
 
         await self.sim.start()
         config = BacnetConfig(
-            id="rig-bacnet", driver="bacnet", address=self.sim.address,
-            device_instance=self.sim.device_instance, local_address="127.0.0.1:0",
-            poll_interval_ms=50, timeout_ms=200, reconnect_min_ms=50, reconnect_max_ms=500,
+            id="rig-bacnet",
+            driver="bacnet",
+            address=self.sim.address,
+            device_instance=self.sim.device_instance,
+            local_address="127.0.0.1:0",
+            poll_interval_ms=50,
+            timeout_ms=200,
+            reconnect_min_ms=50,
+            reconnect_max_ms=500,
         )
-        points = frozenset({"binary-output:0", "binary-output:1", "binary-input:0",
-                            "binary-input:4", "binary-input:5"})
+        points = frozenset(
+            {
+                "binary-output:0",
+                "binary-output:1",
+                "binary-input:0",
+                "binary-input:4",
+                "binary-input:5",
+            }
+        )
         return config, points
 
     async def stop(self) -> None:
         await self.sim.stop()
 
     def wire_command(self) -> DeviceCommand:
-        return WritePoints((PointWrite("binary-output:1", True, 5),
-                            PointWrite("binary-output:0", True, 5)))
+        return WritePoints(
+            (PointWrite("binary-output:1", True, 5), PointWrite("binary-output:0", True, 5))
+        )
 
     def saw_on_wire(self, command: DeviceCommand) -> bool:
         assert isinstance(command, WritePoints)
-        return all(
-            self.sim.locked(int(w.point.split(":")[1])) is w.value for w in command.writes
-        )
+        return all(self.sim.locked(int(w.point.split(":")[1])) is w.value for w in command.writes)
 
     async def vanish(self) -> None:
         await self.sim.vanish()

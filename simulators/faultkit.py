@@ -29,9 +29,13 @@ class DurableMosquitto(Mosquitto):
 
     def _config(self) -> str:
         assert self._dir is not None
-        return super()._config().replace(
-            "persistence false",
-            f"persistence true\npersistence_location {self._dir}/\nautosave_interval 1",
+        return (
+            super()
+            ._config()
+            .replace(
+                "persistence false",
+                f"persistence true\npersistence_location {self._dir}/\nautosave_interval 1",
+            )
         )
 
 
@@ -124,9 +128,14 @@ class Delivery:
         ]  # fmt: skip
 
     def summary(self) -> dict[str, Any]:
-        return {"accepted": self.accepted, "received": self.received, "lost": len(self.lost),
-                "duplicates": len(self.duplicates), "out_of_order": len(self.out_of_order),
-                "outages": len(self.outages)}
+        return {
+            "accepted": self.accepted,
+            "received": self.received,
+            "lost": len(self.lost),
+            "duplicates": len(self.duplicates),
+            "out_of_order": len(self.out_of_order),
+            "outages": len(self.outages),
+        }
 
 
 def check_delivery(accepted: Iterable[str], got: list[Got]) -> Delivery:

@@ -287,8 +287,16 @@ class OnvifCameraSim:
         image[:, :, 0] = (image[:, :, 0].astype(np.uint16) + number * 8 % 256).astype(np.uint8)
         stamp = utcnow().strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
         for row, text in enumerate((self.name, f"frame {number}", stamp)):
-            cv2.putText(image, text, (16, 40 + 36 * row), cv2.FONT_HERSHEY_SIMPLEX, 1.0,
-                        (255, 255, 255), 2, cv2.LINE_AA)
+            cv2.putText(
+                image,
+                text,
+                (16, 40 + 36 * row),
+                cv2.FONT_HERSHEY_SIMPLEX,
+                1.0,
+                (255, 255, 255),
+                2,
+                cv2.LINE_AA,
+            )
         ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 80])
         assert ok
         return bytes(jpeg.tobytes())

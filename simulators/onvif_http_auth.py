@@ -25,8 +25,9 @@ def _md5(text: str) -> str:
 class HttpAuth:
     """Checks a request's ``Authorization`` header; ``mode`` says which schemes it accepts."""
 
-    def __init__(self, username: str, password: str,
-                 mode: Literal["digest", "basic", "any"]) -> None:
+    def __init__(
+        self, username: str, password: str, mode: Literal["digest", "basic", "any"]
+    ) -> None:
         self.username = username
         self.password = password
         self.mode = mode
@@ -38,8 +39,10 @@ class HttpAuth:
         scheme, _, value = header.partition(" ")
         if scheme.lower() == "basic" and self.mode != "digest" and self._basic_ok(value):
             return None
-        if scheme.lower() == "digest" and self.mode != "basic" and self._digest_ok(
-            request.method, value
+        if (
+            scheme.lower() == "digest"
+            and self.mode != "basic"
+            and self._digest_ok(request.method, value)
         ):
             return None
         return self._challenge()

@@ -26,10 +26,19 @@ class OnvifCameraRig:
         await self.sim.start()
         self._dir = Path(tempfile.mkdtemp(prefix="gatewayd-rig-camera-"))
         config = OnvifCameraConfig(
-            id="rig-camera", driver="onvif_camera", host=self.sim.host, port=self.sim.port,
-            username=self.sim.username, password=self.sim.password,
-            timeout_s=1.0, pull_timeout_s=0.5, subscription_s=10.0, snapshot_dir=self._dir,
-            snapshot_max_mb=1.0, reconnect_min_s=0.1, reconnect_max_s=1.0,
+            id="rig-camera",
+            driver="onvif_camera",
+            host=self.sim.host,
+            port=self.sim.port,
+            username=self.sim.username,
+            password=self.sim.password,
+            timeout_s=1.0,
+            pull_timeout_s=0.5,
+            subscription_s=10.0,
+            snapshot_dir=self._dir,
+            snapshot_max_mb=1.0,
+            reconnect_min_s=0.1,
+            reconnect_max_s=1.0,
         )
         return config, frozenset()
 

@@ -127,8 +127,9 @@ Peer = _TcpClient | _PtyEnd
 class PsapRadioSim:
     """A radio interface that acknowledges the gateway's frames, with fault injection."""
 
-    def __init__(self, mode: Mode = "tcp", *, host: str = "127.0.0.1", port: int = 0,
-                 name: str = "radio") -> None:
+    def __init__(
+        self, mode: Mode = "tcp", *, host: str = "127.0.0.1", port: int = 0, name: str = "radio"
+    ) -> None:
         self.mode = mode
         self.name = name
         self.host = host
@@ -215,8 +216,11 @@ class PsapRadioSim:
 
     def frames(self, frame_type: FrameType | None = None) -> list[Frame]:
         """Valid frames received (whatever the radio answered), optionally of one type."""
-        return [h.frame for h in self.heard
-                if h.frame is not None and frame_type in (None, h.frame.type)]
+        return [
+            h.frame
+            for h in self.heard
+            if h.frame is not None and frame_type in (None, h.frame.type)
+        ]
 
     def real_emergencies(self) -> list[Frame]:
         """EMG frames that were not marked DRILL: what a drill must never produce."""
@@ -224,8 +228,11 @@ class PsapRadioSim:
 
     def acted_on(self, frame_type: FrameType) -> list[Frame]:
         """Frames of a type the radio acknowledged and acted on (repeats excluded)."""
-        return [h.frame for h in self.heard
-                if h.frame is not None and h.frame.type is frame_type and h.outcome == "ack"]
+        return [
+            h.frame
+            for h in self.heard
+            if h.frame is not None and h.frame.type is frame_type and h.outcome == "ack"
+        ]
 
     def statistics(self) -> dict[str, int]:
         """Lines heard and what was done with them."""
@@ -299,11 +306,18 @@ class PsapRadioSim:
     def _record(self, heard: Heard) -> None:
         self.heard.append(heard)
         self._counts[heard.outcome] += 1
-        if heard.frame is not None and heard.outcome == "ack" and heard.frame.type in (
-            FrameType.EMG, FrameType.TXT
+        if (
+            heard.frame is not None
+            and heard.outcome == "ack"
+            and heard.frame.type in (FrameType.EMG, FrameType.TXT)
         ):
-            log.info("radio_transmitted", radio=self.name, type=str(heard.frame.type),
-                     payload=heard.frame.payload, drill=heard.frame.is_drill)
+            log.info(
+                "radio_transmitted",
+                radio=self.name,
+                type=str(heard.frame.type),
+                payload=heard.frame.payload,
+                drill=heard.frame.is_drill,
+            )
 
     def _next_seq(self) -> int:
         seq, self._seq = self._seq, (self._seq + 1) % frames.SEQ_MODULO
@@ -346,9 +360,16 @@ class PsapRadioRig:
     async def start(self) -> tuple[DriverConfig, frozenset[str]]:
         await self.sim.start()
         config = PsapRadioConfig(
-            id="rig-radio", driver="psap_radio", url=self.sim.url, site_label="Rig High School",
-            ack_timeout_ms=100, max_attempts=3, heartbeat_s=0.2, offline_after_misses=2,
-            reconnect_min_ms=50, reconnect_max_ms=500,
+            id="rig-radio",
+            driver="psap_radio",
+            url=self.sim.url,
+            site_label="Rig High School",
+            ack_timeout_ms=100,
+            max_attempts=3,
+            heartbeat_s=0.2,
+            offline_after_misses=2,
+            reconnect_min_ms=50,
+            reconnect_max_ms=500,
         )
         return config, frozenset()
 

@@ -163,8 +163,14 @@ class RelayBoardSim:
         """Bind and listen; a no-op if already listening."""
         if self._server is None:
             await self._listen()
-            log.info("board_listening", board=self.name, host=self.host, port=self._port,
-                     doors=self._n, inputs=self.input_count)
+            log.info(
+                "board_listening",
+                board=self.name,
+                host=self.host,
+                port=self._port,
+                doors=self._n,
+                inputs=self.input_count,
+            )
 
     async def stop(self) -> None:
         """Stop listening, drop clients and cancel timers; safe to call twice."""

@@ -9,7 +9,10 @@ import pytest
 from hypothesis import settings
 
 pytest_plugins = [
-    "tests.fixtures_modbus", "tests.fixtures_mqtt", "tests.fixtures_gateway", "tests.fixtures_tls",
+    "tests.fixtures_modbus",
+    "tests.fixtures_mqtt",
+    "tests.fixtures_gateway",
+    "tests.fixtures_tls",
     "tests.fixtures_console",
 ]
 
@@ -26,15 +29,19 @@ async def no_leaks() -> AsyncIterator[None]:
     current = asyncio.current_task()
     # Cancelled tasks (a server's request handlers) may need a few turns of the loop to end.
     for _ in range(50):
-        pending = [t for t in asyncio.all_tasks()
-                   if t is not current and not t.done() and not _server_leftover(t)]
+        pending = [
+            t
+            for t in asyncio.all_tasks()
+            if t is not current and not t.done() and not _server_leftover(t)
+        ]
         if not pending:
             break
         await asyncio.sleep(0.01)
     # "asyncio_N" threads are the loop's default executor (getaddrinfo) and "asyncio-waitpid"
     # its child watcher: both belong to the loop and end with it.
     leaked_threads = [
-        t for t in set(threading.enumerate()) - threads_before
+        t
+        for t in set(threading.enumerate()) - threads_before
         if t.is_alive() and not t.name.startswith(("asyncio_", "asyncio-waitpid"))
     ]
     for task in pending:

@@ -30,8 +30,13 @@ PASSWORDS = {
 def console_config(**overrides: Any) -> ConsoleConfig:
     """Users hashed with a small scrypt cost so that tests stay quick."""
     users = tuple(
-        ConsoleUser(name=name, password_hash=hash_password(password, n=2**10), actor=actor,
-                    roles=frozenset(roles), display=name.title())
+        ConsoleUser(
+            name=name,
+            password_hash=hash_password(password, n=2**10),
+            actor=actor,
+            roles=frozenset(roles),
+            display=name.title(),
+        )
         for name, (password, actor, roles) in PASSWORDS.items()
     )
     return ConsoleConfig.model_validate({"port": 0, "users": users, **overrides})
@@ -87,8 +92,9 @@ class Browser:
         return response
 
     async def post(self, path: str, body: Any, **headers: str) -> aiohttp.ClientResponse:
-        return await self.http.post(self.base + path, json=body,
-                                    headers={CSRF_HEADER: self.csrf, **headers})
+        return await self.http.post(
+            self.base + path, json=body, headers={CSRF_HEADER: self.csrf, **headers}
+        )
 
     async def command(self, **body: Any) -> tuple[int, dict[str, Any]]:
         response = await self.post("api/command", body)

@@ -37,14 +37,18 @@ __all__ = ["TEST_ACTORS", "Site", "actor_key", "demo_config", "raw_requests", "r
 
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo-campus.toml"
 #: People the tests act as besides the DEMO actors (the console's users): id -> role.
-TEST_ACTORS = {"front-office": Role.OPERATOR, "principal": Role.ADMINISTRATOR,
-               "unit-12": Role.RESPONDER}
+TEST_ACTORS = {
+    "front-office": Role.OPERATOR,
+    "principal": Role.ADMINISTRATOR,
+    "unit-12": Role.RESPONDER,
+}
 
 
 def actor_key(actor: str) -> Ed25519PrivateKey:
     """A fixed key per test actor (a throwaway seed, like the DEMO keys, never trusted)."""
     return Ed25519PrivateKey.from_private_bytes(
-        hashlib.sha256(b"gatewayd TEST key: " + actor.encode()).digest())
+        hashlib.sha256(b"gatewayd TEST key: " + actor.encode()).digest()
+    )
 
 
 def _with_test_actors(config: Config, key_dir: Path) -> Config:
@@ -55,8 +59,9 @@ def _with_test_actors(config: Config, key_dir: Path) -> Config:
     )
     for actor in TEST_ACTORS:
         write_key_pair(actor_key(actor), key_dir, actor, overwrite=True)
-    security = config.security.model_copy(update={
-        "actors": config.security.actors + actors, "console_keys": str(key_dir)})
+    security = config.security.model_copy(
+        update={"actors": config.security.actors + actors, "console_keys": str(key_dir)}
+    )
     return config.model_copy(update={"security": security})
 
 
@@ -65,13 +70,19 @@ def demo_config(broker: Mosquitto, state_dir: Path, *, poll_interval_ms: int = 1
     config = load_config(DEMO)
     devices = tuple(
         d.model_copy(update={"poll_interval_ms": poll_interval_ms, "timeout_ms": 300})
-        if isinstance(d, ModbusRelayConfig) else d
+        if isinstance(d, ModbusRelayConfig)
+        else d
         for d in config.devices
     )
-    return _with_test_actors(with_state_dir(config, state_dir).model_copy(update={
-        "devices": devices,
-        "mqtt": config.mqtt.model_copy(update={"url": broker.url}),
-    }), state_dir.parent / "console-keys")
+    return _with_test_actors(
+        with_state_dir(config, state_dir).model_copy(
+            update={
+                "devices": devices,
+                "mqtt": config.mqtt.model_copy(update={"url": broker.url}),
+            }
+        ),
+        state_dir.parent / "console-keys",
+    )
 
 
 class Site:
@@ -107,11 +118,17 @@ class Site:
         actor = f"demo-{natural_role(action, fields.get('params') or {})}"
         return await self.command_as(actor, demo_private_key(actor), action, **fields)
 
-    async def command_as(self, actor: str, key: Ed25519PrivateKey, action: str,
-                         **fields: Any) -> dict[str, Any]:
+    async def command_as(
+        self, actor: str, key: Ed25519PrivateKey, action: str, **fields: Any
+    ) -> dict[str, Any]:
         """Send a command as ``actor``, signed with ``key`` (the right one or not)."""
-        body = {"id": uuid.uuid4().hex, "ts": time.time(), "actor": actor, "action": action,
-                **fields}
+        body = {
+            "id": uuid.uuid4().hex,
+            "ts": time.time(),
+            "actor": actor,
+            "action": action,
+            **fields,
+        }
         return await self.send(signed(body, key, site=self.config.site.id))
 
     async def send(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -137,14 +154,17 @@ class Site:
         return [d.id for d in self.config.doors if d.lock.device == device]
 
 
-async def raw_requests(config: MqttConfig, site: str, payloads: Sequence[bytes],
-                       timeout_s: float = 30.0) -> list[dict[str, Any]]:
+async def raw_requests(
+    config: MqttConfig, site: str, payloads: Sequence[bytes], timeout_s: float = 30.0
+) -> list[dict[str, Any]]:
     """Send each payload to a gateway's command topic over one connection; the replies."""
     base = f"{config.prefix}/{site}"
     reply_topic = f"{base}/cmd/reply/{uuid.uuid4().hex}"
     replies: list[dict[str, Any]] = []
-    async with asyncio.timeout(timeout_s), aiomqtt.Client(
-            config.host, config.port, protocol=aiomqtt.ProtocolVersion.V5) as client:
+    async with (
+        asyncio.timeout(timeout_s),
+        aiomqtt.Client(config.host, config.port, protocol=aiomqtt.ProtocolVersion.V5) as client,
+    ):
         await client.subscribe(reply_topic, qos=1)
         for n, payload in enumerate(payloads):
             props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
@@ -153,8 +173,10 @@ async def raw_requests(config: MqttConfig, site: str, payloads: Sequence[bytes],
             await client.publish(f"{base}/cmd", payload, 1, False, props)
             # One at a time, so that each reply is known to belong to its payload.
             async for message in client.messages:
-                if message.properties is not None and \
-                        getattr(message.properties, "CorrelationData", None) == str(n).encode():
+                if (
+                    message.properties is not None
+                    and getattr(message.properties, "CorrelationData", None) == str(n).encode()
+                ):
                     assert isinstance(message.payload, bytes)
                     replies.append(json.loads(message.payload))
                     break
@@ -180,8 +202,12 @@ SiteFactory = Callable[[], Awaitable[Site]]
 async def run_cli(*args: str, timeout_s: float = 30) -> tuple[int, str, str]:
     """``python -m gatewayd ARGS`` as a person runs it: (exit code, stdout, stderr)."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gatewayd", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "gatewayd",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     async with asyncio.timeout(timeout_s):
         out, err = await proc.communicate()

@@ -122,10 +122,16 @@ async def start_driver(
 
     async def start(points: Iterable[str] | None = None, **settings: Any) -> DriverHarness:
         values: dict[str, Any] = {
-            "id": "relay-t", "driver": "modbus_relay", "host": "127.0.0.1",
-            "port": relay_board.port, "coils": relay_board.doors,
-            "inputs": relay_board.input_count, "poll_interval_ms": 20, "timeout_ms": 200,
-            "reconnect_min_ms": 20, "reconnect_max_ms": 200,
+            "id": "relay-t",
+            "driver": "modbus_relay",
+            "host": "127.0.0.1",
+            "port": relay_board.port,
+            "coils": relay_board.doors,
+            "inputs": relay_board.input_count,
+            "poll_interval_ms": 20,
+            "timeout_ms": 200,
+            "reconnect_min_ms": 20,
+            "reconnect_max_ms": 200,
         }
         config = ModbusRelayConfig.model_validate({**values, **settings})
         recorder = EventRecorder()

@@ -46,47 +46,75 @@ class Pki:
         now = dt.datetime.now(dt.UTC)
         self.cert = (
             x509.CertificateBuilder()
-            .subject_name(_name(f"{name} test CA")).issuer_name(_name(f"{name} test CA"))
-            .public_key(self.key.public_key()).serial_number(x509.random_serial_number())
+            .subject_name(_name(f"{name} test CA"))
+            .issuer_name(_name(f"{name} test CA"))
+            .public_key(self.key.public_key())
+            .serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(days=1))
             .not_valid_after(now + dt.timedelta(days=30))
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(x509.KeyUsage(
-                digital_signature=False, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=False,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
             .sign(self.key, hashes.SHA256())
         )
-        self.ca_file = self._write(f"{name}-ca.crt", self.cert.public_bytes(
-            serialization.Encoding.PEM))
+        self.ca_file = self._write(
+            f"{name}-ca.crt", self.cert.public_bytes(serialization.Encoding.PEM)
+        )
 
-    def issue(self, cn: str, *, server: bool = False, expired: bool = False,
-              self_signed: bool = False) -> Issued:
+    def issue(
+        self, cn: str, *, server: bool = False, expired: bool = False, self_signed: bool = False
+    ) -> Issued:
         key = ec.generate_private_key(ec.SECP256R1())
         now = dt.datetime.now(dt.UTC)
-        start, end = ((now - dt.timedelta(days=10), now - dt.timedelta(days=1)) if expired
-                      else (now - dt.timedelta(days=1), now + dt.timedelta(days=30)))
+        start, end = (
+            (now - dt.timedelta(days=10), now - dt.timedelta(days=1))
+            if expired
+            else (now - dt.timedelta(days=1), now + dt.timedelta(days=30))
+        )
         usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
         builder = (
             x509.CertificateBuilder()
             .subject_name(_name(cn))
             .issuer_name(_name(cn) if self_signed else self.cert.subject)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(start).not_valid_after(end)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(start)
+            .not_valid_after(end)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
         )
         if server:
-            builder = builder.add_extension(x509.SubjectAlternativeName(
-                [x509.DNSName(n) for n in BROKER_NAMES]
-                + [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName(
+                    [x509.DNSName(n) for n in BROKER_NAMES]
+                    + [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                ),
+                critical=False,
+            )
         cert = builder.sign(key if self_signed else self.key, hashes.SHA256())
         stem = f"{self.name}-{cn}{'-expired' if expired else ''}{'-self' if self_signed else ''}"
         return Issued(
             self._write(f"{stem}.crt", cert.public_bytes(serialization.Encoding.PEM)),
-            self._write(f"{stem}.key", key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption())),
+            self._write(
+                f"{stem}.key",
+                key.private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.PKCS8,
+                    serialization.NoEncryption(),
+                ),
+            ),
         )
 
     def _write(self, name: str, data: bytes) -> Path:

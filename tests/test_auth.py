@@ -40,12 +40,26 @@ def _key(name: str) -> Ed25519PrivateKey:
     return Ed25519PrivateKey.from_private_bytes(hashlib.sha256(name.encode()).digest())
 
 
-KEYS = {name: _key(name) for name in (
-    "op", "admin", "admin2", "resp", "dist", "dist-elsewhere", "engine", "attacker",
-)}
+KEYS = {
+    name: _key(name)
+    for name in (
+        "op",
+        "admin",
+        "admin2",
+        "resp",
+        "dist",
+        "dist-elsewhere",
+        "engine",
+        "attacker",
+    )
+}
 ROLES = {
-    "op": {Role.OPERATOR}, "admin": {Role.ADMINISTRATOR}, "admin2": {Role.ADMINISTRATOR},
-    "resp": {Role.RESPONDER}, "dist": {Role.DISTRICT}, "dist-elsewhere": {Role.DISTRICT},
+    "op": {Role.OPERATOR},
+    "admin": {Role.ADMINISTRATOR},
+    "admin2": {Role.ADMINISTRATOR},
+    "resp": {Role.RESPONDER},
+    "dist": {Role.DISTRICT},
+    "dist-elsewhere": {Role.DISTRICT},
     "engine": {Role.SYSTEM},
 }
 SITES = {"dist": {SITE, "site-b"}, "dist-elsewhere": {"site-z"}}
@@ -53,21 +67,31 @@ SITES = {"dist": {SITE, "site-b"}, "dist-elsewhere": {"site-z"}}
 
 def security(**overrides: Any) -> SecurityConfig:
     actors = [
-        Actor(id=name, public_key=public_key_text(KEYS[name]), roles=frozenset(roles),
-              sites=frozenset(SITES.get(name, ())))
+        Actor(
+            id=name,
+            public_key=public_key_text(KEYS[name]),
+            roles=frozenset(roles),
+            sites=frozenset(SITES.get(name, ())),
+        )
         for name, roles in ROLES.items()
     ]
     return SecurityConfig(actors=tuple(actors), timestamp_window_s=WINDOW, **overrides)
 
 
 def authorizer(state: Path, **overrides: Any) -> Authorizer:
-    return Authorizer(security(**overrides), state_dir=state, demo=False,
-                      responder_max_s=RESPONDER_MAX_S)
+    return Authorizer(
+        security(**overrides), state_dir=state, demo=False, responder_max_s=RESPONDER_MAX_S
+    )
 
 
 def body(actor: str, action: str, **fields: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {"id": uuid.uuid4().hex, "ts": NOW, "actor": actor, "action": action,
-                           "params": {}}
+    out: dict[str, Any] = {
+        "id": uuid.uuid4().hex,
+        "ts": NOW,
+        "actor": actor,
+        "action": action,
+        "params": {},
+    }
     if action in ("unlock", "lock"):
         out["door"] = "A-101"
     elif action != "status":
@@ -104,10 +128,19 @@ def auth(tmp_path: Path) -> Iterator[Authorizer]:
 
 
 def test_signing_bytes_match_the_documented_test_vector() -> None:
-    b = {"id": "7f3c2a", "ts": 1795945323.5, "actor": "demo-operator", "action": "lockdown",
-         "scope": "building/A", "params": {}, "sig": "ignored"}
-    expected = (b'{"action":"lockdown","actor":"demo-operator","id":"7f3c2a","params":{},'
-                b'"scope":"building/A","site":"demo-school","ts":1795945323.5}')
+    b = {
+        "id": "7f3c2a",
+        "ts": 1795945323.5,
+        "actor": "demo-operator",
+        "action": "lockdown",
+        "scope": "building/A",
+        "params": {},
+        "sig": "ignored",
+    }
+    expected = (
+        b'{"action":"lockdown","actor":"demo-operator","id":"7f3c2a","params":{},'
+        b'"scope":"building/A","site":"demo-school","ts":1795945323.5}'
+    )
     assert signing_bytes(b, "demo-school") == expected
     sig = sign(b, demo_private_key("demo-operator"), site="demo-school")
     # Ed25519 is deterministic: docs/security.md quotes this exact signature.
@@ -122,7 +155,8 @@ DOC_VECTOR_SIG = (
 def test_ts_is_signed_as_written_so_integer_and_float_forms_agree(auth: Authorizer) -> None:
     b = body("op", "lockdown", ts=int(NOW))
     text = encode(signed(b, KEYS["op"], site=SITE)).replace(
-        f'"ts": {int(NOW)}'.encode(), f'"ts": {int(NOW)}.0'.encode())
+        f'"ts": {int(NOW)}'.encode(), f'"ts": {int(NOW)}.0'.encode()
+    )
     assert f"{int(NOW)}.0".encode() in text
     assert check(auth, text, now=int(NOW)).id == "op"
 
@@ -185,10 +219,15 @@ def test_replay_cache_is_pruned_but_old_commands_stay_refused(auth: Authorizer) 
 @pytest.mark.parametrize(("demo", "accepted"), [(True, True), (False, False)])
 def test_demo_keys_sign_only_in_demo_mode(tmp_path: Path, demo: bool, accepted: bool) -> None:
     key = demo_private_key("demo-operator")
-    actor = Actor(id="demo-operator", public_key=public_key_text(key),
-                  roles=frozenset({Role.OPERATOR}))
-    auth = Authorizer(SecurityConfig(actors=(actor,)), state_dir=tmp_path, demo=demo,
-                      responder_max_s=RESPONDER_MAX_S)
+    actor = Actor(
+        id="demo-operator", public_key=public_key_text(key), roles=frozenset({Role.OPERATOR})
+    )
+    auth = Authorizer(
+        SecurityConfig(actors=(actor,)),
+        state_dir=tmp_path,
+        demo=demo,
+        responder_max_s=RESPONDER_MAX_S,
+    )
     payload = encode(signed(body("demo-operator", "lockdown"), key, site=SITE))
     try:
         if accepted:
@@ -202,8 +241,7 @@ def test_demo_keys_sign_only_in_demo_mode(tmp_path: Path, demo: bool, accepted: 
 # --- two-person campus release ----------------------------------------------------------------
 
 
-def cosigned(primary: str, cosigner: str, *, cosig_key: str | None = None,
-             **params: Any) -> bytes:
+def cosigned(primary: str, cosigner: str, *, cosig_key: str | None = None, **params: Any) -> bytes:
     b = body(primary, "release", params={"cosigner": cosigner, **params})
     cosig = sign(b, KEYS[cosig_key or cosigner], site=SITE)
     b["params"]["cosig"] = cosig
@@ -275,16 +313,16 @@ def _garbage_sigs(rng: random.Random, good: str) -> list[str]:
     flipped = bytearray(raw)
     flipped[rng.randrange(64)] ^= 1 << rng.randrange(8)
     out = [
-        good.rstrip("="),                                       # padding removed
-        " " + good,                                             # whitespace
-        good[:-4] + "!!==",                                     # not the alphabet
-        base64.b64encode(raw[:63]).decode(),                    # short
-        base64.b64encode(raw + b"\0").decode(),                 # long
-        base64.b64encode(bytes(64)).decode(),                   # zeros
-        base64.b64encode(bytes(flipped)).decode(),              # one bit off
-        base64.b64encode(rng.randbytes(64)).decode(),           # random
-        raw.hex()[:88],                                         # hex, not base64
-        "é" * 10,                                               # not ASCII
+        good.rstrip("="),  # padding removed
+        " " + good,  # whitespace
+        good[:-4] + "!!==",  # not the alphabet
+        base64.b64encode(raw[:63]).decode(),  # short
+        base64.b64encode(raw + b"\0").decode(),  # long
+        base64.b64encode(bytes(64)).decode(),  # zeros
+        base64.b64encode(bytes(flipped)).decode(),  # one bit off
+        base64.b64encode(rng.randbytes(64)).decode(),  # random
+        raw.hex()[:88],  # hex, not base64
+        "é" * 10,  # not ASCII
     ]
     urlsafe = good.replace("+", "-").replace("/", "_")
     if urlsafe != good:
@@ -322,15 +360,15 @@ def _wrong_role_and_site(c: Corpus) -> None:
         ("resp", body("resp", rng.choice([*TRIGGERS, "release"]))),
         ("resp", body("resp", "unlock", params={"duration_s": rng.uniform(300.001, 1e6)})),
         ("resp", body("resp", "unlock")),
-        ("resp", body("resp", "unlock", door=None, scope="building/A",
-                      params={"momentary": True})),
+        ("resp", body("resp", "unlock", door=None, scope="building/A", params={"momentary": True})),
         ("engine", body("engine", rng.choice(TRIGGERS))),
     ]
     name, b = rng.choice(forbidden)
-    c.add("forbidden", signed({k: v for k, v in b.items() if v is not None}, KEYS[name],
-                              site=SITE))
-    c.add("wrong_site", signed(body("dist-elsewhere", rng.choice(TRIGGERS)),
-                               KEYS["dist-elsewhere"], site=SITE))
+    c.add("forbidden", signed({k: v for k, v in b.items() if v is not None}, KEYS[name], site=SITE))
+    c.add(
+        "wrong_site",
+        signed(body("dist-elsewhere", rng.choice(TRIGGERS)), KEYS["dist-elsewhere"], site=SITE),
+    )
 
 
 def test_negative_corpus_is_refused_with_the_right_code_and_valid_commands_run_once(
@@ -354,7 +392,13 @@ def test_negative_corpus_is_refused_with_the_right_code_and_valid_commands_run_o
     assert all(refusal(restarted, p, now=NOW + 1) == "replayed" for p in valid)
     restarted.close()
     assert Counter(code for code, _, _ in corpus.cases).keys() >= {
-        "unsigned", "bad_signature", "unknown_actor", "expired", "forbidden", "wrong_site"}
+        "unsigned",
+        "bad_signature",
+        "unknown_actor",
+        "expired",
+        "forbidden",
+        "wrong_site",
+    }
 
 
 def test_every_refusal_is_audited_and_the_log_verifies(tmp_path: Path) -> None:
@@ -392,8 +436,7 @@ def test_accepted_command_is_audited_under_the_authenticated_actor(tmp_path: Pat
     b = body("resp", "unlock", params={"duration_s": 60})
     payload = encode(signed(b, KEYS["resp"], site=SITE))
     guard.admit(parse_command(payload), payload=payload, now=NOW)
-    assert [(r.kind, r.actor, r.data["command"]) for r in records] == [
-        ("command", "resp", b["id"])]
+    assert [(r.kind, r.actor, r.data["command"]) for r in records] == [("command", "resp", b["id"])]
     guard.record(AuditKind.OVERRIDE, "resp", {"door": "A-101", "duration_s": 60})
     assert records[-1].kind == "override"
     audit.close()
@@ -403,8 +446,13 @@ def test_accepted_command_is_audited_under_the_authenticated_actor(tmp_path: Pat
 # --- properties -------------------------------------------------------------------------------
 
 
-json_leaf = st.one_of(st.none(), st.booleans(), st.integers(-(2**53) + 1, 2**53 - 1),
-                      st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=20))
+json_leaf = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**53) + 1, 2**53 - 1),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=20),
+)
 
 
 @given(key=st.sampled_from(["id", "scope", "extra_param", "ts"]), value=json_leaf)

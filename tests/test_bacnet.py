@@ -36,8 +36,9 @@ class Running:
         self.events = events
         self.task: asyncio.Task[None] | None = None
 
-    async def wait_for(self, check: Callable[[DriverEvent], bool], timeout_s: float,
-                       since: int = 0) -> DriverEvent:
+    async def wait_for(
+        self, check: Callable[[DriverEvent], bool], timeout_s: float, since: int = 0
+    ) -> DriverEvent:
         async with asyncio.timeout(timeout_s):
             while True:
                 for event in self.events[since:]:
@@ -82,9 +83,14 @@ async def start() -> AsyncIterator[Callable[..., Any]]:
 
     async def go(sim: BacnetDeviceSim, points: frozenset[str] = POINTS, **settings: Any) -> Running:
         values: dict[str, Any] = {
-            "id": f"ctl{len(running)}", "driver": "bacnet", "address": sim.address,
-            "device_instance": sim.device_instance, "local_address": LOCAL,
-            "poll_interval_ms": 50, "timeout_ms": 200, "reconnect_min_ms": 50,
+            "id": f"ctl{len(running)}",
+            "driver": "bacnet",
+            "address": sim.address,
+            "device_instance": sim.device_instance,
+            "local_address": LOCAL,
+            "poll_interval_ms": 50,
+            "timeout_ms": 200,
+            "reconnect_min_ms": 50,
             "reconnect_max_ms": 300,
         } | settings
         events: list[DriverEvent] = []
@@ -138,7 +144,11 @@ async def test_life_safety_release_then_return_leaves_lockdown_in_force(
     assert sim.priority_array(0) == {5: True} and sim.locked(0)
     # New slot first, old slot relinquished after: never a pass through relinquish-default.
     assert network_writes(sim) == [
-        (0, True, 5), (0, False, 1), (0, None, 5), (0, True, 5), (0, None, 1)
+        (0, True, 5),
+        (0, False, 1),
+        (0, None, 5),
+        (0, True, 5),
+        (0, None, 1),
     ]
 
 

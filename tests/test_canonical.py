@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from gatewayd.security.canonical import CanonicalError, canonical, es_number
 
-RFC_8785_INPUT = r'''{"numbers":[333333333.33333329,1E30,4.50,2e-3,0.000000000000000000000000001],
-"string":"\u20ac$\u000F\u000aA'\u0042\u0022\u005c\\\"\/","literals":[null,true,false]}'''
+RFC_8785_INPUT = r"""{"numbers":[333333333.33333329,1E30,4.50,2e-3,0.000000000000000000000000001],
+"string":"\u20ac$\u000F\u000aA'\u0042\u0022\u005c\\\"\/","literals":[null,true,false]}"""
 RFC_8785_OUTPUT = (
     '{"literals":[null,true,false],"numbers":[333333333.3333333,1e+30,4.5,0.002,1e-27],'
     '"string":"€$\\u000f\\nA\'B\\"\\\\\\\\\\"/"}'
@@ -23,11 +23,21 @@ def test_rfc_8785_example() -> None:
     assert canonical(json.loads(RFC_8785_INPUT)) == RFC_8785_OUTPUT.encode()
 
 
-@pytest.mark.parametrize(("value", "text"), [
-    (0.0, "0"), (-0.0, "0"), (1.0, "1"), (1795945323.0, "1795945323"), (1e21, "1e+21"),
-    (1e20, "100000000000000000000"), (1e-7, "1e-7"), (1e-6, "0.000001"), (-2.5, "-2.5"),
-    (5e-324, "5e-324"),
-])
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (0.0, "0"),
+        (-0.0, "0"),
+        (1.0, "1"),
+        (1795945323.0, "1795945323"),
+        (1e21, "1e+21"),
+        (1e20, "100000000000000000000"),
+        (1e-7, "1e-7"),
+        (1e-6, "0.000001"),
+        (-2.5, "-2.5"),
+        (5e-324, "5e-324"),
+    ],
+)
 def test_numbers_are_written_as_ecmascript_writes_them(value: float, text: str) -> None:
     assert es_number(value) == text
 

@@ -57,8 +57,9 @@ async def test_status_shows_scope_states_and_unsecured_doors(site: Site) -> None
 
 async def test_unreachable_broker_is_a_clear_error_not_a_traceback() -> None:
     url = f"mqtt://127.0.0.1:{free_port()}"
-    code, _, err = await run_cli("lockdown", "-c", str(DEMO), "--mqtt", url,
-                                    "--scope", "campus", "--timeout", "2")
+    code, _, err = await run_cli(
+        "lockdown", "-c", str(DEMO), "--mqtt", url, "--scope", "campus", "--timeout", "2"
+    )
     assert code == 1
     assert "Traceback" not in err
     assert url.split("//")[1] in err
@@ -67,8 +68,16 @@ async def test_unreachable_broker_is_a_clear_error_not_a_traceback() -> None:
 async def test_demo_runs_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gatewayd", "demo", "--log-level", "warning",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env, cwd=tmp_path,
+        sys.executable,
+        "-m",
+        "gatewayd",
+        "demo",
+        "--log-level",
+        "warning",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+        cwd=tmp_path,
     )
     assert proc.stdout is not None
     try:
@@ -78,11 +87,14 @@ async def test_demo_runs_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
                 line = await proc.stdout.readline()
                 assert line, "demo exited before it was ready"
                 text += line.decode()
-        command = next(line.split(None, 1)[1] for line in text.splitlines()
-                       if line.strip().startswith("lockdown"))
+        command = next(
+            line.split(None, 1)[1]
+            for line in text.splitlines()
+            if line.strip().startswith("lockdown")
+        )
         words = command.split()
         # The printed command starts with "gatewayd" or "<python> -m gatewayd".
-        code, out, _ = await run_cli(*words[words.index("lockdown"):])
+        code, out, _ = await run_cli(*words[words.index("lockdown") :])
         assert code == 0, out
         assert "lockdown building/A" in out
         proc.send_signal(signal.SIGINT)

@@ -13,8 +13,13 @@ from gatewayd.kernel.errors import CommandError
 
 
 def body(**fields: object) -> bytes:
-    base: dict[str, object] = {"id": "c-1", "ts": 1795945323.5, "actor": "office",
-                               "action": "lockdown", "scope": "building/A"}
+    base: dict[str, object] = {
+        "id": "c-1",
+        "ts": 1795945323.5,
+        "actor": "office",
+        "action": "lockdown",
+        "scope": "building/A",
+    }
     base.update(fields)
     return json.dumps({k: v for k, v in base.items() if v is not None}).encode()
 
@@ -66,10 +71,18 @@ def test_arbitrary_bytes_never_raise_anything_but_command_error(payload: bytes) 
         assert exc.code in {"bad_request", "too_large"}
 
 
-@given(st.dictionaries(st.sampled_from(["id", "ts", "actor", "action", "scope", "door",
-                                        "params", "sig", "x"]),
-                       st.one_of(st.none(), st.integers(), st.text(max_size=20),
-                                 st.floats(allow_nan=True), st.lists(st.integers(), max_size=3))))
+@given(
+    st.dictionaries(
+        st.sampled_from(["id", "ts", "actor", "action", "scope", "door", "params", "sig", "x"]),
+        st.one_of(
+            st.none(),
+            st.integers(),
+            st.text(max_size=20),
+            st.floats(allow_nan=True),
+            st.lists(st.integers(), max_size=3),
+        ),
+    )
+)
 def test_arbitrary_json_objects_never_raise_anything_but_command_error(
     fields: dict[str, object],
 ) -> None:

@@ -143,9 +143,7 @@ def test_two_doors_on_one_lock_output_are_refused(tmp_path: Path) -> None:
     assert any("already drives door 'A-101'" in p for p in problems(tmp_path, text))
 
 
-def test_check_command_prints_a_summary(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_check_command_prints_a_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check", "-c", str(DEMO)]) == 0
     out = capsys.readouterr().out
     assert "OK" in out and "demo-school" in out and "modbus_relay" in out

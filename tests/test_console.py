@@ -63,10 +63,16 @@ def test_password_hash_has_the_documented_form_and_verifies() -> None:
     assert hash_password("correct horse", n=2**10) != stored, "each hash has its own salt"
 
 
-@pytest.mark.parametrize("bad", [
-    "plain", "scrypt$1000$8$1$c2FsdHNhbHQ=$AAAA", "bcrypt$10$8$1$a$b",
-    "scrypt$1024$8$1$!!$AAAA", f"scrypt${2**22}$8$1$c2FsdHNhbHQ=${'A' * 43}=",
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "plain",
+        "scrypt$1000$8$1$c2FsdHNhbHQ=$AAAA",
+        "bcrypt$10$8$1$a$b",
+        "scrypt$1024$8$1$!!$AAAA",
+        f"scrypt${2**22}$8$1$c2FsdHNhbHQ=${'A' * 43}=",
+    ],
+)
 def test_malformed_or_extravagant_hashes_are_config_errors(bad: str) -> None:
     with pytest.raises(ValueError, match=r"password_hash|scrypt"):
         parse_hash(bad)
@@ -77,8 +83,9 @@ def test_demo_passwords_are_recognised_and_refused_outside_demo_mode() -> None:
     assert all(is_demo_hash(h) for h in hashes.values())
     name, password, actor, role = DEMO_SIGNINS[0]
     assert verify_password(password, hashes[name])
-    config = ConsoleConfig.model_validate({"users": [
-        {"name": name, "password_hash": hashes[name], "actor": actor, "roles": [role]}]})
+    config = ConsoleConfig.model_validate(
+        {"users": [{"name": name, "password_hash": hashes[name], "actor": actor, "roles": [role]}]}
+    )
     console = Console(_no_gateway(), config)
     with pytest.raises(ConfigError, match="demo passwords outside demo mode"):
         console._refuse_unsafe()
@@ -86,9 +93,18 @@ def test_demo_passwords_are_recognised_and_refused_outside_demo_mode() -> None:
 
 def test_console_users_may_not_hold_system_or_district_roles() -> None:
     with pytest.raises(ValueError, match="console users may hold"):
-        ConsoleConfig.model_validate({"users": [{
-            "name": "x", "password_hash": hash_password("x", n=2**4), "actor": "x",
-            "roles": ["system"]}]})
+        ConsoleConfig.model_validate(
+            {
+                "users": [
+                    {
+                        "name": "x",
+                        "password_hash": hash_password("x", n=2**4),
+                        "actor": "x",
+                        "roles": ["system"],
+                    }
+                ]
+            }
+        )
 
 
 def test_sessions_end_when_idle_and_at_their_absolute_limit() -> None:
@@ -119,8 +135,9 @@ def test_failed_signins_lock_a_key_out_for_the_window() -> None:
     assert throttle.retry_after_s("name:a") == 0
 
 
-def test_console_passwd_prints_a_hash_that_verifies(capsys: pytest.CaptureFixture[str],
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_console_passwd_prints_a_hash_that_verifies(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr("getpass.getpass", lambda prompt="": "s3cret-door")
     assert main(["console-passwd", "--cost", "10"]) == 0
     printed = capsys.readouterr().out.strip().splitlines()[-1]
@@ -129,8 +146,9 @@ def test_console_passwd_prints_a_hash_that_verifies(capsys: pytest.CaptureFixtur
 
 def _no_gateway() -> Any:
     """Enough of a gateway for checks that never reach it."""
-    return SimpleNamespace(doors=SimpleNamespace(doors={}),
-                           campus=SimpleNamespace(doors={}, all_scopes=list))
+    return SimpleNamespace(
+        doors=SimpleNamespace(doors={}), campus=SimpleNamespace(doors={}, all_scopes=list)
+    )
 
 
 # --- sign-in, sessions and CSRF over HTTP -------------------------------------------------------
@@ -160,15 +178,17 @@ async def test_wrong_passwords_are_refused_then_locked_out(client: Browser) -> N
 
 
 async def test_posts_without_the_csrf_token_or_from_another_origin_are_refused(
-    client: Browser, site: Site,
+    client: Browser,
+    site: Site,
 ) -> None:
     assert (await client.signin("office")).status == 200
     token, client.csrf = client.csrf, "forged"
     status, body = await client.command(action="lockdown", scope=BUILDING)
     assert (status, body["error"]) == (403, "csrf")
     client.csrf = token
-    response = await client.post("api/command", {"action": "lockdown", "scope": BUILDING},
-                                 Origin="https://evil.example")
+    response = await client.post(
+        "api/command", {"action": "lockdown", "scope": BUILDING}, Origin="https://evil.example"
+    )
     assert response.status == 403 and (await response.json())["error"] == "cross_origin"
     form = await client.http.post(client.base + "api/command", data={"action": "lockdown"})
     assert form.status == 415, "an HTML form post (no JSON) never reaches the command path"
@@ -179,8 +199,10 @@ async def test_posts_without_the_csrf_token_or_from_another_origin_are_refused(
 async def test_signed_out_and_expired_sessions_cannot_act(site: Site) -> None:
     assert site.gateway is not None
     console = site_console(site, session_idle_s=0.3)
-    async with start_console(console), aiohttp.ClientSession(
-        cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+    async with (
+        start_console(console),
+        aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http,
+    ):
         assert console.url is not None
         client = Browser(http, console.url)
         assert (await client.signin("principal")).status == 200
@@ -196,7 +218,8 @@ async def test_signed_out_and_expired_sessions_cannot_act(site: Site) -> None:
 
 
 async def test_lockdown_from_the_console_locks_every_door_with_the_users_actor(
-    client: Browser, site: Site,
+    client: Browser,
+    site: Site,
 ) -> None:
     assert site.gateway is not None
     await client.signin("office")
@@ -212,7 +235,8 @@ async def test_lockdown_from_the_console_locks_every_door_with_the_users_actor(
 
 
 async def test_roles_the_user_lacks_are_refused_before_the_gateway(
-    client: Browser, site: Site,
+    client: Browser,
+    site: Site,
 ) -> None:
     assert site.gateway is not None
     await client.signin("officer")
@@ -221,8 +245,9 @@ async def test_roles_the_user_lacks_are_refused_before_the_gateway(
     assert "officer (responder) may not lockdown" in body["message"]
     status, body = await client.command(action="unlock", door="A-101")
     assert (status, body["error"]) == (403, "forbidden"), "a responder unlock is bounded"
-    status, body = await client.command(action="unlock", door="A-101",
-                                        params={"duration_s": 99_999})
+    status, body = await client.command(
+        action="unlock", door="A-101", params={"duration_s": 99_999}
+    )
     assert (status, body["error"]) == (403, "forbidden")
     assert site.gateway.engine.get(f"srp:{BUILDING}") is None
     assert site.gateway.engine.get("responder:door/A-101") is None
@@ -233,13 +258,13 @@ async def test_roles_the_user_lacks_are_refused_before_the_gateway(
 
 
 async def test_responder_unlock_is_timed_and_relocks_during_a_lockdown(
-    client: Browser, site: Site,
+    client: Browser,
+    site: Site,
 ) -> None:
     await client.signin("office")
     assert (await client.command(action="lockdown", scope=BUILDING))[1]["ok"]
     await client.signin("officer")
-    status, reply = await client.command(action="unlock", door="A-101",
-                                         params={"duration_s": 0.5})
+    status, reply = await client.command(action="unlock", door="A-101", params={"duration_s": 0.5})
     assert status == 200 and reply["ok"], reply
     assert not site.coil("A-101")
     await wait_until(lambda: site.coil("A-101"))
@@ -267,7 +292,8 @@ async def read_events(response: aiohttp.ClientResponse) -> AsyncIterator[tuple[s
 
 
 async def test_event_stream_sends_a_snapshot_then_door_scope_and_feed_changes(
-    client: Browser, site: Site,
+    client: Browser,
+    site: Site,
 ) -> None:
     await client.signin("office")
     assert (await client.http.get(client.base + "api/events")).status == 200
@@ -285,9 +311,11 @@ async def test_event_stream_sends_a_snapshot_then_door_scope_and_feed_changes(
                     seen["feed"] += data
                 else:
                     seen[name].update(data)
-                if (seen["doors"].get("A-101", {}).get("state") == "locked"
-                        and seen["scopes"].get(BUILDING, {}).get("state") == "lockdown"
-                        and any(e["kind"] == "state" for e in seen["feed"])):
+                if (
+                    seen["doors"].get("A-101", {}).get("state") == "locked"
+                    and seen["scopes"].get(BUILDING, {}).get("state") == "lockdown"
+                    and any(e["kind"] == "state" for e in seen["feed"])
+                ):
                     break
     command = next(e for e in seen["feed"] if e["kind"] == "command")
     assert command["latency_ms"]["confirmed"] is not None and command["building"] == "A"
@@ -307,18 +335,24 @@ async def test_pages_carry_a_strict_content_security_policy(client: Browser) -> 
 
 
 async def test_console_serves_https_when_a_certificate_is_configured(
-    site: Site, tmp_path: Path,
+    site: Site,
+    tmp_path: Path,
 ) -> None:
     assert site.gateway is not None
     pki = Pki(tmp_path, "console")
     issued = pki.issue("console", server=True)
     console = site_console(site, cert=str(issued.cert), key=str(issued.key))
     trust = ssl.create_default_context(cafile=str(pki.ca_file))
-    async with start_console(console), aiohttp.ClientSession(
-        cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+    async with (
+        start_console(console),
+        aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http,
+    ):
         assert console.url is not None and console.url.startswith("https://127.0.0.1:")
-        response = await http.post(console.url + "api/signin", ssl=trust, json={
-            "name": "office", "password": PASSWORDS["office"][0]})
+        response = await http.post(
+            console.url + "api/signin",
+            ssl=trust,
+            json={"name": "office", "password": PASSWORDS["office"][0]},
+        )
         assert response.status == 200
         assert response.cookies[COOKIE]["secure"], "the cookie never travels in clear"
         assert "max-age" in response.headers["Strict-Transport-Security"]

@@ -22,15 +22,24 @@ CHROMIUM = "/usr/bin/chromium"
 SCREENSHOT = Path(__file__).resolve().parents[1] / "artifacts" / "console.png"
 # Without the background-networking flags Chromium tries Google's hosts at every start,
 # which this closed network refuses; --no-sandbox because CI runs as root.
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 pytestmark = pytest.mark.skipif(
     not Path(CHROMIUM).exists(),
     reason=f"{CHROMIUM} is missing: apt-get install -y chromium chromium-driver",
 )
 pw_api = pytest.importorskip(
-    "playwright.async_api", reason="playwright is missing: pip install -e '.[dev]'")
+    "playwright.async_api", reason="playwright is missing: pip install -e '.[dev]'"
+)
 expect = pw_api.expect
 
 
@@ -38,8 +47,9 @@ expect = pw_api.expect
 async def page() -> AsyncIterator[Any]:
     # Playwright gives each launch a fresh, empty profile directory and removes it after.
     async with pw_api.async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS,
-                                           chromium_sandbox=False)
+        browser = await pw.chromium.launch(
+            executable_path=CHROMIUM, args=FLAGS, chromium_sandbox=False
+        )
         try:
             context = await browser.new_context(viewport={"width": 1280, "height": 1000})
             yield await context.new_page()
@@ -66,7 +76,9 @@ async def sign_out(page: Any) -> None:
 
 
 async def test_lockdown_responder_unlock_refusal_and_sign_out_in_chromium(
-    page: Any, console: Console, site: Site,
+    page: Any,
+    console: Console,
+    site: Site,
 ) -> None:
     assert site.gateway is not None and console.url is not None
     building = site.gateway.campus.resolve(Scope.parse("building/A"))
@@ -87,7 +99,8 @@ async def test_lockdown_responder_unlock_refusal_and_sign_out_in_chromium(
         assert site.coil(door_id), f"{door_id}: the board's coil is not energised"
     await expect(page.locator("#incident-banner")).to_contain_text("LOCKDOWN on building A")
     await expect(page.locator("[data-scope='building/A'] .counts")).to_contain_text(
-        f"secured {len(building)}")
+        f"secured {len(building)}"
+    )
     await expect(page.locator("#feed-list .lat").first).to_contain_text("on the wire")
     SCREENSHOT.parent.mkdir(exist_ok=True)
     await page.screenshot(path=str(SCREENSHOT), full_page=True)
@@ -103,8 +116,9 @@ async def test_lockdown_responder_unlock_refusal_and_sign_out_in_chromium(
     await expect(page.locator("#resp-result")).to_contain_text("OK")
     await expect(page.locator("#door-A-101")).to_have_attribute("data-state", "unlocked")
     await expect(page.locator("#door-A-101 .why")).to_contain_text("responder unit-12")
-    await expect(page.locator("#door-A-101")).to_have_attribute("data-state", "locked",
-                                                                timeout=10_000)
+    await expect(page.locator("#door-A-101")).to_have_attribute(
+        "data-state", "locked", timeout=10_000
+    )
     assert site.coil("A-101")
 
     # What the page does not offer, the server refuses anyway; the feed records the refusal.
@@ -113,8 +127,7 @@ async def test_lockdown_responder_unlock_refusal_and_sign_out_in_chromium(
         body: JSON.stringify({action: 'release', scope: 'building/A'})})
         .then(async (r) => ({status: r.status, body: await r.json()}))""")
     assert reply["status"] == 403 and reply["body"]["error"] == "forbidden"
-    await expect(page.locator("#feed-list li.sev-warning").first).to_contain_text(
-        "refused officer")
+    await expect(page.locator("#feed-list li.sev-warning").first).to_contain_text("refused officer")
     assert site.gateway.engine.get("srp:building/A") is not None, "the lockdown still holds"
     await sign_out(page)
     assert await page.evaluate("fetch('/api/session').then((r) => r.status)") == 401
@@ -127,5 +140,6 @@ async def test_console_fits_a_phone_screen(page: Any, console: Console) -> None:
     await sign_in(page, "principal")
     await expect(page.locator("#srp-buttons [data-action=release]")).to_be_visible()
     overflow = await page.evaluate(
-        "document.scrollingElement.scrollWidth - document.scrollingElement.clientWidth")
+        "document.scrollingElement.scrollWidth - document.scrollingElement.clientWidth"
+    )
     assert overflow <= 0, f"the page scrolls sideways by {overflow}px on a phone"

@@ -56,26 +56,48 @@ def free_base_port(count: int) -> int:
 
 @pytest.fixture
 def campus_file(tmp_path: Path, mosquitto: Mosquitto) -> Path:
-    text = render("demo-school", "Crash test school", DEMO_RELAYS, base_port=free_base_port(8),
-                  demo=True, poll_interval_ms=100)
+    text = render(
+        "demo-school",
+        "Crash test school",
+        DEMO_RELAYS,
+        base_port=free_base_port(8),
+        demo=True,
+        poll_interval_ms=100,
+    )
     path = tmp_path / "campus.toml"
     # The demo actors: commands are signed, with DEMO keys in demo mode.
-    path.write_text(text.replace("mqtt://127.0.0.1:1883", mosquitto.url) + "\n"
-                    + ACTORS.read_text())
+    path.write_text(
+        text.replace("mqtt://127.0.0.1:1883", mosquitto.url) + "\n" + ACTORS.read_text()
+    )
     return path
 
 
 async def spawn(*args: str, log: Path) -> asyncio.subprocess.Process:
     with log.open("ab") as err:
         return await asyncio.create_subprocess_exec(
-            sys.executable, *args, stdout=subprocess.PIPE, stderr=err,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            sys.executable,
+            *args,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
 
 
 async def start_simulator(campus_file: Path, tmp_path: Path) -> asyncio.subprocess.Process:
-    proc = await spawn("-m", "gatewayd.simulators", "--log-level", "warning", "campus", "-c",
-                       str(campus_file), "--actuation-ms", "2",
-                       "--write-log", str(tmp_path / "writes.jsonl"), log=tmp_path / "sim.log")
+    proc = await spawn(
+        "-m",
+        "gatewayd.simulators",
+        "--log-level",
+        "warning",
+        "campus",
+        "-c",
+        str(campus_file),
+        "--actuation-ms",
+        "2",
+        "--write-log",
+        str(tmp_path / "writes.jsonl"),
+        log=tmp_path / "sim.log",
+    )
     assert proc.stdout is not None
     async with asyncio.timeout(20):
         assert json.loads(await proc.stdout.readline())["ready"] is True
@@ -84,8 +106,13 @@ async def start_simulator(campus_file: Path, tmp_path: Path) -> asyncio.subproce
 
 async def command(path: Path, action: str, timeout_s: float = 2.0, **fields: Any) -> Any:
     config = load_config(path)
-    body = {"id": uuid.uuid4().hex, "ts": time.time(), "actor": "demo-operator",
-            "action": action, **fields}
+    body = {
+        "id": uuid.uuid4().hex,
+        "ts": time.time(),
+        "actor": "demo-operator",
+        "action": action,
+        **fields,
+    }
     body = signed(body, demo_private_key("demo-operator"), site=config.site.id)
     return await request(config.mqtt, config.site.id, body, timeout_s=timeout_s)
 

@@ -44,8 +44,9 @@ async def test_lockdown_locks_bacnet_doors_alerts_the_radio_and_snapshots_the_bu
     # The controller's own priority array holds the lockdown at the lockdown priority.
     assert {w.priority for w in list(controller.write_log)[before:] if w.value} == {5}
 
-    await eventually(lambda: any("LOCKDOWN" in f.payload
-                                 for f in radio(site).acted_on(FrameType.EMG)))
+    await eventually(
+        lambda: any("LOCKDOWN" in f.payload for f in radio(site).acted_on(FrameType.EMG))
+    )
     text = [f.payload for f in radio(site).acted_on(FrameType.TXT)]
     assert any("building/C" in t for t in text), text
     await eventually(lambda: camera(site, "cam-c-gym").counts["snapshots"] >= 1)
@@ -53,9 +54,15 @@ async def test_lockdown_locks_bacnet_doors_alerts_the_radio_and_snapshots_the_bu
 
 
 async def test_a_drill_lockdown_never_reaches_the_radio_as_a_real_alert(site: Site) -> None:
-    reply = await site.command("drill", params={
-        "state": "lockdown", "scope": "building/A", "duration_s": 60, "dry_run": False,
-    })
+    reply = await site.command(
+        "drill",
+        params={
+            "state": "lockdown",
+            "scope": "building/A",
+            "duration_s": 60,
+            "dry_run": False,
+        },
+    )
     assert reply["ok"] is True, reply
     await asyncio.sleep(1.0)
     assert radio(site).real_emergencies() == []

@@ -30,8 +30,9 @@ class Harness:
     started: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
 
-    async def wait_for(self, check: Callable[[DriverEvent], bool], timeout_s: float,
-                       since: int = 0) -> DriverEvent:
+    async def wait_for(
+        self, check: Callable[[DriverEvent], bool], timeout_s: float, since: int = 0
+    ) -> DriverEvent:
         async with asyncio.timeout(timeout_s):
             while True:
                 for event in self.events[since:]:

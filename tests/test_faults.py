@@ -48,8 +48,7 @@ async def test_broker_restarted_three_times_under_load_loses_nothing_accepted(
     # (bench/soak.py --hard-kills shows a few per kill), which no publisher can prevent.
     outages: list[tuple[float, float]] = []
     async with Recorder(durable_broker, EVENTS) as recorder:
-        runner = await Runner(durable_broker.url, tmp_path, rate=RATE, seconds=12,
-                              run="r1").start()
+        runner = await Runner(durable_broker.url, tmp_path, rate=RATE, seconds=12, run="r1").start()
         try:
             for down_s in (1.0, 1.5, 2.0):
                 await asyncio.sleep(2.0)
@@ -78,8 +77,9 @@ async def test_kill_9_of_the_uplink_process_keeps_the_outbox_intact_and_loses_no
     async with Recorder(mosquitto, EVENTS) as recorder:
         kills: list[tuple[float, float]] = []
         for run in range(3):
-            async with Runner(mosquitto.url, tmp_path, rate=RATE, seconds=60,
-                              run=f"k{run}") as runner:
+            async with Runner(
+                mosquitto.url, tmp_path, rate=RATE, seconds=60, run=f"k{run}"
+            ) as runner:
                 await asyncio.sleep(rng.uniform(0.5, 2.0))
                 at = time.monotonic()
                 await runner.kill()
@@ -147,8 +147,10 @@ async def test_a_board_hung_half_open_is_reported_and_other_boards_still_lock_pr
     before = await site.command("lock", door=site.doors_on("relay-a1")[0])
     site.sim.boards["relay-b1"].faults.hang = True
     await watcher.wait_for(
-        lambda m: m.json()["source"] == "relay-b1"
-        and m.json()["data"].get("health") in ("offline", "degraded"),
+        lambda m: (
+            m.json()["source"] == "relay-b1"
+            and m.json()["data"].get("health") in ("offline", "degraded")
+        ),
         timeout_s=10,
     )
     began = time.perf_counter()

@@ -35,8 +35,9 @@ scalars = st.one_of(
 #: JSON-like values: what a TOML or JSON document can hold (None only in JSON).
 values = st.recursive(
     scalars,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner,
-                                                                max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4)
+    ),
     max_leaves=20,
 )
 
@@ -100,8 +101,14 @@ def test_arbitrary_file_bytes_raise_only_config_error(tmp_path: Path, data: byte
 
 # --- commands (extends tests/test_commands.py) -----------------------------------------------
 
-VALID_COMMAND = {"id": "c-1", "ts": 1_700_000_000.0, "actor": "op", "action": "lockdown",
-                 "scope": "campus", "params": {}}
+VALID_COMMAND = {
+    "id": "c-1",
+    "ts": 1_700_000_000.0,
+    "actor": "op",
+    "action": "lockdown",
+    "scope": "campus",
+    "params": {},
+}
 
 
 @given(values)
@@ -156,14 +163,18 @@ class ReplyingClient:
 frames = st.one_of(
     st.binary(min_size=1, max_size=40),
     # Well-formed headers of the three function codes we use (and their error forms).
-    st.tuples(st.sampled_from([1, 2, 15, 0x81, 0x82, 0x8F, 3, 5]), st.binary(max_size=12))
-    .map(lambda t: bytes([t[0]]) + t[1]),
+    st.tuples(st.sampled_from([1, 2, 15, 0x81, 0x82, 0x8F, 3, 5]), st.binary(max_size=12)).map(
+        lambda t: bytes([t[0]]) + t[1]
+    ),
 )
 
 
 @settings(max_examples=400)
-@given(frames, st.sampled_from(["read_coils", "read_inputs", "write_coils"]),
-       st.integers(min_value=1, max_value=64))
+@given(
+    frames,
+    st.sampled_from(["read_coils", "read_inputs", "write_coils"]),
+    st.integers(min_value=1, max_value=64),
+)
 def test_any_board_reply_is_accepted_or_raises_bad_device_reply(
     frame: bytes, request: str, count: int
 ) -> None:

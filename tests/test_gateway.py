@@ -11,8 +11,9 @@ SITE = "gatewayd/demo-school"
 
 
 def door_ids(site: Site, **match: str) -> list[str]:
-    return [d.id for d in site.config.doors
-            if all(str(getattr(d, k)) == v for k, v in match.items())]
+    return [
+        d.id for d in site.config.doors if all(str(getattr(d, k)) == v for k, v in match.items())
+    ]
 
 
 async def test_campus_lockdown_locks_and_confirms_every_door(
@@ -36,8 +37,11 @@ async def test_lockdown_is_visible_on_retained_state_and_door_topics(
     watcher: Collector = await collect(f"{SITE}/#")  # type: ignore[operator]
 
     def building_a_secured(m: Received) -> bool:
-        return (m.topic == f"{SITE}/state/building/A" and m.json()["state"] == "lockdown"
-                and m.json()["doors"]["secured"] == len(door_ids(site, building="A")))
+        return (
+            m.topic == f"{SITE}/state/building/A"
+            and m.json()["state"] == "lockdown"
+            and m.json()["doors"]["secured"] == len(door_ids(site, building="A"))
+        )
 
     state = await watcher.wait_for(building_a_secured)
     assert state.json()["source"] == "building/A"

@@ -86,20 +86,23 @@ def test_outside_demo_mode_every_unsafe_setting_is_named() -> None:
 
 def test_a_safe_site_starts(tmp_path: Path) -> None:
     key = keygen(tmp_path, "jdoe").public_key
-    security = SecurityConfig(actors=(Actor(id="jdoe", public_key=key,
-                                            roles=frozenset({Role.ADMINISTRATOR})),))
+    security = SecurityConfig(
+        actors=(Actor(id="jdoe", public_key=key, roles=frozenset({Role.ADMINISTRATOR})),)
+    )
     assert refuse_unsafe(False, security, "mqtts://broker.example:8883", None, True) == []
     assert refuse_unsafe(False, security, "mqtt://127.0.0.1:1883", "s3cret-long", True) == []
     assert refuse_unsafe(False, security, "mqtt://localhost", "s3cret-long", True) == []
 
 
-@pytest.mark.parametrize(("url", "password", "needle"), [
-    ("mqtt://127.0.0.1:1883", None, "no broker credentials"),
-    ("mqtt://127.0.0.1:1883", "changeme", "well-known default"),
-    ("mqtt://broker.example", "s3cret-long", "plain mqtt://"),
-])
-def test_broker_settings_refused_outside_demo(url: str, password: str | None,
-                                              needle: str) -> None:
+@pytest.mark.parametrize(
+    ("url", "password", "needle"),
+    [
+        ("mqtt://127.0.0.1:1883", None, "no broker credentials"),
+        ("mqtt://127.0.0.1:1883", "changeme", "well-known default"),
+        ("mqtt://broker.example", "s3cret-long", "plain mqtt://"),
+    ],
+)
+def test_broker_settings_refused_outside_demo(url: str, password: str | None, needle: str) -> None:
     problems = refuse_unsafe(False, SecurityConfig(), url, password, True)
     assert any(needle in p for p in problems), problems
 

@@ -18,8 +18,15 @@ async def test_waiters_are_served_by_priority_then_arrival() -> None:
             order.append(name)
 
     await lane.acquire(POLL)
-    tasks = [asyncio.create_task(use(name, prio)) for name, prio in
-             [("poll-1", POLL), ("poll-2", POLL), ("cmd-1", COMMAND), ("cmd-2", COMMAND)]]
+    tasks = [
+        asyncio.create_task(use(name, prio))
+        for name, prio in [
+            ("poll-1", POLL),
+            ("poll-2", POLL),
+            ("cmd-1", COMMAND),
+            ("cmd-2", COMMAND),
+        ]
+    ]
     await asyncio.sleep(0)
     assert lane.waiting == 4
     lane.release()

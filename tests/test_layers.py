@@ -63,7 +63,8 @@ def modules() -> dict[str, Path]:
 def _is_type_checking(node: ast.If) -> bool:
     test = node.test
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def imports_of(name: str, path: Path, known: set[str]) -> Iterator[Import]:
@@ -88,7 +89,8 @@ def imports_of(name: str, path: Path, known: set[str]) -> Iterator[Import]:
                     # ``from package import module`` depends on the module itself.
                     yield Import(name, full if full in known else base, child.lineno, eager)
             inner = eager and not isinstance(
-                child, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda)
+                child, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda
+            )
             yield from visit(child, inner)
 
     yield from visit(tree, True)
@@ -140,8 +142,11 @@ def test_drivers_never_import_each_other() -> None:
         parts = module.split(".")
         return parts[2] if module.startswith("gatewayd.drivers.") and len(parts) > 2 else None
 
-    wrong = [f"{i.source}:{i.line} imports {i.target}" for i in graph()
-             if driver(i.source) and driver(i.target) and driver(i.source) != driver(i.target)]
+    wrong = [
+        f"{i.source}:{i.line} imports {i.target}"
+        for i in graph()
+        if driver(i.source) and driver(i.target) and driver(i.source) != driver(i.target)
+    ]
     assert not wrong, "\n".join(wrong)
 
 
@@ -163,7 +168,7 @@ def _find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
         stack.append(node)
         for nxt in sorted(edges.get(node, ())):
             if state.get(nxt) == 1:
-                return [*stack[stack.index(nxt):], nxt]
+                return [*stack[stack.index(nxt) :], nxt]
             if nxt not in state and (found := visit(nxt)) is not None:
                 return found
         stack.pop()
@@ -191,12 +196,30 @@ def test_importing_the_rules_engine_loads_no_security_console_tls_or_uplink() ->
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # Built from a copy: setuptools writes build/ and *.egg-info beside the sources.
     source = tmp_path_factory.mktemp("source") / "gatewayd"
-    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
-        ".git", ".venv", "build", "*.egg-info", "__pycache__", ".*_cache", "artifacts", "var"))
+    shutil.copytree(
+        ROOT,
+        source,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", "build", "*.egg-info", "__pycache__", ".*_cache", "artifacts", "var"
+        ),
+    )
     out = tmp_path_factory.mktemp("wheel")
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-         "--wheel-dir", str(out), str(source)], check=True, capture_output=True)
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--wheel-dir",
+            str(out),
+            str(source),
+        ],
+        check=True,
+        capture_output=True,
+    )
     return next(out.glob("gatewayd-*.whl"))
 
 

@@ -43,7 +43,11 @@ def changed(point: str, value: bool) -> Callable[[DriverEvent], bool]:
 
 def config(**overrides: object) -> ModbusRelayConfig:
     values: dict[str, object] = {
-        "id": "relay-x", "driver": "modbus_relay", "host": "127.0.0.1", "coils": 8, "inputs": 20,
+        "id": "relay-x",
+        "driver": "modbus_relay",
+        "host": "127.0.0.1",
+        "coils": 8,
+        "inputs": 20,
     }
     return ModbusRelayConfig.model_validate({**values, **overrides})
 

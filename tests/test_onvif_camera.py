@@ -48,8 +48,9 @@ class Camera:
     recorder: EventRecorder
     task: asyncio.Task[None]
 
-    async def wait_for(self, predicate: Callable[[DriverEvent], bool], timeout_s: float = 5.0,
-                       since: int = 0) -> DriverEvent:
+    async def wait_for(
+        self, predicate: Callable[[DriverEvent], bool], timeout_s: float = 5.0, since: int = 0
+    ) -> DriverEvent:
         return await self.recorder.wait_for(predicate, timeout_s, since=since)
 
     def mark(self) -> int:
@@ -87,15 +88,25 @@ async def start(tmp_path: Path) -> AsyncIterator[Start]:
     """Factory: a simulator and a driver (fast timings) against it; both stopped afterwards."""
     running: list[Camera] = []
 
-    async def start_camera(sim: OnvifCameraSim | None = None, online: bool = True,
-                           **settings: Any) -> Camera:
+    async def start_camera(
+        sim: OnvifCameraSim | None = None, online: bool = True, **settings: Any
+    ) -> Camera:
         sim = sim or OnvifCameraSim("test-cam")
         await sim.start()
         values: dict[str, Any] = {
-            "id": "cam-1", "driver": "onvif_camera", "host": sim.host, "port": sim.port,
-            "username": sim.username, "password": sim.password, "timeout_s": 1.0,
-            "pull_timeout_s": 0.5, "subscription_s": 10.0, "snapshot_dir": tmp_path,
-            "thumbnail_px": 160, "reconnect_min_s": 0.1, "reconnect_max_s": 1.0,
+            "id": "cam-1",
+            "driver": "onvif_camera",
+            "host": sim.host,
+            "port": sim.port,
+            "username": sim.username,
+            "password": sim.password,
+            "timeout_s": 1.0,
+            "pull_timeout_s": 0.5,
+            "subscription_s": 10.0,
+            "snapshot_dir": tmp_path,
+            "thumbnail_px": 160,
+            "reconnect_min_s": 0.1,
+            "reconnect_max_s": 1.0,
         }
         config = OnvifCameraConfig.model_validate({**values, **settings})
         recorder = EventRecorder()
@@ -229,8 +240,9 @@ async def test_garbage_snapshot_is_a_device_fault(start: Start) -> None:
     cam.sim.garble = True
     with pytest.raises(BadDeviceReply, match="not an image"):
         await cam.driver.execute(TakeSnapshot())
-    await cam.wait_for(lambda e: isinstance(e, DeviceFault) and "not an image" in e.detail,
-                       since=mark)
+    await cam.wait_for(
+        lambda e: isinstance(e, DeviceFault) and "not an image" in e.detail, since=mark
+    )
     assert folder_files(cam.driver.config.snapshot_dir / "cam-1") == 2
 
 
@@ -251,5 +263,12 @@ def test_vendor_topic_prefixes_are_ignored_and_unknown_topics_map_to_nothing() -
 
 def test_a_pull_longer_than_the_renewal_point_is_refused_at_load() -> None:
     with pytest.raises(ValidationError, match="pull_timeout_s"):
-        OnvifCameraConfig(id="c", driver="onvif_camera", host="h", username="u",
-                          password="p", subscription_s=5, pull_timeout_s=4.5)
+        OnvifCameraConfig(
+            id="c",
+            driver="onvif_camera",
+            host="h",
+            username="u",
+            password="p",
+            subscription_s=5,
+            pull_timeout_s=4.5,
+        )

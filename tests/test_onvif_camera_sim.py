@@ -34,8 +34,9 @@ async def sim() -> AsyncIterator[OnvifCameraSim]:
 
 @pytest.fixture
 async def client(sim: OnvifCameraSim) -> AsyncIterator[ONVIFCamera]:
-    camera = ONVIFCamera(sim.host, sim.port, sim.username, sim.password, no_cache=True,
-                         adjust_time=True)
+    camera = ONVIFCamera(
+        sim.host, sim.port, sim.username, sim.password, no_cache=True, adjust_time=True
+    )
     try:
         await camera.update_xaddrs()
         yield camera
@@ -44,7 +45,8 @@ async def client(sim: OnvifCameraSim) -> AsyncIterator[ONVIFCamera]:
 
 
 async def test_library_discovers_services_device_information_and_profiles(
-    sim: OnvifCameraSim, client: ONVIFCamera,
+    sim: OnvifCameraSim,
+    client: ONVIFCamera,
 ) -> None:
     assert client.xaddrs[EVENTS_NS] == f"{sim.base_url}/onvif/events_service"
     device = await client.create_devicemgmt_service()
@@ -58,7 +60,8 @@ async def test_library_discovers_services_device_information_and_profiles(
 
 @pytest.mark.parametrize("basic_auth", [False, True], ids=["digest", "basic"])
 async def test_library_snapshot_helpers_fetch_a_decodable_jpeg(
-    client: ONVIFCamera, basic_auth: bool,
+    client: ONVIFCamera,
+    basic_auth: bool,
 ) -> None:
     uri = await client.get_snapshot_uri("profile_1")
     assert uri.endswith("/snapshot.jpg")
@@ -68,11 +71,13 @@ async def test_library_snapshot_helpers_fetch_a_decodable_jpeg(
 
 
 async def test_library_pullpoint_manager_receives_injected_events(
-    sim: OnvifCameraSim, client: ONVIFCamera,
+    sim: OnvifCameraSim,
+    client: ONVIFCamera,
 ) -> None:
     lost: list[bool] = []
-    manager = await client.create_pullpoint_manager(dt.timedelta(seconds=60),
-                                                    lambda: lost.append(True))
+    manager = await client.create_pullpoint_manager(
+        dt.timedelta(seconds=60), lambda: lost.append(True)
+    )
     try:
         assert sim.subscriptions == 1
         sim.inject(MOTION, True)
@@ -90,8 +95,9 @@ async def test_library_pullpoint_manager_receives_injected_events(
     assert not lost
 
 
-async def test_library_ptz_lists_presets_and_moves(sim: OnvifCameraSim,
-                                                   client: ONVIFCamera) -> None:
+async def test_library_ptz_lists_presets_and_moves(
+    sim: OnvifCameraSim, client: ONVIFCamera
+) -> None:
     ptz = await client.create_ptz_service()
     presets = await ptz.GetPresets({"ProfileToken": "profile_1"})
     assert [p.Name for p in presets] == ["Home", "Entrance", "Hallway"]
@@ -111,7 +117,8 @@ async def test_wrong_password_is_a_not_authorized_soap_fault(sim: OnvifCameraSim
 
 
 async def test_garbled_camera_is_unreadable_to_the_library(
-    sim: OnvifCameraSim, client: ONVIFCamera,
+    sim: OnvifCameraSim,
+    client: ONVIFCamera,
 ) -> None:
     device = await client.create_devicemgmt_service()
     sim.garble = True

@@ -50,14 +50,31 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The example package, pip-installed (offline, no build isolation) into a folder."""
     work = tmp_path_factory.mktemp("plugin")
     # pip builds in the source folder (build/, *.egg-info): build a copy, keep tests/ clean.
-    source = shutil.copytree(PLUGIN_SOURCE, work / "source", ignore=shutil.ignore_patterns(
-        "build", "*.egg-info", "__pycache__"))
+    source = shutil.copytree(
+        PLUGIN_SOURCE,
+        work / "source",
+        ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"),
+    )
     target = work / "site-packages"
     proc = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-         "--no-deps", "--no-build-isolation", "--no-index", "--target", str(target),
-         str(source)],
-        capture_output=True, text=True, timeout=120, check=False,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--target",
+            str(target),
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert proc.returncode == 0, f"pip install failed:\n{proc.stdout}\n{proc.stderr}"
     return target
@@ -84,14 +101,30 @@ def campus(url: str, *, strikes: Any = 4, lock: str = "strike:2") -> dict[str, A
         "buildings": [{"id": "A", "name": "Main"}],
         "devices": [
             {"id": "relay-a", "driver": "modbus_relay", "host": "127.0.0.1", "coils": 4},
-            {"id": "front-strikes", "driver": DRIVER, "url": url, "strikes": strikes,
-             "poll_interval_ms": 50, "timeout_ms": 200},
+            {
+                "id": "front-strikes",
+                "driver": DRIVER,
+                "url": url,
+                "strikes": strikes,
+                "poll_interval_ms": 50,
+                "timeout_ms": 200,
+            },
         ],
         "doors": [
-            {"id": "A-101", "room": "101", "building": "A", "kind": "classroom",
-             "lock": {"device": "relay-a", "point": "coil:0"}},
-            {"id": "front", "room": "Front entrance", "building": "A", "kind": "exterior",
-             "lock": {"device": "front-strikes", "point": lock}},
+            {
+                "id": "A-101",
+                "room": "101",
+                "building": "A",
+                "kind": "classroom",
+                "lock": {"device": "relay-a", "point": "coil:0"},
+            },
+            {
+                "id": "front",
+                "room": "Front entrance",
+                "building": "A",
+                "kind": "exterior",
+                "lock": {"device": "front-strikes", "point": lock},
+            },
         ],
     }
 
@@ -117,8 +150,9 @@ def test_bad_plugin_settings_are_reported_by_path_from_the_plugin_model(plugin: 
         parse_config(raw, source="campus.toml")
     problems = "\n".join(caught.value.problems)
     assert "devices[1](front-strikes).url: String should match pattern" in problems
-    assert "devices[1](front-strikes).strikes: Input should be greater than or equal to 1" \
-        in problems
+    assert (
+        "devices[1](front-strikes).strikes: Input should be greater than or equal to 1" in problems
+    )
     assert "devices[1](front-strikes).strikez: unknown field" in problems
     assert str(caught.value).startswith("campus.toml: invalid configuration")
 
@@ -170,7 +204,8 @@ async def test_a_door_on_the_plugin_device_locks_and_releases_with_confirmation(
                 while not (front.device_online and front.locked is False):
                     await asyncio.sleep(0.01)
             report = await doors.actuate(
-                {"front": Target(True, "lockdown (building/A)", 5)}, trigger_ns=now_ns())
+                {"front": Target(True, "lockdown (building/A)", 5)}, trigger_ns=now_ns()
+            )
             assert report.confirmed == ["front"] and not report.failed
             assert front.locked is True and front.confirmed
             assert rig.saw_on_wire(WritePoints((PointWrite("strike:2", True),)))

@@ -31,8 +31,14 @@ DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo-campus.toml"
 CONFIG = load_config(DEMO)
 CAMPUS_MODEL = Campus(CONFIG)
 POLICY = PolicyConfig()
-SCOPES = [CAMPUS, *(Scope("building", b) for b in "ABCD"), Scope("zone", "A1"),
-          Scope("zone", "B2"), Scope("door", "A-101"), Scope("door", "A-119")]
+SCOPES = [
+    CAMPUS,
+    *(Scope("building", b) for b in "ABCD"),
+    Scope("zone", "A1"),
+    Scope("zone", "B2"),
+    Scope("door", "A-101"),
+    Scope("door", "A-119"),
+]
 
 
 def engine() -> Engine:
@@ -59,13 +65,20 @@ def test_default_policy_locks_what_the_srp_says() -> None:
     assert evacuate.unlock == {DoorKind.EGRESS, DoorKind.INTERIOR}
     no_perimeter = PolicyConfig(lockdown_perimeter=False)
     assert door_actions(no_perimeter, SrpState.LOCKDOWN, None).lock == {
-        DoorKind.CLASSROOM, DoorKind.INTERIOR}
+        DoorKind.CLASSROOM,
+        DoorKind.INTERIOR,
+    }
 
 
 def test_policy_is_validated_with_path_named_errors() -> None:
-    raw = {"site": {"id": "x", "name": "x"}, "buildings": [{"id": "A", "name": "A"}],
-           "policy": {"fire_verification_s": 600, "hold": {"lock": ["classroom"],
-                                                         "unlock": ["classroom"]}}}
+    raw = {
+        "site": {"id": "x", "name": "x"},
+        "buildings": [{"id": "A", "name": "A"}],
+        "policy": {
+            "fire_verification_s": 600,
+            "hold": {"lock": ["classroom"], "unlock": ["classroom"]},
+        },
+    }
     with pytest.raises(ConfigError) as err:
         parse_config(raw)
     text = str(err.value)
@@ -132,8 +145,10 @@ def test_sources_survive_a_reopened_store(tmp_path: Path) -> None:
 # --- properties -------------------------------------------------------------------------------
 
 srp_sources = st.builds(
-    srp, st.sampled_from([s for s in SrpState if s is not SrpState.NORMAL]),
-    st.sampled_from(SCOPES), st.sampled_from(list(Hazard)),
+    srp,
+    st.sampled_from([s for s in SrpState if s is not SrpState.NORMAL]),
+    st.sampled_from(SCOPES),
+    st.sampled_from(list(Hazard)),
 )
 door_scopes = st.sampled_from([Scope("door", d) for d in list(CAMPUS_MODEL.doors)[:40]])
 overrides = st.one_of(

@@ -50,16 +50,24 @@ class Radio:
 
 def settings(url: str, **overrides: Any) -> PsapRadioConfig:
     values: dict[str, Any] = {
-        "id": "radio-t", "driver": "psap_radio", "url": url, "site_label": SITE,
-        "ack_timeout_ms": 100, "max_attempts": 3, "nak_backoff_ms": 10, "heartbeat_s": 5,
-        "reconnect_min_ms": 20, "reconnect_max_ms": 200,
+        "id": "radio-t",
+        "driver": "psap_radio",
+        "url": url,
+        "site_label": SITE,
+        "ack_timeout_ms": 100,
+        "max_attempts": 3,
+        "nak_backoff_ms": 10,
+        "heartbeat_s": 5,
+        "reconnect_min_ms": 20,
+        "reconnect_max_ms": 200,
     }
     return PsapRadioConfig.model_validate({**values, **overrides})
 
 
 @contextlib.asynccontextmanager
-async def running(mode: Mode = "tcp", *, online: bool = True, **overrides: Any
-                  ) -> AsyncIterator[Radio]:
+async def running(
+    mode: Mode = "tcp", *, online: bool = True, **overrides: Any
+) -> AsyncIterator[Radio]:
     """A started radio and a driver pointed at it; both stopped afterwards."""
     sim = PsapRadioSim(mode)
     await sim.start()
@@ -80,8 +88,11 @@ async def running(mode: Mode = "tcp", *, online: bool = True, **overrides: Any
 
 
 def outcomes(sim: PsapRadioSim, frame_type: FrameType) -> list[tuple[int, str]]:
-    return [(h.frame.seq, h.outcome) for h in sim.heard
-            if h.frame is not None and h.frame.type is frame_type]
+    return [
+        (h.frame.seq, h.outcome)
+        for h in sim.heard
+        if h.frame is not None and h.frame.type is frame_type
+    ]
 
 
 # --- alerts -----------------------------------------------------------------------------------
@@ -110,8 +121,11 @@ async def test_a_dropped_frame_is_sent_again_with_the_same_seq() -> None:
         radio.sim.faults.drop_next = 2
         result = await radio.driver.execute(ALERT)
         seq = int(result.detail["seq"])
-        assert outcomes(radio.sim, FrameType.EMG) == [(seq, "dropped"), (seq, "dropped"),
-                                                      (seq, "ack")]
+        assert outcomes(radio.sim, FrameType.EMG) == [
+            (seq, "dropped"),
+            (seq, "dropped"),
+            (seq, "ack"),
+        ]
         assert result.detail["attempts"] == "3"
         assert radio.driver.statistics()["retries"] == 2
 
@@ -203,8 +217,9 @@ async def test_a_real_alert_never_carries_a_drill_marking() -> None:
 
 def test_alert_text_is_made_wire_safe_and_cut_to_the_field() -> None:
     driver = PsapRadioDriver(settings("socket://127.0.0.1:1"), frozenset(), lambda e: None)
-    status, text = driver.wire_content(SendAlert("shelter-in-place!", "Salle 12, bâtiment B $" +
-                                                 "x" * 80, drill=True))
+    status, text = driver.wire_content(
+        SendAlert("shelter-in-place!", "Salle 12, bâtiment B $" + "x" * 80, drill=True)
+    )
     assert status == "DRILL SHELTER IN PLACE"
     assert text.startswith("DRILL: Salle 12, batiment B ?x") and len(text) == 68
 
@@ -253,8 +268,7 @@ async def test_a_port_that_cannot_be_opened_is_offline_and_start_up_does_not_wai
     async with running(online=False) as radio:
         await radio.sim.vanish()
     recorder = EventRecorder()
-    driver = PsapRadioDriver(settings("/dev/no-such-radio", max_attempts=2), frozenset(),
-                             recorder)
+    driver = PsapRadioDriver(settings("/dev/no-such-radio", max_attempts=2), frozenset(), recorder)
     started = asyncio.Event()
     task = asyncio.create_task(driver.run(started.set))
     try:
@@ -288,7 +302,6 @@ async def test_only_alerts_are_supported_and_the_radio_has_no_points() -> None:
         ({"ack_timeout_ms": 2000, "heartbeat_s": 1}, "must be shorter than heartbeat_s"),
     ],
 )
-def test_bad_settings_fail_at_load_with_the_reason(overrides: dict[str, Any], message: str
-                                                   ) -> None:
+def test_bad_settings_fail_at_load_with_the_reason(overrides: dict[str, Any], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         settings(**{"url": "/dev/ttyUSB0", **overrides})

@@ -20,7 +20,8 @@ def line(body: str, check: str | None = None) -> bytes:
 
 def test_documented_examples_parse_to_what_they_say() -> None:
     assert frames.parse(b"$012,EMG,LOCKDOWN,Lincoln High School*16\r\n") == frames.emg(
-        12, "LOCKDOWN", "Lincoln High School")
+        12, "LOCKDOWN", "Lincoln High School"
+    )
     text = frames.parse(b"$013,TXT,LOCKDOWN, Building A, Room 114, 09:42*36\r\n")
     assert text.fields == ("LOCKDOWN, Building A, Room 114, 09:42",)
     assert frames.parse(b"$407,ACK,012*49\r\n").refers_to == 12
@@ -96,11 +97,13 @@ def test_wire_text_is_printable_ascii_without_reserved_characters() -> None:
     assert frames.to_wire_text("Cost $5 * 2, 北楼") == "Cost ?5 ? 2, ??"
 
 
-@given(st.one_of(
-    st.binary(max_size=120),
-    # Mostly protocol characters, so the fuzzer gets past the first checks.
-    st.text("$*,0123456789ABCDEFGHKMNTXY:- \r\n", max_size=90).map(str.encode),
-))
+@given(
+    st.one_of(
+        st.binary(max_size=120),
+        # Mostly protocol characters, so the fuzzer gets past the first checks.
+        st.text("$*,0123456789ABCDEFGHKMNTXY:- \r\n", max_size=90).map(str.encode),
+    )
+)
 def test_any_bytes_parse_or_raise_frame_error(raw: bytes) -> None:
     try:
         frame = frames.parse(raw)
@@ -111,8 +114,9 @@ def test_any_bytes_parse_or_raise_frame_error(raw: bytes) -> None:
 
 
 def wire_text(min_size: int, max_size: int, *, commas: bool = True) -> st.SearchStrategy[str]:
-    alphabet = st.characters(min_codepoint=0x20, max_codepoint=0x7E,
-                             exclude_characters="$*" + ("" if commas else ","))
+    alphabet = st.characters(
+        min_codepoint=0x20, max_codepoint=0x7E, exclude_characters="$*" + ("" if commas else ",")
+    )
     return st.text(alphabet, min_size=min_size, max_size=max_size)
 
 

@@ -213,8 +213,16 @@ async def test_stop_twice_is_harmless(relay_board: RelayBoardSim) -> None:
 
 async def test_board_command_prints_ready_line_and_stops_on_sigterm() -> None:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gatewayd.simulators", "board", "--port", "0", "--doors", "4",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "gatewayd.simulators",
+        "board",
+        "--port",
+        "0",
+        "--doors",
+        "4",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     assert proc.stdout is not None

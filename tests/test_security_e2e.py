@@ -36,12 +36,23 @@ WINDOW_S = 600.0
 
 
 def body(actor: str, action: str, ts: float | None = None, **fields: Any) -> dict[str, Any]:
-    return {"id": uuid.uuid4().hex, "ts": time.time() if ts is None else ts, "actor": actor,
-            "action": action, **fields}
+    return {
+        "id": uuid.uuid4().hex,
+        "ts": time.time() if ts is None else ts,
+        "actor": actor,
+        "action": action,
+        **fields,
+    }
 
 
-def sign(site: Site, command: dict[str, Any], actor: str | None = None,
-         key: Ed25519PrivateKey | None = None, *, to: str | None = None) -> dict[str, Any]:
+def sign(
+    site: Site,
+    command: dict[str, Any],
+    actor: str | None = None,
+    key: Ed25519PrivateKey | None = None,
+    *,
+    to: str | None = None,
+) -> dict[str, Any]:
     key = key or demo_private_key(actor or command["actor"])
     return signed(command, key, site=to or site.config.site.id)
 
@@ -52,8 +63,11 @@ def encode(command: dict[str, Any]) -> bytes:
 
 def writes(site: Site) -> dict[str, int]:
     """Lock writes each relay board and BACnet controller has received."""
-    return {name: len(log) for name, sim in site.sim.devices.items()
-            if (log := getattr(sim, "write_log", None)) is not None}
+    return {
+        name: len(log)
+        for name, sim in site.sim.devices.items()
+        if (log := getattr(sim, "write_log", None)) is not None
+    }
 
 
 def audit_records(site: Site) -> list[dict[str, Any]]:
@@ -64,9 +78,12 @@ def audit_records(site: Site) -> list[dict[str, Any]]:
 def door_moving(rng: random.Random) -> tuple[str, dict[str, Any]]:
     """An action and its target that would move doors if it were accepted."""
     choices: list[tuple[str, dict[str, Any]]] = [
-        ("lockdown", {"scope": "campus"}), ("evacuate", {"scope": "building/B"}),
-        ("release", {"scope": "building/A"}), ("unlock", {"door": "A-101"}),
-        ("lock", {"door": "B-101"}), ("secure", {"scope": "building/D"}),
+        ("lockdown", {"scope": "campus"}),
+        ("evacuate", {"scope": "building/B"}),
+        ("release", {"scope": "building/A"}),
+        ("unlock", {"door": "A-101"}),
+        ("lock", {"door": "B-101"}),
+        ("secure", {"scope": "building/D"}),
         ("unlock", {"door": "A-102", "params": {"duration_s": 60}}),
     ]
     return rng.choice(choices)
@@ -81,25 +98,28 @@ def corpus(site: Site, rng: random.Random) -> list[tuple[bytes, str]]:
         cases.append((encode(body(ADMIN, action, **target)), "unsigned"))
         cases.append((encode({**body(ADMIN, action, **target), "sig": ""}), "unsigned"))
         # Forged: signed by someone else, or changed after signing.
-        cases.append((encode(sign(site, body(ADMIN, action, **target), key=stranger)),
-                      "bad_signature"))
+        cases.append(
+            (encode(sign(site, body(ADMIN, action, **target), key=stranger)), "bad_signature")
+        )
         tampered = sign(site, body(ADMIN, "lock", door="A-101"))
         cases.append((encode({**tampered, "action": "unlock"}), "bad_signature"))
         junk = base64.b64encode(rng.randbytes(rng.choice([10, 64, 63]))).decode()
         cases.append((encode({**body(ADMIN, action, **target), "sig": junk}), "bad_signature"))
-        cases.append((encode(sign(site, body("intruder", action, **target), key=stranger)),
-                      "unknown_actor"))
+        cases.append(
+            (encode(sign(site, body("intruder", action, **target), key=stranger)), "unknown_actor")
+        )
         skew = rng.choice([-1, 1]) * rng.uniform(WINDOW_S + 1, 86_400)
-        cases.append((encode(sign(site, body(ADMIN, action, ts=time.time() + skew, **target))),
-                      "expired"))
+        cases.append(
+            (encode(sign(site, body(ADMIN, action, ts=time.time() + skew, **target))), "expired")
+        )
         # Wrong role: an operator releasing or unlocking, a responder locking down.
-        wrongs: list[tuple[str, str, dict[str, Any]]] = [(OPERATOR, "release", {"scope": "campus"}),
-                            (OPERATOR, "unlock", {"door": "A-103"}),
-                            (RESPONDER, "lockdown", {"scope": "campus"}),
-                            (RESPONDER, "unlock", {"scope": "building/A",
-                                                   "params": {"momentary": True}}),
-                            (RESPONDER, "unlock", {"door": "A-101",
-                                                   "params": {"duration_s": 86_400}})]
+        wrongs: list[tuple[str, str, dict[str, Any]]] = [
+            (OPERATOR, "release", {"scope": "campus"}),
+            (OPERATOR, "unlock", {"door": "A-103"}),
+            (RESPONDER, "lockdown", {"scope": "campus"}),
+            (RESPONDER, "unlock", {"scope": "building/A", "params": {"momentary": True}}),
+            (RESPONDER, "unlock", {"door": "A-101", "params": {"duration_s": 86_400}}),
+        ]
         actor, wrong, target = rng.choice(wrongs)
         cases.append((encode(sign(site, body(actor, wrong, **target))), "forbidden"))
         # Signed for another school: says so (wrong_site), or does not (then it cannot verify).
@@ -108,9 +128,23 @@ def corpus(site: Site, rng: random.Random) -> list[tuple[bytes, str]]:
         unnamed = sign(site, body(ADMIN, action, **target), to="roosevelt-ms")
         cases.append((encode(unnamed), "bad_signature"))
         cases.append((rng.randbytes(rng.randint(1, 200)), "bad_request"))
-        cases.append((rng.choice([b"[]", b"null", b"42", b'"lockdown"', b"{", b"{}",
-                                  b'{"id": 1}', b'{"action": "lockdown", "scope": "campus"}']),
-                      "bad_request"))
+        cases.append(
+            (
+                rng.choice(
+                    [
+                        b"[]",
+                        b"null",
+                        b"42",
+                        b'"lockdown"',
+                        b"{",
+                        b"{}",
+                        b'{"id": 1}',
+                        b'{"action": "lockdown", "scope": "campus"}',
+                    ]
+                ),
+                "bad_request",
+            )
+        )
         cases.append((b'{"id": "x", "id": "y"}', "bad_request"))
         cases.append((b"{" + b" " * MAX_COMMAND_BYTES + b"}", "too_large"))
     rng.shuffle(cases)
@@ -133,10 +167,14 @@ async def replays(site: Site, count: int) -> list[tuple[bytes, str]]:
 
 
 async def send(site: Site, cases: list[tuple[bytes, str]]) -> None:
-    replies = await raw_requests(site.config.mqtt, site.config.site.id,
-                                 [payload for payload, _ in cases], timeout_s=120)
-    wrong = [(expected, reply) for (_, expected), reply in zip(cases, replies, strict=True)
-             if reply.get("ok") is not False or reply.get("error") != expected]
+    replies = await raw_requests(
+        site.config.mqtt, site.config.site.id, [payload for payload, _ in cases], timeout_s=120
+    )
+    wrong = [
+        (expected, reply)
+        for (_, expected), reply in zip(cases, replies, strict=True)
+        if reply.get("ok") is not False or reply.get("error") != expected
+    ]
     assert not wrong, f"{len(wrong)} of {len(cases)} misjudged, e.g. {wrong[:3]}"
 
 
@@ -169,8 +207,17 @@ async def test_negative_corpus_is_refused_unwritten_and_audited(site: Site) -> N
     sent = Counter(hashlib.sha256(p).hexdigest() for p, _ in cases + after_restart)
     assert audited == sent
     codes = Counter(r["data"]["error"] for r in refusals)
-    assert set(codes) == {"unsigned", "bad_signature", "unknown_actor", "expired", "forbidden",
-                          "wrong_site", "bad_request", "too_large", "replayed"}
+    assert set(codes) == {
+        "unsigned",
+        "bad_signature",
+        "unknown_actor",
+        "expired",
+        "forbidden",
+        "wrong_site",
+        "bad_request",
+        "too_large",
+        "replayed",
+    }
     assert all(r["actor"] == "-" for r in refusals)
 
 
@@ -199,9 +246,7 @@ async def test_audit_verify_cli_accepts_the_log_of_a_running_gateway(site: Site)
     assert out.startswith(f"{path}: OK ")
 
 
-async def test_lockdown_runs_and_release_is_refused_when_the_audit_log_is_down(
-    site: Site
-) -> None:
+async def test_lockdown_runs_and_release_is_refused_when_the_audit_log_is_down(site: Site) -> None:
     assert site.gateway is not None
     assert site.gateway.guard.audit is not None
     site.gateway.guard.audit.close()  # every later append fails
@@ -239,5 +284,3 @@ async def test_daemon_refuses_demo_keys_outside_demo_mode(tmp_path: Path) -> Non
     code, out, _ = await run_cli("check", "-c", str(campus))
     assert code == EX_CONFIG
     assert "ERROR     actors use the shipped DEMO keys" in out
-
-

@@ -124,8 +124,9 @@ async def campus_file(tmp_path: Path, mosquitto: Mosquitto) -> AsyncIterator[Pat
     text = render("svc", "Service test", bench_plans(64, 32), base_port=1)
     # Not a demo site: the daemon starts only with broker credentials (the test broker takes
     # any; the password only has to be neither empty nor a well-known default).
-    template.write_text(text.replace("[mqtt]\n", '[mqtt]\nusername = "svc"\n'
-                                                  'password = "svc-test-3f9c1e"\n', 1))
+    template.write_text(
+        text.replace("[mqtt]\n", '[mqtt]\nusername = "svc"\npassword = "svc-test-3f9c1e"\n', 1)
+    )
     async with SimProcess(template, actuation_ms=1) as sim:
         path = tmp_path / "campus.toml"
         path.write_text(effective_campus(template.read_text(), sim.ports, mosquitto.url))
@@ -191,9 +192,13 @@ def test_unit_passes_systemd_analyze_verify() -> None:
         env={**os.environ, "SYSTEMD_LOG_LEVEL": "warning"},
     )  # fmt: skip
     # Missing ExecStart binaries are expected on a development machine; syntax errors are not.
-    problems = [line for line in result.stderr.splitlines()
-                if "is not executable" not in line and "No such file" not in line
-                and "Failed to prepare filename" not in line]
+    problems = [
+        line
+        for line in result.stderr.splitlines()
+        if "is not executable" not in line
+        and "No such file" not in line
+        and "Failed to prepare filename" not in line
+    ]
     assert not problems, result.stderr
 
 

@@ -18,8 +18,9 @@ Collect = Callable[[str], Any]
 
 
 def doors(site: Site, building: str, *kinds: DoorKind) -> list[str]:
-    return [d.id for d in site.config.doors
-            if d.building == building and (not kinds or d.kind in kinds)]
+    return [
+        d.id for d in site.config.doors if d.building == building and (not kinds or d.kind in kinds)
+    ]
 
 
 async def eventually(check: Callable[[], bool], timeout_s: float = 5.0) -> None:
@@ -30,16 +31,21 @@ async def eventually(check: Callable[[], bool], timeout_s: float = 5.0) -> None:
 
 def writes(site: Site) -> dict[str, int]:
     """How many lock writes each relay board and BACnet controller has received."""
-    return {name: len(log) for name, sim in site.sim.devices.items()
-            if (log := getattr(sim, "write_log", None)) is not None}
+    return {
+        name: len(log)
+        for name, sim in site.sim.devices.items()
+        if (log := getattr(sim, "write_log", None)) is not None
+    }
 
 
 EXPECTED = {
     # action: (kinds locked, kinds unlocked) under the default policy
     "hold": ({DoorKind.CLASSROOM}, set()),
     "secure": ({DoorKind.EXTERIOR}, set()),
-    "lockdown": ({DoorKind.CLASSROOM, DoorKind.INTERIOR, DoorKind.EXTERIOR, DoorKind.EGRESS},
-                 set()),
+    "lockdown": (
+        {DoorKind.CLASSROOM, DoorKind.INTERIOR, DoorKind.EXTERIOR, DoorKind.EGRESS},
+        set(),
+    ),
     "evacuate": (set(), {DoorKind.EGRESS, DoorKind.INTERIOR}),
     "shelter": ({DoorKind.EXTERIOR}, set()),
 }
@@ -55,15 +61,21 @@ async def test_every_srp_action_locks_and_releases_the_doors_its_policy_names(
         for door in site.config.doors:
             if door.building != "D":
                 continue
-            want = (True if door.kind in locked else False if door.kind in unlocked
-                    else door.normally_locked)
+            want = (
+                True
+                if door.kind in locked
+                else False
+                if door.kind in unlocked
+                else door.normally_locked
+            )
             assert site.coil(door.id) is want, (action, door.id, door.kind)
         assert site.gateway is not None
         state = site.gateway.scope_state(site.gateway.campus.all_scopes()[4])
         assert state["scope"] == "building/D" and state["state"] == action
         assert (await site.command("release", scope="building/D"))["ok"] is True
-        assert all(site.coil(d.id) is d.normally_locked for d in site.config.doors
-                   if d.building == "D")
+        assert all(
+            site.coil(d.id) is d.normally_locked for d in site.config.doors if d.building == "D"
+        )
 
 
 async def test_campus_lockdown_over_building_secure_gives_every_door_the_strictest(
@@ -121,8 +133,9 @@ async def test_responder_unlock_opens_one_door_then_relocks_it(
     assert too_long["error"] == "forbidden"  # a responder's bound, checked at the door
     # An administrator may unlock, but not for longer than the site allows either.
     admin = "demo-administrator"
-    too_long = await site.command_as(admin, demo_private_key(admin), "unlock", door="A-101",
-                                     params={"duration_s": 3600})
+    too_long = await site.command_as(
+        admin, demo_private_key(admin), "unlock", door="A-101", params={"duration_s": 3600}
+    )
     assert too_long["error"] == "out_of_bounds"
 
 
@@ -142,14 +155,17 @@ async def test_live_drill_is_tagged_and_preempted_by_a_real_lockdown(
 ) -> None:
     assert site.gateway is not None
     states: Collector = await mqtt_collect(f"{SITE}/event/state")
-    reply = await site.command("drill", params={
-        "state": "lockdown", "scope": "building/B", "duration_s": 30, "dry_run": False})
+    reply = await site.command(
+        "drill",
+        params={"state": "lockdown", "scope": "building/B", "duration_s": 30, "dry_run": False},
+    )
     assert reply["ok"] is True and reply["drill"] is True, reply
     assert all(site.coil(d) for d in doors(site, "B"))
     building_b = site.gateway.campus.all_scopes()[2]
     assert site.gateway.scope_state(building_b)["drill"] is True
-    refused = await site.command("drill", params={
-        "state": "secure", "scope": "campus", "duration_s": 30})
+    refused = await site.command(
+        "drill", params={"state": "secure", "scope": "campus", "duration_s": 30}
+    )
     assert refused["ok"] is True  # drills may overlap drills, not incidents
     await site.command("lockdown", scope="campus")
     assert not [k for k in site.gateway.engine.sources if k.startswith("drill:")]
@@ -157,15 +173,17 @@ async def test_live_drill_is_tagged_and_preempted_by_a_real_lockdown(
     assert (state["state"], state["drill"]) == ("lockdown", False)
     ended = await states.wait_for(lambda m: m.json()["data"].get("ended") == "preempted")
     assert ended.json()["drill"] is True
-    during = await site.command("drill", params={
-        "state": "hold", "scope": "building/C", "duration_s": 30})
+    during = await site.command(
+        "drill", params={"state": "hold", "scope": "building/C", "duration_s": 30}
+    )
     assert during["error"] == "incident_active"
 
 
 async def test_dry_run_drill_publishes_decisions_and_moves_nothing(site: Site) -> None:
     before = writes(site)
-    reply = await site.command("drill", params={
-        "state": "lockdown", "scope": "building/C", "duration_s": 0.5})
+    reply = await site.command(
+        "drill", params={"state": "lockdown", "scope": "building/C", "duration_s": 0.5}
+    )
     assert reply["ok"] is True and reply["dry_run"] is True, reply
     assert set(reply["decisions"]["lock"]) == set(doors(site, "C"))
     assert writes(site) == before
@@ -181,8 +199,11 @@ async def test_bad_srp_commands_get_stable_codes_and_write_nothing(site: Site) -
         ("lockdown", {"scope": "building/Q"}, "unknown_scope"),
         ("shelter", {"scope": "campus"}, "bad_request"),
         ("shelter", {"scope": "campus", "params": {"hazard": "meteor"}}, "bad_request"),
-        ("drill", {"params": {"state": "lockdown", "scope": "campus", "duration_s": 1e9}},
-         "out_of_bounds"),
+        (
+            "drill",
+            {"params": {"state": "lockdown", "scope": "campus", "duration_s": 1e9}},
+            "out_of_bounds",
+        ),
     ]
     for action, fields, code in cases:
         reply = await site.command(action, **fields)
@@ -207,13 +228,23 @@ class Recorder:
         self.seen.append(action)
 
 
-RULES = {"rule": [
-    {"id": "panic-app", "when": {"kind": "alarm", "source": "panic_app"},
-     "do": [{"action": "radio_alert", "text": "Panic {location.building} {location.room}"},
-            {"action": "snapshot", "cameras": ["cam-1"]}]},
-    {"id": "drill-echo", "when": {"kind": "state", "data": {"state": "hold"}},
-     "do": [{"action": "radio_alert", "text": "Hold on {data.scope}"}]},
-]}
+RULES = {
+    "rule": [
+        {
+            "id": "panic-app",
+            "when": {"kind": "alarm", "source": "panic_app"},
+            "do": [
+                {"action": "radio_alert", "text": "Panic {location.building} {location.room}"},
+                {"action": "snapshot", "cameras": ["cam-1"]},
+            ],
+        },
+        {
+            "id": "drill-echo",
+            "when": {"kind": "state", "data": {"state": "hold"}},
+            "do": [{"action": "radio_alert", "text": "Hold on {data.scope}"}],
+        },
+    ]
+}
 
 
 async def test_panic_app_command_locks_down_and_rules_alert_the_radio(site: Site) -> None:
@@ -221,16 +252,18 @@ async def test_panic_app_command_locks_down_and_rules_alert_the_radio(site: Site
     recorder = Recorder()
     site.gateway.sink = recorder
     site.gateway.rules = parse_rules(RULES)
-    reply = await site.command("lockdown", scope="building/D", params={
-        "source": "panic_app", "location": {"building": "D", "room": "D104"}})
+    reply = await site.command(
+        "lockdown",
+        scope="building/D",
+        params={"source": "panic_app", "location": {"building": "D", "room": "D104"}},
+    )
     assert reply["ok"] is True, reply
     assert all(site.coil(d) for d in doors(site, "D"))
     await eventually(lambda: len(recorder.seen) >= 2)
     radio = next(a for a in recorder.seen if a.kind == "radio_alert")
     assert (radio.text, radio.drill) == ("Panic D D104", False)
     # A drill's events reach the radio only marked as a drill.
-    await site.command("drill", params={"state": "hold", "scope": "building/C",
-                                        "duration_s": 10})
+    await site.command("drill", params={"state": "hold", "scope": "building/C", "duration_s": 10})
     await eventually(lambda: any(a.rule == "drill-echo" for a in recorder.seen))
     assert all(a.drill for a in recorder.seen if a.rule == "drill-echo")
 

@@ -14,24 +14,34 @@ from gatewayd.security.tls import TlsConfig, TlsError, ssl_context
 from tests.fixtures_tls import Issued, TlsWorld
 
 
-def client(world: TlsWorld, cfg: TlsConfig, host: str = "127.0.0.1",
-           timeout_s: float = 3.0) -> aiomqtt.Client:
-    return aiomqtt.Client(host, world.broker.port, tls_context=ssl_context(cfg),
-                          protocol=aiomqtt.ProtocolVersion.V5, timeout=timeout_s)
+def client(
+    world: TlsWorld, cfg: TlsConfig, host: str = "127.0.0.1", timeout_s: float = 3.0
+) -> aiomqtt.Client:
+    return aiomqtt.Client(
+        host,
+        world.broker.port,
+        tls_context=ssl_context(cfg),
+        protocol=aiomqtt.ProtocolVersion.V5,
+        timeout=timeout_s,
+    )
 
 
-def tls(world: TlsWorld, who: Issued | None, *, ca: Path | None = None,
-        **extra: object) -> TlsConfig:
-    return TlsConfig.model_validate({
-        "ca_file": str(ca or world.ca.ca_file),
-        "cert_file": str(who.cert) if who else None,
-        "key_file": str(who.key) if who else None,
-        **extra,
-    })
+def tls(
+    world: TlsWorld, who: Issued | None, *, ca: Path | None = None, **extra: object
+) -> TlsConfig:
+    return TlsConfig.model_validate(
+        {
+            "ca_file": str(ca or world.ca.ca_file),
+            "cert_file": str(who.cert) if who else None,
+            "key_file": str(who.key) if who else None,
+            **extra,
+        }
+    )
 
 
-async def connects(world: TlsWorld, cfg: TlsConfig, host: str = "127.0.0.1",
-                   timeout_s: float = 3.0) -> bool:
+async def connects(
+    world: TlsWorld, cfg: TlsConfig, host: str = "127.0.0.1", timeout_s: float = 3.0
+) -> bool:
     try:
         async with client(world, cfg, host, timeout_s) as c:
             # The broker checks the certificate in the handshake, but may only close the
@@ -74,12 +84,15 @@ async def broker_logged(world: TlsWorld, offset: int, text: str) -> bool:
     return False
 
 
-@pytest.mark.parametrize(("kind", "reason"), [
-    ("other_ca", "certificate verify failed"),
-    ("expired", "certificate verify failed"),
-    ("self_signed", "certificate verify failed"),
-    ("none", "peer did not return a certificate"),
-])
+@pytest.mark.parametrize(
+    ("kind", "reason"),
+    [
+        ("other_ca", "certificate verify failed"),
+        ("expired", "certificate verify failed"),
+        ("self_signed", "certificate verify failed"),
+        ("none", "peer did not return a certificate"),
+    ],
+)
 async def test_broker_refuses_a_bad_client_certificate(
     tls_broker: TlsWorld, kind: str, reason: str
 ) -> None:

@@ -76,9 +76,7 @@ class CovBook:
     def covers(self, points: Iterable[Point]) -> bool:
         return all(p in self.active for p in points)
 
-    def _notified(
-        self, objid: ObjectIdentifier, prop: PropertyIdentifier, value: AnyValue
-    ) -> None:
+    def _notified(self, objid: ObjectIdentifier, prop: PropertyIdentifier, value: AnyValue) -> None:
         point = self._by_object.get(objid)
         if point is None or prop != PRESENT_VALUE:
             return

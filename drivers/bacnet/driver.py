@@ -87,9 +87,17 @@ class BacnetDriver(Driver[BacnetConfig]):
         self._connects = 0
         self._backoff_ms = float(config.reconnect_min_ms)
         self._last_error = ""
-        self._counts = {"polls": 0, "probes": 0, "poll_failures": 0, "commands": 0,
-                        "command_failures": 0, "faults": 0, "reconnects": 0, "restarts_seen": 0,
-                        "relinquished": 0}
+        self._counts = {
+            "polls": 0,
+            "probes": 0,
+            "poll_failures": 0,
+            "commands": 0,
+            "command_failures": 0,
+            "faults": 0,
+            "reconnects": 0,
+            "restarts_seen": 0,
+            "relinquished": 0,
+        }
 
     @classmethod
     def parse_point(cls, raw: str) -> str:
@@ -153,9 +161,14 @@ class BacnetDriver(Driver[BacnetConfig]):
             self._counts["reconnects"] += 1
         self._connected = True
         self._succeeded()
-        log.info("bacnet_connected", device=self.device_id, address=self.config.address,
-                 instance=self.config.device_instance, cov=sorted(map(str, self._cov.active)),
-                 missing=sorted(map(str, self._missing)))
+        log.info(
+            "bacnet_connected",
+            device=self.device_id,
+            address=self.config.address,
+            instance=self.config.device_instance,
+            cov=sorted(map(str, self._cov.active)),
+            missing=sorted(map(str, self._missing)),
+        )
 
     async def _check_objects(self) -> None:
         """Read the object list; a watched point the device lacks is a fault, not a crash."""
@@ -374,9 +387,14 @@ class BacnetDriver(Driver[BacnetConfig]):
         # Read back what was written and every watched input (position, lock sense).
         points = sorted({*(w.point for w in writes), *self._inputs_watched()})
         result = await self._read_now(points)
-        log.info("bacnet_group_write", device=self.device_id, outputs=len(writes),
-                 on=sum(w.value for w in writes), priorities=sorted({w.priority for w in writes}),
-                 wire_to_done_ms=round((result.done_ns - min(on_wire)) / 1e6, 3))
+        log.info(
+            "bacnet_group_write",
+            device=self.device_id,
+            outputs=len(writes),
+            on=sum(w.value for w in writes),
+            priorities=sorted({w.priority for w in writes}),
+            wire_to_done_ms=round((result.done_ns - min(on_wire)) / 1e6, 3),
+        )
         return CommandResult(result.values, min(on_wire), result.done_ns)
 
     async def _write_one(self, write: Write) -> int:

@@ -15,8 +15,12 @@ Kind = Literal["binary-output", "binary-input"]
 EXPECTED = "expected 'binary-output:N' or 'binary-input:N' (also 'bo:N' / 'bi:N'), N >= 0"
 _POINT = re.compile(r"(binary-output|binary-input|binaryoutput|binaryinput|bo|bi)[:,]([0-9]{1,7})")
 _KINDS: dict[str, Kind] = {
-    "binary-output": "binary-output", "binaryoutput": "binary-output", "bo": "binary-output",
-    "binary-input": "binary-input", "binaryinput": "binary-input", "bi": "binary-input",
+    "binary-output": "binary-output",
+    "binaryoutput": "binary-output",
+    "bo": "binary-output",
+    "binary-input": "binary-input",
+    "binaryinput": "binary-input",
+    "bi": "binary-input",
 }
 #: Object instances are 22 bits; 4194303 is reserved.
 MAX_INSTANCE = 4_194_302

@@ -70,7 +70,13 @@ PRESENT_VALUE = PropertyIdentifier("present-value")
 #: Errors bacpypes3 raises while casting a value out of an ``Any`` (a wrong tag is an
 #: InvalidTag, a RejectException).
 CAST_ERRORS = (
-    ValueError, TypeError, AttributeError, IndexError, KeyError, RejectException, AbortException,
+    ValueError,
+    TypeError,
+    AttributeError,
+    IndexError,
+    KeyError,
+    RejectException,
+    AbortException,
 )
 
 #: An object and one of its properties.
@@ -308,7 +314,10 @@ class BacnetLink:
         return BadDeviceReply(message)
 
     async def read(
-        self, objid: ObjectIdentifier, prop: PropertyIdentifier, datatype: type,
+        self,
+        objid: ObjectIdentifier,
+        prop: PropertyIdentifier,
+        datatype: type,
         index: int | None = None,
     ) -> Any:
         """ReadProperty, checked: the ack must name what was asked and cast to ``datatype``."""
@@ -372,8 +381,10 @@ class BacnetLink:
         what = f"write {objid} present-value @{priority}"
         pv: Any = Null(()) if value is None else BinaryPV(1 if value else 0)
         request = WritePropertyRequest(
-            objectIdentifier=objid, propertyIdentifier=PRESENT_VALUE,
-            propertyValue=pv, priority=priority,
+            objectIdentifier=objid,
+            propertyIdentifier=PRESENT_VALUE,
+            propertyValue=pv,
+            priority=priority,
         )
         ack = await self.request(what, request)
         sent_ns = self.sent_ns
@@ -387,7 +398,8 @@ class BacnetLink:
         """SubscribeCOV with confirmed notifications; ``None`` lifetime cancels it."""
         what = f"subscribe-cov {objid}"
         request = SubscribeCOVRequest(
-            subscriberProcessIdentifier=process_id, monitoredObjectIdentifier=objid,
+            subscriberProcessIdentifier=process_id,
+            monitoredObjectIdentifier=objid,
         )
         if lifetime_s is not None:
             request.issueConfirmedNotifications = True

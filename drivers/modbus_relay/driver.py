@@ -67,8 +67,14 @@ class ModbusRelayDriver(Driver[ModbusRelayConfig]):
         self._failures = 0
         self._backoff_ms = float(config.reconnect_min_ms)
         self._waits_ms: deque[float] = deque(maxlen=WAIT_WINDOW)
-        self._counts = {"polls": 0, "poll_failures": 0, "commands": 0, "command_failures": 0,
-                        "faults": 0, "reconnects": 0}
+        self._counts = {
+            "polls": 0,
+            "poll_failures": 0,
+            "commands": 0,
+            "command_failures": 0,
+            "faults": 0,
+            "reconnects": 0,
+        }
         self._max_wait_ms = 0.0
         self._last_error = ""
 
@@ -114,8 +120,9 @@ class ModbusRelayDriver(Driver[ModbusRelayConfig]):
         self._coils.forget()
         if self._link.connects > 1:
             self._counts["reconnects"] += 1
-        log.info("modbus_connected", device=self.device_id, host=self.config.host,
-                 port=self.config.port)
+        log.info(
+            "modbus_connected", device=self.device_id, host=self.config.host, port=self.config.port
+        )
 
     def _next_backoff_s(self) -> float:
         """Current reconnect delay with +-20% jitter, then double it (capped)."""
@@ -172,8 +179,9 @@ class ModbusRelayDriver(Driver[ModbusRelayConfig]):
         if self._failures < self.config.offline_after_failures:
             return
         if self.health is not Health.OFFLINE:
-            log.warning("modbus_offline", device=self.device_id, error=str(exc),
-                        failures=self._failures)
+            log.warning(
+                "modbus_offline", device=self.device_id, error=str(exc), failures=self._failures
+            )
         self._set_health(Health.OFFLINE, str(exc))
         # A fresh connection also resynchronises a stream that carried garbage or went quiet.
         self._link.close()
@@ -233,9 +241,13 @@ class ModbusRelayDriver(Driver[ModbusRelayConfig]):
         out += await self._read_watched_inputs()
         done_ns = time.monotonic_ns()
         log.info(
-            "modbus_group_write", device=self.device_id, coils=len(writes),
-            on=sum(writes.values()), span=f"{span.start}+{span.count}",
-            lane_wait_ms=round(wait_ms, 3), wire_to_done_ms=round((done_ns - on_wire_ns) / 1e6, 3),
+            "modbus_group_write",
+            device=self.device_id,
+            coils=len(writes),
+            on=sum(writes.values()),
+            span=f"{span.start}+{span.count}",
+            lane_wait_ms=round(wait_ms, 3),
+            wire_to_done_ms=round((done_ns - on_wire_ns) / 1e6, 3),
         )
         return CommandResult(tuple(out), on_wire_ns, done_ns)
 

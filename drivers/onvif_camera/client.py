@@ -98,8 +98,15 @@ def _is_auth_fault(fault: zeep.exceptions.Fault) -> bool:
 
 #: What a library call can raise that we translate (anything else is a bug of ours).
 _LIBRARY_ERRORS = (
-    TimeoutError, zeep.exceptions.Error, ONVIFError, aiohttp.ClientError, OSError,
-    AttributeError, TypeError, ValueError, IndexError,
+    TimeoutError,
+    zeep.exceptions.Error,
+    ONVIFError,
+    aiohttp.ClientError,
+    OSError,
+    AttributeError,
+    TypeError,
+    ValueError,
+    IndexError,
 )
 
 
@@ -115,8 +122,12 @@ class CameraClient:
         # adjust_time: an unauthenticated GetSystemDateAndTime first, so a camera whose clock
         # is off still accepts our WS-Security timestamps. no_cache: no shared SQLite file.
         self._camera = ONVIFCamera(
-            config.host, config.port, config.username, config.password.get_secret_value(),
-            no_cache=True, adjust_time=True,
+            config.host,
+            config.port,
+            config.username,
+            config.password.get_secret_value(),
+            no_cache=True,
+            adjust_time=True,
         )
         os.environ.update(saved)
         self._profile = ""
@@ -140,8 +151,9 @@ class CameraClient:
         """Close every HTTP session the library opened; safe to call twice."""
         await self._camera.close()
 
-    async def _call(self, what: str, make: Callable[[], Awaitable[T]],
-                    timeout_s: float | None = None) -> T:
+    async def _call(
+        self, what: str, make: Callable[[], Awaitable[T]], timeout_s: float | None = None
+    ) -> T:
         self.requests += 1
         started = time.monotonic()
         try:
@@ -172,8 +184,12 @@ class CameraClient:
         if wanted is not None and wanted not in tokens:
             raise DeviceError(f"camera has no media profile {wanted!r} (it has {tokens})")
         self._profile = wanted or tokens[0]
-        return DeviceInfo(str(info.Manufacturer), str(info.Model), str(info.FirmwareVersion),
-                          str(info.SerialNumber))
+        return DeviceInfo(
+            str(info.Manufacturer),
+            str(info.Model),
+            str(info.FirmwareVersion),
+            str(info.SerialNumber),
+        )
 
     # --- events ---------------------------------------------------------------------------
 

@@ -80,7 +80,8 @@ class OnvifCameraDriver(Driver[OnvifCameraConfig]):
     def __init__(self, config: OnvifCameraConfig, points: frozenset[str], emit: Emit) -> None:
         super().__init__(config, points, emit)
         self._store = SnapshotStore(
-            config.snapshot_dir / config.id, int(config.snapshot_max_mb * 1024 * 1024),
+            config.snapshot_dir / config.id,
+            int(config.snapshot_max_mb * 1024 * 1024),
             config.thumbnail_px,
         )
         self._client: CameraClient | None = None
@@ -123,8 +124,14 @@ class OnvifCameraDriver(Driver[OnvifCameraConfig]):
                 started()
             self._counts["connects"] += 1
             self._client = client
-            log.info("camera_connected", device=self.device_id, host=self.config.host,
-                     model=info.model, firmware=info.firmware, ptz=client.has_ptz)
+            log.info(
+                "camera_connected",
+                device=self.device_id,
+                host=self.config.host,
+                model=info.model,
+                firmware=info.firmware,
+                ptz=client.has_ptz,
+            )
             self._set_health(Health.ONLINE)
             await self._pull_forever(client)
         except CameraAuthError as exc:
@@ -149,8 +156,12 @@ class OnvifCameraDriver(Driver[OnvifCameraConfig]):
                 self._last_error = str(exc)
                 if isinstance(exc, BadDeviceReply):
                     self._fault(exc)
-                log.warning("camera_subscription_lost", device=self.device_id, error=str(exc),
-                            failures=failures)
+                log.warning(
+                    "camera_subscription_lost",
+                    device=self.device_id,
+                    error=str(exc),
+                    failures=failures,
+                )
                 if failures >= DEGRADED_AFTER:
                     self._set_health(Health.DEGRADED, str(exc))
                 await asyncio.sleep(self._resubscribe.next_s())
@@ -267,11 +278,21 @@ class OnvifCameraDriver(Driver[OnvifCameraConfig]):
         done_ns = time.monotonic_ns()
         self._counts["snapshots"] += 1
         self._last_snapshot_ms = (done_ns - on_wire_ns) / 1e6
-        log.info("camera_snapshot", device=self.device_id, reason=command.reason,
-                 path=str(stored.path), width=stored.width, height=stored.height,
-                 ms=round(self._last_snapshot_ms, 1))
-        detail = {"path": str(stored.path), "thumbnail": str(stored.thumbnail),
-                  "width": str(stored.width), "height": str(stored.height)}
+        log.info(
+            "camera_snapshot",
+            device=self.device_id,
+            reason=command.reason,
+            path=str(stored.path),
+            width=stored.width,
+            height=stored.height,
+            ms=round(self._last_snapshot_ms, 1),
+        )
+        detail = {
+            "path": str(stored.path),
+            "thumbnail": str(stored.thumbnail),
+            "width": str(stored.width),
+            "height": str(stored.height),
+        }
         return CommandResult((), on_wire_ns, done_ns, detail)
 
     async def _goto(self, command: GotoPreset) -> CommandResult:
@@ -292,8 +313,9 @@ class OnvifCameraDriver(Driver[OnvifCameraConfig]):
         on_wire_ns = await client.goto_preset(token)
         self._counts["presets"] += 1
         log.info("camera_goto_preset", device=self.device_id, preset=command.preset, token=token)
-        return CommandResult((), on_wire_ns, time.monotonic_ns(),
-                             {"preset": command.preset, "token": token})
+        return CommandResult(
+            (), on_wire_ns, time.monotonic_ns(), {"preset": command.preset, "token": token}
+        )
 
     # --- statistics -----------------------------------------------------------------------
 
@@ -301,10 +323,24 @@ class OnvifCameraDriver(Driver[OnvifCameraConfig]):
         """Session, subscription, event and snapshot counters."""
         client = self._client
         return {
-            **{k: self._counts[k] for k in (
-                "connects", "subscriptions", "subscriptions_lost", "renewals", "pulls",
-                "events", "unknown_topics", "unreadable_events", "faults",
-                "snapshots_requested", "snapshots", "snapshot_failures", "presets")},
+            **{
+                k: self._counts[k]
+                for k in (
+                    "connects",
+                    "subscriptions",
+                    "subscriptions_lost",
+                    "renewals",
+                    "pulls",
+                    "events",
+                    "unknown_topics",
+                    "unreadable_events",
+                    "faults",
+                    "snapshots_requested",
+                    "snapshots",
+                    "snapshot_failures",
+                    "presets",
+                )
+            },
             "snapshots_deleted": self._store.deleted,
             "last_snapshot_ms": round(self._last_snapshot_ms, 3),
             "requests": client.requests if client else 0,

@@ -66,8 +66,14 @@ class PsapRadioDriver(Driver[PsapRadioConfig]):
         self._alerts_waiting = 0
         self._misses = 0
         self._last_fault_s = float("-inf")
-        self._counts = {"alerts": 0, "alerts_failed": 0, "drills_suppressed": 0,
-                        "heartbeats": 0, "heartbeat_misses": 0, "faults_emitted": 0}
+        self._counts = {
+            "alerts": 0,
+            "alerts_failed": 0,
+            "drills_suppressed": 0,
+            "heartbeats": 0,
+            "heartbeat_misses": 0,
+            "faults_emitted": 0,
+        }
         self._last_error = ""
 
     @classmethod
@@ -98,8 +104,9 @@ class PsapRadioDriver(Driver[PsapRadioConfig]):
         except DeviceOffline as exc:
             self._went_offline(str(exc))
             return False
-        log.info("radio_port_open", device=self.device_id, url=self.config.url,
-                 opens=self._link.opens)
+        log.info(
+            "radio_port_open", device=self.device_id, url=self.config.url, opens=self._link.opens
+        )
         return True
 
     def _next_backoff_s(self) -> float:
@@ -127,7 +134,10 @@ class PsapRadioDriver(Driver[PsapRadioConfig]):
         frame = frames.hbt(self._session.next_seq(), round(self.config.heartbeat_s * 1000))
         try:
             await self._session.deliver(
-                self._link, frame, attempts=1, ack_timeout_s=self._ack_timeout_s,
+                self._link,
+                frame,
+                attempts=1,
+                ack_timeout_s=self._ack_timeout_s,
                 nak_backoff_s=0,
             )
         except RadioRefused:
@@ -151,8 +161,9 @@ class PsapRadioDriver(Driver[PsapRadioConfig]):
         self._counts["heartbeat_misses"] += 1
         self._last_error = str(exc)
         if self._misses < self.config.offline_after_misses and self.health is Health.ONLINE:
-            log.warning("radio_degraded", device=self.device_id, misses=self._misses,
-                        error=str(exc))
+            log.warning(
+                "radio_degraded", device=self.device_id, misses=self._misses, error=str(exc)
+            )
             self._set_health(Health.DEGRADED, f"heartbeat missed: {exc}")
 
     def _went_offline(self, why: str) -> None:
@@ -207,14 +218,20 @@ class PsapRadioDriver(Driver[PsapRadioConfig]):
         except DeviceError as exc:
             self._counts["alerts_failed"] += 1
             self._last_error = str(exc)
-            log.error("radio_alert_failed", device=self.device_id, status=alert.status,
-                      drill=alert.drill, error=str(exc))
+            log.error(
+                "radio_alert_failed",
+                device=self.device_id,
+                status=alert.status,
+                drill=alert.drill,
+                error=str(exc),
+            )
             raise
 
     async def _transmit(self, alert: SendAlert) -> CommandResult:
         status, text = self.wire_content(alert)
-        emg = await self._deliver(frames.emg(self._session.next_seq(), status,
-                                             self.config.site_label))
+        emg = await self._deliver(
+            frames.emg(self._session.next_seq(), status, self.config.site_label)
+        )
         try:
             txt = await self._deliver(frames.txt(self._session.next_seq(), text))
         except DeviceError as exc:
@@ -222,33 +239,56 @@ class PsapRadioDriver(Driver[PsapRadioConfig]):
                 f"EMG {emg.frame.seq:03d} acknowledged but the text failed: {exc}"
             ) from exc
         log.info(
-            "radio_alert", device=self.device_id, status=status, text=text, drill=alert.drill,
-            site=self.config.site_label, emg_seq=emg.frame.seq, txt_seq=txt.frame.seq,
+            "radio_alert",
+            device=self.device_id,
+            status=status,
+            text=text,
+            drill=alert.drill,
+            site=self.config.site_label,
+            emg_seq=emg.frame.seq,
+            txt_seq=txt.frame.seq,
             attempts=emg.attempts + txt.attempts,
             wire_to_acked_ms=round((txt.acked_ns - emg.first_sent_ns) / 1e6, 3),
         )
         detail = {
-            "seq": f"{emg.frame.seq:03d}", "attempts": str(emg.attempts),
-            "txt_seq": f"{txt.frame.seq:03d}", "txt_attempts": str(txt.attempts),
-            "drill": "marked" if alert.drill else "no", "rtt_ms": f"{txt.rtt_ms:.3f}",
+            "seq": f"{emg.frame.seq:03d}",
+            "attempts": str(emg.attempts),
+            "txt_seq": f"{txt.frame.seq:03d}",
+            "txt_attempts": str(txt.attempts),
+            "drill": "marked" if alert.drill else "no",
+            "rtt_ms": f"{txt.rtt_ms:.3f}",
         }
         return CommandResult((), emg.first_sent_ns, txt.acked_ns, detail)
 
     async def _check_link_for_drill(self, alert: SendAlert) -> CommandResult:
         """A drill without test traffic: prove the radio answers, put nothing on the air."""
         self._counts["drills_suppressed"] += 1
-        hbt = await self._deliver(frames.hbt(self._session.next_seq(),
-                                             round(self.config.heartbeat_s * 1000)))
-        log.info("radio_drill_suppressed", device=self.device_id, status=alert.status,
-                 text=alert.text, hbt_seq=hbt.frame.seq, attempts=hbt.attempts)
-        detail = {"seq": f"{hbt.frame.seq:03d}", "attempts": str(hbt.attempts),
-                  "drill": "suppressed", "rtt_ms": f"{hbt.rtt_ms:.3f}"}
+        hbt = await self._deliver(
+            frames.hbt(self._session.next_seq(), round(self.config.heartbeat_s * 1000))
+        )
+        log.info(
+            "radio_drill_suppressed",
+            device=self.device_id,
+            status=alert.status,
+            text=alert.text,
+            hbt_seq=hbt.frame.seq,
+            attempts=hbt.attempts,
+        )
+        detail = {
+            "seq": f"{hbt.frame.seq:03d}",
+            "attempts": str(hbt.attempts),
+            "drill": "suppressed",
+            "rtt_ms": f"{hbt.rtt_ms:.3f}",
+        }
         return CommandResult((), hbt.first_sent_ns, hbt.acked_ns, detail)
 
     async def _deliver(self, frame: frames.Frame) -> Delivery:
         return await self._session.deliver(
-            self._link, frame, attempts=self.config.max_attempts,
-            ack_timeout_s=self._ack_timeout_s, nak_backoff_s=self.config.nak_backoff_ms / 1000,
+            self._link,
+            frame,
+            attempts=self.config.max_attempts,
+            ack_timeout_s=self._ack_timeout_s,
+            nak_backoff_s=self.config.nak_backoff_ms / 1000,
         )
 
     def wire_content(self, alert: SendAlert) -> tuple[str, str]:
@@ -274,9 +314,16 @@ class PsapRadioDriver(Driver[PsapRadioConfig]):
         s = self._session
         return {
             **self._counts,
-            "sent": s.sent, "acked": s.acked, "retries": s.retries, "naks": s.naks,
-            "timeouts": s.timeouts, "garbage": s.garbage, "stray": s.stray,
+            "sent": s.sent,
+            "acked": s.acked,
+            "retries": s.retries,
+            "naks": s.naks,
+            "timeouts": s.timeouts,
+            "garbage": s.garbage,
+            "stray": s.stray,
             "last_rtt_ms": round(s.last_rtt_ms, 3),
-            "consecutive_misses": self._misses, "opens": self._link.opens,
-            "health": str(self.health), "last_error": self._last_error,
+            "consecutive_misses": self._misses,
+            "opens": self._link.opens,
+            "health": str(self.health),
+            "last_error": self._last_error,
         }

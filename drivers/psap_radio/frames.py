@@ -159,7 +159,8 @@ def parse(line: bytes) -> Frame:
         raise FrameError(
             f"checksum mismatch: frame says {check.decode().upper()},"
             f" body gives {checksum(body):02X}",
-            Reason.CHK, seq,
+            Reason.CHK,
+            seq,
         )
     return _parse_body(body.decode("ascii"), seq)
 
@@ -197,7 +198,8 @@ def _check_payload(frame_type: FrameType, payload: str, seq: int) -> None:
     if len(payload) > MAX_PAYLOAD:
         raise FrameError(
             f"{frame_type} payload is {len(payload)} characters long, max {MAX_PAYLOAD}",
-            Reason.LEN, seq,
+            Reason.LEN,
+            seq,
         )
     problem = check_text(payload, MAX_PAYLOAD, what=f"{frame_type} payload", empty_ok=False)
     if problem:
@@ -235,9 +237,11 @@ def _check_fields(payload: str, seq: int, what: str, *patterns: re.Pattern[str])
     if len(fields) != len(patterns) or not all(
         p.fullmatch(f) for p, f in zip(patterns, fields, strict=True)
     ):
-        shapes = {"ACK": "NNN (the acknowledged sequence)",
-                  "NAK": "NNN,RSN (refused sequence, 3-capital reason)",
-                  "HBT": "the heartbeat interval in ms (1-9999999)"}
+        shapes = {
+            "ACK": "NNN (the acknowledged sequence)",
+            "NAK": "NNN,RSN (refused sequence, 3-capital reason)",
+            "HBT": "the heartbeat interval in ms (1-9999999)",
+        }
         raise FrameError(f"{what} payload {payload!r} must be {shapes[what]}", seq=seq)
 
 

@@ -88,7 +88,12 @@ class Session:
     # --- sending --------------------------------------------------------------------------
 
     async def deliver(
-        self, link: RadioLink, frame: Frame, *, attempts: int, ack_timeout_s: float,
+        self,
+        link: RadioLink,
+        frame: Frame,
+        *,
+        attempts: int,
+        ack_timeout_s: float,
         nak_backoff_s: float,
     ) -> Delivery:
         """Send ``frame`` until acknowledged; raise the last attempt's error after ``attempts``."""

@@ -50,8 +50,12 @@ def _parser() -> argparse.ArgumentParser:
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("-c", "--config", default=DEFAULT_CONFIG,
-                       help=f"campus config file (default: {DEFAULT_CONFIG})")
+        p.add_argument(
+            "-c",
+            "--config",
+            default=DEFAULT_CONFIG,
+            help=f"campus config file (default: {DEFAULT_CONFIG})",
+        )
         return p
 
     p = command("run", "run the daemon in the foreground")
@@ -81,24 +85,36 @@ def _parser() -> argparse.ArgumentParser:
         target.add_argument("--scope", help="campus, building/<id> or zone/<id>")
         target.add_argument("--door", help="a door id")
         if action == "shelter":
-            p.add_argument("--hazard", required=True,
-                           choices=["tornado", "hazmat", "earthquake", "severe_weather", "bomb"])
+            p.add_argument(
+                "--hazard",
+                required=True,
+                choices=["tornado", "hazmat", "earthquake", "severe_weather", "bomb"],
+            )
         _operator_options(p)
         p.set_defaults(handler=_operate, action=action)
     for action in ("lock", "unlock"):
         p = command(action, f"{action} one door")
         p.add_argument("--door", required=True)
         if action == "unlock":
-            p.add_argument("--duration", type=float, default=None, metavar="SECONDS",
-                           help="responder override: unlocked this long, then relocked")
-            p.add_argument("--momentary", action="store_true",
-                           help="responder override for the site's momentary time")
+            p.add_argument(
+                "--duration",
+                type=float,
+                default=None,
+                metavar="SECONDS",
+                help="responder override: unlocked this long, then relocked",
+            )
+            p.add_argument(
+                "--momentary",
+                action="store_true",
+                help="responder override for the site's momentary time",
+            )
         _operator_options(p)
         p.set_defaults(handler=_operate, action=action)
 
     p = command("drill", "run a drill: scoped, timed, dry-run unless --live")
-    p.add_argument("--state", required=True,
-                   choices=["hold", "secure", "lockdown", "evacuate", "shelter"])
+    p.add_argument(
+        "--state", required=True, choices=["hold", "secure", "lockdown", "evacuate", "shelter"]
+    )
     p.add_argument("--scope", required=True, help="campus, building/<id> or zone/<id>")
     p.add_argument("--duration", type=float, required=True, metavar="SECONDS")
     p.add_argument("--live", action="store_true", help="actuate doors (default: dry run)")
@@ -113,6 +129,7 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_status)
     _security_commands(sub)
     from gatewayd.console.passwords import add_passwd_command
+
     add_passwd_command(sub)
     return parser
 
@@ -121,9 +138,13 @@ def _security_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     p = sub.add_parser("keygen", help="make an actor's Ed25519 key pair, print its config entry")
     p.add_argument("--actor", required=True, help="actor id, as in [[security.actors]]")
     p.add_argument("--out", required=True, help="directory for ACTOR.key (0600) and ACTOR.pub")
-    p.add_argument("--role", action="append", default=None, help="role in the printed entry"
-                   " (repeatable; default operator)",
-                   choices=["operator", "administrator", "responder", "district"])
+    p.add_argument(
+        "--role",
+        action="append",
+        default=None,
+        help="role in the printed entry (repeatable; default operator)",
+        choices=["operator", "administrator", "responder", "district"],
+    )
     p.set_defaults(handler=_keygen)
     audit = sub.add_parser("audit", help="audit log tools").add_subparsers(metavar="ACTION")
     p = audit.add_parser("verify", help="check the audit log's hash chain; exit 1 at a fault")
@@ -134,11 +155,18 @@ def _security_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
 
 
 def _operator_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--key", default=os.environ.get("GATEWAYD_KEY"), metavar="PATH",
-                   help="your private key file (default $GATEWAYD_KEY; in demo mode the DEMO"
-                        " key of the action's role)")
-    p.add_argument("--actor", default=os.environ.get("GATEWAYD_ACTOR"),
-                   help="your actor id (default $GATEWAYD_ACTOR, else the key file's name)")
+    p.add_argument(
+        "--key",
+        default=os.environ.get("GATEWAYD_KEY"),
+        metavar="PATH",
+        help="your private key file (default $GATEWAYD_KEY; in demo mode the DEMO"
+        " key of the action's role)",
+    )
+    p.add_argument(
+        "--actor",
+        default=os.environ.get("GATEWAYD_ACTOR"),
+        help="your actor id (default $GATEWAYD_ACTOR, else the key file's name)",
+    )
     p.add_argument("--json", action="store_true", help="print the raw reply")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the reply")
     p.add_argument("--mqtt", default=None, help="broker URL (default: from the config)")
@@ -179,10 +207,13 @@ def _check_security(config: Config) -> int:
     from gatewayd.security.startup import EX_CONFIG
 
     # Demo mode skips the refusals; show them anyway, so nobody copies a demo into service.
-    problems = start_problems(config.model_copy(
-        update={"site": config.site.model_copy(update={"demo": False})}))
-    print(f"security  {len(config.security.actors)} actors;"
-          f" audit log {Path(config.state_dir) / config.security.audit_log}")
+    problems = start_problems(
+        config.model_copy(update={"site": config.site.model_copy(update={"demo": False})})
+    )
+    print(
+        f"security  {len(config.security.actors)} actors;"
+        f" audit log {Path(config.state_dir) / config.security.audit_log}"
+    )
     word = "WARNING " if config.site.demo else "ERROR   "
     for problem in problems:
         print(f"{word}  {problem}" + ("  (allowed in demo mode)" if config.site.demo else ""))
@@ -204,8 +235,10 @@ def summary(config: Config) -> str:
         lines.append(f"building  {building.id:<6} {building.name}: {len(doors)} doors ({detail})")
     drivers = Counter(d.driver for d in config.devices)
     lines.append("devices   " + ", ".join(f"{n} x {name}" for name, n in sorted(drivers.items())))
-    lines.append(f"doors     {len(config.doors)} in {len(config.zones)} zones;"
-                 f" {len(config.inputs)} alarm inputs")
+    lines.append(
+        f"doors     {len(config.doors)} in {len(config.zones)} zones;"
+        f" {len(config.inputs)} alarm inputs"
+    )
     return "\n".join(lines)
 
 
@@ -245,8 +278,7 @@ def natural_role(action: str, params: dict[str, Any]) -> str:
     return "operator"
 
 
-def _signer(args: argparse.Namespace, config: Config, role: str
-            ) -> tuple[str, Ed25519PrivateKey]:
+def _signer(args: argparse.Namespace, config: Config, role: str) -> tuple[str, Ed25519PrivateKey]:
     """Who signs, and with which key: ``--key``, else the DEMO key of ``role`` in demo mode."""
     from gatewayd.security.keys import DEMO_ACTORS, KeyFileError, demo_private_key, load_private_key
 
@@ -256,15 +288,21 @@ def _signer(args: argparse.Namespace, config: Config, role: str
     if config.site.demo and actor in DEMO_ACTORS:
         # Byte-identical to configs/demo-keys/<actor>.key, from any working folder.
         return actor, demo_private_key(actor)
-    raise KeyFileError("commands are signed: pass --key PATH (or set GATEWAYD_KEY) to your"
-                       " private key; `gatewayd keygen` makes one")
+    raise KeyFileError(
+        "commands are signed: pass --key PATH (or set GATEWAYD_KEY) to your"
+        " private key; `gatewayd keygen` makes one"
+    )
 
 
 def _params(args: argparse.Namespace) -> dict[str, Any]:
     """The command's ``params`` from the subcommand's options."""
     if args.action == "drill":
-        params: dict[str, Any] = {"state": args.state, "scope": args.scope,
-                                  "duration_s": args.duration, "dry_run": not args.live}
+        params: dict[str, Any] = {
+            "state": args.state,
+            "scope": args.scope,
+            "duration_s": args.duration,
+            "dry_run": not args.live,
+        }
         if args.hazard:
             params["hazard"] = args.hazard
         return params
@@ -312,9 +350,7 @@ def _status(args: argparse.Namespace) -> int:
 def format_status(retained: dict[str, Any], *, show_all: bool = False) -> str:
     lines = [f"gateway   {retained.get('availability', 'unknown (no retained availability)')}"]
     lines.append(f"{'SCOPE':<16} {'STATE':<10} {'SOURCE':<14} SECURED  UNSECURED  UNKNOWN")
-    states = [
-        (t, s) for t, s in retained.items() if t.startswith("state/") and isinstance(s, dict)
-    ]
+    states = [(t, s) for t, s in retained.items() if t.startswith("state/") and isinstance(s, dict)]
     # Campus first, then buildings, then zones, as an operator reads a site.
     order = {"campus": 0, "building": 1, "zone": 2}
     states.sort(key=lambda ts: (order.get(ts[0].split("/")[1], 3), ts[0]))

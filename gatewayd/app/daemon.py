@@ -79,8 +79,13 @@ async def serve(config: Config, on_ready: Callable[[Gateway], None] | None = Non
 
 def start_problems(config: Config) -> list[str]:
     """Why this config must not run: unsafe settings, or TLS files that do not load."""
-    problems = refuse_unsafe(config.site.demo, config.security, config.mqtt.url,
-                             config.mqtt.password, config.mqtt.tls.verify)
+    problems = refuse_unsafe(
+        config.site.demo,
+        config.security,
+        config.mqtt.url,
+        config.mqtt.password,
+        config.mqtt.tls.verify,
+    )
     if config.mqtt.tls_enabled:
         try:
             ssl_context(config.mqtt.tls)

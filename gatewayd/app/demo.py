@@ -47,9 +47,11 @@ async def _demo(path: Path, mqtt_url: str | None) -> int:
         if mqtt_url is None:
             broker = await stack.enter_async_context(Mosquitto())
             mqtt_url = broker.url
-        running = with_state_dir(sim.config(), Path(state_dir)).model_copy(update={
-            "mqtt": config.mqtt.model_copy(update={"url": mqtt_url}),
-        })
+        running = with_state_dir(sim.config(), Path(state_dir)).model_copy(
+            update={
+                "mqtt": config.mqtt.model_copy(update={"url": mqtt_url}),
+            }
+        )
         # Hashing the demo passwords takes a moment: before the gateway runs, not in it.
         console_config = demo_console_config()
         async with asyncio.TaskGroup() as group:
@@ -57,9 +59,14 @@ async def _demo(path: Path, mqtt_url: str | None) -> int:
 
             def ready(gw: Gateway) -> None:
                 console = Console(gw, console_config, demo=True)
-                consoles.append(group.create_task(console.run(
-                    lambda: print_welcome(gw, path, running, sim.ports, console.url)),
-                    name="console"))
+                consoles.append(
+                    group.create_task(
+                        console.run(
+                            lambda: print_welcome(gw, path, running, sim.ports, console.url)
+                        ),
+                        name="console",
+                    )
+                )
 
             code = await serve(running, ready)
             for task in consoles:
@@ -68,8 +75,13 @@ async def _demo(path: Path, mqtt_url: str | None) -> int:
     return 0
 
 
-def print_welcome(gateway: Gateway, path: Path, config: Config, ports: dict[str, int],
-                  console_url: str | None = None) -> None:
+def print_welcome(
+    gateway: Gateway,
+    path: Path,
+    config: Config,
+    ports: dict[str, int],
+    console_url: str | None = None,
+) -> None:
     """Tell a newcomer what is running and what to type next."""
     mqtt = config.mqtt
     exe = shutil.which("gatewayd") or f"{shlex.quote(sys.executable)} -m gatewayd"

@@ -22,8 +22,15 @@ from gatewayd.security.signing import signed
 
 #: What the page can send; ``status`` is read through the campus view instead.
 CONSOLE_ACTIONS = (
-    Action.HOLD, Action.SECURE, Action.LOCKDOWN, Action.EVACUATE, Action.SHELTER,
-    Action.RELEASE, Action.DRILL, Action.LOCK, Action.UNLOCK,
+    Action.HOLD,
+    Action.SECURE,
+    Action.LOCKDOWN,
+    Action.EVACUATE,
+    Action.SHELTER,
+    Action.RELEASE,
+    Action.DRILL,
+    Action.LOCK,
+    Action.UNLOCK,
 )
 
 
@@ -67,18 +74,23 @@ def authorize(user: ConsoleUser, request: ConsoleRequest, *, responder_max_s: fl
         return
     if Role.RESPONDER in user.roles and request.action is Action.UNLOCK:
         duration = request.params.get("duration_s")
-        bounded = (isinstance(duration, int | float) and not isinstance(duration, bool)
-                   and 0 < duration <= responder_max_s)
+        bounded = (
+            isinstance(duration, int | float)
+            and not isinstance(duration, bool)
+            and 0 < duration <= responder_max_s
+        )
         if request.door is not None and request.scope is None and bounded:
             return
-        raise CommandError("forbidden", f"a responder unlocks one door for at most"
-                           f" {responder_max_s:g} s")
+        raise CommandError(
+            "forbidden", f"a responder unlocks one door for at most {responder_max_s:g} s"
+        )
     roles = ", ".join(sorted(user.roles))
     raise CommandError("forbidden", f"{user.name} ({roles}) may not {request.action}")
 
 
-def envelope(user: ConsoleUser, request: ConsoleRequest, *, now: float | None = None
-             ) -> dict[str, Any]:
+def envelope(
+    user: ConsoleUser, request: ConsoleRequest, *, now: float | None = None
+) -> dict[str, Any]:
     """The MQTT command body for a request: a fresh id, the time, the user's actor."""
     body: dict[str, Any] = {
         "id": f"console-{uuid.uuid4().hex}",

@@ -85,16 +85,27 @@ class ConsoleConfig(BaseModel):
 def demo_console_config(host: str = "127.0.0.1", port: int = 0) -> ConsoleConfig:
     """The demo's console: one user per role, with the published demo passwords."""
     hashes = demo_hashes()
-    return ConsoleConfig(host=host, port=port, users=tuple(
-        ConsoleUser(name=name, password_hash=hashes[name], actor=actor,
-                    roles=frozenset({Role(role)}), display=f"{name.title()} (demo)")
-        for name, _password, actor, role in DEMO_SIGNINS
-    ))
+    return ConsoleConfig(
+        host=host,
+        port=port,
+        users=tuple(
+            ConsoleUser(
+                name=name,
+                password_hash=hashes[name],
+                actor=actor,
+                roles=frozenset({Role(role)}),
+                display=f"{name.title()} (demo)",
+            )
+            for name, _password, actor, role in DEMO_SIGNINS
+        ),
+    )
 
 
 def demo_signins_text(url: str | None) -> str:
     """What ``gatewayd demo`` prints about the console."""
     lines = [f"  console   {url or '(not started)'}  sign in as"]
-    lines += [f"            {name:<10} password {password:<15} {role}"
-              for name, password, _actor, role in DEMO_SIGNINS]
+    lines += [
+        f"            {name:<10} password {password:<15} {role}"
+        for name, password, _actor, role in DEMO_SIGNINS
+    ]
     return "\n".join(lines)

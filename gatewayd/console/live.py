@@ -107,8 +107,14 @@ class Live:
 
     def add_feed(self, entry: dict[str, Any]) -> dict[str, Any]:
         """Number, stamp, keep and push one feed entry."""
-        full = {"seq": next(self._seq), "ts": utc_now(), "building": None, "drill": False,
-                "latency_ms": None, **entry}
+        full = {
+            "seq": next(self._seq),
+            "ts": utc_now(),
+            "building": None,
+            "drill": False,
+            "latency_ms": None,
+            **entry,
+        }
         self.feed.append(full)
         self._broadcast("feed", [full])
         return full
@@ -126,13 +132,23 @@ class Live:
             state = new.get("state")
             real = state not in _CALM and not new.get("drill")
             words = f"{state}{' (' + new['hazard'] + ')' if new.get('hazard') else ''}"
-            text = (f"DRILL {words}" if new.get("drill") else words.upper()
-                    if real else f"{name} back to normal")
-            entries.append({
-                "kind": "state", "severity": "high" if real else "info",
-                "building": self._building_of(name), "drill": bool(new.get("drill")),
-                "text": f"{text} on {name}" + (f" by {new['actor']}" if new.get("actor") else ""),
-            })
+            text = (
+                f"DRILL {words}"
+                if new.get("drill")
+                else words.upper()
+                if real
+                else f"{name} back to normal"
+            )
+            entries.append(
+                {
+                    "kind": "state",
+                    "severity": "high" if real else "info",
+                    "building": self._building_of(name),
+                    "drill": bool(new.get("drill")),
+                    "text": f"{text} on {name}"
+                    + (f" by {new['actor']}" if new.get("actor") else ""),
+                }
+            )
         return entries
 
     def _fault_entries(self, doors: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -148,12 +164,24 @@ class Live:
                 raised[(building, after)].append(door_id)
             elif before and not after:
                 cleared[building].append(door_id)
-        entries = [{"kind": "door", "severity": "high", "building": building,
-                    "text": f"{_some(ids)}: {fault}"}
-                   for (building, fault), ids in raised.items()]
-        entries += [{"kind": "door", "severity": "info", "building": building,
-                     "text": f"{_some(ids)}: fault cleared"}
-                    for building, ids in cleared.items()]
+        entries = [
+            {
+                "kind": "door",
+                "severity": "high",
+                "building": building,
+                "text": f"{_some(ids)}: {fault}",
+            }
+            for (building, fault), ids in raised.items()
+        ]
+        entries += [
+            {
+                "kind": "door",
+                "severity": "info",
+                "building": building,
+                "text": f"{_some(ids)}: fault cleared",
+            }
+            for building, ids in cleared.items()
+        ]
         return entries
 
     def _building_of(self, scope: str) -> str | None:
@@ -163,8 +191,7 @@ class Live:
         return ident if kind == "building" else None
 
     def statistics(self) -> dict[str, int]:
-        return {"streams": len(self._subscribers), "dropped": self.dropped,
-                "feed": len(self.feed)}
+        return {"streams": len(self._subscribers), "dropped": self.dropped, "feed": len(self.feed)}
 
 
 def _some(ids: list[str]) -> str:

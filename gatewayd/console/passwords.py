@@ -47,16 +47,23 @@ class ScryptHash:
 def _derive(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
     # scrypt needs 128 * r * n bytes; hashlib's default cap (32 MiB) is too tight for n=2**15.
     maxmem = 128 * r * (n + p + 2) + 1024 * 1024
-    return hashlib.scrypt(password.encode("utf-8"), salt=salt, n=n, r=r, p=p,
-                          maxmem=maxmem, dklen=HASH_BYTES)
+    return hashlib.scrypt(
+        password.encode("utf-8"), salt=salt, n=n, r=r, p=p, maxmem=maxmem, dklen=HASH_BYTES
+    )
 
 
 def _b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode("ascii")
 
 
-def hash_password(password: str, *, n: int = DEFAULT_N, r: int = DEFAULT_R, p: int = DEFAULT_P,
-                  salt: bytes | None = None) -> str:
+def hash_password(
+    password: str,
+    *,
+    n: int = DEFAULT_N,
+    r: int = DEFAULT_R,
+    p: int = DEFAULT_P,
+    salt: bytes | None = None,
+) -> str:
     """Hash a password into the ``scrypt$n$r$p$salt$hash`` form."""
     if not password:
         raise ValueError("an empty password is not a password")
@@ -97,8 +104,10 @@ def verify_password(password: str, stored: str) -> bool:
 @cache
 def demo_hashes() -> dict[str, str]:
     """Hashes of the demo passwords by user name (the same on every machine)."""
-    return {name: hash_password(password, salt=_DEMO_SALT)
-            for name, password, _actor, _role in DEMO_SIGNINS}
+    return {
+        name: hash_password(password, salt=_DEMO_SALT)
+        for name, password, _actor, _role in DEMO_SIGNINS
+    }
 
 
 def is_demo_hash(text: str) -> bool:
@@ -115,10 +124,18 @@ def is_demo_hash(text: str) -> bool:
 
 def add_passwd_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``console-passwd`` on the CLI."""
-    p = sub.add_parser("console-passwd", help="hash a password for a [[console.users]] entry",
-                       description="Ask for a password (twice) and print its scrypt hash.")
-    p.add_argument("--cost", type=int, default=DEFAULT_N.bit_length() - 1, metavar="LOG2N",
-                   help=f"scrypt n = 2**LOG2N (default {DEFAULT_N.bit_length() - 1})")
+    p = sub.add_parser(
+        "console-passwd",
+        help="hash a password for a [[console.users]] entry",
+        description="Ask for a password (twice) and print its scrypt hash.",
+    )
+    p.add_argument(
+        "--cost",
+        type=int,
+        default=DEFAULT_N.bit_length() - 1,
+        metavar="LOG2N",
+        help=f"scrypt n = 2**LOG2N (default {DEFAULT_N.bit_length() - 1})",
+    )
     p.add_argument("--stdin", action="store_true", help="read the password from standard input")
     p.set_defaults(handler=_passwd)
 

@@ -72,21 +72,29 @@ def _decoy_hash() -> str:
 
 
 def _error(status: int, code: str, message: str, **extra: Any) -> web.Response:
-    return web.json_response({"ok": False, "error": code, "message": message, **extra},
-                             status=status)
+    return web.json_response(
+        {"ok": False, "error": code, "message": message, **extra}, status=status
+    )
 
 
 class Console:
     """The operator console for one gateway; run it in the gateway's task group."""
 
-    def __init__(self, gateway: GatewayLike, config: ConsoleConfig, *,
-                 keys: ServerKeys | None = None, demo: bool = False) -> None:
+    def __init__(
+        self,
+        gateway: GatewayLike,
+        config: ConsoleConfig,
+        *,
+        keys: ServerKeys | None = None,
+        demo: bool = False,
+    ) -> None:
         self.gateway = gateway
         self.config = config
         self.demo = demo
         self.sessions = Sessions(idle_s=config.session_idle_s, max_s=config.session_max_s)
-        self.throttle = SigninThrottle(max_failures=config.signin_max_failures,
-                                       window_s=config.signin_lockout_s)
+        self.throttle = SigninThrottle(
+            max_failures=config.signin_max_failures, window_s=config.signin_lockout_s
+        )
         self.live = Live(gateway)
         #: ``http(s)://host:port/`` once listening.
         self.url: str | None = None
@@ -140,9 +148,13 @@ class Console:
     def _refuse_unsafe(self) -> None:
         demo_users = [u.name for u in self.config.users if is_demo_hash(u.password_hash)]
         if demo_users and not self.demo:
-            raise ConfigError("console", [
-                f"console.users {', '.join(demo_users)}: demo passwords outside demo mode;"
-                " set new ones with `gatewayd console-passwd`"])
+            raise ConfigError(
+                "console",
+                [
+                    f"console.users {', '.join(demo_users)}: demo passwords outside demo mode;"
+                    " set new ones with `gatewayd console-passwd`"
+                ],
+            )
 
     def _ssl_context(self) -> ssl.SSLContext | None:
         if self.config.cert is None or self.config.key is None:
@@ -159,8 +171,12 @@ class Console:
         self.live.close()
 
     def statistics(self) -> dict[str, Any]:
-        return {"sessions": len(self.sessions), "refused": self.refused,
-                "signin_lockouts": self.throttle.refused, **self.live.statistics()}
+        return {
+            "sessions": len(self.sessions),
+            "refused": self.refused,
+            "signin_lockouts": self.throttle.refused,
+            **self.live.statistics(),
+        }
 
     # --- middleware ------------------------------------------------------------------------
 
@@ -210,9 +226,15 @@ class Console:
 
     def _whoami(self, session: Session) -> dict[str, Any]:
         user = session.user
-        return {"name": user.name, "display": user.display or user.name, "actor": user.actor,
-                "roles": sorted(user.roles), "actions": allowed_actions(user.roles),
-                "csrf": session.csrf, "idle_s": self.config.session_idle_s}
+        return {
+            "name": user.name,
+            "display": user.display or user.name,
+            "actor": user.actor,
+            "roles": sorted(user.roles),
+            "actions": allowed_actions(user.roles),
+            "csrf": session.csrf,
+            "idle_s": self.config.session_idle_s,
+        }
 
     async def _session_info(self, request: web.Request) -> web.StreamResponse:
         return web.json_response({"ok": True, **self._whoami(self._session(request))})
@@ -226,8 +248,12 @@ class Console:
         wait_s = self.throttle.retry_after_s(*keys)
         if wait_s > 0:
             log.warning("console.signin_locked", name=name, remote=request.remote)
-            return _error(429, "locked_out", f"too many failed sign-ins; try again in"
-                          f" {int(wait_s) + 1} s", retry_after_s=int(wait_s) + 1)
+            return _error(
+                429,
+                "locked_out",
+                f"too many failed sign-ins; try again in {int(wait_s) + 1} s",
+                retry_after_s=int(wait_s) + 1,
+            )
         user = self.config.user(name)
         if not await self._check_password(password, user):
             self.throttle.failed(*keys)
@@ -238,9 +264,15 @@ class Console:
         session = self.sessions.create(user)
         log.info("console.signin", name=user.name, actor=user.actor, remote=request.remote)
         response = web.json_response({"ok": True, **self._whoami(session)})
-        response.set_cookie(COOKIE, session.token, httponly=True, samesite="Strict",
-                            secure=self.config.https, path="/",
-                            max_age=int(self.config.session_max_s))
+        response.set_cookie(
+            COOKIE,
+            session.token,
+            httponly=True,
+            samesite="Strict",
+            secure=self.config.https,
+            path="/",
+            max_age=int(self.config.session_max_s),
+        )
         return response
 
     async def _check_password(self, password: str, user: ConsoleUser | None) -> bool:
@@ -269,64 +301,86 @@ class Console:
 
     async def _campus(self, request: web.Request) -> web.StreamResponse:
         self._session(request)
-        return web.json_response({"layout": layout(self.gateway.campus, self.gateway.policy),
-                                  **self.live.snapshot()})
+        return web.json_response(
+            {"layout": layout(self.gateway.campus, self.gateway.policy), **self.live.snapshot()}
+        )
 
     async def _command(self, request: web.Request) -> web.StreamResponse:
         user = self._session(request).user
         try:
             wanted = parse_request(await _json(request))
             authorize(user, wanted, responder_max_s=self.gateway.policy.responder_max_s)
-            body = sign_envelope(envelope(user, wanted), self._server_keys,
-                                 site=self.gateway.campus.site)
+            body = sign_envelope(
+                envelope(user, wanted), self._server_keys, site=self.gateway.campus.site
+            )
         except CommandError as exc:
             return self._refuse(user, exc, request)
-        log.info("console.command", name=user.name, actor=user.actor, id=body["id"],
-                 action=body["action"], scope=wanted.scope, door=wanted.door)
+        log.info(
+            "console.command",
+            name=user.name,
+            actor=user.actor,
+            id=body["id"],
+            action=body["action"],
+            scope=wanted.scope,
+            door=wanted.door,
+        )
         # aiohttp does not cancel a handler when the browser goes away: a lockdown that was
         # asked for runs to completion whatever happens to the page.
         reply = await self.gateway.handle_command(json.dumps(body).encode())
         self._feed_reply(user, wanted, reply)
         return web.json_response(reply)
 
-    def _refuse(self, user: ConsoleUser, exc: CommandError, request: web.Request
-                ) -> web.Response:
+    def _refuse(self, user: ConsoleUser, exc: CommandError, request: web.Request) -> web.Response:
         self.refused += 1
         status = 403 if exc.code == "forbidden" else 400
         # Until refusals reach the gateway's audit log through handle_command, the log and
         # the feed are where they are recorded.
-        log.warning("console.refused", name=user.name, actor=user.actor, error=exc.code,
-                    message=str(exc), remote=request.remote)
-        self.live.add_feed({"kind": "command", "severity": "warning",
-                            "text": f"refused {user.name} ({user.actor}): {exc}"})
+        log.warning(
+            "console.refused",
+            name=user.name,
+            actor=user.actor,
+            error=exc.code,
+            message=str(exc),
+            remote=request.remote,
+        )
+        self.live.add_feed(
+            {
+                "kind": "command",
+                "severity": "warning",
+                "text": f"refused {user.name} ({user.actor}): {exc}",
+            }
+        )
         return _error(status, exc.code, str(exc))
 
-    def _feed_reply(self, user: ConsoleUser, wanted: ConsoleRequest, reply: dict[str, Any]
-                    ) -> None:
+    def _feed_reply(self, user: ConsoleUser, wanted: ConsoleRequest, reply: dict[str, Any]) -> None:
         where = wanted.scope or (f"door/{wanted.door}" if wanted.door else "")
         ok = bool(reply.get("ok"))
-        severity = "info" if ok else ("high" if reply.get("error") == "unconfirmed"
-                                      else "warning")
+        severity = "info" if ok else ("high" if reply.get("error") == "unconfirmed" else "warning")
         building = None
         if wanted.door and wanted.door in self.gateway.campus.doors:
             building = self.gateway.campus.doors[wanted.door].building
         elif where.startswith("building/"):
             building = where.removeprefix("building/")
-        self.live.add_feed({
-            "kind": "command", "severity": severity, "building": building,
-            "drill": wanted.action is Action.DRILL or bool(reply.get("drill")),
-            "text": f"{wanted.action} {where} by {user.actor}: "
-                    f"{'ok' if ok else reply.get('error')} - {reply.get('message', '')}",
-            "latency_ms": reply.get("latency_ms") if ok or reply.get("doors") else None,
-        })
+        self.live.add_feed(
+            {
+                "kind": "command",
+                "severity": severity,
+                "building": building,
+                "drill": wanted.action is Action.DRILL or bool(reply.get("drill")),
+                "text": f"{wanted.action} {where} by {user.actor}: "
+                f"{'ok' if ok else reply.get('error')} - {reply.get('message', '')}",
+                "latency_ms": reply.get("latency_ms") if ok or reply.get("doors") else None,
+            }
+        )
 
     # --- live updates --------------------------------------------------------------------------
 
     async def _events(self, request: web.Request) -> web.StreamResponse:
         """Server-sent events: a snapshot, then door, scope and feed changes as they happen."""
         session = self._session(request)
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
-                                               "X-Accel-Buffering": "no"})
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "X-Accel-Buffering": "no"}
+        )
         await response.prepare(request)
         queue = self.live.subscribe()
         try:
@@ -363,13 +417,17 @@ async def _json(request: web.Request) -> dict[str, Any]:
     try:
         body = await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise web.HTTPBadRequest(text=json.dumps({"ok": False, "error": "bad_request",
-                                                  "message": f"body is not JSON: {exc}"}),
-                                 content_type="application/json") from exc
+        raise web.HTTPBadRequest(
+            text=json.dumps(
+                {"ok": False, "error": "bad_request", "message": f"body is not JSON: {exc}"}
+            ),
+            content_type="application/json",
+        ) from exc
     if not isinstance(body, dict):
-        raise web.HTTPBadRequest(text='{"ok": false, "error": "bad_request",'
-                                 ' "message": "send a JSON object"}',
-                                 content_type="application/json")
+        raise web.HTTPBadRequest(
+            text='{"ok": false, "error": "bad_request", "message": "send a JSON object"}',
+            content_type="application/json",
+        )
     return body
 
 

@@ -63,8 +63,11 @@ class Sessions:
 
     def alive(self, session: Session) -> bool:
         now = self._clock()
-        return (now - session.last_seen < self.idle_s and now - session.created < self.max_s
-                and session.token in self._by_token)
+        return (
+            now - session.last_seen < self.idle_s
+            and now - session.created < self.max_s
+            and session.token in self._by_token
+        )
 
     def end(self, token: str) -> None:
         self._by_token.pop(token, None)
@@ -82,8 +85,9 @@ class _Failures:
 class SigninThrottle:
     """Counts failed sign-ins per key; too many in the window locks the key out for a while."""
 
-    def __init__(self, *, max_failures: int, window_s: float, clock: Clock = time.monotonic
-                 ) -> None:
+    def __init__(
+        self, *, max_failures: int, window_s: float, clock: Clock = time.monotonic
+    ) -> None:
         self.max_failures = max_failures
         self.window_s = window_s
         self._clock = clock

@@ -68,19 +68,37 @@ def layout(campus: Campus, policy: PolicyConfig) -> dict[str, Any]:
     buildings = []
     for building in campus.buildings.values():
         floors = list(building.floors)
-        floors += sorted({d.floor for d in campus.doors.values()
-                          if d.building == building.id and d.floor not in floors})
+        floors += sorted(
+            {
+                d.floor
+                for d in campus.doors.values()
+                if d.building == building.id and d.floor not in floors
+            }
+        )
         buildings.append({"id": building.id, "name": building.name, "floors": floors})
     return {
         "site": {"id": campus.site, "name": campus.model.site.name},
         "buildings": buildings,
-        "zones": [{"id": z.id, "building": z.building, "name": z.name or z.id}
-                  for z in campus.zones.values()],
-        "doors": [{"id": d.id, "room": d.room, "building": d.building, "floor": d.floor,
-                   "zone": d.zone, "kind": str(d.kind), "name": d.name}
-                  for d in campus.doors.values()],
-        "responder": {"default_s": max(10.0, policy.responder_momentary_s),
-                      "max_s": policy.responder_max_s},
+        "zones": [
+            {"id": z.id, "building": z.building, "name": z.name or z.id}
+            for z in campus.zones.values()
+        ],
+        "doors": [
+            {
+                "id": d.id,
+                "room": d.room,
+                "building": d.building,
+                "floor": d.floor,
+                "zone": d.zone,
+                "kind": str(d.kind),
+                "name": d.name,
+            }
+            for d in campus.doors.values()
+        ],
+        "responder": {
+            "default_s": max(10.0, policy.responder_momentary_s),
+            "max_s": policy.responder_max_s,
+        },
         "drill_max_s": policy.drill_max_s,
         "scopes": [str(s) for s in (CAMPUS, *scopes(campus)[1:])],
     }

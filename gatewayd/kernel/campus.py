@@ -74,7 +74,9 @@ class Campus:
             return list(self.doors)
         if scope.kind == "building":
             if scope.ident not in self.buildings:
-                raise CommandError(ErrorCode.UNKNOWN_SCOPE, f"no building {scope.ident!r} on this site")
+                raise CommandError(
+                    ErrorCode.UNKNOWN_SCOPE, f"no building {scope.ident!r} on this site"
+                )
             return list(self._by_building.get(scope.ident, ()))
         if scope.kind == "zone":
             if scope.ident not in self.zones:

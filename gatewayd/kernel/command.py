@@ -67,13 +67,17 @@ class Command(BaseModel):
 def parse_command(payload: bytes) -> Command:
     """Decode and validate a command body; raise :class:`CommandError` naming the fault."""
     if len(payload) > MAX_COMMAND_BYTES:
-        raise CommandError(ErrorCode.TOO_LARGE, f"command is {len(payload)} bytes, max {MAX_COMMAND_BYTES}")
+        raise CommandError(
+            ErrorCode.TOO_LARGE, f"command is {len(payload)} bytes, max {MAX_COMMAND_BYTES}"
+        )
     try:
         body = json.loads(payload.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise CommandError(ErrorCode.BAD_REQUEST, f"command is not UTF-8: {exc.reason}") from exc
     except json.JSONDecodeError as exc:
-        raise CommandError(ErrorCode.BAD_REQUEST, f"command is not JSON: {exc.msg} at {exc.pos}") from exc
+        raise CommandError(
+            ErrorCode.BAD_REQUEST, f"command is not JSON: {exc.msg} at {exc.pos}"
+        ) from exc
     if not isinstance(body, dict):
         raise CommandError(ErrorCode.BAD_REQUEST, "command must be a JSON object")
     try:

@@ -116,7 +116,7 @@ class AlarmInput(Model):
 
 
 class SiteFile(Model):
-    """The site part of a campus file as written, devices still raw until their drivers check them."""
+    """The site part of a campus file as written; devices stay raw until their drivers check."""
 
     site: SiteConfig
     buildings: tuple[Building, ...] = ()
@@ -171,8 +171,14 @@ def load_site(path: str | Path) -> Site:
     devices, problems = check_site(parsed, raw)
     if problems:
         raise ConfigError(str(path), problems)
-    return Site(site=parsed.site, buildings=parsed.buildings, zones=parsed.zones,
-                devices=tuple(devices.values()), doors=parsed.doors, inputs=parsed.inputs)
+    return Site(
+        site=parsed.site,
+        buildings=parsed.buildings,
+        zones=parsed.zones,
+        devices=tuple(devices.values()),
+        doors=parsed.doors,
+        inputs=parsed.inputs,
+    )
 
 
 def _validate_devices(

@@ -102,8 +102,12 @@ class AuditLog:
         if self._broken is not None:
             raise AuditUnavailable(f"audit log {self.path} is unusable: {self._broken}")
         fields: dict[str, Any] = {
-            "seq": self._seq + 1, "ts": _utc_now(), "kind": str(kind), "actor": actor,
-            "data": data, "prev": self._hash,
+            "seq": self._seq + 1,
+            "ts": _utc_now(),
+            "kind": str(kind),
+            "actor": actor,
+            "data": data,
+            "prev": self._hash,
         }
         try:
             fields["hash"] = record_hash(fields)
@@ -122,7 +126,7 @@ class AuditLog:
         try:
             view = memoryview(line)
             while view:
-                view = view[os.write(self._fd, view):]
+                view = view[os.write(self._fd, view) :]
             os.fsync(self._fd)
         except OSError as exc:
             self._undo()
@@ -155,7 +159,7 @@ class AuditLog:
         if not tail.endswith(b"\n"):
             cut = tail.rfind(b"\n") + 1
             return self._recover(self._size - (len(tail) - cut), tail[cut:])
-        last = tail[: -1].rsplit(b"\n", 1)[-1]
+        last = tail[:-1].rsplit(b"\n", 1)[-1]
         try:
             record = json.loads(last)
             seq, digest = int(record["seq"]), str(record["hash"])
@@ -173,10 +177,15 @@ class AuditLog:
         self.torn_bytes = len(torn)
         seq, digest = self._load_tail()
         self._seq, self._hash = seq, digest
-        self.append(AuditKind.LOG, "gatewayd", {
-            "event": "torn_tail_removed", "bytes": len(torn),
-            "sha256": hashlib.sha256(torn).hexdigest(),
-        })
+        self.append(
+            AuditKind.LOG,
+            "gatewayd",
+            {
+                "event": "torn_tail_removed",
+                "bytes": len(torn),
+                "sha256": hashlib.sha256(torn).hexdigest(),
+            },
+        )
         return self._seq, self._hash
 
     def close(self) -> None:
@@ -185,8 +194,12 @@ class AuditLog:
             self._fd = -1
 
     def statistics(self) -> dict[str, Any]:
-        return {"appended": self.appended, "last_seq": self._seq, "torn_bytes": self.torn_bytes,
-                "broken": self._broken}
+        return {
+            "appended": self.appended,
+            "last_seq": self._seq,
+            "torn_bytes": self.torn_bytes,
+            "broken": self._broken,
+        }
 
 
 def _read_tail(fd: int, size: int) -> bytes:
@@ -238,8 +251,9 @@ def verify(path: Path | str) -> VerifyResult:
         prev = json.loads(raw)["hash"]
         hashes.append(prev)
     if torn:
-        return VerifyResult(False, len(hashes), prev, "truncated record (no end of line)",
-                            len(hashes) + 1)
+        return VerifyResult(
+            False, len(hashes), prev, "truncated record (no end of line)", len(hashes) + 1
+        )
     return _check_head(path, hashes)
 
 
@@ -271,19 +285,30 @@ def _check_head(path: Path, hashes: list[str]) -> VerifyResult:
     count, last_hash = len(hashes), hashes[-1] if hashes else GENESIS
     head_file = head_path(path)
     if not head_file.exists():
-        return VerifyResult(count == 0, count, last_hash,
-                            None if count == 0 else f"{head_file.name} is missing", count)
+        return VerifyResult(
+            count == 0,
+            count,
+            last_hash,
+            None if count == 0 else f"{head_file.name} is missing",
+            count,
+        )
     try:
         head = json.loads(head_file.read_bytes())
         head_seq, head_hash = int(head["seq"]), str(head["hash"])
     except (OSError, ValueError, KeyError, TypeError):
         return VerifyResult(False, count, last_hash, f"{head_file.name} is unreadable", count)
     if head_seq > count:
-        return VerifyResult(False, count, last_hash,
-                            f"log ends at seq {count} but the head says {head_seq}:"
-                            f" records {count + 1}..{head_seq} were cut (truncated)", count + 1)
+        return VerifyResult(
+            False,
+            count,
+            last_hash,
+            f"log ends at seq {count} but the head says {head_seq}:"
+            f" records {count + 1}..{head_seq} were cut (truncated)",
+            count + 1,
+        )
     # The head may lag the log after a crash (it is written after the record), never lead it.
     if head_seq >= 1 and hashes[head_seq - 1] != head_hash:
-        return VerifyResult(False, count, last_hash,
-                            f"record seq {head_seq} differs from the head's hash", head_seq)
+        return VerifyResult(
+            False, count, last_hash, f"record seq {head_seq} differs from the head's hash", head_seq
+        )
     return VerifyResult(True, count, last_hash)

@@ -31,9 +31,7 @@ class Authorizer:
         self.responder_max_s = responder_max_s
         # Belt and braces: start-up refuses demo keys outside demo mode (refuse_unsafe), and
         # should one slip through, its actor is simply unknown here.
-        self._actors = {
-            a.id: a for a in security.actors if demo or not is_demo_key(a.public_key)
-        }
+        self._actors = {a.id: a for a in security.actors if demo or not is_demo_key(a.public_key)}
         self.replay = ReplayCache(Path(state_dir) / security.replay_db, security.timestamp_window_s)
         #: Accepted commands, and refusals by code, since start.
         self.accepted = 0
@@ -55,7 +53,9 @@ class Authorizer:
 
     def _check(self, command: Command, payload: bytes, site: str, now: float) -> Actor:
         if not command.sig:
-            raise CommandError(ErrorCode.UNSIGNED, "command has no sig; every command must be signed")
+            raise CommandError(
+                ErrorCode.UNSIGNED, "command has no sig; every command must be signed"
+            )
         actor = self._actor(command.actor)
         body = raw_body(payload)
         if body.get("id") != command.id:
@@ -66,14 +66,18 @@ class Authorizer:
         try:
             message = signing_bytes(body, addressed)
         except CanonicalError as exc:
-            raise CommandError(ErrorCode.BAD_REQUEST, f"command has no canonical form: {exc}") from exc
+            raise CommandError(
+                ErrorCode.BAD_REQUEST, f"command has no canonical form: {exc}"
+            ) from exc
         verify(actor.key, command.sig, message, "sig")
         if addressed != site:
             raise CommandError(ErrorCode.WRONG_SITE, f"command is addressed to site {addressed!r}")
         window = self.security.timestamp_window_s
         if abs(command.ts - now) > window:
             skew = command.ts - now
-            raise CommandError(ErrorCode.EXPIRED, f"ts is {skew:+.1f} s off the clock (max {window:g} s)")
+            raise CommandError(
+                ErrorCode.EXPIRED, f"ts is {skew:+.1f} s off the clock (max {window:g} s)"
+            )
         self._authorize(actor, command, site)
         self._cosigned(actor, command, body, site, message)
         self.replay.record(command.id, command.ts, now)
@@ -87,10 +91,18 @@ class Authorizer:
 
     def _authorize(self, actor: Actor, command: Command, site: str) -> None:
         if Role.DISTRICT in actor.roles and site not in actor.sites:
-            raise CommandError(ErrorCode.WRONG_SITE,
-                               f"district actor {actor.id} does not act on {site}")
-        permit(actor.roles, command.action, door=command.door, scope=command.scope,
-               params=command.params, responder_max_s=self.responder_max_s, who=actor.id)
+            raise CommandError(
+                ErrorCode.WRONG_SITE, f"district actor {actor.id} does not act on {site}"
+            )
+        permit(
+            actor.roles,
+            command.action,
+            door=command.door,
+            scope=command.scope,
+            params=command.params,
+            responder_max_s=self.responder_max_s,
+            who=actor.id,
+        )
 
     def _cosigned(
         self, actor: Actor, command: Command, body: Mapping[str, Any], site: str, message: bytes
@@ -113,15 +125,21 @@ class Authorizer:
             )
         cosigner = self._actor(cosigner_id)
         if cosigner.id == actor.id or cosigner.public_key == actor.public_key:
-            raise CommandError(ErrorCode.COSIGN_REQUIRED, "the co-signer must be a different person")
+            raise CommandError(
+                ErrorCode.COSIGN_REQUIRED, "the co-signer must be a different person"
+            )
         verify(cosigner.key, cosig, message, "params.cosig")
         if not may_release(cosigner.roles) or (
-                Role.DISTRICT in cosigner.roles and site not in cosigner.sites):
+            Role.DISTRICT in cosigner.roles and site not in cosigner.sites
+        ):
             raise CommandError(ErrorCode.FORBIDDEN, f"co-signer {cosigner.id} may not release")
 
     def close(self) -> None:
         self.replay.close()
 
     def statistics(self) -> dict[str, Any]:
-        return {"accepted": self.accepted, "refused": dict(self.refused),
-                "replay": self.replay.statistics()}
+        return {
+            "accepted": self.accepted,
+            "refused": dict(self.refused),
+            "replay": self.replay.statistics(),
+        }

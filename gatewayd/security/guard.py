@@ -51,8 +51,11 @@ class CommandGuard:
             self.refused(exc, payload=payload, command=command)
             raise
         data = {
-            "command": command.id, "action": str(command.action),
-            "scope": command.scope, "door": command.door, "params": _without_sigs(command),
+            "command": command.id,
+            "action": str(command.action),
+            "scope": command.scope,
+            "door": command.door,
+            "params": _without_sigs(command),
         }
         try:
             self._append(AuditKind.COMMAND, actor.id, data)
@@ -60,17 +63,20 @@ class CommandGuard:
             if command.action in UNAUDITED_ACTIONS:
                 return actor
             if command.action in TIGHTENING_ACTIONS:
-                log.critical("audit.unavailable.lockdown_proceeds", command=command.id,
-                             actor=actor.id, scope=command.scope, error=str(exc),
-                             note="a lockdown is never refused for bookkeeping; NOT AUDITED")
+                log.critical(
+                    "audit.unavailable.lockdown_proceeds",
+                    command=command.id,
+                    actor=actor.id,
+                    scope=command.scope,
+                    error=str(exc),
+                    note="a lockdown is never refused for bookkeeping; NOT AUDITED",
+                )
                 return actor
             log.error("audit.unavailable", command=command.id, actor=actor.id, error=str(exc))
             raise CommandError("audit_unavailable", f"refused: cannot audit it ({exc})") from exc
         return actor
 
-    def refused(
-        self, exc: CommandError, *, payload: bytes, command: Command | None = None
-    ) -> None:
+    def refused(self, exc: CommandError, *, payload: bytes, command: Command | None = None) -> None:
         """Audit a refusal (unparsable or unauthorized); never raises."""
         data: dict[str, Any] = {
             "error": exc.code,
@@ -80,8 +86,13 @@ class CommandGuard:
         }
         if command is not None:
             # Who the command *claims* to be from: unauthenticated, so not in ``actor``.
-            data.update(command=command.id, claimed_actor=command.actor,
-                        action=str(command.action), scope=command.scope, door=command.door)
+            data.update(
+                command=command.id,
+                claimed_actor=command.actor,
+                action=str(command.action),
+                scope=command.scope,
+                door=command.door,
+            )
         try:
             self._append(AuditKind.REFUSAL, "-", data)
         except AuditUnavailable as audit_exc:
@@ -110,10 +121,17 @@ class CommandGuard:
 
     def system(self, command: Command) -> None:
         """Audit a command the gateway gives itself (a rule, an alarm input); never blocks it."""
-        self.note(AuditKind.COMMAND, command.actor, {
-            "command": command.id, "action": str(command.action), "scope": command.scope,
-            "door": command.door, "params": _without_sigs(command),
-        })
+        self.note(
+            AuditKind.COMMAND,
+            command.actor,
+            {
+                "command": command.id,
+                "action": str(command.action),
+                "scope": command.scope,
+                "door": command.door,
+                "params": _without_sigs(command),
+            },
+        )
 
     def close(self) -> None:
         self.authorizer.close()
@@ -155,14 +173,18 @@ def open_guard(
 ) -> CommandGuard:
     """The site's command gate: authorizer, replay cache and audit log under ``state_dir``."""
     state_dir = Path(state_dir)
-    authorizer = Authorizer(security, state_dir=state_dir, demo=demo,
-                            responder_max_s=responder_max_s)
+    authorizer = Authorizer(
+        security, state_dir=state_dir, demo=demo, responder_max_s=responder_max_s
+    )
     audit: AuditLog | None
     try:
         audit = AuditLog(state_dir / security.audit_log)
     except AuditUnavailable as exc:
         # Start anyway: fire release and lockdown must still work; everything else is refused.
-        log.critical("audit.unavailable_at_start", error=str(exc),
-                     note="safety commands other than lockdown are refused until fixed")
+        log.critical(
+            "audit.unavailable_at_start",
+            error=str(exc),
+            note="safety commands other than lockdown are refused until fixed",
+        )
         audit = None
     return CommandGuard(authorizer, audit, site=site, on_record=on_record)

@@ -108,8 +108,7 @@ def config_snippet(actor: str, public_key: str, roles: list[str]) -> str:
     """The ``[[security.actors]]`` entry to paste into a campus file."""
     role_list = ", ".join(f'"{r}"' for r in roles)
     return (
-        f'[[security.actors]]\nid = "{actor}"\npublic_key = "{public_key}"\n'
-        f"roles = [{role_list}]\n"
+        f'[[security.actors]]\nid = "{actor}"\npublic_key = "{public_key}"\nroles = [{role_list}]\n'
     )
 
 
@@ -138,9 +137,7 @@ def is_demo_key(public_key: str) -> bool:
 
 def write_demo_keys(out_dir: Path | str) -> list[KeyFiles]:
     """(Re)write the DEMO key files, as committed in ``configs/demo-keys/``."""
-    return [
-        write_key_pair(demo_private_key(a), out_dir, a, overwrite=True) for a in DEMO_ACTORS
-    ]
+    return [write_key_pair(demo_private_key(a), out_dir, a, overwrite=True) for a in DEMO_ACTORS]
 
 
 # --- keys a server holds ----------------------------------------------------------------------

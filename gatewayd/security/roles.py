@@ -25,10 +25,18 @@ class Role(StrEnum):
 
 
 #: What any staff member may start: the SRP states, drills, locking a door, reading status.
-TRIGGERS = frozenset({
-    Action.HOLD, Action.SECURE, Action.LOCKDOWN, Action.EVACUATE, Action.SHELTER,
-    Action.DRILL, Action.LOCK, Action.STATUS,
-})
+TRIGGERS = frozenset(
+    {
+        Action.HOLD,
+        Action.SECURE,
+        Action.LOCKDOWN,
+        Action.EVACUATE,
+        Action.SHELTER,
+        Action.DRILL,
+        Action.LOCK,
+        Action.STATUS,
+    }
+)
 #: What each role may do on its site, whatever the parameters (responders are handled apart).
 ROLE_ACTIONS: Mapping[Role, frozenset[Action]] = {
     Role.OPERATOR: TRIGGERS,

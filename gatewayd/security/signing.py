@@ -50,7 +50,9 @@ def verify(key: Ed25519PublicKey, sig: object, message: bytes, what: str) -> Non
     except (binascii.Error, ValueError) as exc:
         raise CommandError(ErrorCode.BAD_SIGNATURE, f"{what} is not valid base64") from exc
     if len(raw) != SIGNATURE_BYTES:
-        raise CommandError(ErrorCode.BAD_SIGNATURE, f"{what} is {len(raw)} bytes, not {SIGNATURE_BYTES}")
+        raise CommandError(
+            ErrorCode.BAD_SIGNATURE, f"{what} is {len(raw)} bytes, not {SIGNATURE_BYTES}"
+        )
     try:
         key.verify(raw, message)
     except InvalidSignature as exc:

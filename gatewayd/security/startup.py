@@ -8,10 +8,21 @@ from gatewayd.security.actors import SecurityConfig
 from gatewayd.security.keys import is_demo_key
 
 #: Passwords that ship in examples and tutorials; refused outside demo mode.
-DEFAULT_PASSWORDS = frozenset({
-    "password", "changeme", "change-me", "admin", "secret", "mosquitto", "gatewayd", "demo",
-    "public", "guest", "test",
-})
+DEFAULT_PASSWORDS = frozenset(
+    {
+        "password",
+        "changeme",
+        "change-me",
+        "admin",
+        "secret",
+        "mosquitto",
+        "gatewayd",
+        "demo",
+        "public",
+        "guest",
+        "test",
+    }
+)
 #: Exit status of a daemon that refuses its configuration (sysexits.h EX_CONFIG).
 EX_CONFIG = 78
 
@@ -38,8 +49,9 @@ def refuse_unsafe(
     if scheme == "mqtt" and not _is_loopback(host):
         problems.append(f"plain mqtt:// to {host}, which is not this machine: use mqtts://")
     if scheme == "mqtt" and mqtt_password is None:
-        problems.append("no broker credentials: set mqtt.password or use mqtts:// with a client"
-                        " certificate")
+        problems.append(
+            "no broker credentials: set mqtt.password or use mqtts:// with a client certificate"
+        )
     if not tls_verify:
         problems.append("mqtt.tls.verify is off: the broker could be anyone")
     return problems

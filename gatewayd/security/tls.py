@@ -45,9 +45,7 @@ class _NamedContext(ssl.SSLContext):
 
     expected_hostname: str | None = None
 
-    def wrap_socket(
-        self, sock: socket.socket, *args: Any, **kwargs: Any
-    ) -> ssl.SSLSocket:
+    def wrap_socket(self, sock: socket.socket, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
         # paho passes the URL host; a configured name overrides it for SNI and verification.
         if self.expected_hostname is not None:
             kwargs["server_hostname"] = self.expected_hostname

@@ -47,8 +47,9 @@ from gatewayd.service.hooks import GatewayHooks
 
 log = structlog.get_logger(__name__)
 
-SRP_ACTIONS = frozenset({Action.HOLD, Action.SECURE, Action.LOCKDOWN, Action.EVACUATE,
-                         Action.SHELTER})
+SRP_ACTIONS = frozenset(
+    {Action.HOLD, Action.SECURE, Action.LOCKDOWN, Action.EVACUATE, Action.SHELTER}
+)
 #: Triggers kept for latency statistics.
 LATENCY_WINDOW = 500
 
@@ -90,11 +91,19 @@ class Actions(GatewayHooks):
             if command is None:
                 # The guard audits its own refusals; an unparsable body is audited here.
                 self.guard.refused(exc, payload=payload)
-            log.warning("command.refused", id=command.id if command else None,
-                        claimed_actor=command.actor if command else None,
-                        error=exc.code, message=str(exc))
-            reply = {"id": command.id if command else command_id_of(payload), "ok": False,
-                     "error": exc.code, "message": str(exc)}
+            log.warning(
+                "command.refused",
+                id=command.id if command else None,
+                claimed_actor=command.actor if command else None,
+                error=exc.code,
+                message=str(exc),
+            )
+            reply = {
+                "id": command.id if command else command_id_of(payload),
+                "ok": False,
+                "error": exc.code,
+                "message": str(exc),
+            }
             self._publish_event("command", "mqtt", reply, life_safety=True)
             return reply
         return await self.run_command(command, trigger_ns)
@@ -104,17 +113,35 @@ class Actions(GatewayHooks):
         try:
             reply = await self.execute(command, trigger_ns)
         except (CommandError, StoreError) as exc:
-            reply = {"id": command.id, "ok": False, "error": exc.code, "message": str(exc),
-                     "action": str(command.action)}
-            log.warning("command.refused", id=command.id, actor=command.actor,
-                        action=str(command.action), error=exc.code, message=str(exc))
+            reply = {
+                "id": command.id,
+                "ok": False,
+                "error": exc.code,
+                "message": str(exc),
+                "action": str(command.action),
+            }
+            log.warning(
+                "command.refused",
+                id=command.id,
+                actor=command.actor,
+                action=str(command.action),
+                error=exc.code,
+                message=str(exc),
+            )
         if command.action is not Action.STATUS:
-            self._publish_event("command", command.actor, {
-                "command": command.id, "action": str(command.action),
-                "scope": command.scope or (f"door/{command.door}" if command.door else None),
-                **{k: reply[k] for k in ("ok", "error", "message") if k in reply},
-                "latency_ms": reply.get("latency_ms"),
-            }, life_safety=True, drill=bool(reply.get("drill")))
+            self._publish_event(
+                "command",
+                command.actor,
+                {
+                    "command": command.id,
+                    "action": str(command.action),
+                    "scope": command.scope or (f"door/{command.door}" if command.door else None),
+                    **{k: reply[k] for k in ("ok", "error", "message") if k in reply},
+                    "latency_ms": reply.get("latency_ms"),
+                },
+                life_safety=True,
+                drill=bool(reply.get("drill")),
+            )
         return reply
 
     async def execute(self, command: Command, trigger_ns: int) -> dict[str, Any]:
@@ -142,27 +169,61 @@ class Actions(GatewayHooks):
         params = parse_params(StateParams, command)
         state = SrpState(str(command.action))
         if state is SrpState.SHELTER and params.hazard is None:
-            raise CommandError("bad_request", "shelter needs params.hazard"
-                               " (tornado, hazmat, earthquake, severe_weather, bomb)")
+            raise CommandError(
+                "bad_request",
+                "shelter needs params.hazard (tornado, hazmat, earthquake, severe_weather, bomb)",
+            )
         check_transition(state_of(self.engine.get(f"srp:{scope}")), state, scope)
         if params.source == "panic_app":
-            self._publish_event("alarm", "panic_app", {
-                "type": "panic", "actor": command.actor, "scope": str(scope),
-            }, life_safety=True, location=params.location)
+            self._publish_event(
+                "alarm",
+                "panic_app",
+                {
+                    "type": "panic",
+                    "actor": command.actor,
+                    "scope": str(scope),
+                },
+                life_safety=True,
+                location=params.location,
+            )
         doors = set(self.preempt_drills(self.campus.resolve(scope), why=f"{state} {scope}"))
         # "Lockdown!" again means every door again: per-room releases under it end.
         for source in self._room_releases_under(scope):
             doors.update(self.engine.remove(source.key))
-        doors.update(self.engine.put(srp_source(
-            self.policy, state, scope, actor=command.actor, since=time.time(),
-            hazard=params.hazard,
-        )))
-        self._publish_event("state", command.actor, {
-            "scope": str(scope), "state": str(state), "hazard": params.hazard,
-        }, life_safety=True, location=self._location_of(scope))
-        self.guard.note(AuditKind.STATE, command.actor, {
-            "command": command.id, "scope": str(scope), "state": str(state),
-            "hazard": params.hazard, "doors": len(doors)})
+        doors.update(
+            self.engine.put(
+                srp_source(
+                    self.policy,
+                    state,
+                    scope,
+                    actor=command.actor,
+                    since=time.time(),
+                    hazard=params.hazard,
+                )
+            )
+        )
+        self._publish_event(
+            "state",
+            command.actor,
+            {
+                "scope": str(scope),
+                "state": str(state),
+                "hazard": params.hazard,
+            },
+            life_safety=True,
+            location=self._location_of(scope),
+        )
+        self.guard.note(
+            AuditKind.STATE,
+            command.actor,
+            {
+                "command": command.id,
+                "scope": str(scope),
+                "state": str(state),
+                "hazard": params.hazard,
+                "doors": len(doors),
+            },
+        )
         return scope, sorted(doors, key=self.campus.door_index.__getitem__)
 
     def _location_of(self, scope: Scope) -> dict[str, Any]:
@@ -184,9 +245,17 @@ class Actions(GatewayHooks):
         cosigner = parse_params(ReleaseParams, command).cosigner
         if scope.kind == "door":
             released = self._release_door(scope, command.actor)
-            self.guard.note(AuditKind.STATE, command.actor, {
-                "command": command.id, "scope": str(scope), "state": "released",
-                "cosigner": cosigner, "doors": len(released)})
+            self.guard.note(
+                AuditKind.STATE,
+                command.actor,
+                {
+                    "command": command.id,
+                    "scope": str(scope),
+                    "state": "released",
+                    "cosigner": cosigner,
+                    "doors": len(released),
+                },
+            )
             return scope, released
         keys = [k for k in (f"srp:{scope}", f"drill:{scope}") if self.engine.get(k)]
         if not keys:
@@ -196,19 +265,37 @@ class Actions(GatewayHooks):
             doors.update(self.engine.remove(key))
         for source in self._room_releases_under(scope):
             doors.update(self.engine.remove(source.key))
-        self._publish_event("state", command.actor, {"scope": str(scope), "state": "normal"},
-                            life_safety=True, location=self._location_of(scope))
-        self.guard.note(AuditKind.STATE, command.actor, {
-            "command": command.id, "scope": str(scope), "state": "normal", "released": keys,
-            "cosigner": cosigner, "doors": len(doors)})
+        self._publish_event(
+            "state",
+            command.actor,
+            {"scope": str(scope), "state": "normal"},
+            life_safety=True,
+            location=self._location_of(scope),
+        )
+        self.guard.note(
+            AuditKind.STATE,
+            command.actor,
+            {
+                "command": command.id,
+                "scope": str(scope),
+                "state": "normal",
+                "released": keys,
+                "cosigner": cosigner,
+                "doors": len(doors),
+            },
+        )
         return scope, sorted(doors, key=self.campus.door_index.__getitem__)
 
     def _release_door(self, scope: Scope, actor: str) -> list[str]:
         """A door held by a wider state gets a per-room release; else its own sources end."""
         own = [f"srp:{scope}", f"manual:{scope}", f"responder:{scope}", f"drill:{scope}"]
         claim = self.engine.decide(scope.ident).claim
-        if (claim is not None and claim.priority is Priority.LOCKDOWN and claim.locked
-                and claim.source not in own):
+        if (
+            claim is not None
+            and claim.priority is Priority.LOCKDOWN
+            and claim.locked
+            and claim.source not in own
+        ):
             return self.engine.put(room_release(scope, actor=actor, since=time.time()))
         keys = [k for k in own if self.engine.get(k)]
         if not keys:
@@ -220,8 +307,11 @@ class Actions(GatewayHooks):
 
     def _room_releases_under(self, scope: Scope) -> list[Source]:
         inside = set(self.campus.resolve(scope))
-        return [s for s in self.engine.sources.values()
-                if s.state == "released" and s.scope.ident in inside]
+        return [
+            s
+            for s in self.engine.sources.values()
+            if s.state == "released" and s.scope.ident in inside
+        ]
 
     def preempt_drills(self, doors: Iterable[str], *, why: str) -> list[str]:
         """End every drill overlapping these doors: a real incident always wins."""
@@ -232,10 +322,18 @@ class Actions(GatewayHooks):
                 moved += self.engine.remove(source.key)
                 self._mark_dirty(source.scope)
                 log.warning("drill.preempted", scope=str(source.scope), by=why)
-                self._publish_event("state", source.actor, {
-                    "scope": str(source.scope), "state": source.state, "ended": "preempted",
-                    "by": why,
-                }, life_safety=True, drill=True)
+                self._publish_event(
+                    "state",
+                    source.actor,
+                    {
+                        "scope": str(source.scope),
+                        "state": source.state,
+                        "ended": "preempted",
+                        "by": why,
+                    },
+                    life_safety=True,
+                    drill=True,
+                )
         return moved
 
     # --- doors -----------------------------------------------------------------------------
@@ -244,14 +342,21 @@ class Actions(GatewayHooks):
         scope = self._door_scope(command)
         locked = command.action is Action.LOCK
         source = Source(
-            key=f"manual:{scope}", scope=scope, priority=Priority.MANUAL,
-            effects=(Effect(frozenset(), locked),), name=str(command.action),
-            actor=command.actor, since=time.time(),
+            key=f"manual:{scope}",
+            scope=scope,
+            priority=Priority.MANUAL,
+            effects=(Effect(frozenset(), locked),),
+            name=str(command.action),
+            actor=command.actor,
+            since=time.time(),
         )
         self._refuse_if_overridden(source, locked)
         doors = self.engine.put(source)
-        self.guard.note(AuditKind.OVERRIDE, command.actor, {
-            "command": command.id, "door": scope.ident, "manual": str(command.action)})
+        self.guard.note(
+            AuditKind.OVERRIDE,
+            command.actor,
+            {"command": command.id, "door": scope.ident, "manual": str(command.action)},
+        )
         return scope, doors
 
     def _responder_unlock(self, command: Command) -> tuple[Scope, list[str], dict[str, Any]]:
@@ -260,17 +365,28 @@ class Actions(GatewayHooks):
         params = parse_params(UnlockParams, command)
         duration_s = params.duration_s or self.policy.responder_momentary_s
         if duration_s > self.policy.responder_max_s:
-            raise CommandError("out_of_bounds", f"params.duration_s {duration_s:g} exceeds the"
-                               f" site's responder_max_s {self.policy.responder_max_s:g}")
+            raise CommandError(
+                "out_of_bounds",
+                f"params.duration_s {duration_s:g} exceeds the"
+                f" site's responder_max_s {self.policy.responder_max_s:g}",
+            )
         now = time.time()
         source = responder_override(scope, actor=command.actor, since=now, until=now + duration_s)
         doors = self.engine.put(source)
         self._expiry_changed()
-        log.warning("responder.override", door=scope.ident, actor=command.actor,
-                    duration_s=duration_s)
-        self.guard.note(AuditKind.OVERRIDE, command.actor, {
-            "command": command.id, "door": scope.ident, "unlock_s": duration_s,
-            "until": now + duration_s})
+        log.warning(
+            "responder.override", door=scope.ident, actor=command.actor, duration_s=duration_s
+        )
+        self.guard.note(
+            AuditKind.OVERRIDE,
+            command.actor,
+            {
+                "command": command.id,
+                "door": scope.ident,
+                "unlock_s": duration_s,
+                "until": now + duration_s,
+            },
+        )
         return scope, doors, {"override": {"actor": command.actor, "until": now + duration_s}}
 
     def _refuse_if_overridden(self, source: Source, locked: bool) -> None:
@@ -295,22 +411,45 @@ class Actions(GatewayHooks):
         if params.state in (SrpState.NORMAL,):
             raise CommandError("bad_request", "params.state: a drill needs an SRP state")
         if params.duration_s > self.policy.drill_max_s:
-            raise CommandError("out_of_bounds", f"params.duration_s {params.duration_s:g}"
-                               f" exceeds the site's drill_max_s {self.policy.drill_max_s:g}")
+            raise CommandError(
+                "out_of_bounds",
+                f"params.duration_s {params.duration_s:g}"
+                f" exceeds the site's drill_max_s {self.policy.drill_max_s:g}",
+            )
         self._refuse_if_incident(doors, scope)
         now = time.time()
         source = srp_source(
-            self.policy, params.state, scope, actor=command.actor, since=now,
-            hazard=params.hazard, drill=True, dry_run=params.dry_run,
+            self.policy,
+            params.state,
+            scope,
+            actor=command.actor,
+            since=now,
+            hazard=params.hazard,
+            drill=True,
+            dry_run=params.dry_run,
             expires_at=now + params.duration_s,
         )
-        self._publish_event("state", command.actor, {
-            "scope": str(scope), "state": str(params.state), "dry_run": params.dry_run,
-            "until": source.expires_at,
-        }, life_safety=False, drill=True)
+        self._publish_event(
+            "state",
+            command.actor,
+            {
+                "scope": str(scope),
+                "state": str(params.state),
+                "dry_run": params.dry_run,
+                "until": source.expires_at,
+            },
+            life_safety=False,
+            drill=True,
+        )
         if params.dry_run:
-            preview = srp_source(self.policy, params.state, scope, actor=command.actor,
-                                 since=now, hazard=params.hazard)
+            preview = srp_source(
+                self.policy,
+                params.state,
+                scope,
+                actor=command.actor,
+                since=now,
+                hazard=params.hazard,
+            )
             return self._dry_run(command, source, preview, doors)
         moved = self.engine.put(source)
         self._expiry_changed()
@@ -322,11 +461,14 @@ class Actions(GatewayHooks):
         for source in self.engine.sources.values():
             real = source.key.startswith(("srp:", "fire:")) and source.state != "released"
             if real and wanted & set(self.campus.resolve(source.scope)):
-                raise CommandError("incident_active", f"{source.reason} is in force; no drill"
-                                   f" may overlap a real incident ({scope})")
+                raise CommandError(
+                    "incident_active",
+                    f"{source.reason} is in force; no drill may overlap a real incident ({scope})",
+                )
 
-    def _dry_run(self, command: Command, source: Source, preview: Source,
-                 doors: list[str]) -> dict[str, Any]:
+    def _dry_run(
+        self, command: Command, source: Source, preview: Source, doors: list[str]
+    ) -> dict[str, Any]:
         """Publish what a drill would do, hold the drill state for its time, move nothing."""
         scope = source.scope
         would: dict[str, list[str]] = {"lock": [], "unlock": []}
@@ -337,29 +479,57 @@ class Actions(GatewayHooks):
         self.engine.put(source)
         self._expiry_changed()
         self._mark_dirty(scope)
-        self._publish_event("state", command.actor, {
-            "scope": str(scope), "state": source.state, "dry_run": True,
-            "would_lock": would["lock"], "would_unlock": would["unlock"],
-        }, life_safety=False, drill=True)
+        self._publish_event(
+            "state",
+            command.actor,
+            {
+                "scope": str(scope),
+                "state": source.state,
+                "dry_run": True,
+                "would_lock": would["lock"],
+                "would_unlock": would["unlock"],
+            },
+            life_safety=False,
+            drill=True,
+        )
         return {
-            "id": command.id, "ok": True, "error": None, "action": "drill",
-            "scope": str(scope), "drill": True, "dry_run": True, "until": source.expires_at,
+            "id": command.id,
+            "ok": True,
+            "error": None,
+            "action": "drill",
+            "scope": str(scope),
+            "drill": True,
+            "dry_run": True,
+            "until": source.expires_at,
             "message": f"dry run: {len(would['lock'])} doors would lock,"
-                       f" {len(would['unlock'])} would unlock",
+            f" {len(would['unlock'])} would unlock",
             "decisions": would,
         }
 
     # --- completion, latency, status ---------------------------------------------------------
 
-    async def _finish(self, command: Command, scope: Scope, doors: list[str], trigger_ns: int,
-                      *, drill: bool = False) -> dict[str, Any]:
+    async def _finish(
+        self,
+        command: Command,
+        scope: Scope,
+        doors: list[str],
+        trigger_ns: int,
+        *,
+        drill: bool = False,
+    ) -> dict[str, Any]:
         report = await self._apply(doors, trigger_ns)
         self.record(report, trigger=f"{command.action} {scope}", drill=drill)
-        log.info("command.done", id=command.id, actor=command.actor,
-                 action=str(command.action), scope=str(scope),
-                 commanded=len(report.commanded), confirmed=len(report.confirmed),
-                 failed=len(report.failed),
-                 **{f"{k}_ms": v for k, v in report.latencies_ms().items()})
+        log.info(
+            "command.done",
+            id=command.id,
+            actor=command.actor,
+            action=str(command.action),
+            scope=str(scope),
+            commanded=len(report.commanded),
+            confirmed=len(report.confirmed),
+            failed=len(report.failed),
+            **{f"{k}_ms": v for k, v in report.latencies_ms().items()},
+        )
         self._mark_dirty(scope)
         return {
             "id": command.id,
@@ -385,27 +555,55 @@ class Actions(GatewayHooks):
             self._latencies.append(lat)
         for door_id, why in report.failed.items():
             door = self.campus.doors[door_id]
-            self._publish_event("door", door_id, {
-                "door": door_id, "severity": "high", "fault": why, "trigger": trigger,
-            }, life_safety=True, drill=drill,
-               location={"building": door.building, "floor": door.floor, "room": door.room})
+            self._publish_event(
+                "door",
+                door_id,
+                {
+                    "door": door_id,
+                    "severity": "high",
+                    "fault": why,
+                    "trigger": trigger,
+                },
+                life_safety=True,
+                drill=drill,
+                location={"building": door.building, "floor": door.floor, "room": door.room},
+            )
         total_ms = (report.confirmed_ns or now_ns()) - report.trigger_ns
         if report.commanded and (report.failed or total_ms / 1e6 > self.policy.budget_ms):
-            self._publish_event("budget", "gateway", {
-                "trigger": trigger, "budget_ms": self.policy.budget_ms,
-                "latency_ms": lat, "failed": len(report.failed),
-            }, life_safety=False, drill=drill)
-            log.warning("budget.exceeded", trigger=trigger, budget_ms=self.policy.budget_ms,
-                        **{f"{k}_ms": v for k, v in lat.items()})
-            self.guard.note(AuditKind.BUDGET, "system:budget", {
-                "trigger": trigger, "budget_ms": self.policy.budget_ms, "latency_ms": lat,
-                "failed": len(report.failed), "drill": drill})
+            self._publish_event(
+                "budget",
+                "gateway",
+                {
+                    "trigger": trigger,
+                    "budget_ms": self.policy.budget_ms,
+                    "latency_ms": lat,
+                    "failed": len(report.failed),
+                },
+                life_safety=False,
+                drill=drill,
+            )
+            log.warning(
+                "budget.exceeded",
+                trigger=trigger,
+                budget_ms=self.policy.budget_ms,
+                **{f"{k}_ms": v for k, v in lat.items()},
+            )
+            self.guard.note(
+                AuditKind.BUDGET,
+                "system:budget",
+                {
+                    "trigger": trigger,
+                    "budget_ms": self.policy.budget_ms,
+                    "latency_ms": lat,
+                    "failed": len(report.failed),
+                    "drill": drill,
+                },
+            )
         if len(self._latencies) % 50 == 0 and self._latencies:
             log.info("latency.statistics", **self.latency_statistics())
 
     def latency_statistics(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"triggers": len(self._latencies),
-                               "budget_ms": self.policy.budget_ms}
+        out: dict[str, Any] = {"triggers": len(self._latencies), "budget_ms": self.policy.budget_ms}
         for stage in ("decided", "on_wire", "confirmed"):
             values = [v for t in self._latencies if (v := t.get(stage)) is not None]
             out[stage] = {"p50": _percentile(values, 0.5), "p99": _percentile(values, 0.99)}
@@ -413,15 +611,29 @@ class Actions(GatewayHooks):
 
     def _status(self, command: Command) -> dict[str, Any]:
         sources = [
-            {"key": s.key, "state": s.state or s.name, "scope": str(s.scope), "actor": s.actor,
-             "drill": s.drill, "dry_run": s.dry_run, "until": s.expires_at}
+            {
+                "key": s.key,
+                "state": s.state or s.name,
+                "scope": str(s.scope),
+                "actor": s.actor,
+                "drill": s.drill,
+                "dry_run": s.dry_run,
+                "until": s.expires_at,
+            }
             for s in self.engine.sources.values()
         ]
         stats = self.latency_statistics()
         log.info("latency.statistics", **stats)
-        return {"id": command.id, "ok": True, "error": None, "action": "status",
-                "message": f"{len(sources)} active sources", "sources": sources,
-                "latency_ms": stats, "statistics": self.statistics()}
+        return {
+            "id": command.id,
+            "ok": True,
+            "error": None,
+            "action": "status",
+            "message": f"{len(sources)} active sources",
+            "sources": sources,
+            "latency_ms": stats,
+            "statistics": self.statistics(),
+        }
 
     # --- scopes -------------------------------------------------------------------------------
 

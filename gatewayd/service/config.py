@@ -77,7 +77,8 @@ def parse_config(raw: Mapping[str, Any], source: str = "<config>") -> Config:
         mqtt = mqtt.model_copy(update={"tls": _tls_beside(base, mqtt.tls)})
         if security.console_keys is not None:
             security = security.model_copy(
-                update={"console_keys": _beside(base, security.console_keys)})
+                update={"console_keys": _beside(base, security.console_keys)}
+            )
     return Config(
         source=source,
         policy=policy,
@@ -101,15 +102,15 @@ def _beside(base: Path, name: str) -> str:
 
 def _tls_beside(base: Path, tls: TlsConfig) -> TlsConfig:
     files = {"ca_file": tls.ca_file, "cert_file": tls.cert_file, "key_file": tls.key_file}
-    return tls.model_copy(
-        update={k: _beside(base, v) for k, v in files.items() if v is not None})
+    return tls.model_copy(update={k: _beside(base, v) for k, v in files.items() if v is not None})
 
 
 def with_state_dir(config: Config, state_dir: Path) -> Config:
     """The campus writing its state (and camera snapshots) under ``state_dir`` (demo, tests)."""
     devices = tuple(
         dev.model_copy(update={"snapshot_dir": state_dir / "snapshots"})
-        if hasattr(dev, "snapshot_dir") else dev
+        if hasattr(dev, "snapshot_dir")
+        else dev
         for dev in config.devices
     )
     return config.model_copy(update={"devices": devices, "state_dir": str(state_dir)})

@@ -22,13 +22,21 @@ from gatewayd.rules.actions import ExternalAction
 
 log = structlog.get_logger(__name__)
 
+
 class Publish(Protocol):
     """How the dispatcher reports an outcome as an event."""
 
     def __call__(
-        self, kind: str, source: str, data: Mapping[str, Any], *,
-        life_safety: bool, location: Mapping[str, Any], drill: bool,
+        self,
+        kind: str,
+        source: str,
+        data: Mapping[str, Any],
+        *,
+        life_safety: bool,
+        location: Mapping[str, Any],
+        drill: bool,
     ) -> None: ...
+
 
 #: The radio's status word: capitals, digits and spaces, short.
 _STATUS = re.compile(r"[^A-Z0-9 ]+")
@@ -54,14 +62,16 @@ class DeviceSink:
         match action.kind:
             case "radio_alert":
                 targets = list(action.targets) or self.able(SendAlert)
-                command: DeviceCommand = SendAlert(status_word(action.text), action.text,
-                                                   drill=action.drill)
+                command: DeviceCommand = SendAlert(
+                    status_word(action.text), action.text, drill=action.drill
+                )
                 kind = "radio"
             case "snapshot":
                 cameras = self.able(TakeSnapshot)
                 building = action.location.get("building")
                 targets = list(action.targets) or [
-                    c for c in cameras
+                    c
+                    for c in cameras
                     if building is None or self._drivers[c].config.building in (None, building)
                 ]
                 command = TakeSnapshot(reason=action.rule)
@@ -88,5 +98,6 @@ class DeviceSink:
             except DeviceError as exc:
                 data.update(ok=False, error=exc.code, message=str(exc))
         log.info("action.done", device=device, kind=kind, drill=action.drill, result=data)
-        self._publish(kind, device, data, life_safety=True, location=action.location,
-                      drill=action.drill)
+        self._publish(
+            kind, device, data, life_safety=True, location=action.location, drill=action.drill
+        )

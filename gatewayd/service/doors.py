@@ -189,8 +189,9 @@ class DoorService:
             except DeviceError as exc:
                 for door_id in pending:
                     self._fail(door_id, f"{exc.code}: {exc}", report)
-                log.warning("door.actuation_failed", device=device, error=str(exc),
-                            doors=len(pending))
+                log.warning(
+                    "door.actuation_failed", device=device, error=str(exc), doors=len(pending)
+                )
                 return
             if not pending:
                 return

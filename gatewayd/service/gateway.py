@@ -92,12 +92,20 @@ class Gateway(Actions, Triggers):
         self.engine = Engine(self.campus, self.store)
         self.doors = DoorService(self.campus, self.drivers, self._door_changed, self._input_changed)
         #: Every MQTT command passes it: signature, role, replay, audit (gatewayd/security.py).
-        self.guard = open_guard(config.security, state_dir=config.state_dir, site=config.site.id,
-                                demo=config.site.demo,
-                                responder_max_s=config.policy.responder_max_s,
-                                on_record=self._publish_audit)
-        self.uplink = Uplink(config.mqtt, config.site.id, self.handle_command,
-                             queue=Outbox(Path(config.state_dir) / "outbox.sqlite"))
+        self.guard = open_guard(
+            config.security,
+            state_dir=config.state_dir,
+            site=config.site.id,
+            demo=config.site.demo,
+            responder_max_s=config.policy.responder_max_s,
+            on_record=self._publish_audit,
+        )
+        self.uplink = Uplink(
+            config.mqtt,
+            config.site.id,
+            self.handle_command,
+            queue=Outbox(Path(config.state_dir) / "outbox.sqlite"),
+        )
         self._dirty_scopes: set[Scope] = set()
         self._dirty_doors: set[str] = set()
         #: The web console, once started (``[console]`` in the campus file).
@@ -111,8 +119,11 @@ class Gateway(Actions, Triggers):
         self._expiry_wake = asyncio.Event()
         self._fire_pending: dict[str, asyncio.Task[None]] = {}
         if self.policy.fire_verification_s:
-            log.warning("policy.fire_verification_delay", seconds=self.policy.fire_verification_s,
-                        note="fire alarms release egress doors only after this delay")
+            log.warning(
+                "policy.fire_verification_delay",
+                seconds=self.policy.fire_verification_s,
+                note="fire alarms release egress doors only after this delay",
+            )
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -158,8 +169,13 @@ class Gateway(Actions, Triggers):
             # from re-scanning it, so a full collection cannot stall a lockdown for tens of ms.
             gc.freeze()
             self._ready.set()
-            log.info("gateway.ready", site=self.campus.site, doors=len(self.campus.doors),
-                     devices=len(self.drivers), ms=round((now_ns() - t0) / 1e6, 1))
+            log.info(
+                "gateway.ready",
+                site=self.campus.site,
+                doors=len(self.campus.doors),
+                devices=len(self.drivers),
+                ms=round((now_ns() - t0) / 1e6, 1),
+            )
             ready()
             await asyncio.Event().wait()
 
@@ -169,8 +185,13 @@ class Gateway(Actions, Triggers):
     async def _reassert_device(self, device: str) -> None:
         door_ids = self.doors.doors_on(device)
         report = await self._apply(door_ids, now_ns())
-        log.info("device.reasserted", device=device, doors=len(report.commanded),
-                 confirmed=len(report.confirmed), failed=len(report.failed))
+        log.info(
+            "device.reasserted",
+            device=device,
+            doors=len(report.commanded),
+            confirmed=len(report.confirmed),
+            failed=len(report.failed),
+        )
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None] | None:
         if self._group is None:
@@ -193,16 +214,25 @@ class Gateway(Actions, Triggers):
                 trigger_ns = now_ns()
                 doors = self.engine.remove(source.key, force=True)
                 self._mark_dirty(source.scope)
-                log.warning("source.expired", key=source.key, actor=source.actor,
-                            doors=len(doors))
-                self.guard.note(AuditKind.OVERRIDE if source.name == "responder"
-                                else AuditKind.STATE, "system:expiry",
-                                {"ended": "expired", "key": source.key, "by": source.actor,
-                                 "scope": str(source.scope), "doors": len(doors)})
-                self._publish_event("door" if source.name == "responder" else "state",
-                                    source.actor, {"ended": "expired", "key": source.key,
-                                                   "scope": str(source.scope)},
-                                    life_safety=True, drill=source.drill)
+                log.warning("source.expired", key=source.key, actor=source.actor, doors=len(doors))
+                self.guard.note(
+                    AuditKind.OVERRIDE if source.name == "responder" else AuditKind.STATE,
+                    "system:expiry",
+                    {
+                        "ended": "expired",
+                        "key": source.key,
+                        "by": source.actor,
+                        "scope": str(source.scope),
+                        "doors": len(doors),
+                    },
+                )
+                self._publish_event(
+                    "door" if source.name == "responder" else "state",
+                    source.actor,
+                    {"ended": "expired", "key": source.key, "scope": str(source.scope)},
+                    life_safety=True,
+                    drill=source.drill,
+                )
                 report = await self._apply(doors, trigger_ns)
                 self.record(report, trigger=f"expiry {source.key}", drill=source.drill)
 
@@ -229,21 +259,45 @@ class Gateway(Actions, Triggers):
                         # A board that was away may have rebooted into its default coil
                         # state: write what is decided now, as at start-up.
                         self._spawn(self._reassert_device(event.device), f"reassert:{event.device}")
-                    self._publish_event("device", event.device, {
-                        "health": str(event.health), "detail": event.detail,
-                    }, life_safety=False)
-                    log.info("device.health", device=event.device, health=str(event.health),
-                             detail=event.detail)
+                    self._publish_event(
+                        "device",
+                        event.device,
+                        {
+                            "health": str(event.health),
+                            "detail": event.detail,
+                        },
+                        life_safety=False,
+                    )
+                    log.info(
+                        "device.health",
+                        device=event.device,
+                        health=str(event.health),
+                        detail=event.detail,
+                    )
                 case CameraEvent():
-                    self._publish_event("camera", event.device, {
-                        "topic": event.topic, "active": event.active, **event.data,
-                    }, life_safety=event.topic == "tamper")
+                    self._publish_event(
+                        "camera",
+                        event.device,
+                        {
+                            "topic": event.topic,
+                            "active": event.active,
+                            **event.data,
+                        },
+                        life_safety=event.topic == "tamper",
+                    )
                 case DeviceFault():
-                    self._publish_event("device", event.device, {
-                        "fault": event.error, "detail": event.detail,
-                    }, life_safety=True)
-                    log.warning("device.fault", device=event.device, error=event.error,
-                                detail=event.detail)
+                    self._publish_event(
+                        "device",
+                        event.device,
+                        {
+                            "fault": event.error,
+                            "detail": event.detail,
+                        },
+                        life_safety=True,
+                    )
+                    log.warning(
+                        "device.fault", device=event.device, error=event.error, detail=event.detail
+                    )
 
     # --- publishing ------------------------------------------------------------------------
 
@@ -286,12 +340,15 @@ class Gateway(Actions, Triggers):
     def scope_state(self, scope: Scope) -> dict[str, Any]:
         """The effective SRP state of a scope and how many of its doors are secured."""
         active = [
-            s for a in self._ancestors(scope) for s in self.engine.sources_at(a)
+            s
+            for a in self._ancestors(scope)
+            for s in self.engine.sources_at(a)
             if s.key.startswith(("srp:", "drill:")) and s.state in RANK_BY_NAME
         ]
         # A real state shows before a drill; then the strictest; then the narrowest scope.
-        winner = min(active, key=lambda s: (s.drill, RANK_BY_NAME[str(s.state)], -s.scope.rank),
-                     default=None)
+        winner = min(
+            active, key=lambda s: (s.drill, RANK_BY_NAME[str(s.state)], -s.scope.rank), default=None
+        )
         return {
             "scope": str(scope),
             "state": winner.state if winner else "normal",
@@ -349,16 +406,18 @@ class Gateway(Actions, Triggers):
     async def _apply(self, doors: Iterable[str], trigger_ns: int) -> ActuationReport:
         """Actuate what the engine decides now; the door topic names override and drill."""
         decisions = self.engine.decide_all(doors)
-        targets = {d: Target(dec.locked, dec.reason, int(dec.priority))
-                   for d, dec in decisions.items()}
+        targets = {
+            d: Target(dec.locked, dec.reason, int(dec.priority)) for d, dec in decisions.items()
+        }
         detail: dict[str, dict[str, Any]] = {}
         for door_id, dec in decisions.items():
             held_by = self.engine.get(dec.claim.source) if dec.claim else None
             if held_by is None:
                 continue
             if held_by.name == "responder" and held_by.expires_at is not None:
-                detail[door_id] = {"override": {"actor": held_by.actor,
-                                                "until": utc_iso(held_by.expires_at)}}
+                detail[door_id] = {
+                    "override": {"actor": held_by.actor, "until": utc_iso(held_by.expires_at)}
+                }
             elif held_by.drill:
                 detail[door_id] = {"drill": True}
         return await self.doors.actuate(targets, trigger_ns=trigger_ns, detail=detail)

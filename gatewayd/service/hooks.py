@@ -22,9 +22,16 @@ class GatewayHooks:
     policy: PolicyConfig
     guard: CommandGuard
 
-    def _publish_event(self, kind: str, source: str, data: Mapping[str, Any], *,
-                       life_safety: bool, location: Mapping[str, Any] | None = None,
-                       drill: bool = False) -> None:
+    def _publish_event(
+        self,
+        kind: str,
+        source: str,
+        data: Mapping[str, Any],
+        *,
+        life_safety: bool,
+        location: Mapping[str, Any] | None = None,
+        drill: bool = False,
+    ) -> None:
         raise NotImplementedError
 
     async def _apply(self, doors: Iterable[str], trigger_ns: int) -> ActuationReport:

@@ -22,6 +22,7 @@ log = structlog.get_logger(__name__)
 #: How long a crashed driver waits before it runs again.
 RESTART_BACKOFF = Backoff()
 
+
 class Supervisor:
     """Owns the driver tasks; use as ``async with Supervisor(...) as sup:``."""
 

@@ -67,9 +67,17 @@ class Triggers(GatewayHooks):
             # A quiet contact read for the first time is not news.
             return
         log.warning("input.changed", input=input_id, kind=str(alarm.kind), active=active)
-        self._publish_event("alarm", input_id, {
-            "input": input_id, "type": str(alarm.kind), "active": active,
-        }, life_safety=True, location={"building": alarm.building, "room": alarm.room})
+        self._publish_event(
+            "alarm",
+            input_id,
+            {
+                "input": input_id,
+                "type": str(alarm.kind),
+                "active": active,
+            },
+            life_safety=True,
+            location={"building": alarm.building, "room": alarm.room},
+        )
 
     def _fire_changed(self, alarm: AlarmInput, active: bool) -> None:
         pending = self._fire_pending.pop(alarm.id, None)
@@ -93,9 +101,16 @@ class Triggers(GatewayHooks):
         log.warning("fire.reset", input=alarm.id, doors=len(doors))
         self._mark_dirty(self._alarm_scope(alarm))
         self._spawn(self._actuate(doors, trigger_ns, f"fire reset {alarm.id}"), f"fire:{alarm.id}")
-        self.guard.note(AuditKind.FIRE, f"input:{alarm.id}", {
-            "input": alarm.id, "active": False, "scope": str(self._alarm_scope(alarm)),
-            "doors": len(doors)})
+        self.guard.note(
+            AuditKind.FIRE,
+            f"input:{alarm.id}",
+            {
+                "input": alarm.id,
+                "active": False,
+                "scope": str(self._alarm_scope(alarm)),
+                "doors": len(doors),
+            },
+        )
 
     async def _fire_after(self, alarm: AlarmInput, delay_s: float) -> None:
         await asyncio.sleep(delay_s)
@@ -116,18 +131,30 @@ class Triggers(GatewayHooks):
     async def _fire_actuate(self, source: Source, doors: list[str], trigger_ns: int) -> None:
         await self._actuate(doors, trigger_ns, f"fire alarm {source.key}")
         # After the doors, and never raising: a full disk must not keep a fire door shut.
-        self.guard.note(AuditKind.FIRE, f"input:{source.key.removeprefix('fire:')}", {
-            "input": source.key.removeprefix("fire:"), "active": True,
-            "scope": str(source.scope), "doors": len(doors)})
+        self.guard.note(
+            AuditKind.FIRE,
+            f"input:{source.key.removeprefix('fire:')}",
+            {
+                "input": source.key.removeprefix("fire:"),
+                "active": True,
+                "scope": str(source.scope),
+                "doors": len(doors),
+            },
+        )
         try:
             self.engine.persist(source)
         except StoreError as exc:
-            log.error("fire.persist_failed", key=source.key, error=str(exc),
-                      note="doors are released; a restart re-reads the input")
+            log.error(
+                "fire.persist_failed",
+                key=source.key,
+                error=str(exc),
+                note="doors are released; a restart re-reads the input",
+            )
 
     async def _actuate(self, doors: list[str], trigger_ns: int, trigger: str) -> None:
-        report = await self._apply(sorted(set(doors), key=self.campus.door_index.__getitem__),
-                                   trigger_ns)
+        report = await self._apply(
+            sorted(set(doors), key=self.campus.door_index.__getitem__), trigger_ns
+        )
         self.record(report, trigger=trigger)
 
     def _alarm_scope(self, alarm: AlarmInput) -> Scope:
@@ -135,10 +162,16 @@ class Triggers(GatewayHooks):
 
     def _panic(self, alarm: AlarmInput) -> None:
         scope = self._alarm_scope(alarm) if self.policy.panic_scope == "building" else CAMPUS
-        command = Command(id=new_id(), ts=time.time(), actor=f"input:{alarm.id}",
-                          action=Action(str(self.policy.panic_state)), scope=str(scope))
-        log.warning("panic.triggered", input=alarm.id, state=str(self.policy.panic_state),
-                    scope=str(scope))
+        command = Command(
+            id=new_id(),
+            ts=time.time(),
+            actor=f"input:{alarm.id}",
+            action=Action(str(self.policy.panic_state)),
+            scope=str(scope),
+        )
+        log.warning(
+            "panic.triggered", input=alarm.id, state=str(self.policy.panic_state), scope=str(scope)
+        )
         self._spawn(self._run(command), f"panic:{alarm.id}")
 
     async def _run(self, command: Command) -> None:
@@ -161,21 +194,26 @@ class Triggers(GatewayHooks):
 
     async def _fire_rule(self, rule: Rule, event: Mapping[str, Any]) -> None:
         drill = bool(event.get("drill"))
-        log.info("rule.fired", rule=rule.id, kind=event.get("kind"), source=event.get("source"),
-                 drill=drill)
+        log.info(
+            "rule.fired",
+            rule=rule.id,
+            kind=event.get("kind"),
+            source=event.get("source"),
+            drill=drill,
+        )
         for action in rule.do:
             try:
                 await self._rule_action(rule, action, event, drill=drill)
             except KeyError as exc:
-                log.error("rule.missing_field", rule=rule.id, action=action.action,
-                          field=str(exc))
+                log.error("rule.missing_field", rule=rule.id, action=action.action, field=str(exc))
             # A rule's side effect (a radio alert, a snapshot) must never take the gateway,
             # and with it every door, down: log it loudly and go on with the next action.
             except Exception:
                 log.exception("rule.action_failed", rule=rule.id, action=action.action)
 
-    async def _rule_action(self, rule: Rule, action: Any, event: Mapping[str, Any], *,
-                           drill: bool) -> None:
+    async def _rule_action(
+        self, rule: Rule, action: Any, event: Mapping[str, Any], *, drill: bool
+    ) -> None:
         actor = f"rule:{rule.id}"
         location = event.get("location") or {}
         match action:
@@ -183,25 +221,59 @@ class Triggers(GatewayHooks):
                 scope = render(action.scope, event)
                 if drill:
                     # A drill's event never sets a real state; say what it would have done.
-                    self._publish_event("state", actor, {
-                        "would_set": str(action.state), "scope": scope,
-                    }, life_safety=False, drill=True)
+                    self._publish_event(
+                        "state",
+                        actor,
+                        {
+                            "would_set": str(action.state),
+                            "scope": scope,
+                        },
+                        life_safety=False,
+                        drill=True,
+                    )
                     return
-                params = {"hazard": str(action.hazard)} if action.state is SrpState.SHELTER \
-                    and action.hazard else {}
-                await self.run_system(Command(
-                    id=new_id(), ts=time.time(), actor=actor, action=Action(str(action.state)),
-                    scope=scope, params=params,
-                ))
+                params = (
+                    {"hazard": str(action.hazard)}
+                    if action.state is SrpState.SHELTER and action.hazard
+                    else {}
+                )
+                await self.run_system(
+                    Command(
+                        id=new_id(),
+                        ts=time.time(),
+                        actor=actor,
+                        action=Action(str(action.state)),
+                        scope=scope,
+                        params=params,
+                    )
+                )
             case Publish():
-                self._publish_event(action.kind, actor, {
-                    "message": render(action.message, event), "severity": action.severity,
-                    "event": event.get("id"),
-                }, life_safety=action.severity == "high", location=location, drill=drill)
+                self._publish_event(
+                    action.kind,
+                    actor,
+                    {
+                        "message": render(action.message, event),
+                        "severity": action.severity,
+                        "event": event.get("id"),
+                    },
+                    life_safety=action.severity == "high",
+                    location=location,
+                    drill=drill,
+                )
             case RadioAlert():
-                await self.sink.dispatch(ExternalAction(
-                    "radio_alert", rule.id, drill, text=render(action.text, event),
-                    targets=(action.device,) if action.device else (), location=location))
+                await self.sink.dispatch(
+                    ExternalAction(
+                        "radio_alert",
+                        rule.id,
+                        drill,
+                        text=render(action.text, event),
+                        targets=(action.device,) if action.device else (),
+                        location=location,
+                    )
+                )
             case Snapshot():
-                await self.sink.dispatch(ExternalAction(
-                    "snapshot", rule.id, drill, targets=action.cameras, location=location))
+                await self.sink.dispatch(
+                    ExternalAction(
+                        "snapshot", rule.id, drill, targets=action.cameras, location=location
+                    )
+                )

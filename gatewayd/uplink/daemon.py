@@ -12,6 +12,7 @@ Topics live under ``<prefix>/<site>`` (see docs/mqtt-api.md):
 - ``cmd``: each request goes to the daemon's handler; the reply goes to the MQTT 5 response
   topic with the request's correlation data, else to ``cmd/result``.
 """
+
 from __future__ import annotations
 
 import asyncio

@@ -336,8 +336,9 @@ class Outbox:
         except sqlite3.Error as exc:
             # Entries stay staged and in memory: the broker still gets them; retry later.
             self._stats["write_errors"] += 1
-            log.critical("outbox.write_failed", path=str(self.path), error=str(exc),
-                         staged=len(self._staged))
+            log.critical(
+                "outbox.write_failed", path=str(self.path), error=str(exc), staged=len(self._staged)
+            )
             self._schedule(1.0)
             return
         self._staged.clear()
@@ -355,8 +356,13 @@ class Outbox:
         except sqlite3.DatabaseError as exc:
             stamp = time.strftime("%Y%m%dT%H%M%S")
             aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
-            log.critical("outbox.corrupt_moved_aside", path=str(self.path), moved_to=str(aside),
-                         error=str(exc), note="queued events in it are not sent")
+            log.critical(
+                "outbox.corrupt_moved_aside",
+                path=str(self.path),
+                moved_to=str(aside),
+                error=str(exc),
+                note="queued events in it are not sent",
+            )
             for suffix in ("", "-wal", "-shm"):
                 src = Path(f"{self.path}{suffix}")
                 if src.exists():
@@ -387,8 +393,12 @@ class Outbox:
             self._commit(full=False)
         if len(self._entries):
             self._entries.ready.set()
-            log.info("outbox.recovered", path=str(self.path), rows=len(self._entries),
-                     life_safety=self._entries.count(True))
+            log.info(
+                "outbox.recovered",
+                path=str(self.path),
+                rows=len(self._entries),
+                life_safety=self._entries.count(True),
+            )
         return last
 
 

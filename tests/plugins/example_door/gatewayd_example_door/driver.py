@@ -47,9 +47,12 @@ class DoorStrikeDriver(Driver[DoorStrikeConfig]):
 
     @classmethod
     def check_points(cls, config: DoorStrikeConfig, points: Iterable[str]) -> list[str]:
-        return [f"{p} is beyond the controller's {config.strikes} strikes (strike:0 .. "
-                f"strike:{config.strikes - 1})" for p in points
-                if protocol.strike(p) >= config.strikes]
+        return [
+            f"{p} is beyond the controller's {config.strikes} strikes (strike:0 .. "
+            f"strike:{config.strikes - 1})"
+            for p in points
+            if protocol.strike(p) >= config.strikes
+        ]
 
     async def run(self, started: Callable[[], None]) -> None:
         """Poll every ``poll_interval_ms`` until cancelled; a dead link is retried by polling."""
@@ -81,8 +84,9 @@ class DoorStrikeDriver(Driver[DoorStrikeConfig]):
             case ReadPoints():
                 points, request = list(command.points), protocol.GET
             case _:
-                raise UnsupportedCommand(f"{self.device_id}: a strike controller cannot "
-                                         f"{type(command).__name__}")
+                raise UnsupportedCommand(
+                    f"{self.device_id}: a strike controller cannot {type(command).__name__}"
+                )
         if problems := self.check_points(self.config, points):
             raise BadPoint("; ".join(problems))
         self._counts["commands"] += 1

@@ -21,8 +21,12 @@ class DoorStrikeTcpRig:
     async def start(self) -> tuple[DriverConfig, frozenset[str]]:
         await self.sim.start()
         config = DoorStrikeConfig(
-            id=f"rig-strikes-{self.transport}", driver="example_door", url=self.sim.url,
-            strikes=4, poll_interval_ms=50, timeout_ms=200,
+            id=f"rig-strikes-{self.transport}",
+            driver="example_door",
+            url=self.sim.url,
+            strikes=4,
+            poll_interval_ms=50,
+            timeout_ms=200,
         )
         return config, frozenset({"strike:0", "strike:1", "strike:3"})
 

@@ -54,7 +54,8 @@ class DoorStrikeSim:
             self.port = self._server.sockets[0].getsockname()[1]
         else:
             self._datagrams, _ = await asyncio.get_running_loop().create_datagram_endpoint(
-                lambda: _Datagrams(self), local_addr=("127.0.0.1", self.port))
+                lambda: _Datagrams(self), local_addr=("127.0.0.1", self.port)
+            )
             self.port = self._datagrams.get_extra_info("sockname")[1]
 
     async def stop(self) -> None:

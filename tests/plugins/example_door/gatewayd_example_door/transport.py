@@ -66,7 +66,8 @@ class StrikeLink:
         if self._udp:
             if self._datagrams is None:
                 self._datagrams, _ = await asyncio.get_running_loop().create_datagram_endpoint(
-                    lambda: _Replies(self._replies), remote_addr=self._address)
+                    lambda: _Replies(self._replies), remote_addr=self._address
+                )
             # Replies to requests that timed out are stale.
             while not self._replies.empty():
                 self._replies.get_nowait()
