@@ -94,9 +94,10 @@ class Site:
         self.gateway: Gateway | None = None
         self._task: asyncio.Task[None] | None = None
 
-    async def start_gateway(self) -> Gateway:
+    async def start_gateway(self, **collaborators: Any) -> Gateway:
+        """Start the gateway; ``collaborators`` replace its sink or rules (see Gateway)."""
         ready = asyncio.Event()
-        self.gateway = Gateway(self.config)
+        self.gateway = Gateway(self.config, **collaborators)
         self._task = asyncio.create_task(self.gateway.run(ready.set), name="test-gateway")
         async with asyncio.timeout(10):
             waiter = asyncio.create_task(ready.wait())

@@ -197,7 +197,7 @@ async def test_a_door_on_the_plugin_device_locks_and_releases_with_confirmation(
             d.id: load_driver(d.driver)(d, frozenset(site.points[d.id]), emit)
             for d in plugin_devices
         }
-        doors = DoorService(site, drivers, lambda _: None, lambda *_: None)
+        doors = DoorService(site, drivers)
         front = doors.doors["front"]
         async with Supervisor(drivers, emit):
             async with asyncio.timeout(5):

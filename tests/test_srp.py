@@ -248,10 +248,9 @@ RULES = {
 
 
 async def test_panic_app_command_locks_down_and_rules_alert_the_radio(site: Site) -> None:
-    assert site.gateway is not None
     recorder = Recorder()
-    site.gateway.sink = recorder
-    site.gateway.rules = parse_rules(RULES)
+    await site.stop_gateway()
+    await site.start_gateway(sink=recorder, rules=parse_rules(RULES))
     reply = await site.command(
         "lockdown",
         scope="building/D",

@@ -84,13 +84,11 @@ class DoorService:
         self,
         campus: Campus,
         drivers: Mapping[str, AnyDriver],
-        on_door: DoorListener,
-        on_input: InputListener,
     ) -> None:
         self.campus = campus
         self._drivers = drivers
-        self._on_door = on_door
-        self._on_input = on_input
+        self._door_listeners: list[DoorListener] = []
+        self._input_listeners: list[InputListener] = []
         self.doors = {d: DoorState(d) for d in campus.doors}
         #: Alarm input values (input id -> active).
         self.inputs: dict[str, bool] = {}
@@ -102,6 +100,11 @@ class DoorService:
         self.actuations = 0
         #: Devices that went offline after having been seen (start-up is not a return).
         self._offline: set[str] = set()
+
+    def listen(self, *, doors: DoorListener, inputs: InputListener) -> None:
+        """Be told of every door change and every alarm input change."""
+        self._door_listeners.append(doors)
+        self._input_listeners.append(inputs)
 
     # --- events from drivers -----------------------------------------------------------------
 
@@ -118,7 +121,8 @@ class DoorService:
             # Every change is passed on, the first reading too (flagged): it is not news when
             # quiet, but it clears a fire release persisted before a restart.
             if before != active:
-                self._on_input(ident, active, before is None)
+                for on_input in self._input_listeners:
+                    on_input(ident, active, before is None)
             return
         self._apply(event.device, [PointValue(event.point, event.value)])
 
@@ -281,7 +285,8 @@ class DoorService:
 
     def _changed(self, state: DoorState) -> None:
         state.updated_at = time.time()
-        self._on_door(state)
+        for on_door in self._door_listeners:
+            on_door(state)
 
     def summary(self, door_ids: Sequence[str]) -> dict[str, Any]:
         """Counts and lists of secured / unsecured / unknown doors."""

@@ -13,52 +13,73 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Coroutine, Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import structlog
 
+from gatewayd.kernel.campus import Campus
 from gatewayd.kernel.command import Action, Command
 from gatewayd.kernel.events import new_id, now_ns
 from gatewayd.kernel.scope import CAMPUS, Scope
 from gatewayd.kernel.site import AlarmInput, InputKind, SrpState
 from gatewayd.rules.actions import ActionSink, ExternalAction
+from gatewayd.rules.config import PolicyConfig
+from gatewayd.rules.engine import Engine
 from gatewayd.rules.policy import fire_source
 from gatewayd.rules.rulefile import Publish, RadioAlert, Rule, RuleSet, SetState, Snapshot, render
 from gatewayd.rules.sources import Source
 from gatewayd.rules.store import StoreError
 from gatewayd.security.audit import AuditKind
-from gatewayd.service.doors import ActuationReport
-from gatewayd.service.hooks import GatewayHooks
+from gatewayd.security.guard import CommandGuard
+from gatewayd.service.actuation import Actuator
+from gatewayd.service.commands import CommandService
+from gatewayd.service.drills import Drills
+from gatewayd.service.publisher import Publisher
+from gatewayd.service.reporting import Reporting
+from gatewayd.service.tasks import Tasks
 
 log = structlog.get_logger(__name__)
 
 
-class Triggers(GatewayHooks):
-    """Mixed into the gateway, which provides the declared members."""
+class Triggers:
+    """Alarm inputs and rules, turned into door changes and commands."""
 
-    rules: RuleSet
-    sink: ActionSink
-    _fire_pending: dict[str, asyncio.Task[None]]
-
-    # --- provided by the gateway and by Actions ----------------------------------------------
-
-    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None] | None:
-        raise NotImplementedError
-
-    def record(self, report: ActuationReport, *, trigger: str, drill: bool = False) -> None:
-        raise NotImplementedError
-
-    def preempt_drills(self, doors: Iterable[str], *, why: str) -> list[str]:
-        raise NotImplementedError
-
-    async def run_command(self, command: Command, trigger_ns: int) -> dict[str, Any]:
-        raise NotImplementedError
+    def __init__(
+        self,
+        *,
+        campus: Campus,
+        policy: PolicyConfig,
+        engine: Engine,
+        guard: CommandGuard,
+        publisher: Publisher,
+        actuator: Actuator,
+        reporting: Reporting,
+        drills: Drills,
+        commands: CommandService,
+        sink: ActionSink,
+        rules: RuleSet,
+        tasks: Tasks,
+    ) -> None:
+        self._campus = campus
+        self._policy = policy
+        self._engine = engine
+        self._guard = guard
+        self._publisher = publisher
+        self._actuator = actuator
+        self._reporting = reporting
+        self._drills = drills
+        self._commands = commands
+        self._sink = sink
+        self._rules = rules
+        self._tasks = tasks
+        #: Fire inputs waiting out the site's verification delay.
+        self._fire_pending: dict[str, asyncio.Task[None]] = {}
 
     # --- alarm inputs --------------------------------------------------------------------------
 
-    def _input_changed(self, input_id: str, active: bool, first: bool) -> None:
-        alarm = self.campus.inputs[input_id]
+    def input_changed(self, input_id: str, active: bool, first: bool) -> None:
+        alarm = self._campus.inputs[input_id]
         if alarm.kind is InputKind.FIRE_ALARM:
             self._fire_changed(alarm, active)
         elif active:
@@ -67,7 +88,7 @@ class Triggers(GatewayHooks):
             # A quiet contact read for the first time is not news.
             return
         log.warning("input.changed", input=input_id, kind=str(alarm.kind), active=active)
-        self._publish_event(
+        self._publisher.event(
             "alarm",
             input_id,
             {
@@ -84,24 +105,28 @@ class Triggers(GatewayHooks):
         if pending is not None:
             pending.cancel()
         if active:
-            delay_s = self.policy.fire_verification_s
+            delay_s = self._policy.fire_verification_s
             if delay_s:
                 log.warning("fire.verifying", input=alarm.id, seconds=delay_s)
-                task = self._spawn(self._fire_after(alarm, delay_s), f"fire-verify:{alarm.id}")
+                task = self._tasks.spawn(
+                    self._fire_after(alarm, delay_s), f"fire-verify:{alarm.id}"
+                )
                 if task is not None:
                     self._fire_pending[alarm.id] = task
             else:
                 self._fire_release(alarm)
             return
         key = f"fire:{alarm.id}"
-        if self.engine.get(key) is None:
+        if self._engine.get(key) is None:
             return
         trigger_ns = now_ns()
-        doors = self.engine.remove(key)
+        doors = self._engine.remove(key)
         log.warning("fire.reset", input=alarm.id, doors=len(doors))
-        self._mark_dirty(self._alarm_scope(alarm))
-        self._spawn(self._actuate(doors, trigger_ns, f"fire reset {alarm.id}"), f"fire:{alarm.id}")
-        self.guard.note(
+        self._publisher.mark_dirty(self._alarm_scope(alarm))
+        self._tasks.spawn(
+            self._actuate(doors, trigger_ns, f"fire reset {alarm.id}"), f"fire:{alarm.id}"
+        )
+        self._guard.note(
             AuditKind.FIRE,
             f"input:{alarm.id}",
             {
@@ -121,17 +146,17 @@ class Triggers(GatewayHooks):
         """Release egress doors now: memory first, wire next, disk last and best-effort."""
         trigger_ns = now_ns()
         scope = self._alarm_scope(alarm)
-        source = fire_source(self.policy, alarm.id, scope, since=time.time())
-        doors = self.engine.put(source)
-        doors += self.preempt_drills(self.campus.resolve(scope), why=f"fire alarm {alarm.id}")
+        source = fire_source(self._policy, alarm.id, scope, since=time.time())
+        doors = self._engine.put(source)
+        doors += self._drills.preempt(self._campus.resolve(scope), why=f"fire alarm {alarm.id}")
         log.warning("fire.release", input=alarm.id, scope=str(scope), doors=len(doors))
-        self._mark_dirty(scope)
-        self._spawn(self._fire_actuate(source, doors, trigger_ns), f"fire:{alarm.id}")
+        self._publisher.mark_dirty(scope)
+        self._tasks.spawn(self._fire_actuate(source, doors, trigger_ns), f"fire:{alarm.id}")
 
     async def _fire_actuate(self, source: Source, doors: list[str], trigger_ns: int) -> None:
         await self._actuate(doors, trigger_ns, f"fire alarm {source.key}")
         # After the doors, and never raising: a full disk must not keep a fire door shut.
-        self.guard.note(
+        self._guard.note(
             AuditKind.FIRE,
             f"input:{source.key.removeprefix('fire:')}",
             {
@@ -142,7 +167,7 @@ class Triggers(GatewayHooks):
             },
         )
         try:
-            self.engine.persist(source)
+            self._engine.persist(source)
         except StoreError as exc:
             log.error(
                 "fire.persist_failed",
@@ -152,45 +177,39 @@ class Triggers(GatewayHooks):
             )
 
     async def _actuate(self, doors: list[str], trigger_ns: int, trigger: str) -> None:
-        report = await self._apply(
-            sorted(set(doors), key=self.campus.door_index.__getitem__), trigger_ns
+        report = await self._actuator.apply(
+            sorted(set(doors), key=self._campus.door_index.__getitem__), trigger_ns
         )
-        self.record(report, trigger=trigger)
+        self._reporting.record(report, trigger=trigger)
 
     def _alarm_scope(self, alarm: AlarmInput) -> Scope:
         return Scope("building", alarm.building) if alarm.building else CAMPUS
 
     def _panic(self, alarm: AlarmInput) -> None:
-        scope = self._alarm_scope(alarm) if self.policy.panic_scope == "building" else CAMPUS
+        scope = self._alarm_scope(alarm) if self._policy.panic_scope == "building" else CAMPUS
         command = Command(
             id=new_id(),
             ts=time.time(),
             actor=f"input:{alarm.id}",
-            action=Action(str(self.policy.panic_state)),
+            action=Action(str(self._policy.panic_state)),
             scope=str(scope),
         )
         log.warning(
-            "panic.triggered", input=alarm.id, state=str(self.policy.panic_state), scope=str(scope)
+            "panic.triggered", input=alarm.id, state=str(self._policy.panic_state), scope=str(scope)
         )
-        self._spawn(self._run(command), f"panic:{alarm.id}")
+        self._tasks.spawn(self._run(command), f"panic:{alarm.id}")
 
     async def _run(self, command: Command) -> None:
-        await self.run_system(command)
-
-    async def run_system(self, command: Command) -> dict[str, Any]:
-        """Run a command the gateway gives itself: audited as ``system``, no signature."""
-        trigger_ns = now_ns()
-        self.guard.system(command)
-        return await self.run_command(command, trigger_ns)
+        await self._commands.run_system(command)
 
     # --- rules -----------------------------------------------------------------------------
 
     def evaluate_rules(self, event: Mapping[str, Any]) -> None:
         """Fire matching rules; events a rule caused are not evaluated again (no loops)."""
-        if not self.rules or str(event.get("source", "")).startswith("rule:"):
+        if not self._rules or str(event.get("source", "")).startswith("rule:"):
             return
-        for rule in self.rules.match(event):
-            self._spawn(self._fire_rule(rule, event), f"rule:{rule.id}")
+        for rule in self._rules.match(event):
+            self._tasks.spawn(self._fire_rule(rule, event), f"rule:{rule.id}")
 
     async def _fire_rule(self, rule: Rule, event: Mapping[str, Any]) -> None:
         drill = bool(event.get("drill"))
@@ -221,7 +240,7 @@ class Triggers(GatewayHooks):
                 scope = render(action.scope, event)
                 if drill:
                     # A drill's event never sets a real state; say what it would have done.
-                    self._publish_event(
+                    self._publisher.event(
                         "state",
                         actor,
                         {
@@ -237,7 +256,7 @@ class Triggers(GatewayHooks):
                     if action.state is SrpState.SHELTER and action.hazard
                     else {}
                 )
-                await self.run_system(
+                await self._commands.run_system(
                     Command(
                         id=new_id(),
                         ts=time.time(),
@@ -248,7 +267,7 @@ class Triggers(GatewayHooks):
                     )
                 )
             case Publish():
-                self._publish_event(
+                self._publisher.event(
                     action.kind,
                     actor,
                     {
@@ -261,7 +280,7 @@ class Triggers(GatewayHooks):
                     drill=drill,
                 )
             case RadioAlert():
-                await self.sink.dispatch(
+                await self._sink.dispatch(
                     ExternalAction(
                         "radio_alert",
                         rule.id,
@@ -272,7 +291,7 @@ class Triggers(GatewayHooks):
                     )
                 )
             case Snapshot():
-                await self.sink.dispatch(
+                await self._sink.dispatch(
                     ExternalAction(
                         "snapshot", rule.id, drill, targets=action.cameras, location=location
                     )

@@ -1,0 +1,110 @@
+"""After each trigger: latencies kept, doors that failed and budgets overrun made loud."""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+import structlog
+
+from gatewayd.kernel.campus import Campus
+from gatewayd.kernel.events import now_ns
+from gatewayd.rules.config import PolicyConfig
+from gatewayd.security.audit import AuditKind
+from gatewayd.security.guard import CommandGuard
+from gatewayd.service.doors import ActuationReport
+from gatewayd.service.publisher import Publisher
+
+log = structlog.get_logger(__name__)
+
+#: Triggers kept for latency statistics.
+LATENCY_WINDOW = 500
+#: Actuation reports kept (for status and tests).
+REPORTS_KEPT = 1000
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))], 3)
+
+
+class Reporting:
+    """Records every actuation; raises ``door`` and ``budget`` events when they are due."""
+
+    def __init__(
+        self, campus: Campus, policy: PolicyConfig, publisher: Publisher, guard: CommandGuard
+    ) -> None:
+        self._campus = campus
+        self._policy = policy
+        self._publisher = publisher
+        self._guard = guard
+        #: The latest actuation reports, oldest first.
+        self.reports: deque[ActuationReport] = deque(maxlen=REPORTS_KEPT)
+        self._latencies: deque[dict[str, float | None]] = deque(maxlen=LATENCY_WINDOW)
+
+    def record(self, report: ActuationReport, *, trigger: str, drill: bool = False) -> None:
+        """Keep a trigger's latencies; raise ``budget`` and ``door`` events when due."""
+        self.reports.append(report)
+        lat = report.latencies_ms()
+        if report.commanded:
+            self._latencies.append(lat)
+        for door_id, why in report.failed.items():
+            door = self._campus.doors[door_id]
+            self._publisher.event(
+                "door",
+                door_id,
+                {
+                    "door": door_id,
+                    "severity": "high",
+                    "fault": why,
+                    "trigger": trigger,
+                },
+                life_safety=True,
+                drill=drill,
+                location={"building": door.building, "floor": door.floor, "room": door.room},
+            )
+        total_ms = (report.confirmed_ns or now_ns()) - report.trigger_ns
+        if report.commanded and (report.failed or total_ms / 1e6 > self._policy.budget_ms):
+            self._publisher.event(
+                "budget",
+                "gateway",
+                {
+                    "trigger": trigger,
+                    "budget_ms": self._policy.budget_ms,
+                    "latency_ms": lat,
+                    "failed": len(report.failed),
+                },
+                life_safety=False,
+                drill=drill,
+            )
+            log.warning(
+                "budget.exceeded",
+                trigger=trigger,
+                budget_ms=self._policy.budget_ms,
+                **{f"{k}_ms": v for k, v in lat.items()},
+            )
+            self._guard.note(
+                AuditKind.BUDGET,
+                "system:budget",
+                {
+                    "trigger": trigger,
+                    "budget_ms": self._policy.budget_ms,
+                    "latency_ms": lat,
+                    "failed": len(report.failed),
+                    "drill": drill,
+                },
+            )
+        if len(self._latencies) % 50 == 0 and self._latencies:
+            log.info("latency.statistics", **self.latency_statistics())
+
+    def latency_statistics(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "triggers": len(self._latencies),
+            "budget_ms": self._policy.budget_ms,
+        }
+        for stage in ("decided", "on_wire", "confirmed"):
+            values = [v for t in self._latencies if (v := t.get(stage)) is not None]
+            out[stage] = {"p50": percentile(values, 0.5), "p99": percentile(values, 0.99)}
+        return out
