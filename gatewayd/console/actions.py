@@ -1,7 +1,8 @@
 """What a console user may ask for, and the command envelope the console sends for them.
 
-The role rules are the security model's own (:data:`gatewayd.auth.ROLE_ACTIONS`), so the page
-shows exactly the buttons the command path would accept from the user's actor.
+The role rules are the security model's own (:mod:`gatewayd.security.roles`), so the page
+shows exactly the buttons the command path would accept from the user's actor, and refuses
+exactly what the authorizer would refuse.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gatewayd.console.config import ConsoleUser
 from gatewayd.kernel.command import Action
-from gatewayd.kernel.errors import CommandError
+from gatewayd.kernel.errors import CommandError, ErrorCode
+from gatewayd.kernel.validation import bad_request
 from gatewayd.security.keys import KeyFileError, ServerKeys
-from gatewayd.security.roles import ROLE_ACTIONS, Role
+from gatewayd.security.roles import Role, permit
+from gatewayd.security.roles import allowed_actions as roles_allow
 from gatewayd.security.signing import signed
 
 #: What the page can send; ``status`` is read through the campus view instead.
@@ -50,42 +53,22 @@ def parse_request(body: object) -> ConsoleRequest:
     try:
         request = ConsoleRequest.model_validate(body)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}"
-            for e in exc.errors(include_url=False)
-        )
-        raise CommandError("bad_request", problems) from exc
+        raise bad_request(exc) from exc
     if request.action not in CONSOLE_ACTIONS:
-        raise CommandError("bad_request", f"the console does not send {request.action}")
+        raise CommandError(ErrorCode.BAD_REQUEST, f"the console does not send {request.action}")
     return request
 
 
 def allowed_actions(roles: Iterable[Role]) -> list[str]:
     """Actions whose buttons the page shows; a responder's ``unlock`` is the bounded one."""
-    allowed = {str(a) for role in roles for a in ROLE_ACTIONS.get(role, ())}
-    if Role.RESPONDER in roles:
-        allowed.add(str(Action.UNLOCK))
-    return [str(a) for a in CONSOLE_ACTIONS if str(a) in allowed]
+    allowed = roles_allow(roles)
+    return [str(a) for a in CONSOLE_ACTIONS if a in allowed]
 
 
 def authorize(user: ConsoleUser, request: ConsoleRequest, *, responder_max_s: float) -> None:
-    """Refuse with ``forbidden`` what the user's roles do not allow (as the command guard)."""
-    if any(request.action in ROLE_ACTIONS.get(role, ()) for role in user.roles):
-        return
-    if Role.RESPONDER in user.roles and request.action is Action.UNLOCK:
-        duration = request.params.get("duration_s")
-        bounded = (
-            isinstance(duration, int | float)
-            and not isinstance(duration, bool)
-            and 0 < duration <= responder_max_s
-        )
-        if request.door is not None and request.scope is None and bounded:
-            return
-        raise CommandError(
-            "forbidden", f"a responder unlocks one door for at most {responder_max_s:g} s"
-        )
-    roles = ", ".join(sorted(user.roles))
-    raise CommandError("forbidden", f"{user.name} ({roles}) may not {request.action}")
+    """Refuse with ``forbidden`` what the user's roles do not allow (the authorizer's policy)."""
+    permit(user.roles, request.action, door=request.door, scope=request.scope,
+           params=request.params, responder_max_s=responder_max_s, who=user.name)  # fmt: skip
 
 
 def envelope(
@@ -116,5 +99,7 @@ def sign_envelope(body: Mapping[str, Any], keys: ServerKeys, *, site: str) -> di
     try:
         key = keys.key_for(str(body["actor"]))
     except KeyFileError as exc:
-        raise CommandError("no_key", f"the console cannot sign for this user: {exc}") from exc
+        raise CommandError(
+            ErrorCode.NO_KEY, f"the console cannot sign for this user: {exc}"
+        ) from exc
     return signed(body, key, site=site)
