@@ -19,11 +19,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from gatewayd.app.cli import natural_role
 from gatewayd.drivers.modbus_relay.config import ModbusRelayConfig
+from gatewayd.kernel.command import Action
 from gatewayd.security.actors import Actor
 from gatewayd.security.keys import demo_private_key, public_key_text, write_key_pair
-from gatewayd.security.roles import Role
+from gatewayd.security.roles import Role, least_role
 from gatewayd.security.signing import signed
 from gatewayd.service.config import Config, load_config, with_state_dir
 from gatewayd.service.gateway import Gateway
@@ -116,7 +116,7 @@ class Site:
 
     async def command(self, action: str, **fields: Any) -> dict[str, Any]:
         """Send a command signed by the DEMO actor of the least role that may send it."""
-        actor = f"demo-{natural_role(action, fields.get('params') or {})}"
+        actor = f"demo-{least_role(Action(action), fields.get('params') or {})}"
         return await self.command_as(actor, demo_private_key(actor), action, **fields)
 
     async def command_as(

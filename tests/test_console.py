@@ -15,6 +15,7 @@ import aiohttp
 import pytest
 
 from gatewayd.app.cli import main
+from gatewayd.console.actions import ConsoleRequest, authorize
 from gatewayd.console.config import ConsoleConfig
 from gatewayd.console.passwords import (
     DEMO_SIGNINS,
@@ -26,8 +27,10 @@ from gatewayd.console.passwords import (
 )
 from gatewayd.console.server import COOKIE, Console
 from gatewayd.console.sessions import Sessions, SigninThrottle
-from gatewayd.kernel.errors import ConfigError
+from gatewayd.kernel.command import Action
+from gatewayd.kernel.errors import CommandError, ConfigError
 from gatewayd.kernel.scope import Scope
+from gatewayd.security.roles import permit
 from tests.fixtures_console import PASSWORDS, Browser, console_config, site_console, start_console
 from tests.fixtures_gateway import Site
 from tests.fixtures_tls import Pki
@@ -356,3 +359,32 @@ async def test_console_serves_https_when_a_certificate_is_configured(
         assert response.status == 200
         assert response.cookies[COOKIE]["secure"], "the cookie never travels in clear"
         assert "max-age" in response.headers["Strict-Transport-Security"]
+
+
+@pytest.mark.parametrize(
+    ("params", "allowed"),
+    [
+        ({"momentary": True}, True),
+        ({"duration_s": 30}, True),
+        ({"duration_s": 10_000}, False),
+        ({}, False),
+    ],
+)
+def test_console_and_authorizer_share_the_responder_bounds(
+    params: dict[str, Any], allowed: bool
+) -> None:
+    officer = next(u for u in console_config().users if u.name == "officer")
+    request = ConsoleRequest(action=Action.UNLOCK, door="A-101", params=params)
+    try:
+        authorize(officer, request, responder_max_s=300)
+        console_says = True
+    except CommandError as exc:
+        assert exc.code == "forbidden"
+        console_says = False
+    try:
+        permit(officer.roles, Action.UNLOCK, door="A-101", scope=None, params=params,
+               responder_max_s=300, who="officer")  # fmt: skip
+        authorizer_says = True
+    except CommandError:
+        authorizer_says = False
+    assert console_says == authorizer_says == allowed

@@ -243,12 +243,14 @@ def summary(config: Config) -> str:
 
 
 def _operate(args: argparse.Namespace) -> int:
+    from gatewayd.kernel.command import Action
+    from gatewayd.security.roles import least_role
     from gatewayd.security.signing import signed
     from gatewayd.uplink.client import request
 
     config = load_config(args.config)
     params = _params(args)
-    actor, key = _signer(args, config, natural_role(args.action, params))
+    actor, key = _signer(args, config, str(least_role(Action(args.action), params)))
     body: dict[str, Any] = {
         "id": uuid.uuid4().hex,
         "ts": time.time(),
@@ -267,15 +269,6 @@ def _operate(args: argparse.Namespace) -> int:
     else:
         print(format_reply(reply))
     return EXIT_OK if reply.get("ok") else EXIT_REFUSED
-
-
-def natural_role(action: str, params: dict[str, Any]) -> str:
-    """The least role that may send this command (docs/security.md, section 2)."""
-    if action == "unlock" and ("duration_s" in params or params.get("momentary")):
-        return "responder"
-    if action in ("release", "unlock"):
-        return "administrator"
-    return "operator"
 
 
 def _signer(args: argparse.Namespace, config: Config, role: str) -> tuple[str, Ed25519PrivateKey]:
