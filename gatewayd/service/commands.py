@@ -13,7 +13,6 @@ from typing import Any
 
 import structlog
 
-from gatewayd.kernel.campus import Campus
 from gatewayd.kernel.command import (
     Action,
     Command,
@@ -29,8 +28,6 @@ from gatewayd.kernel.events import now_ns
 from gatewayd.kernel.scope import Scope
 from gatewayd.kernel.site import SrpState
 from gatewayd.rules.arbitration import Priority
-from gatewayd.rules.config import PolicyConfig
-from gatewayd.rules.engine import Engine
 from gatewayd.rules.policy import (
     check_transition,
     responder_override,
@@ -41,12 +38,9 @@ from gatewayd.rules.policy import (
 from gatewayd.rules.sources import Effect, Source
 from gatewayd.rules.store import StoreError
 from gatewayd.security.audit import AuditKind
-from gatewayd.security.guard import CommandGuard
-from gatewayd.service.actuation import Actuator
+from gatewayd.service.core import Core
 from gatewayd.service.drills import Drills, LiveDrill
 from gatewayd.service.expiry import Expiry
-from gatewayd.service.publisher import Publisher
-from gatewayd.service.reporting import Reporting
 
 log = structlog.get_logger(__name__)
 
@@ -60,25 +54,13 @@ class CommandService:
 
     def __init__(
         self,
+        core: Core,
         *,
-        campus: Campus,
-        policy: PolicyConfig,
-        engine: Engine,
-        guard: CommandGuard,
-        publisher: Publisher,
-        actuator: Actuator,
-        reporting: Reporting,
         drills: Drills,
         expiry: Expiry,
         statistics: Callable[[], dict[str, Any]],
     ) -> None:
-        self._campus = campus
-        self._policy = policy
-        self._engine = engine
-        self._guard = guard
-        self._publisher = publisher
-        self._actuator = actuator
-        self._reporting = reporting
+        self._core = core
         self._drills = drills
         self._expiry = expiry
         self._statistics = statistics
@@ -94,11 +76,11 @@ class CommandService:
         command: Command | None = None
         try:
             command = parse_command(payload)
-            self._guard.admit(command, payload=payload, now=time.time())
+            self._core.guard.admit(command, payload=payload, now=time.time())
         except CommandError as exc:
             if command is None:
                 # The guard audits its own refusals; an unparsable body is audited here.
-                self._guard.refused(exc, payload=payload)
+                self._core.guard.refused(exc, payload=payload)
             log.warning(
                 "command.refused",
                 id=command.id if command else None,
@@ -112,7 +94,7 @@ class CommandService:
                 "error": exc.code,
                 "message": str(exc),
             }
-            self._publisher.event("command", "mqtt", reply, life_safety=True)
+            self._core.publisher.event("command", "mqtt", reply, life_safety=True)
             return reply
         return await self.run_command(command, trigger_ns)
 
@@ -137,7 +119,7 @@ class CommandService:
                 message=str(exc),
             )
         if command.action is not Action.STATUS:
-            self._publisher.event(
+            self._core.publisher.event(
                 "command",
                 command.actor,
                 {
@@ -155,7 +137,7 @@ class CommandService:
     async def run_system(self, command: Command) -> dict[str, Any]:
         """Run a command the gateway gives itself: audited as ``system``, no signature."""
         trigger_ns = now_ns()
-        self._guard.system(command)
+        self._core.guard.system(command)
         return await self.run_command(command, trigger_ns)
 
     async def execute(self, command: Command, trigger_ns: int) -> dict[str, Any]:
@@ -187,9 +169,9 @@ class CommandService:
                 ErrorCode.BAD_REQUEST,
                 "shelter needs params.hazard (tornado, hazmat, earthquake, severe_weather, bomb)",
             )
-        check_transition(state_of(self._engine.get(f"srp:{scope}")), state, scope)
+        check_transition(state_of(self._core.engine.get(f"srp:{scope}")), state, scope)
         if params.source == "panic_app":
-            self._publisher.event(
+            self._core.publisher.event(
                 "alarm",
                 "panic_app",
                 {
@@ -200,14 +182,14 @@ class CommandService:
                 life_safety=True,
                 location=params.location,
             )
-        doors = set(self._drills.preempt(self._campus.resolve(scope), why=f"{state} {scope}"))
+        doors = set(self._drills.preempt(self._core.campus.resolve(scope), why=f"{state} {scope}"))
         # "Lockdown!" again means every door again: per-room releases under it end.
         for source in self._room_releases_under(scope):
-            doors.update(self._engine.remove(source.key))
+            doors.update(self._core.engine.remove(source.key))
         doors.update(
-            self._engine.put(
+            self._core.engine.put(
                 srp_source(
-                    self._policy,
+                    self._core.policy,
                     state,
                     scope,
                     actor=command.actor,
@@ -216,7 +198,7 @@ class CommandService:
                 )
             )
         )
-        self._publisher.event(
+        self._core.publisher.event(
             "state",
             command.actor,
             {
@@ -227,7 +209,7 @@ class CommandService:
             life_safety=True,
             location=self._location_of(scope),
         )
-        self._guard.note(
+        self._core.guard.note(
             AuditKind.STATE,
             command.actor,
             {
@@ -238,7 +220,7 @@ class CommandService:
                 "doors": len(doors),
             },
         )
-        return scope, sorted(doors, key=self._campus.door_index.__getitem__)
+        return scope, sorted(doors, key=self._core.campus.door_index.__getitem__)
 
     def _location_of(self, scope: Scope) -> dict[str, Any]:
         """Where a scope is, as an event's location (the building a responder goes to)."""
@@ -246,9 +228,9 @@ class CommandService:
             case "building":
                 return {"building": scope.ident}
             case "zone":
-                return {"building": self._campus.zones[scope.ident].building}
+                return {"building": self._core.campus.zones[scope.ident].building}
             case "door":
-                door = self._campus.doors[scope.ident]
+                door = self._core.campus.doors[scope.ident]
                 return {"building": door.building, "floor": door.floor, "room": door.room}
             case _:
                 return {}
@@ -259,7 +241,7 @@ class CommandService:
         cosigner = parse_params(ReleaseParams, command).cosigner
         if scope.kind == "door":
             released = self._release_door(scope, command.actor)
-            self._guard.note(
+            self._core.guard.note(
                 AuditKind.STATE,
                 command.actor,
                 {
@@ -271,22 +253,22 @@ class CommandService:
                 },
             )
             return scope, released
-        keys = [k for k in (f"srp:{scope}", f"drill:{scope}") if self._engine.get(k)]
+        keys = [k for k in (f"srp:{scope}", f"drill:{scope}") if self._core.engine.get(k)]
         if not keys:
             raise CommandError(ErrorCode.NOT_ACTIVE, f"nothing to release at {scope}")
         doors: set[str] = set()
         for key in keys:
-            doors.update(self._engine.remove(key))
+            doors.update(self._core.engine.remove(key))
         for source in self._room_releases_under(scope):
-            doors.update(self._engine.remove(source.key))
-        self._publisher.event(
+            doors.update(self._core.engine.remove(source.key))
+        self._core.publisher.event(
             "state",
             command.actor,
             {"scope": str(scope), "state": "normal"},
             life_safety=True,
             location=self._location_of(scope),
         )
-        self._guard.note(
+        self._core.guard.note(
             AuditKind.STATE,
             command.actor,
             {
@@ -298,32 +280,32 @@ class CommandService:
                 "doors": len(doors),
             },
         )
-        return scope, sorted(doors, key=self._campus.door_index.__getitem__)
+        return scope, sorted(doors, key=self._core.campus.door_index.__getitem__)
 
     def _release_door(self, scope: Scope, actor: str) -> list[str]:
         """A door held by a wider state gets a per-room release; else its own sources end."""
         own = [f"srp:{scope}", f"manual:{scope}", f"responder:{scope}", f"drill:{scope}"]
-        claim = self._engine.decide(scope.ident).claim
+        claim = self._core.engine.decide(scope.ident).claim
         if (
             claim is not None
             and claim.priority is Priority.LOCKDOWN
             and claim.locked
             and claim.source not in own
         ):
-            return self._engine.put(room_release(scope, actor=actor, since=time.time()))
-        keys = [k for k in own if self._engine.get(k)]
+            return self._core.engine.put(room_release(scope, actor=actor, since=time.time()))
+        keys = [k for k in own if self._core.engine.get(k)]
         if not keys:
             raise CommandError(ErrorCode.NOT_ACTIVE, f"nothing to release at {scope}")
         doors: set[str] = set()
         for key in keys:
-            doors.update(self._engine.remove(key))
+            doors.update(self._core.engine.remove(key))
         return sorted(doors)
 
     def _room_releases_under(self, scope: Scope) -> list[Source]:
-        inside = set(self._campus.resolve(scope))
+        inside = set(self._core.campus.resolve(scope))
         return [
             s
-            for s in self._engine.sources.values()
+            for s in self._core.engine.sources.values()
             if s.state == "released" and s.scope.ident in inside
         ]
 
@@ -342,8 +324,8 @@ class CommandService:
             since=time.time(),
         )
         self._refuse_if_overridden(source, locked)
-        doors = self._engine.put(source)
-        self._guard.note(
+        doors = self._core.engine.put(source)
+        self._core.guard.note(
             AuditKind.OVERRIDE,
             command.actor,
             {"command": command.id, "door": scope.ident, "manual": str(command.action)},
@@ -354,21 +336,21 @@ class CommandService:
         """A bounded unlock that pre-empts the lockdown family for one door, then relocks."""
         scope = self._door_scope(command)
         params = parse_params(UnlockParams, command)
-        duration_s = params.duration_s or self._policy.responder_momentary_s
-        if duration_s > self._policy.responder_max_s:
+        duration_s = params.duration_s or self._core.policy.responder_momentary_s
+        if duration_s > self._core.policy.responder_max_s:
             raise CommandError(
                 ErrorCode.OUT_OF_BOUNDS,
                 f"params.duration_s {duration_s:g} exceeds the"
-                f" site's responder_max_s {self._policy.responder_max_s:g}",
+                f" site's responder_max_s {self._core.policy.responder_max_s:g}",
             )
         now = time.time()
         source = responder_override(scope, actor=command.actor, since=now, until=now + duration_s)
-        doors = self._engine.put(source)
+        doors = self._core.engine.put(source)
         self._expiry.changed()
         log.warning(
             "responder.override", door=scope.ident, actor=command.actor, duration_s=duration_s
         )
-        self._guard.note(
+        self._core.guard.note(
             AuditKind.OVERRIDE,
             command.actor,
             {
@@ -382,7 +364,7 @@ class CommandService:
 
     def _refuse_if_overridden(self, source: Source, locked: bool) -> None:
         door_id = source.scope.ident
-        current = self._engine.decide(door_id)
+        current = self._core.engine.decide(door_id)
         if current.priority < source.priority and current.locked != locked:
             raise CommandError(
                 ErrorCode.HELD,
@@ -413,8 +395,8 @@ class CommandService:
         *,
         drill: bool = False,
     ) -> dict[str, Any]:
-        report = await self._actuator.apply(doors, trigger_ns)
-        self._reporting.record(report, trigger=f"{command.action} {scope}", drill=drill)
+        report = await self._core.actuator.apply(doors, trigger_ns)
+        self._core.reporting.record(report, trigger=f"{command.action} {scope}", drill=drill)
         log.info(
             "command.done",
             id=command.id,
@@ -426,7 +408,7 @@ class CommandService:
             failed=len(report.failed),
             **{f"{k}_ms": v for k, v in report.latencies_ms().items()},
         )
-        self._publisher.mark_dirty(scope)
+        self._core.publisher.mark_dirty(scope)
         return {
             "id": command.id,
             "ok": not report.failed,
@@ -453,9 +435,9 @@ class CommandService:
                 "dry_run": s.dry_run,
                 "until": s.expires_at,
             }
-            for s in self._engine.sources.values()
+            for s in self._core.engine.sources.values()
         ]
-        stats = self._reporting.latency_statistics()
+        stats = self._core.reporting.latency_statistics()
         log.info("latency.statistics", **stats)
         return {
             "id": command.id,
@@ -476,7 +458,7 @@ class CommandService:
         if command.scope is None:
             raise CommandError(ErrorCode.BAD_REQUEST, f"{command.action!s} needs a scope or a door")
         scope = Scope.parse(command.scope)
-        self._campus.resolve(scope)
+        self._core.campus.resolve(scope)
         return scope
 
     def _door_scope(self, command: Command) -> Scope:
@@ -486,5 +468,5 @@ class CommandService:
         if ident is None:
             raise CommandError(ErrorCode.BAD_REQUEST, f"{command.action!s} needs a door")
         scope = Scope("door", ident)
-        self._campus.resolve(scope)
+        self._core.campus.resolve(scope)
         return scope

@@ -9,16 +9,13 @@ from typing import Any
 
 import structlog
 
-from gatewayd.kernel.campus import Campus
 from gatewayd.kernel.command import Command, DrillParams, parse_params
 from gatewayd.kernel.errors import CommandError, ErrorCode
 from gatewayd.kernel.scope import Scope
 from gatewayd.kernel.site import SrpState
-from gatewayd.rules.config import PolicyConfig
-from gatewayd.rules.engine import Engine
 from gatewayd.rules.policy import srp_source
 from gatewayd.rules.sources import Source
-from gatewayd.service.publisher import Publisher
+from gatewayd.service.core import Core
 
 log = structlog.get_logger(__name__)
 
@@ -34,19 +31,8 @@ class LiveDrill:
 class Drills:
     """Starts drills and ends them when a real incident overlaps them."""
 
-    def __init__(
-        self,
-        campus: Campus,
-        policy: PolicyConfig,
-        engine: Engine,
-        publisher: Publisher,
-        *,
-        expiry_changed: Callable[[], None],
-    ) -> None:
-        self._campus = campus
-        self._policy = policy
-        self._engine = engine
-        self._publisher = publisher
+    def __init__(self, core: Core, *, expiry_changed: Callable[[], None]) -> None:
+        self._core = core
         self._expiry_changed = expiry_changed
 
     def start(self, command: Command) -> LiveDrill | dict[str, Any]:
@@ -56,19 +42,19 @@ class Drills:
         if text is None:
             raise CommandError(ErrorCode.BAD_REQUEST, "drill needs params.scope (or scope)")
         scope = Scope.parse(text)
-        doors = self._campus.resolve(scope)
+        doors = self._core.campus.resolve(scope)
         if params.state in (SrpState.NORMAL,):
             raise CommandError(ErrorCode.BAD_REQUEST, "params.state: a drill needs an SRP state")
-        if params.duration_s > self._policy.drill_max_s:
+        if params.duration_s > self._core.policy.drill_max_s:
             raise CommandError(
                 ErrorCode.OUT_OF_BOUNDS,
                 f"params.duration_s {params.duration_s:g}"
-                f" exceeds the site's drill_max_s {self._policy.drill_max_s:g}",
+                f" exceeds the site's drill_max_s {self._core.policy.drill_max_s:g}",
             )
         self._refuse_if_incident(doors, scope)
         now = time.time()
         source = srp_source(
-            self._policy,
+            self._core.policy,
             params.state,
             scope,
             actor=command.actor,
@@ -78,7 +64,7 @@ class Drills:
             dry_run=params.dry_run,
             expires_at=now + params.duration_s,
         )
-        self._publisher.event(
+        self._core.publisher.event(
             "state",
             command.actor,
             {
@@ -92,11 +78,11 @@ class Drills:
         )
         if params.dry_run:
             preview = srp_source(
-                self._policy, params.state, scope, actor=command.actor, since=now,
+                self._core.policy, params.state, scope, actor=command.actor, since=now,
                 hazard=params.hazard,
             )  # fmt: skip
             return self._dry_run(command, source, preview, doors)
-        moved = self._engine.put(source)
+        moved = self._core.engine.put(source)
         self._expiry_changed()
         return LiveDrill(source, moved)
 
@@ -104,12 +90,12 @@ class Drills:
         """End every drill overlapping these doors: a real incident always wins."""
         wanted = set(doors)
         moved: list[str] = []
-        for source in list(self._engine.sources.values()):
-            if source.drill and wanted & set(self._campus.resolve(source.scope)):
-                moved += self._engine.remove(source.key)
-                self._publisher.mark_dirty(source.scope)
+        for source in list(self._core.engine.sources.values()):
+            if source.drill and wanted & set(self._core.campus.resolve(source.scope)):
+                moved += self._core.engine.remove(source.key)
+                self._core.publisher.mark_dirty(source.scope)
                 log.warning("drill.preempted", scope=str(source.scope), by=why)
-                self._publisher.event(
+                self._core.publisher.event(
                     "state",
                     source.actor,
                     {
@@ -125,9 +111,9 @@ class Drills:
 
     def _refuse_if_incident(self, doors: list[str], scope: Scope) -> None:
         wanted = set(doors)
-        for source in self._engine.sources.values():
+        for source in self._core.engine.sources.values():
             real = source.key.startswith(("srp:", "fire:")) and source.state != "released"
-            if real and wanted & set(self._campus.resolve(source.scope)):
+            if real and wanted & set(self._core.campus.resolve(source.scope)):
                 raise CommandError(
                     ErrorCode.INCIDENT_ACTIVE,
                     f"{source.reason} is in force; no drill may overlap a real incident ({scope})",
@@ -140,13 +126,13 @@ class Drills:
         scope = source.scope
         would: dict[str, list[str]] = {"lock": [], "unlock": []}
         for door_id in doors:
-            claim = preview.claim_for(self._campus.doors[door_id].kind)
+            claim = preview.claim_for(self._core.campus.doors[door_id].kind)
             if claim is not None:
                 would["lock" if claim.locked else "unlock"].append(door_id)
-        self._engine.put(source)
+        self._core.engine.put(source)
         self._expiry_changed()
-        self._publisher.mark_dirty(scope)
-        self._publisher.event(
+        self._core.publisher.mark_dirty(scope)
+        self._core.publisher.event(
             "state",
             command.actor,
             {

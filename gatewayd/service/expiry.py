@@ -9,12 +9,8 @@ import time
 import structlog
 
 from gatewayd.kernel.events import now_ns
-from gatewayd.rules.engine import Engine
 from gatewayd.security.audit import AuditKind
-from gatewayd.security.guard import CommandGuard
-from gatewayd.service.actuation import Actuator
-from gatewayd.service.publisher import Publisher
-from gatewayd.service.reporting import Reporting
+from gatewayd.service.core import Core
 
 log = structlog.get_logger(__name__)
 
@@ -22,19 +18,8 @@ log = structlog.get_logger(__name__)
 class Expiry:
     """Sleeps until the next source ends; :meth:`changed` wakes it when a new one begins."""
 
-    def __init__(
-        self,
-        engine: Engine,
-        publisher: Publisher,
-        guard: CommandGuard,
-        actuator: Actuator,
-        reporting: Reporting,
-    ) -> None:
-        self._engine = engine
-        self._publisher = publisher
-        self._guard = guard
-        self._actuator = actuator
-        self._reporting = reporting
+    def __init__(self, core: Core) -> None:
+        self._core = core
         self._wake = asyncio.Event()
 
     def changed(self) -> None:
@@ -44,25 +29,25 @@ class Expiry:
     def drop_expired(self) -> None:
         """At start-up: what ran out while the daemon was down ends before anything is written,
         so a restart never re-opens a door whose override has expired."""
-        for source in self._engine.expired(time.time()):
-            self._engine.remove(source.key, force=True)
+        for source in self._core.engine.expired(time.time()):
+            self._core.engine.remove(source.key, force=True)
 
     async def run(self) -> None:
         """End responder overrides and drills at their time, and relock what they held."""
         while True:
-            due = self._engine.next_expiry()
+            due = self._core.engine.next_expiry()
             timeout_s = None if due is None else max(0.0, due - time.time())
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout_s):
                     await self._wake.wait()
             self._wake.clear()
-            for source in self._engine.expired(time.time()):
+            for source in self._core.engine.expired(time.time()):
                 trigger_ns = now_ns()
-                doors = self._engine.remove(source.key, force=True)
-                self._publisher.mark_dirty(source.scope)
+                doors = self._core.engine.remove(source.key, force=True)
+                self._core.publisher.mark_dirty(source.scope)
                 log.warning("source.expired", key=source.key, actor=source.actor, doors=len(doors))
                 responder = source.name == "responder"
-                self._guard.note(
+                self._core.guard.note(
                     AuditKind.OVERRIDE if responder else AuditKind.STATE,
                     "system:expiry",
                     {
@@ -73,12 +58,14 @@ class Expiry:
                         "doors": len(doors),
                     },
                 )
-                self._publisher.event(
+                self._core.publisher.event(
                     "door" if responder else "state",
                     source.actor,
                     {"ended": "expired", "key": source.key, "scope": str(source.scope)},
                     life_safety=True,
                     drill=source.drill,
                 )
-                report = await self._actuator.apply(doors, trigger_ns)
-                self._reporting.record(report, trigger=f"expiry {source.key}", drill=source.drill)
+                report = await self._core.actuator.apply(doors, trigger_ns)
+                self._core.reporting.record(
+                    report, trigger=f"expiry {source.key}", drill=source.drill
+                )

@@ -45,6 +45,7 @@ from gatewayd.security.keys import ServerKeys
 from gatewayd.service.actuation import Actuator
 from gatewayd.service.commands import CommandService
 from gatewayd.service.config import Config
+from gatewayd.service.core import Core
 from gatewayd.service.dispatch import DeviceSink
 from gatewayd.service.doors import ActuationReport, DoorService
 from gatewayd.service.drills import Drills
@@ -105,11 +106,7 @@ class Gateway:
         self.tasks = Tasks()
         self.actuator = Actuator(self.engine, self.doors)
         self.reporting = Reporting(self.campus, self.policy, self.publisher, self.guard)
-        self.expiry = Expiry(self.engine, self.publisher, self.guard, self.actuator,
-                             self.reporting)  # fmt: skip
-        self.drills = Drills(self.campus, self.policy, self.engine, self.publisher,
-                             expiry_changed=self.expiry.changed)  # fmt: skip
-        self.commands = CommandService(
+        core = Core(
             campus=self.campus,
             policy=self.policy,
             engine=self.engine,
@@ -117,20 +114,16 @@ class Gateway:
             publisher=self.publisher,
             actuator=self.actuator,
             reporting=self.reporting,
-            drills=self.drills,
-            expiry=self.expiry,
-            statistics=self.statistics,
+        )
+        self.expiry = Expiry(core)
+        self.drills = Drills(core, expiry_changed=self.expiry.changed)
+        self.commands = CommandService(
+            core, drills=self.drills, expiry=self.expiry, statistics=self.statistics
         )
         #: Where rule actions (radio alerts, snapshots) go: the devices able to carry them out.
         self.sink: ActionSink = sink or DeviceSink(self.drivers, self.publisher.event)
         self.triggers = Triggers(
-            campus=self.campus,
-            policy=self.policy,
-            engine=self.engine,
-            guard=self.guard,
-            publisher=self.publisher,
-            actuator=self.actuator,
-            reporting=self.reporting,
+            core,
             drills=self.drills,
             commands=self.commands,
             sink=self.sink,

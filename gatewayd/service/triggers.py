@@ -18,25 +18,19 @@ from typing import Any
 
 import structlog
 
-from gatewayd.kernel.campus import Campus
 from gatewayd.kernel.command import Action, Command
 from gatewayd.kernel.events import new_id, now_ns
 from gatewayd.kernel.scope import CAMPUS, Scope
 from gatewayd.kernel.site import AlarmInput, InputKind, SrpState
 from gatewayd.rules.actions import ActionSink, ExternalAction
-from gatewayd.rules.config import PolicyConfig
-from gatewayd.rules.engine import Engine
 from gatewayd.rules.policy import fire_source
 from gatewayd.rules.rulefile import Publish, RadioAlert, Rule, RuleSet, SetState, Snapshot, render
 from gatewayd.rules.sources import Source
 from gatewayd.rules.store import StoreError
 from gatewayd.security.audit import AuditKind
-from gatewayd.security.guard import CommandGuard
-from gatewayd.service.actuation import Actuator
 from gatewayd.service.commands import CommandService
+from gatewayd.service.core import Core
 from gatewayd.service.drills import Drills
-from gatewayd.service.publisher import Publisher
-from gatewayd.service.reporting import Reporting
 from gatewayd.service.tasks import Tasks
 
 log = structlog.get_logger(__name__)
@@ -47,27 +41,15 @@ class Triggers:
 
     def __init__(
         self,
+        core: Core,
         *,
-        campus: Campus,
-        policy: PolicyConfig,
-        engine: Engine,
-        guard: CommandGuard,
-        publisher: Publisher,
-        actuator: Actuator,
-        reporting: Reporting,
         drills: Drills,
         commands: CommandService,
         sink: ActionSink,
         rules: RuleSet,
         tasks: Tasks,
     ) -> None:
-        self._campus = campus
-        self._policy = policy
-        self._engine = engine
-        self._guard = guard
-        self._publisher = publisher
-        self._actuator = actuator
-        self._reporting = reporting
+        self._core = core
         self._drills = drills
         self._commands = commands
         self._sink = sink
@@ -79,7 +61,7 @@ class Triggers:
     # --- alarm inputs --------------------------------------------------------------------------
 
     def input_changed(self, input_id: str, active: bool, first: bool) -> None:
-        alarm = self._campus.inputs[input_id]
+        alarm = self._core.campus.inputs[input_id]
         if alarm.kind is InputKind.FIRE_ALARM:
             self._fire_changed(alarm, active)
         elif active:
@@ -88,7 +70,7 @@ class Triggers:
             # A quiet contact read for the first time is not news.
             return
         log.warning("input.changed", input=input_id, kind=str(alarm.kind), active=active)
-        self._publisher.event(
+        self._core.publisher.event(
             "alarm",
             input_id,
             {
@@ -105,7 +87,7 @@ class Triggers:
         if pending is not None:
             pending.cancel()
         if active:
-            delay_s = self._policy.fire_verification_s
+            delay_s = self._core.policy.fire_verification_s
             if delay_s:
                 log.warning("fire.verifying", input=alarm.id, seconds=delay_s)
                 task = self._tasks.spawn(
@@ -117,16 +99,16 @@ class Triggers:
                 self._fire_release(alarm)
             return
         key = f"fire:{alarm.id}"
-        if self._engine.get(key) is None:
+        if self._core.engine.get(key) is None:
             return
         trigger_ns = now_ns()
-        doors = self._engine.remove(key)
+        doors = self._core.engine.remove(key)
         log.warning("fire.reset", input=alarm.id, doors=len(doors))
-        self._publisher.mark_dirty(self._alarm_scope(alarm))
+        self._core.publisher.mark_dirty(self._alarm_scope(alarm))
         self._tasks.spawn(
             self._actuate(doors, trigger_ns, f"fire reset {alarm.id}"), f"fire:{alarm.id}"
         )
-        self._guard.note(
+        self._core.guard.note(
             AuditKind.FIRE,
             f"input:{alarm.id}",
             {
@@ -146,17 +128,19 @@ class Triggers:
         """Release egress doors now: memory first, wire next, disk last and best-effort."""
         trigger_ns = now_ns()
         scope = self._alarm_scope(alarm)
-        source = fire_source(self._policy, alarm.id, scope, since=time.time())
-        doors = self._engine.put(source)
-        doors += self._drills.preempt(self._campus.resolve(scope), why=f"fire alarm {alarm.id}")
+        source = fire_source(self._core.policy, alarm.id, scope, since=time.time())
+        doors = self._core.engine.put(source)
+        doors += self._drills.preempt(
+            self._core.campus.resolve(scope), why=f"fire alarm {alarm.id}"
+        )
         log.warning("fire.release", input=alarm.id, scope=str(scope), doors=len(doors))
-        self._publisher.mark_dirty(scope)
+        self._core.publisher.mark_dirty(scope)
         self._tasks.spawn(self._fire_actuate(source, doors, trigger_ns), f"fire:{alarm.id}")
 
     async def _fire_actuate(self, source: Source, doors: list[str], trigger_ns: int) -> None:
         await self._actuate(doors, trigger_ns, f"fire alarm {source.key}")
         # After the doors, and never raising: a full disk must not keep a fire door shut.
-        self._guard.note(
+        self._core.guard.note(
             AuditKind.FIRE,
             f"input:{source.key.removeprefix('fire:')}",
             {
@@ -167,7 +151,7 @@ class Triggers:
             },
         )
         try:
-            self._engine.persist(source)
+            self._core.engine.persist(source)
         except StoreError as exc:
             log.error(
                 "fire.persist_failed",
@@ -177,25 +161,28 @@ class Triggers:
             )
 
     async def _actuate(self, doors: list[str], trigger_ns: int, trigger: str) -> None:
-        report = await self._actuator.apply(
-            sorted(set(doors), key=self._campus.door_index.__getitem__), trigger_ns
+        report = await self._core.actuator.apply(
+            sorted(set(doors), key=self._core.campus.door_index.__getitem__), trigger_ns
         )
-        self._reporting.record(report, trigger=trigger)
+        self._core.reporting.record(report, trigger=trigger)
 
     def _alarm_scope(self, alarm: AlarmInput) -> Scope:
         return Scope("building", alarm.building) if alarm.building else CAMPUS
 
     def _panic(self, alarm: AlarmInput) -> None:
-        scope = self._alarm_scope(alarm) if self._policy.panic_scope == "building" else CAMPUS
+        scope = self._alarm_scope(alarm) if self._core.policy.panic_scope == "building" else CAMPUS
         command = Command(
             id=new_id(),
             ts=time.time(),
             actor=f"input:{alarm.id}",
-            action=Action(str(self._policy.panic_state)),
+            action=Action(str(self._core.policy.panic_state)),
             scope=str(scope),
         )
         log.warning(
-            "panic.triggered", input=alarm.id, state=str(self._policy.panic_state), scope=str(scope)
+            "panic.triggered",
+            input=alarm.id,
+            state=str(self._core.policy.panic_state),
+            scope=str(scope),
         )
         self._tasks.spawn(self._run(command), f"panic:{alarm.id}")
 
@@ -240,7 +227,7 @@ class Triggers:
                 scope = render(action.scope, event)
                 if drill:
                     # A drill's event never sets a real state; say what it would have done.
-                    self._publisher.event(
+                    self._core.publisher.event(
                         "state",
                         actor,
                         {
@@ -267,7 +254,7 @@ class Triggers:
                     )
                 )
             case Publish():
-                self._publisher.event(
+                self._core.publisher.event(
                     action.kind,
                     actor,
                     {
