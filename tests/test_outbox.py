@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from gatewayd.uplink.outbox import Outbox, OutboxClosed, Outgoing, PublishQueueFull
+from tests.fixtures_modbus import eventually
 
 
 def rows(path: Path) -> list[tuple[int, int, str, bytes]]:
@@ -20,10 +21,30 @@ async def take(outbox: Outbox, n: int) -> list[Outgoing]:
     return [await outbox.get() for _ in range(n)]
 
 
-async def test_a_life_safety_event_is_on_disk_when_put_returns(tmp_path: Path) -> None:
-    outbox = Outbox(tmp_path / "o.sqlite")
+async def test_a_life_safety_event_is_committed_off_the_loop_at_once(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "o.sqlite", flush_interval_s=60)
     outbox.put("event/alarm", b"fire", life_safety=True)
+    # put() returned without touching the disk; the writer thread commits it (synced) now,
+    # not after the telemetry interval.
+    await outbox.synced()
     assert rows(tmp_path / "o.sqlite") == [(1, 1, "event/alarm", b"fire")]
+    assert outbox.statistics()["commits_full"] == 1
+    outbox.close()
+
+
+async def test_a_commit_that_fails_keeps_the_events_and_retries(tmp_path: Path) -> None:
+    path = tmp_path / "o.sqlite"
+    outbox = Outbox(path, flush_interval_s=0.01)
+    # Another process holds the write lock (a backup, an admin's shell).
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    outbox.put("event/alarm", b"fire", life_safety=True)
+    await eventually(lambda: outbox.statistics()["write_errors"] >= 1, timeout_s=10)
+    # Still queued in memory for the broker, whatever the disk does.
+    assert (await outbox.get()).payload == b"fire"
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    await eventually(lambda: rows(path) == [(1, 1, "event/alarm", b"fire")], timeout_s=10)
     outbox.close()
 
 
@@ -104,6 +125,7 @@ async def test_an_outbox_full_of_alarms_refuses_loudly_rather_than_drop_one(
     outbox.put("event/alarm", b"2", life_safety=True)
     with pytest.raises(PublishQueueFull):
         outbox.put("event/alarm", b"3", life_safety=True)
+    await outbox.synced()
     assert [r[3] for r in rows(tmp_path / "o.sqlite")] == [b"1", b"2"]
     outbox.close()
 

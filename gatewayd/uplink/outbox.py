@@ -1,10 +1,11 @@
 """Where events wait for the broker: the publish-queue contract, in memory and on disk.
 
-:class:`Outbox` is the durable one (SQLite, WAL). A life-safety event is committed with
-``synchronous=FULL`` before ``put`` returns; telemetry is staged in memory and committed in
+:class:`Outbox` is the durable one (SQLite, WAL). Every write happens on the outbox's own
+writer thread, never on the event loop: ``put`` stages the entry in memory and returns; a
+life-safety entry starts a commit with ``synchronous=FULL`` at once, telemetry is committed in
 groups a few milliseconds later, so ``put`` stays non-blocking at 10,000 events/s. A row is
 deleted only after the broker's PUBACK. Every queued entry is also kept in memory (bounded by
-``max_rows``), so the database is written, and read only at start-up.
+``max_rows``): publishing never waits for the disk, and the database is read only at start-up.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import itertools
 import sqlite3
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -211,10 +213,15 @@ class Outbox:
         self._telemetry_max = max_rows - life_safety_reserve
         self._flush_interval_s = flush_interval_s
         self._entries = _Entries()
-        # Rows queued but not yet written, and written rows acked since the last commit.
+        # Rows queued but not yet written, rows being written, and written rows acked since.
         self._staged: dict[int, Outgoing] = {}
+        self._writing: dict[int, Outgoing] = {}
         self._deletes: list[int] = []
         self._timer: asyncio.TimerHandle | None = None
+        #: One commit at a time, on this thread; the loop only hands it rows.
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="outbox-writer")
+        self._inflight: asyncio.Future[bool] | None = None
+        self._want_full = False
         self._stats = dict.fromkeys(
             ("dropped_telemetry", "commits", "commits_full", "rows_written", "rows_deleted",
              "recovered", "write_errors", "moved_aside"),
@@ -235,8 +242,9 @@ class Outbox:
         self._staged[entry.seq] = entry
         self._entries.add(entry)
         if life_safety:
-            # On disk before the caller goes on: an alarm survives a power cut from here.
-            self._commit(full=True)
+            # On disk within one commit (synced): an alarm survives a power cut from there.
+            self._want_full = True
+            self._schedule(0.0)
         elif len(self._staged) >= FLUSH_ROWS:
             self._schedule(0.0)
         else:
@@ -250,6 +258,7 @@ class Outbox:
             return
         # Published before its group commit: it never needs to touch the disk.
         if self._staged.pop(entry.seq, None) is None:
+            # Written (or being written): its row goes in the next commit.
             self._deletes.append(entry.seq)
             self._schedule(self._flush_interval_s)
 
@@ -263,7 +272,8 @@ class Outbox:
             self._timer = None
         if self._db is None:
             return
-        self._commit(full=True)
+        self.flush(full=True)
+        self._writer.shutdown(wait=True)
         self._db.close()
         self._db = None
         log.info("outbox.closed", path=str(self.path), queued=len(self))
@@ -274,9 +284,29 @@ class Outbox:
     def statistics(self) -> dict[str, int]:
         return {**self._entries.statistics(), **self._stats, "staged": len(self._staged)}
 
-    def flush(self) -> None:
-        """Commit staged telemetry now (``put`` does it for life safety)."""
-        self._commit(full=False)
+    def flush(self, *, full: bool = False) -> None:
+        """Commit everything staged now, on the calling thread (close, tests)."""
+        if self._db is None:
+            return
+        # Wait for a commit in flight; its rows are written again here, which is harmless.
+        self._writer.submit(lambda: None).result()
+        rows = [*self._writing.values(), *self._staged.values()]
+        deletes, self._deletes = self._deletes, []
+        if self._write(rows, deletes, full=full):
+            self._writing.clear()
+            self._staged.clear()
+        else:
+            self._deletes = deletes + self._deletes
+
+    async def synced(self) -> None:
+        """Wait until what is queued now has been committed (or a commit failed)."""
+        while self._staged or self._writing or self._deletes or self._inflight is not None:
+            if self._inflight is not None:
+                await asyncio.wait([self._inflight])
+            else:
+                self._start_commit()
+                if self._inflight is None:
+                    return
 
     # --- bounds -------------------------------------------------------------------------------
 
@@ -308,45 +338,87 @@ class Outbox:
     # --- disk ---------------------------------------------------------------------------------
 
     def _schedule(self, delay_s: float) -> None:
-        if self._timer is None and self._db is not None:
+        if self._db is None:
+            return
+        if self._timer is not None and delay_s == 0.0:
+            self._timer.cancel()
+            self._timer = None
+        try:
             loop = asyncio.get_running_loop()
+        except RuntimeError:
+            # No loop (a tool or a test without one): there is nobody to block; write now.
+            self.flush(full=self._want_full)
+            return
+        if self._timer is None:
             self._timer = loop.call_later(delay_s, self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
-        self._commit(full=False)
+        self._start_commit()
 
-    def _commit(self, *, full: bool) -> None:
-        """Write staged rows and delete acked ones in one transaction."""
-        if self._db is None or not (self._staged or self._deletes):
+    def _start_commit(self) -> None:
+        """Hand the staged rows and acked deletes to the writer thread, one commit at a time."""
+        if self._inflight is not None or self._db is None:
             return
-        rows = [(e.seq, int(e.life_safety), e.topic, e.payload) for e in self._staged.values()]
-        deletes = [(seq,) for seq in self._deletes]
+        if not (self._staged or self._deletes):
+            return
+        rows = list(self._staged.values())
+        self._writing.update(self._staged)
+        self._staged.clear()
+        deletes, self._deletes = self._deletes, []
+        full, self._want_full = self._want_full, False
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._writer, self._write, rows, deletes, full)
+        self._inflight = future
+        future.add_done_callback(lambda f: self._committed(f, rows, deletes, full))
+
+    def _committed(
+        self, future: asyncio.Future[bool], rows: list[Outgoing], deletes: list[int], full: bool
+    ) -> None:
+        self._inflight = None
+        ok = not future.cancelled() and future.exception() is None and future.result()
+        for entry in rows:
+            written = self._writing.pop(entry.seq, None)
+            if not ok and written is not None:
+                # Still unacked: stage it again for the retry (acked ones queued a delete).
+                self._staged[entry.seq] = written
+        if not ok:
+            self._deletes = deletes + self._deletes
+            self._want_full = self._want_full or full
+            self._schedule(1.0)
+        elif self._staged or self._deletes:
+            self._schedule(0.0 if self._want_full else self._flush_interval_s)
+
+    def _write(self, rows: list[Outgoing], deletes: list[int], full: bool) -> bool:
+        """Write rows and delete acked ones in one transaction (the writer thread, or close)."""
+        db = self._db
+        if db is None or not (rows or deletes):
+            return True
         try:
             # FULL syncs the WAL at commit (power-loss safe); NORMAL survives a process crash.
-            self._db.execute(f"PRAGMA synchronous={'FULL' if full else 'NORMAL'}")
-            self._db.execute("BEGIN")
+            db.execute(f"PRAGMA synchronous={'FULL' if full else 'NORMAL'}")
+            db.execute("BEGIN")
             try:
-                self._db.executemany("INSERT OR REPLACE INTO outbox VALUES (?, ?, ?, ?)", rows)
-                self._db.executemany("DELETE FROM outbox WHERE seq = ?", deletes)
-                self._db.execute("COMMIT")
+                db.executemany(
+                    "INSERT OR REPLACE INTO outbox VALUES (?, ?, ?, ?)",
+                    [(e.seq, int(e.life_safety), e.topic, e.payload) for e in rows],
+                )
+                db.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in deletes])
+                db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                db.execute("ROLLBACK")
                 raise
         except sqlite3.Error as exc:
-            # Entries stay staged and in memory: the broker still gets them; retry later.
+            # Entries stay in memory: the broker still gets them; the commit is retried.
             self._stats["write_errors"] += 1
-            log.critical(
-                "outbox.write_failed", path=str(self.path), error=str(exc), staged=len(self._staged)
-            )
-            self._schedule(1.0)
-            return
-        self._staged.clear()
-        self._deletes.clear()
+            log.critical("outbox.write_failed", path=str(self.path), error=str(exc),
+                         rows=len(rows))  # fmt: skip
+            return False
         self._stats["commits"] += 1
         self._stats["commits_full"] += full
         self._stats["rows_written"] += len(rows)
         self._stats["rows_deleted"] += len(deletes)
+        return True
 
     def _open(self) -> sqlite3.Connection:
         """Open and check the file; a damaged one is moved aside and a fresh one created."""
@@ -390,7 +462,7 @@ class Outbox:
             # The bounds shrank since the rows were written: keep the newest telemetry.
             while self._entries.count(False) > self._telemetry_max:
                 self._drop(self._entries.pending[1].popleft())
-            self._commit(full=False)
+            self.flush()
         if len(self._entries):
             self._entries.ready.set()
             log.info(
@@ -403,7 +475,8 @@ class Outbox:
 
 
 def _connect(path: Path | str) -> sqlite3.Connection:
-    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    # A lock held elsewhere (a backup) is waited for on the writer thread only, and briefly.
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=1.0)
     try:
         result = db.execute("PRAGMA quick_check").fetchone()
         if result is None or result[0] != "ok":
