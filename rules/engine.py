@@ -1,36 +1,51 @@
 """The engine: active sources in, one decision per door out.
 
-Sources are persisted before they take effect (see :mod:`rules.store`), except volatile
-ones (a fire alarm), which act first and are persisted best-effort: life safety never waits
-on a disk. Decisions are pure arbitration over the sources on the scopes that contain a door
-(at most four: campus, building, zone, door), so deciding is cheap whatever the campus size.
+The engine holds the sources in memory and nothing else: what is durable is the gateway's
+journal, which records every :class:`Change` (before a change that unlocks a door takes
+effect, right after one that only locks). :meth:`Engine.unlocks` says which kind a change is.
+Decisions are pure arbitration over the sources on the scopes that contain a door (at most
+four: campus, building, zone, door), so deciding is cheap whatever the campus size.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
-
-import structlog
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
 
 from gatewayd.kernel.campus import Campus
 from gatewayd.kernel.scope import Scope
 from gatewayd.rules.arbitration import Decision, arbitrate
 from gatewayd.rules.sources import Source
-from gatewayd.rules.store import SafetyStore, StoreError
 
-log = structlog.get_logger(__name__)
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """Sources to add (or replace, by key) and keys to remove, applied together."""
+
+    put: tuple[Source, ...] = ()
+    remove: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.put or self.remove)
+
+    def as_record(self) -> dict[str, Any]:
+        """The ``sources`` member of the audit record that makes this change durable."""
+        return {"put": [s.to_json() for s in self.put], "removed": list(self.remove)}
 
 
 class Engine:
     """Holds the active sources of one campus."""
 
-    def __init__(self, campus: Campus, store: SafetyStore) -> None:
+    def __init__(self, campus: Campus, sources: Iterable[Source] = ()) -> None:
         self.campus = campus
-        self._store = store
         self._sources: dict[str, Source] = {}
         self._by_scope: dict[Scope, dict[str, Source]] = defaultdict(dict)
-        for source in store.load():
+        #: Bumped at every change of a key, so a change that waited can see it was overtaken.
+        self._versions: dict[str, int] = defaultdict(int)
+        for source in sources:
             self._activate(source)
 
     @property
@@ -41,38 +56,65 @@ class Engine:
         return self._sources.get(key)
 
     def put(self, source: Source) -> list[str]:
-        """Persist (if durable) then activate a source; return the doors it may change."""
+        """Activate a source (replacing one with its key); return the doors it may change."""
         self.campus.resolve(source.scope)
-        if source.durable:
-            self._store.put(source)
         return self._activate(source)
 
-    def persist(self, source: Source) -> None:
-        """Write a volatile source that already acts (may raise :class:`StoreError`)."""
-        self._store.put(source)
-
-    def remove(self, key: str, *, force: bool = False) -> list[str]:
-        """Forget then deactivate a source; return the doors it held.
-
-        A durable source is deleted on disk first, so a failed write refuses the release
-        instead of leaving a lock that a restart would bring back unannounced. A volatile
-        one (a fire alarm resetting) or a forced one (an override at its expiry, which a
-        restart drops anyway) is deactivated whatever the disk says.
-        """
-        source = self._sources.get(key)
+    def remove(self, key: str) -> list[str]:
+        """Deactivate a source; return the doors it held."""
+        source = self._sources.pop(key, None)
         if source is None:
             return []
-        best_effort = force or not source.durable
-        if not best_effort:
-            self._store.delete(key)
-        del self._sources[key]
+        self._versions[key] += 1
         del self._by_scope[source.scope][key]
-        if best_effort:
-            try:
-                self._store.delete(key)
-            except StoreError as exc:
-                log.error("store.delete_failed", key=key, error=str(exc))
         return sorted(self._doors_of(source), key=self._order)
+
+    def apply(self, change: Change) -> list[str]:
+        """Remove, then put; return every door the change may move."""
+        doors: set[str] = set()
+        for key in change.remove:
+            doors.update(self.remove(key))
+        for source in change.put:
+            doors.update(self.put(source))
+        return sorted(doors, key=self._order)
+
+    def versions(self, change: Change) -> tuple[int, ...]:
+        """Where the keys a change touches stand now (compare after waiting)."""
+        return tuple(self._versions[k] for k in (*change.remove, *(s.key for s in change.put)))
+
+    def affected(self, change: Change) -> list[str]:
+        """The doors a change may move, without making it."""
+        doors: set[str] = set()
+        for key in change.remove:
+            if (old := self._sources.get(key)) is not None:
+                doors.update(self._doors_of(old))
+        for source in change.put:
+            self.campus.resolve(source.scope)
+            doors.update(self._doors_of(source))
+            if (old := self._sources.get(source.key)) is not None:
+                doors.update(self._doors_of(old))
+        return sorted(doors, key=self._order)
+
+    def unlocks(self, change: Change) -> list[str]:
+        """Doors locked now that the change would leave unlocked (it is made, then undone)."""
+        doors = self.affected(change)
+        before = self.decide_all(doors)
+        with self._trial(change):
+            after = self.decide_all(doors)
+        return [d for d in doors if before[d].locked and not after[d].locked]
+
+    @contextmanager
+    def _trial(self, change: Change) -> Iterator[None]:
+        saved, versions = dict(self._sources), dict(self._versions)
+        try:
+            self.apply(change)
+            yield
+        finally:
+            self._sources = {}
+            self._by_scope = defaultdict(dict)
+            for source in saved.values():
+                self._activate(source)
+            self._versions = defaultdict(int, versions)
 
     def decide(self, door_id: str) -> Decision:
         door = self.campus.doors[door_id]
@@ -106,15 +148,6 @@ class Engine:
     def sources_at(self, scope: Scope) -> list[Source]:
         return list(self._by_scope.get(scope, {}).values())
 
-    def expired(self, now: float) -> list[Source]:
-        return [
-            s for s in self._sources.values() if s.expires_at is not None and s.expires_at <= now
-        ]
-
-    def next_expiry(self) -> float | None:
-        ends = [s.expires_at for s in self._sources.values() if s.expires_at is not None]
-        return min(ends, default=None)
-
     def doors_of(self, source: Source) -> list[str]:
         return sorted(self._doors_of(source), key=self._order)
 
@@ -124,6 +157,7 @@ class Engine:
             del self._by_scope[old.scope][old.key]
         self._sources[source.key] = source
         self._by_scope[source.scope][source.key] = source
+        self._versions[source.key] += 1
         doors = set(self._doors_of(source))
         if old is not None:
             doors.update(self._doors_of(old))

@@ -14,6 +14,7 @@ pytest_plugins = [
     "tests.fixtures_gateway",
     "tests.fixtures_tls",
     "tests.fixtures_console",
+    "tests.fixtures_disk",
 ]
 
 # Timing on a shared 2-core machine is noisy: no per-example deadline.

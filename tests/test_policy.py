@@ -13,7 +13,7 @@ from gatewayd.kernel.errors import CommandError, ConfigError
 from gatewayd.kernel.scope import CAMPUS, Scope
 from gatewayd.kernel.site import DoorKind, Hazard, SrpState
 from gatewayd.rules.config import PolicyConfig
-from gatewayd.rules.engine import Engine
+from gatewayd.rules.engine import Change, Engine
 from gatewayd.rules.policy import (
     TRANSITIONS,
     check_transition,
@@ -24,8 +24,8 @@ from gatewayd.rules.policy import (
     srp_source,
 )
 from gatewayd.rules.sources import Source
-from gatewayd.rules.store import SafetyStore
 from gatewayd.service.config import load_config, parse_config
+from gatewayd.service.expiry import remaining_s
 
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo-campus.toml"
 CONFIG = load_config(DEMO)
@@ -42,7 +42,7 @@ SCOPES = [
 
 
 def engine() -> Engine:
-    return Engine(CAMPUS_MODEL, SafetyStore(":memory:"))
+    return Engine(CAMPUS_MODEL)
 
 
 def srp(state: SrpState, scope: Scope, hazard: Hazard | None = None) -> Source:
@@ -127,19 +127,28 @@ def test_room_release_and_responder_override_win_over_lockdown_only_for_their_do
     assert e.decide("A-102").locked is False
     assert e.decide("A-103").locked is True
     e.put(fire_source(POLICY, "fire-A", Scope("building", "A"), since=0.0))
-    assert e.next_expiry() == 5.0
-    assert [s.key for s in e.expired(6.0)] == ["responder:door/A-102"]
+    # Fire releases egress only: a classroom under lockdown stays locked.
+    assert e.decide("A-103").locked is True
 
 
-def test_sources_survive_a_reopened_store(tmp_path: Path) -> None:
-    path = tmp_path / "safety.sqlite"
-    e = Engine(CAMPUS_MODEL, SafetyStore(path))
-    e.put(srp(SrpState.SHELTER, CAMPUS, Hazard.HAZMAT))
-    e.put(responder_override(Scope("door", "A-101"), actor="r", since=1.0, until=9.0))
-    again = Engine(CAMPUS_MODEL, SafetyStore(path))
-    assert again.sources == e.sources
-    assert again.get("srp:campus").hazard == "hazmat"  # type: ignore[union-attr]
-    assert again.get("responder:door/A-101").expires_at == 9.0  # type: ignore[union-attr]
+def test_a_bounded_source_never_lasts_longer_than_its_duration() -> None:
+    override = responder_override(Scope("door", "A-102"), actor="r", since=1000.0, until=1010.0)
+    assert remaining_s(override, wall_now=1004.0) == 6.0
+    # The wall clock stepped back an hour: still at most the ten seconds it was given.
+    assert remaining_s(override, wall_now=1004.0 - 3600) == 10.0
+    # Stepped forward past the end: over.
+    assert remaining_s(override, wall_now=2000.0) == 0.0
+
+
+def test_unlocks_names_the_doors_a_change_would_leave_unlocked() -> None:
+    e = engine()
+    lockdown = srp(SrpState.LOCKDOWN, CAMPUS)
+    e.put(lockdown)
+    before = e.sources
+    assert e.unlocks(Change(put=(srp(SrpState.LOCKDOWN, Scope("building", "A")),))) == []
+    released = e.unlocks(Change(remove=(lockdown.key,)))
+    assert "A-101" in released
+    assert e.sources == before  # asking changes nothing
 
 
 # --- properties -------------------------------------------------------------------------------

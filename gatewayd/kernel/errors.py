@@ -34,6 +34,8 @@ class ErrorCode(StrEnum):
     ILLEGAL_TRANSITION = "illegal_transition"
     NOT_ACTIVE = "not_active"
     HELD = "held"
+    #: A change that waited for its record found its sources changed meanwhile.
+    OVERTAKEN = "overtaken"
     INCIDENT_ACTIVE = "incident_active"
     UNCONFIRMED = "unconfirmed"
     # Bookkeeping.

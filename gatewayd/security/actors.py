@@ -70,9 +70,13 @@ class SecurityConfig(BaseModel):
     timestamp_window_s: float = Field(default=30.0, gt=0.0, le=600.0)
     #: A ``release`` of scope ``campus`` needs a second administrator's co-signature.
     require_two_person_campus_release: bool = False
-    #: Replay cache and audit log, relative to the state directory.
-    replay_db: str = "replay.sqlite"
+    #: The audit log (the durable record of every command and safety change) and the
+    #: journal's index of it (active sources, recent command ids), in the state directory.
     audit_log: str = "audit.log"
+    journal_index: str = "journal.sqlite"
+    #: The audit log rotates at this size and keeps this many older files: its cap on disk.
+    audit_file_mb: float = Field(default=32.0, ge=0.01, le=4096.0)
+    audit_keep_files: int = Field(default=8, ge=1, le=1000)
     #: Folder of server-held private keys, ``<actor>.key``, with which the operator console
     #: signs for its signed-in users (relative to the campus file). In demo mode the
     #: console falls back to the DEMO keys of the demo actors.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from gatewayd.kernel.command import Command
@@ -23,7 +22,6 @@ class Authorizer:
         self,
         security: SecurityConfig,
         *,
-        state_dir: Path | str,
         demo: bool,
         responder_max_s: float,
     ) -> None:
@@ -32,7 +30,8 @@ class Authorizer:
         # Belt and braces: start-up refuses demo keys outside demo mode (refuse_unsafe), and
         # should one slip through, its actor is simply unknown here.
         self._actors = {a.id: a for a in security.actors if demo or not is_demo_key(a.public_key)}
-        self.replay = ReplayCache(Path(state_dir) / security.replay_db, security.timestamp_window_s)
+        #: Ids of the commands carried out; the journal hands back those of the last run.
+        self.replay = ReplayCache(security.timestamp_window_s)
         #: Accepted commands, and refusals by code, since start.
         self.accepted = 0
         self.refused: dict[str, int] = {}
@@ -80,7 +79,8 @@ class Authorizer:
             )
         self._authorize(actor, command, site)
         self._cosigned(actor, command, body, site, message)
-        self.replay.record(command.id, command.ts, now)
+        self.replay.check(command.id)
+        self.replay.note(command.id)
         return actor
 
     def _actor(self, actor_id: str) -> Actor:
@@ -133,9 +133,6 @@ class Authorizer:
             Role.DISTRICT in cosigner.roles and site not in cosigner.sites
         ):
             raise CommandError(ErrorCode.FORBIDDEN, f"co-signer {cosigner.id} may not release")
-
-    def close(self) -> None:
-        self.replay.close()
 
     def statistics(self) -> dict[str, Any]:
         return {

@@ -1,158 +1,188 @@
-"""The gate every command passes: authorized by the authorizer, then audited, or refused."""
+"""The gate every command passes: authorized by the authorizer, recorded in the journal.
+
+A refusal of a message nobody authenticated (garbage, unsigned, an unknown actor, a bad
+signature) is counted, not recorded one by one: a flood of them becomes one audit record per
+interval with the counts and a few samples, so it can neither fill the disk nor slow the
+gateway. Refusals of signed commands are recorded each, up to a rate per actor.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import time
+from collections import Counter
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import structlog
 
-from gatewayd.kernel.command import Action, Command
-from gatewayd.kernel.errors import CommandError
+from gatewayd.kernel.command import Command
+from gatewayd.kernel.errors import CommandError, ErrorCode
 from gatewayd.security.actors import Actor, SecurityConfig
-from gatewayd.security.audit import AuditKind, AuditLog, AuditRecord, AuditUnavailable
+from gatewayd.security.audit import AuditKind
 from gatewayd.security.authorizer import Authorizer
+from gatewayd.security.journal import Journal, Pending
 
 log = structlog.get_logger(__name__)
 
-#: Actions that may run when the audit log cannot be written: they change nothing.
-UNAUDITED_ACTIONS = frozenset({Action.STATUS})
-#: Actions that only tighten: a lockdown is never refused for bookkeeping. Run unaudited
-#: with a critical log line when the audit log is down (docs/security.md, section 7).
-TIGHTENING_ACTIONS = frozenset({Action.LOCKDOWN})
 #: The audit actor of what the gateway does on its own (rules, alarm inputs, fire, expiry).
 SYSTEM_ACTOR = "system"
+#: Refusals decided before a signature was verified: nobody is known to have sent them.
+UNAUTHENTICATED = frozenset({
+    ErrorCode.BAD_REQUEST, ErrorCode.TOO_LARGE, ErrorCode.UNSIGNED, ErrorCode.UNKNOWN_ACTOR,
+    ErrorCode.BAD_SIGNATURE,
+})  # fmt: skip
+#: Counted refusals go into one record this often.
+REFUSAL_INTERVAL_S = 10.0
+#: Samples of counted refusals kept in that record.
+REFUSAL_SAMPLES = 5
+#: Refusals of one actor's signed commands recorded one by one per interval; then counted.
+ACTOR_REFUSALS_RECORDED = 20
+
+#: Told of every interval's counted refusals (to publish them as one event).
+AggregateListener = Callable[[dict[str, Any]], None]
+
+
+def is_unauthenticated(code: str) -> bool:
+    return code in UNAUTHENTICATED
 
 
 class CommandGuard:
-    """Authorizes and audits each command; only an admitted command may move a door."""
+    """Authorizes each command and records what is decided; only an admitted command acts."""
 
-    def __init__(
-        self,
-        authorizer: Authorizer,
-        audit: AuditLog | None,
-        *,
-        site: str,
-        on_record: Callable[[AuditRecord], None] = lambda record: None,
-    ) -> None:
+    def __init__(self, authorizer: Authorizer, journal: Journal, *, site: str) -> None:
         self.authorizer = authorizer
-        #: ``None`` when the log could not be opened: every safety command is then refused.
-        self.audit = audit
+        self.journal = journal
         self.site = site
-        self._on_record = on_record
+        self._listeners: list[AggregateListener] = []
+        self._counts: Counter[str] = Counter()
+        self._by_actor: Counter[str] = Counter()
+        self._samples: list[dict[str, Any]] = []
+        self._interval_started = time.monotonic()
+        self.refusals_recorded = 0
+        self.refusals_counted = 0
 
-    def admit(self, command: Command, *, payload: bytes, now: float) -> Actor:
-        """The authorized actor, after the command is audited; else raise ``CommandError``."""
-        try:
-            actor = self.authorizer.check(command, payload=payload, site=self.site, now=now)
-        except CommandError as exc:
-            self.refused(exc, payload=payload, command=command)
-            raise
-        data = {
-            "command": command.id,
-            "action": str(command.action),
-            "scope": command.scope,
-            "door": command.door,
-            "params": _without_sigs(command),
-        }
-        try:
-            self._append(AuditKind.COMMAND, actor.id, data)
-        except AuditUnavailable as exc:
-            if command.action in UNAUDITED_ACTIONS:
-                return actor
-            if command.action in TIGHTENING_ACTIONS:
-                log.critical(
-                    "audit.unavailable.lockdown_proceeds",
-                    command=command.id,
-                    actor=actor.id,
-                    scope=command.scope,
-                    error=str(exc),
-                    note="a lockdown is never refused for bookkeeping; NOT AUDITED",
-                )
-                return actor
-            log.error("audit.unavailable", command=command.id, actor=actor.id, error=str(exc))
-            raise CommandError("audit_unavailable", f"refused: cannot audit it ({exc})") from exc
-        return actor
+    def listen(self, listener: AggregateListener) -> None:
+        self._listeners.append(listener)
 
-    def refused(self, exc: CommandError, *, payload: bytes, command: Command | None = None) -> None:
-        """Audit a refusal (unparsable or unauthorized); never raises."""
+    def check(self, command: Command, *, payload: bytes, now: float) -> Actor:
+        """The authorized actor; else raise ``CommandError`` (nothing is written here)."""
+        return self.authorizer.check(command, payload=payload, site=self.site, now=now)
+
+    def admitted(self, command: Command, actor: Actor) -> Pending:
+        """Record an accepted command (with its id and ``ts``, the replay cache's record)."""
+        return self.journal.record(AuditKind.COMMAND, actor.id, _command_data(command))
+
+    def undo_admission(self, command: Command) -> None:
+        """A command refused after all: its id may be used again."""
+        self.authorizer.replay.forget(command.id)
+
+    def refused(self, exc: CommandError, *, payload: bytes, command: Command | None) -> None:
+        """Record a refusal, or count it when nobody authenticated the message; never raises."""
         data: dict[str, Any] = {
             "error": exc.code,
-            "message": str(exc),
+            "message": str(exc)[:500],
             "payload_sha256": hashlib.sha256(payload).hexdigest(),
             "payload_bytes": len(payload),
         }
         if command is not None:
             # Who the command *claims* to be from: unauthenticated, so not in ``actor``.
-            data.update(
-                command=command.id,
-                claimed_actor=command.actor,
-                action=str(command.action),
-                scope=command.scope,
-                door=command.door,
-            )
-        try:
-            self._append(AuditKind.REFUSAL, "-", data)
-        except AuditUnavailable as audit_exc:
-            log.error("audit.unavailable", refusal=exc.code, error=str(audit_exc))
+            data.update(command=command.id, claimed_actor=command.actor,
+                        action=str(command.action), scope=command.scope,
+                        door=command.door)  # fmt: skip
+        self._maybe_flush()
+        if is_unauthenticated(exc.code):
+            self._count(exc.code, data)
+            return
+        actor = command.actor if command is not None else "-"
+        self._by_actor[actor] += 1
+        if self._by_actor[actor] > ACTOR_REFUSALS_RECORDED:
+            self._count(f"{exc.code}:{actor}", data)
+            return
+        self.refusals_recorded += 1
+        self.journal.record(AuditKind.REFUSAL, "-", data)
 
-    def record(self, kind: AuditKind, actor: str, data: dict[str, Any]) -> None:
-        """Audit and publish a state change, override, fire event or budget breach.
+    def record(
+        self,
+        kind: AuditKind,
+        actor: str,
+        data: dict[str, Any],
+        *,
+        sources: dict[str, Any] | None = None,
+        required: bool = False,
+    ) -> Pending:
+        """Record a decision: a state change, an override, a fire event, a budget breach.
 
-        Raises :class:`AuditUnavailable`; a fire release catches it and goes ahead regardless.
-        """
-        self._append(kind, actor, data)
-
-    def note(self, kind: AuditKind, actor: str, data: dict[str, Any]) -> None:
-        """:meth:`record` what has been done already; a log that is down is logged, not raised.
-
-        For state changes, overrides, fire events and budget breaches: the doors have moved
-        (or must move) whatever the bookkeeping says.
+        ``sources`` is the change of safety sources it makes (the journal's index follows it);
+        ``required``: the caller waits for it and refuses the change if it cannot be written.
         """
         who = audit_actor(actor)
-        if who != actor:
-            data = {**data, "via": actor}
-        try:
-            self._append(kind, who, data)
-        except AuditUnavailable as exc:
-            log.error("audit.unavailable", kind=str(kind), actor=actor, error=str(exc), data=data)
+        body = {**data, "via": actor} if who != actor else dict(data)
+        if sources:
+            body["change"] = sources
+        return self.journal.record(kind, who, body, required=required)
 
-    def system(self, command: Command) -> None:
-        """Audit a command the gateway gives itself (a rule, an alarm input); never blocks it."""
-        self.note(
-            AuditKind.COMMAND,
-            command.actor,
-            {
-                "command": command.id,
-                "action": str(command.action),
-                "scope": command.scope,
-                "door": command.door,
-                "params": _without_sigs(command),
-            },
-        )
+    def system(self, command: Command) -> Pending:
+        """Record a command the gateway gives itself (a rule, an alarm input); never blocks it."""
+        return self.record(AuditKind.COMMAND, command.actor, _command_data(command))
 
-    def close(self) -> None:
-        self.authorizer.close()
-        if self.audit is not None:
-            self.audit.close()
+    async def run(self) -> None:
+        """Write the counted refusals once an interval, until cancelled."""
+        while True:
+            await asyncio.sleep(REFUSAL_INTERVAL_S)
+            self.flush_refusals()
 
-    def _append(self, kind: AuditKind, actor: str, data: dict[str, Any]) -> None:
-        if self.audit is None:
-            raise AuditUnavailable("the audit log could not be opened at start-up")
-        self._on_record(self.audit.append(kind, actor, data))
+    def flush_refusals(self) -> None:
+        """One record (and one event) for the refusals counted since the last one."""
+        now = time.monotonic()
+        counts, self._counts = self._counts, Counter()
+        samples, self._samples = self._samples, []
+        interval_s, self._interval_started = now - self._interval_started, now
+        self._by_actor.clear()
+        if not counts:
+            return
+        data = {
+            "counted": True,
+            "interval_s": round(interval_s, 1),
+            "total": sum(counts.values()),
+            "by_error": dict(counts),
+            "samples": samples,
+        }
+        self.journal.record(AuditKind.REFUSAL, "-", data)
+        log.warning("command.refusals_counted", total=data["total"], by_error=dict(counts))
+        for listener in self._listeners:
+            listener(data)
+
+    def _count(self, key: str, data: dict[str, Any]) -> None:
+        self.refusals_counted += 1
+        self._counts[key] += 1
+        if len(self._samples) < REFUSAL_SAMPLES:
+            self._samples.append(data)
+
+    def _maybe_flush(self) -> None:
+        if time.monotonic() - self._interval_started >= REFUSAL_INTERVAL_S:
+            self.flush_refusals()
 
     def statistics(self) -> dict[str, Any]:
         return {
             "auth": self.authorizer.statistics(),
-            "audit": self.audit.statistics() if self.audit else None,
+            "journal": self.journal.statistics(),
+            "refusals_recorded": self.refusals_recorded,
+            "refusals_counted": self.refusals_counted,
         }
 
 
-def _without_sigs(command: Command) -> dict[str, Any]:
-    # Signatures prove nothing once checked and only bloat the log.
-    return {k: v for k, v in command.params.items() if k != "cosig"}
+def _command_data(command: Command) -> dict[str, Any]:
+    return {
+        "command": command.id,
+        "sent_ts": command.ts,
+        "action": str(command.action),
+        "scope": command.scope,
+        "door": command.door,
+        # Signatures prove nothing once checked and only bloat the log.
+        "params": {k: v for k, v in command.params.items() if k != "cosig"},
+    }
 
 
 def audit_actor(actor: str) -> str:
@@ -163,28 +193,16 @@ def audit_actor(actor: str) -> str:
 
 
 def open_guard(
-    security: SecurityConfig,
-    *,
-    state_dir: Path | str,
-    site: str,
-    demo: bool,
-    responder_max_s: float,
-    on_record: Callable[[AuditRecord], None] = lambda record: None,
+    security: SecurityConfig, *, state_dir: str, site: str, demo: bool, responder_max_s: float
 ) -> CommandGuard:
-    """The site's command gate: authorizer, replay cache and audit log under ``state_dir``."""
-    state_dir = Path(state_dir)
-    authorizer = Authorizer(
-        security, state_dir=state_dir, demo=demo, responder_max_s=responder_max_s
+    """The site's command gate over a journal in ``state_dir`` (opened later, at start-up)."""
+    journal = Journal(
+        state_dir,
+        audit_name=security.audit_log,
+        index_name=security.journal_index,
+        window_s=security.timestamp_window_s,
+        max_file_bytes=int(security.audit_file_mb * 1024 * 1024),
+        keep_files=security.audit_keep_files,
     )
-    audit: AuditLog | None
-    try:
-        audit = AuditLog(state_dir / security.audit_log)
-    except AuditUnavailable as exc:
-        # Start anyway: fire release and lockdown must still work; everything else is refused.
-        log.critical(
-            "audit.unavailable_at_start",
-            error=str(exc),
-            note="safety commands other than lockdown are refused until fixed",
-        )
-        audit = None
-    return CommandGuard(authorizer, audit, site=site, on_record=on_record)
+    authorizer = Authorizer(security, demo=demo, responder_max_s=responder_max_s)
+    return CommandGuard(authorizer, journal, site=site)

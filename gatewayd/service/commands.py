@@ -1,12 +1,16 @@
 """Command execution: SRP states, release, door actions, responder overrides, drills, status.
 
 ``handle_command(payload) -> reply`` is the single entry point from outside: the command
-guard (signature, role, replay, audit) admits a command before :meth:`CommandService.run`
-sees it, and every decision carries the command's ``actor`` into the audit log.
+guard (signature, role, replay) admits a command before :meth:`CommandService.run_command`
+sees it, every change of a safety source goes through :meth:`Core.commit` (recorded first if it
+unlocks a door, at once otherwise), and every decision carries the command's ``actor`` into
+the audit log. The reply goes out once the records of what it did are on disk, or says they
+are not.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
@@ -28,6 +32,7 @@ from gatewayd.kernel.events import now_ns
 from gatewayd.kernel.scope import Scope
 from gatewayd.kernel.site import SrpState
 from gatewayd.rules.arbitration import Priority
+from gatewayd.rules.engine import Change
 from gatewayd.rules.policy import (
     check_transition,
     responder_override,
@@ -36,21 +41,28 @@ from gatewayd.rules.policy import (
     state_of,
 )
 from gatewayd.rules.sources import Effect, Source
-from gatewayd.rules.store import StoreError
 from gatewayd.security.audit import AuditKind
+from gatewayd.security.guard import is_unauthenticated
+from gatewayd.security.journal import Pending
 from gatewayd.service.core import Core
-from gatewayd.service.drills import Drills, LiveDrill
+from gatewayd.service.drills import Drills
 from gatewayd.service.expiry import Expiry
+from gatewayd.service.scopes import door_scope, location_of, scope_of
 
 log = structlog.get_logger(__name__)
 
 SRP_ACTIONS = frozenset(
     {Action.HOLD, Action.SECURE, Action.LOCKDOWN, Action.EVACUATE, Action.SHELTER}
 )
+#: How long a reply waits for the records of what was done to reach the disk.
+REPLY_RECORD_WAIT_S = 1.0
+
+#: (scope, doors to actuate, extra reply fields) of one decided command.
+Decided = tuple[Scope, list[str], dict[str, Any]]
 
 
 class CommandService:
-    """What a command does: decide, actuate through the actuator, reply."""
+    """What a command does: decide, commit, actuate through the actuator, reply."""
 
     def __init__(
         self,
@@ -67,42 +79,42 @@ class CommandService:
 
     # --- entry points ------------------------------------------------------------------------
 
-    async def handle_command(self, payload: bytes) -> dict[str, Any]:
+    async def handle_command(self, payload: bytes, arrived_ns: int | None = None) -> dict[str, Any]:
         """Parse, admit, decide, actuate, verify; always reply, never raise for bad input.
 
-        Nothing moves unless the guard admitted (authenticated, authorized, audited) it.
+        Nothing moves unless the guard admitted (authenticated, authorized) it. Latencies count
+        from ``arrived_ns``, the message's arrival from the broker, so queueing shows.
         """
-        trigger_ns = now_ns()
+        trigger_ns = arrived_ns or now_ns()
         command: Command | None = None
+        guard = self._core.guard
         try:
             command = parse_command(payload)
-            self._core.guard.admit(command, payload=payload, now=time.time())
+            actor = guard.check(command, payload=payload, now=time.time())
         except CommandError as exc:
-            if command is None:
-                # The guard audits its own refusals; an unparsable body is audited here.
-                self._core.guard.refused(exc, payload=payload)
-            log.warning(
-                "command.refused",
-                id=command.id if command else None,
-                claimed_actor=command.actor if command else None,
-                error=exc.code,
-                message=str(exc),
-            )
+            guard.refused(exc, payload=payload, command=command)
             reply = {
                 "id": command.id if command else command_id_of(payload),
                 "ok": False,
                 "error": exc.code,
                 "message": str(exc),
             }
-            self._core.publisher.event("command", "mqtt", reply, life_safety=True)
+            if not is_unauthenticated(exc.code):
+                log.warning("command.refused", id=reply["id"], error=exc.code, message=str(exc),
+                            claimed_actor=command.actor if command else None)  # fmt: skip
+                self._core.publisher.event("command", "mqtt", reply, life_safety=False)
             return reply
-        return await self.run_command(command, trigger_ns)
+        records = [guard.admitted(command, actor)]
+        return await self.run_command(command, trigger_ns, records)
 
-    async def run_command(self, command: Command, trigger_ns: int) -> dict[str, Any]:
+    async def run_command(
+        self, command: Command, trigger_ns: int, records: list[Pending] | None = None
+    ) -> dict[str, Any]:
         """Execute a parsed command (from MQTT, an input or a rule) and publish its outcome."""
+        records = records if records is not None else []
         try:
-            reply = await self.execute(command, trigger_ns)
-        except (CommandError, StoreError) as exc:
+            reply = await self.execute(command, trigger_ns, records)
+        except CommandError as exc:
             reply = {
                 "id": command.id,
                 "ok": False,
@@ -110,14 +122,12 @@ class CommandService:
                 "message": str(exc),
                 "action": str(command.action),
             }
-            log.warning(
-                "command.refused",
-                id=command.id,
-                actor=command.actor,
-                action=str(command.action),
-                error=exc.code,
-                message=str(exc),
-            )
+            if exc.code == ErrorCode.STORE_FAILED:
+                self._core.guard.undo_admission(command)
+            log.warning("command.refused", id=command.id, actor=command.actor,
+                        action=str(command.action), error=exc.code,
+                        message=str(exc))  # fmt: skip
+        reply["recorded"] = await _recorded(records)
         if command.action is not Action.STATUS:
             self._core.publisher.event(
                 "command",
@@ -129,7 +139,7 @@ class CommandService:
                     **{k: reply[k] for k in ("ok", "error", "message") if k in reply},
                     "latency_ms": reply.get("latency_ms"),
                 },
-                life_safety=True,
+                life_safety=reply.get("error") is None,
                 drill=bool(reply.get("drill")),
             )
         return reply
@@ -137,31 +147,34 @@ class CommandService:
     async def run_system(self, command: Command) -> dict[str, Any]:
         """Run a command the gateway gives itself: audited as ``system``, no signature."""
         trigger_ns = now_ns()
-        self._core.guard.system(command)
-        return await self.run_command(command, trigger_ns)
+        records = [self._core.guard.system(command)]
+        return await self.run_command(command, trigger_ns, records)
 
-    async def execute(self, command: Command, trigger_ns: int) -> dict[str, Any]:
+    async def execute(
+        self, command: Command, trigger_ns: int, records: list[Pending]
+    ) -> dict[str, Any]:
         """Decide and actuate one command; raise :class:`CommandError` to refuse it."""
-        extra: dict[str, Any] = {}
         if command.action in SRP_ACTIONS:
-            scope, doors = self._set_state(command)
+            decided = await self._set_state(command, records)
         elif command.action is Action.RELEASE:
-            scope, doors = self._release(command)
+            decided = await self._release(command, records)
         elif command.action is Action.UNLOCK and command.params:
-            scope, doors, extra = self._responder_unlock(command)
+            decided = await self._responder_unlock(command, records)
         elif command.action in (Action.LOCK, Action.UNLOCK):
-            scope, doors = self._manual(command)
+            decided = await self._manual(command, records)
         elif command.action is Action.DRILL:
-            return await self._drill(command, trigger_ns)
+            return await self._drill(command, trigger_ns, records)
         else:
             return self._status(command)
+        scope, doors, extra = decided
         reply = await self._finish(command, scope, doors, trigger_ns)
         return {**reply, **extra}
 
     # --- SRP states ----------------------------------------------------------------------------
 
-    def _set_state(self, command: Command) -> tuple[Scope, list[str]]:
-        scope = self._scope_of(command)
+    async def _set_state(self, command: Command, records: list[Pending]) -> Decided:
+        core = self._core
+        scope = scope_of(core.campus, command)
         params = parse_params(StateParams, command)
         state = SrpState(str(command.action))
         if state is SrpState.SHELTER and params.hazard is None:
@@ -169,137 +182,70 @@ class CommandService:
                 ErrorCode.BAD_REQUEST,
                 "shelter needs params.hazard (tornado, hazmat, earthquake, severe_weather, bomb)",
             )
-        check_transition(state_of(self._core.engine.get(f"srp:{scope}")), state, scope)
+        check_transition(state_of(core.engine.get(f"srp:{scope}")), state, scope)
         if params.source == "panic_app":
-            self._core.publisher.event(
-                "alarm",
-                "panic_app",
-                {
-                    "type": "panic",
-                    "actor": command.actor,
-                    "scope": str(scope),
-                },
-                life_safety=True,
-                location=params.location,
-            )
-        doors = set(self._drills.preempt(self._core.campus.resolve(scope), why=f"{state} {scope}"))
+            core.publisher.event("alarm", "panic_app",
+                                 {"type": "panic", "actor": command.actor, "scope": str(scope)},
+                                 life_safety=True, location=params.location)  # fmt: skip
+        drills = self._drills.overlapping(core.campus.resolve(scope))
+        source = srp_source(core.policy, state, scope, actor=command.actor, since=time.time(),
+                            hazard=params.hazard)  # fmt: skip
         # "Lockdown!" again means every door again: per-room releases under it end.
-        for source in self._room_releases_under(scope):
-            doors.update(self._core.engine.remove(source.key))
-        doors.update(
-            self._core.engine.put(
-                srp_source(
-                    self._core.policy,
-                    state,
-                    scope,
-                    actor=command.actor,
-                    since=time.time(),
-                    hazard=params.hazard,
-                )
-            )
-        )
-        self._core.publisher.event(
-            "state",
-            command.actor,
-            {
-                "scope": str(scope),
-                "state": str(state),
-                "hazard": params.hazard,
-            },
-            life_safety=True,
-            location=self._location_of(scope),
-        )
-        self._core.guard.note(
-            AuditKind.STATE,
-            command.actor,
-            {
-                "command": command.id,
-                "scope": str(scope),
-                "state": str(state),
-                "hazard": params.hazard,
-                "doors": len(doors),
-            },
-        )
-        return scope, sorted(doors, key=self._core.campus.door_index.__getitem__)
+        removed = [*(d.key for d in drills), *(s.key for s in self._room_releases_under(scope))]
+        change = Change(put=(source,), remove=tuple(removed))
+        data = {"command": command.id, "scope": str(scope), "state": str(state),
+                "hazard": params.hazard}  # fmt: skip
+        # An evacuation releases egress for people told to leave: like fire, never held up.
+        doors = await core.commit(change, kind=AuditKind.STATE, actor=command.actor, data=data,
+                                  records=records,
+                                  life_safety=state is SrpState.EVACUATE)  # fmt: skip
+        self._drills.announce_preempted(drills, why=f"{state} {scope}")
+        core.publisher.event("state", command.actor,
+                             {"scope": str(scope), "state": str(state), "hazard": params.hazard},
+                             life_safety=True,
+                             location=location_of(core.campus, scope))  # fmt: skip
+        return scope, doors, {}
 
-    def _location_of(self, scope: Scope) -> dict[str, Any]:
-        """Where a scope is, as an event's location (the building a responder goes to)."""
-        match scope.kind:
-            case "building":
-                return {"building": scope.ident}
-            case "zone":
-                return {"building": self._core.campus.zones[scope.ident].building}
-            case "door":
-                door = self._core.campus.doors[scope.ident]
-                return {"building": door.building, "floor": door.floor, "room": door.room}
-            case _:
-                return {}
-
-    def _release(self, command: Command) -> tuple[Scope, list[str]]:
-        scope = self._scope_of(command)
+    async def _release(self, command: Command, records: list[Pending]) -> Decided:
+        core = self._core
+        scope = scope_of(core.campus, command)
         # Checked by the guard already; here only so that no other key slips through.
         cosigner = parse_params(ReleaseParams, command).cosigner
+        data: dict[str, Any] = {"command": command.id, "scope": str(scope), "cosigner": cosigner}
         if scope.kind == "door":
-            released = self._release_door(scope, command.actor)
-            self._core.guard.note(
-                AuditKind.STATE,
-                command.actor,
-                {
-                    "command": command.id,
-                    "scope": str(scope),
-                    "state": "released",
-                    "cosigner": cosigner,
-                    "doors": len(released),
-                },
-            )
-            return scope, released
-        keys = [k for k in (f"srp:{scope}", f"drill:{scope}") if self._core.engine.get(k)]
-        if not keys:
-            raise CommandError(ErrorCode.NOT_ACTIVE, f"nothing to release at {scope}")
-        doors: set[str] = set()
-        for key in keys:
-            doors.update(self._core.engine.remove(key))
-        for source in self._room_releases_under(scope):
-            doors.update(self._core.engine.remove(source.key))
-        self._core.publisher.event(
-            "state",
-            command.actor,
-            {"scope": str(scope), "state": "normal"},
-            life_safety=True,
-            location=self._location_of(scope),
-        )
-        self._core.guard.note(
-            AuditKind.STATE,
-            command.actor,
-            {
-                "command": command.id,
-                "scope": str(scope),
-                "state": "normal",
-                "released": keys,
-                "cosigner": cosigner,
-                "doors": len(doors),
-            },
-        )
-        return scope, sorted(doors, key=self._core.campus.door_index.__getitem__)
+            change = self._release_door(scope, command.actor)
+            data["state"] = "released"
+        else:
+            keys = [k for k in (f"srp:{scope}", f"drill:{scope}") if core.engine.get(k)]
+            if not keys:
+                raise CommandError(ErrorCode.NOT_ACTIVE, f"nothing to release at {scope}")
+            rooms = [s.key for s in self._room_releases_under(scope)]
+            change = Change(remove=(*keys, *rooms))
+            data.update(state="normal", released=keys)
+        doors = await core.commit(change, kind=AuditKind.STATE, actor=command.actor, data=data,
+                                  records=records)  # fmt: skip
+        if scope.kind != "door":
+            core.publisher.event("state", command.actor, {"scope": str(scope), "state": "normal"},
+                                 life_safety=True,
+                                 location=location_of(core.campus, scope))  # fmt: skip
+        return scope, doors, {}
 
-    def _release_door(self, scope: Scope, actor: str) -> list[str]:
+    def _release_door(self, scope: Scope, actor: str) -> Change:
         """A door held by a wider state gets a per-room release; else its own sources end."""
+        engine = self._core.engine
         own = [f"srp:{scope}", f"manual:{scope}", f"responder:{scope}", f"drill:{scope}"]
-        claim = self._core.engine.decide(scope.ident).claim
+        claim = engine.decide(scope.ident).claim
         if (
             claim is not None
             and claim.priority is Priority.LOCKDOWN
             and claim.locked
             and claim.source not in own
         ):
-            return self._core.engine.put(room_release(scope, actor=actor, since=time.time()))
-        keys = [k for k in own if self._core.engine.get(k)]
+            return Change(put=(room_release(scope, actor=actor, since=time.time()),))
+        keys = tuple(k for k in own if engine.get(k))
         if not keys:
             raise CommandError(ErrorCode.NOT_ACTIVE, f"nothing to release at {scope}")
-        doors: set[str] = set()
-        for key in keys:
-            doors.update(self._core.engine.remove(key))
-        return sorted(doors)
+        return Change(remove=keys)
 
     def _room_releases_under(self, scope: Scope) -> list[Source]:
         inside = set(self._core.campus.resolve(scope))
@@ -311,8 +257,8 @@ class CommandService:
 
     # --- doors -----------------------------------------------------------------------------
 
-    def _manual(self, command: Command) -> tuple[Scope, list[str]]:
-        scope = self._door_scope(command)
+    async def _manual(self, command: Command, records: list[Pending]) -> Decided:
+        scope = door_scope(self._core.campus, command)
         locked = command.action is Action.LOCK
         source = Source(
             key=f"manual:{scope}",
@@ -324,42 +270,34 @@ class CommandService:
             since=time.time(),
         )
         self._refuse_if_overridden(source, locked)
-        doors = self._core.engine.put(source)
-        self._core.guard.note(
-            AuditKind.OVERRIDE,
-            command.actor,
-            {"command": command.id, "door": scope.ident, "manual": str(command.action)},
-        )
-        return scope, doors
+        data = {"command": command.id, "door": scope.ident, "manual": str(command.action)}
+        doors = await self._core.commit(Change(put=(source,)), kind=AuditKind.OVERRIDE,
+                                        actor=command.actor, data=data,
+                                        records=records)  # fmt: skip
+        return scope, doors, {}
 
-    def _responder_unlock(self, command: Command) -> tuple[Scope, list[str], dict[str, Any]]:
+    async def _responder_unlock(self, command: Command, records: list[Pending]) -> Decided:
         """A bounded unlock that pre-empts the lockdown family for one door, then relocks."""
-        scope = self._door_scope(command)
+        policy = self._core.policy
+        scope = door_scope(self._core.campus, command)
         params = parse_params(UnlockParams, command)
-        duration_s = params.duration_s or self._core.policy.responder_momentary_s
-        if duration_s > self._core.policy.responder_max_s:
+        duration_s = params.duration_s or policy.responder_momentary_s
+        if duration_s > policy.responder_max_s:
             raise CommandError(
                 ErrorCode.OUT_OF_BOUNDS,
                 f"params.duration_s {duration_s:g} exceeds the"
-                f" site's responder_max_s {self._core.policy.responder_max_s:g}",
+                f" site's responder_max_s {policy.responder_max_s:g}",
             )
         now = time.time()
         source = responder_override(scope, actor=command.actor, since=now, until=now + duration_s)
-        doors = self._core.engine.put(source)
+        data = {"command": command.id, "door": scope.ident, "unlock_s": duration_s,
+                "until": now + duration_s}  # fmt: skip
+        doors = await self._core.commit(Change(put=(source,)), kind=AuditKind.OVERRIDE,
+                                        actor=command.actor, data=data,
+                                        records=records)  # fmt: skip
         self._expiry.changed()
-        log.warning(
-            "responder.override", door=scope.ident, actor=command.actor, duration_s=duration_s
-        )
-        self._core.guard.note(
-            AuditKind.OVERRIDE,
-            command.actor,
-            {
-                "command": command.id,
-                "door": scope.ident,
-                "unlock_s": duration_s,
-                "until": now + duration_s,
-            },
-        )
+        log.warning("responder.override", door=scope.ident, actor=command.actor,
+                    duration_s=duration_s)  # fmt: skip
         return scope, doors, {"override": {"actor": command.actor, "until": now + duration_s}}
 
     def _refuse_if_overridden(self, source: Source, locked: bool) -> None:
@@ -374,29 +312,32 @@ class CommandService:
 
     # --- drills -----------------------------------------------------------------------------
 
-    # --- drills -----------------------------------------------------------------------------
-
-    async def _drill(self, command: Command, trigger_ns: int) -> dict[str, Any]:
-        started = self._drills.start(command)
-        if not isinstance(started, LiveDrill):
-            return started
-        source = started.source
-        reply = await self._finish(command, source.scope, started.doors, trigger_ns, drill=True)
+    async def _drill(
+        self, command: Command, trigger_ns: int, records: list[Pending]
+    ) -> dict[str, Any]:
+        plan = self._drills.plan(command)
+        source = plan.source
+        data = {"command": command.id, "scope": str(source.scope), "state": source.state,
+                "drill": True, "dry_run": source.dry_run}  # fmt: skip
+        doors = await self._core.commit(Change(put=(source,)), kind=AuditKind.STATE,
+                                        actor=command.actor, data=data,
+                                        records=records)  # fmt: skip
+        self._expiry.changed()
+        self._drills.announce(plan)
+        if plan.would is not None:
+            return self._drills.dry_run_reply(command, plan)
+        reply = await self._finish(command, source.scope, doors, trigger_ns, drill=True)
         return {**reply, "drill": True, "dry_run": False, "until": source.expires_at}
 
-    # --- completion, latency, status ---------------------------------------------------------
+    # --- completion, status ----------------------------------------------------------------
 
     async def _finish(
-        self,
-        command: Command,
-        scope: Scope,
-        doors: list[str],
-        trigger_ns: int,
-        *,
+        self, command: Command, scope: Scope, doors: list[str], trigger_ns: int, *,
         drill: bool = False,
-    ) -> dict[str, Any]:
-        report = await self._core.actuator.apply(doors, trigger_ns)
-        self._core.reporting.record(report, trigger=f"{command.action} {scope}", drill=drill)
+    ) -> dict[str, Any]:  # fmt: skip
+        core = self._core
+        report = await core.actuator.apply(doors, trigger_ns)
+        core.reporting.record(report, trigger=f"{command.action} {scope}", drill=drill)
         log.info(
             "command.done",
             id=command.id,
@@ -408,7 +349,7 @@ class CommandService:
             failed=len(report.failed),
             **{f"{k}_ms": v for k, v in report.latencies_ms().items()},
         )
-        self._core.publisher.mark_dirty(scope)
+        core.publisher.mark_dirty(scope)
         return {
             "id": command.id,
             "ok": not report.failed,
@@ -450,23 +391,8 @@ class CommandService:
             "statistics": self._statistics(),
         }
 
-    # --- scopes -------------------------------------------------------------------------------
 
-    def _scope_of(self, command: Command) -> Scope:
-        if command.door is not None:
-            return self._door_scope(command)
-        if command.scope is None:
-            raise CommandError(ErrorCode.BAD_REQUEST, f"{command.action!s} needs a scope or a door")
-        scope = Scope.parse(command.scope)
-        self._core.campus.resolve(scope)
-        return scope
-
-    def _door_scope(self, command: Command) -> Scope:
-        ident = command.door
-        if ident is None and command.scope and command.scope.startswith("door/"):
-            ident = command.scope.removeprefix("door/")
-        if ident is None:
-            raise CommandError(ErrorCode.BAD_REQUEST, f"{command.action!s} needs a door")
-        scope = Scope("door", ident)
-        self._core.campus.resolve(scope)
-        return scope
+async def _recorded(records: list[Pending]) -> bool:
+    """Whether every record of a command is on disk (waiting a little for the last group)."""
+    written = await asyncio.gather(*(r.written(REPLY_RECORD_WAIT_S) for r in records))
+    return all(written)

@@ -1,16 +1,30 @@
-"""What every deciding service works with, built once by the gateway."""
+"""What every deciding service works with, and the one way a safety source changes.
+
+A change of the safety sources is made durable by an audit record (the journal). A change
+that leaves a door unlocked that is locked now waits for its record to be on disk and is
+refused if it cannot be written; any other change (and a life-safety one, a fire alarm or an
+evacuation) takes effect at once and its record follows: bookkeeping never stands between a
+trigger and the doors that lock or release for safety.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from gatewayd.kernel.campus import Campus
+from gatewayd.kernel.errors import CommandError, ErrorCode
 from gatewayd.rules.config import PolicyConfig
-from gatewayd.rules.engine import Engine
+from gatewayd.rules.engine import Change, Engine
+from gatewayd.security.audit import AuditKind, AuditUnavailable
 from gatewayd.security.guard import CommandGuard
+from gatewayd.security.journal import Pending
 from gatewayd.service.actuation import Actuator
 from gatewayd.service.publisher import Publisher
 from gatewayd.service.reporting import Reporting
+
+#: How long a change that unlocks doors waits for the audit log to take its record.
+RECORD_TIMEOUT_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,3 +39,44 @@ class Core:
     publisher: Publisher
     actuator: Actuator
     reporting: Reporting
+
+    async def commit(
+        self,
+        change: Change,
+        *,
+        kind: AuditKind,
+        actor: str,
+        data: dict[str, Any],
+        records: list[Pending] | None = None,
+        life_safety: bool = False,
+    ) -> list[str]:
+        """Make a change of the sources (recorded first if it unlocks); the doors it moves."""
+        unlocking = [] if life_safety else self.engine.unlocks(change)
+        before = self.engine.versions(change)
+        pending = self.guard.record(kind, actor, data, sources=change.as_record(),
+                                    required=bool(unlocking))  # fmt: skip
+        if records is not None:
+            records.append(pending)
+        if unlocking:
+            try:
+                await pending.durable(RECORD_TIMEOUT_S)
+            except AuditUnavailable as exc:
+                raise CommandError(
+                    ErrorCode.STORE_FAILED,
+                    f"this would unlock {len(unlocking)} doors and cannot be recorded ({exc});"
+                    " refused, no door moved",
+                ) from exc
+            if self.engine.versions(change) != before:
+                # A later change of the same sources is in force (and recorded after this
+                # one): it wins, in memory as in the log.
+                raise CommandError(ErrorCode.OVERTAKEN, "another change of the same state"
+                                   " arrived while this one was recorded; it stands")  # fmt: skip
+        return self.engine.apply(change)
+
+    def commit_now(
+        self, change: Change, *, kind: AuditKind, actor: str, data: dict[str, Any]
+    ) -> tuple[list[str], Pending]:
+        """Make a change at once and record it after (fire, expiry, what only locks)."""
+        doors = self.engine.apply(change)
+        pending = self.guard.record(kind, actor, data, sources=change.as_record())
+        return doors, pending

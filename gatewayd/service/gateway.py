@@ -39,10 +39,12 @@ from gatewayd.kernel.scope import Scope
 from gatewayd.rules.actions import ActionSink
 from gatewayd.rules.engine import Engine
 from gatewayd.rules.rulefile import RuleSet, load_rules
-from gatewayd.rules.store import SafetyStore
+from gatewayd.rules.sources import Source
 from gatewayd.security.guard import open_guard
+from gatewayd.security.journal import daemon_record
 from gatewayd.security.keys import ServerKeys
 from gatewayd.service.actuation import Actuator
+from gatewayd.service.clock import ClockWatch
 from gatewayd.service.commands import CommandService
 from gatewayd.service.config import Config
 from gatewayd.service.core import Core
@@ -84,8 +86,8 @@ class Gateway:
             points = frozenset(self.campus.points[dev.id])
             self.drivers[dev.id] = cls(dev, points, self.bus.publish)
         state_dir = Path(config.state_dir)
-        self.store = SafetyStore(state_dir / "safety.sqlite")
-        self.engine = Engine(self.campus, self.store)
+        # Empty until run() has read the journal: nothing decides before the record is read.
+        self.engine = Engine(self.campus)
         self.doors = DoorService(self.campus, self.drivers)
         self.uplink = Uplink(
             config.mqtt,
@@ -94,15 +96,19 @@ class Gateway:
             queue=Outbox(state_dir / "outbox.sqlite"),
         )
         self.publisher = Publisher(self.campus, self.engine, self.doors, self.uplink)
-        #: Every MQTT command passes it: signature, role, replay, audit (gatewayd.security).
+        #: Every MQTT command passes it: signature, role, replay; it records every decision.
         self.guard = open_guard(
             config.security,
-            state_dir=state_dir,
+            state_dir=str(state_dir),
             site=config.site.id,
             demo=config.site.demo,
             responder_max_s=self.policy.responder_max_s,
-            on_record=self.publisher.audit_record,
         )
+        #: The durable record: the audit log and its index (gatewayd.security.journal).
+        self.journal = self.guard.journal
+        self.journal.listen_records(self.publisher.audit_record)
+        self.journal.listen(self._bookkeeping_health)
+        self.guard.listen(self._refusals_counted)
         self.tasks = Tasks()
         self.actuator = Actuator(self.engine, self.doors)
         self.reporting = Reporting(self.campus, self.policy, self.publisher, self.guard)
@@ -116,7 +122,7 @@ class Gateway:
             reporting=self.reporting,
         )
         self.expiry = Expiry(core)
-        self.drills = Drills(core, expiry_changed=self.expiry.changed)
+        self.drills = Drills(core)
         self.commands = CommandService(
             core, drills=self.drills, expiry=self.expiry, statistics=self.statistics
         )
@@ -132,6 +138,7 @@ class Gateway:
         )
         self.publisher.listen(self.triggers.evaluate_rules)
         self.doors.listen(doors=self.publisher.door_changed, inputs=self.triggers.input_changed)
+        self.clock = ClockWatch(config.security.timestamp_window_s, self._clock_stepped)
         #: The web console, once started (``[console]`` in the campus file).
         self.console: Console | None = None
         self.supervisor: Supervisor | None = None
@@ -164,10 +171,11 @@ class Gateway:
         async with AsyncExitStack() as stack, asyncio.TaskGroup() as group:
             self.tasks.attach(group)
             stack.callback(self.tasks.attach, None)
-            stack.callback(self.store.close)
-            stack.callback(self.guard.close)
+            await self._restore()
+            stack.push_async_callback(self._stopped)
             group.create_task(self._pump_events(), name="gateway:events")
-            self.expiry.drop_expired()
+            group.create_task(self.guard.run(), name="gateway:refusals")
+            group.create_task(self.clock.run(), name="gateway:clock")
             supervisor = Supervisor(self.drivers, self.bus.publish)
             # Door devices first: re-asserting the doors waits for nothing else.
             await supervisor.start(wait_for=self.doors.devices)
@@ -203,6 +211,64 @@ class Gateway:
             )
             ready()
             await asyncio.Event().wait()
+
+    async def _restore(self) -> None:
+        """Read the durable record; put back what was in force before anything is written."""
+        recovered = await asyncio.to_thread(self.journal.open)
+        self.journal.start(asyncio.get_running_loop())
+        self.guard.authorizer.replay.load(recovered.commands)
+        restored: list[Source] = []
+        fire: list[Source] = []
+        unreadable: list[str] = []
+        for key, body in recovered.sources.items():
+            try:
+                source = Source.from_json(body)
+                self.campus.resolve(source.scope)
+            except (GatewayError, KeyError, TypeError, ValueError) as exc:
+                unreadable.append(f"{key}: {exc}")
+                continue
+            (fire if key.startswith("fire:") else restored).append(source)
+        for source in restored:
+            self.engine.put(source)
+        ended = self.expiry.drop_expired()
+        self.triggers.restore_fire(fire)
+        problems = recovered.problems + [f"source not restored: {u}" for u in unreadable]
+        daemon_record(self.journal, "started", sources=len(restored), fire_rows=len(fire),
+                      expired=[s.key for s in ended], rebuilt=recovered.rebuilt,
+                      problems=problems)  # fmt: skip
+        if recovered.rebuilt or problems:
+            log.critical("gateway.state_repaired", rebuilt=recovered.rebuilt, problems=problems)
+            self.publisher.event("alarm", "gateway",
+                                 {"type": "bookkeeping", "rebuilt": recovered.rebuilt,
+                                  "problems": problems, "sources": len(restored)},
+                                 life_safety=True)  # fmt: skip
+
+    async def _stopped(self) -> None:
+        """Record the stop and let the journal write what is queued (bounded)."""
+        self.guard.flush_refusals()
+        daemon_record(self.journal, "stopping", sources=len(self.engine.sources))
+        await asyncio.to_thread(self.journal.close)
+
+    def _bookkeeping_health(self, healthy: bool, problem: str) -> None:
+        """The journal cannot write (or can again): loud, never in the doors' way."""
+        if healthy:
+            log.warning("bookkeeping.recovered")
+        else:
+            log.critical("bookkeeping.failing", problem=problem,
+                         note="doors still move; releases and unlocks are refused")  # fmt: skip
+        self.publisher.event("alarm", "gateway",
+                             {"type": "bookkeeping", "healthy": healthy, "problem": problem},
+                             life_safety=True)  # fmt: skip
+
+    def _refusals_counted(self, data: dict[str, Any]) -> None:
+        self.publisher.event("command", "mqtt", data, life_safety=False)
+
+    def _clock_stepped(self, step_s: float) -> None:
+        self.publisher.event("alarm", "gateway",
+                             {"type": "clock_step", "step_s": round(step_s, 3),
+                              "window_s": self.clock.threshold_s},
+                             life_safety=True)  # fmt: skip
+        daemon_record(self.journal, "clock_stepped", step_s=round(step_s, 3))
 
     async def _reassert_device(self, device: str) -> None:
         report = await self.actuator.apply(self.doors.doors_on(device), now_ns())

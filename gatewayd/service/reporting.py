@@ -85,7 +85,7 @@ class Reporting:
                 budget_ms=self._policy.budget_ms,
                 **{f"{k}_ms": v for k, v in lat.items()},
             )
-            self._guard.note(
+            self._guard.record(
                 AuditKind.BUDGET,
                 "system:budget",
                 {

@@ -23,10 +23,10 @@ from gatewayd.kernel.events import new_id, now_ns
 from gatewayd.kernel.scope import CAMPUS, Scope
 from gatewayd.kernel.site import AlarmInput, InputKind, SrpState
 from gatewayd.rules.actions import ActionSink, ExternalAction
+from gatewayd.rules.engine import Change
 from gatewayd.rules.policy import fire_source
 from gatewayd.rules.rulefile import Publish, RadioAlert, Rule, RuleSet, SetState, Snapshot, render
 from gatewayd.rules.sources import Source
-from gatewayd.rules.store import StoreError
 from gatewayd.security.audit import AuditKind
 from gatewayd.service.commands import CommandService
 from gatewayd.service.core import Core
@@ -34,6 +34,9 @@ from gatewayd.service.drills import Drills
 from gatewayd.service.tasks import Tasks
 
 log = structlog.get_logger(__name__)
+
+#: How long a fire row of the last run waits for its input to be read before it is applied.
+FIRE_INPUT_WAIT_S = 5.0
 
 
 class Triggers:
@@ -57,6 +60,8 @@ class Triggers:
         self._tasks = tasks
         #: Fire inputs waiting out the site's verification delay.
         self._fire_pending: dict[str, asyncio.Task[None]] = {}
+        #: Fire rows of the last run whose input has not been read yet.
+        self._restored_fire: dict[str, Source] = {}
 
     # --- alarm inputs --------------------------------------------------------------------------
 
@@ -98,25 +103,32 @@ class Triggers:
             else:
                 self._fire_release(alarm)
             return
+        self._fire_reset(alarm)
+
+    def _fire_reset(self, alarm: AlarmInput) -> None:
         key = f"fire:{alarm.id}"
+        stale = self._restored_fire.pop(alarm.id, None)
         if self._core.engine.get(key) is None:
+            if stale is not None:
+                # The alarm of the last run ended while the gateway was away: its row goes,
+                # unapplied, so no restart can bring it back.
+                log.warning("fire.stale_row_cleared", input=alarm.id)
+                self._core.guard.record(AuditKind.FIRE, f"input:{alarm.id}",
+                                        {"input": alarm.id, "active": False, "stale": True},
+                                        sources=Change(remove=(key,)).as_record())  # fmt: skip
             return
         trigger_ns = now_ns()
-        doors = self._core.engine.remove(key)
+        scope = self._alarm_scope(alarm)
+        doors, _ = self._core.commit_now(
+            Change(remove=(key,)),
+            kind=AuditKind.FIRE,
+            actor=f"input:{alarm.id}",
+            data={"input": alarm.id, "active": False, "scope": str(scope)},
+        )
         log.warning("fire.reset", input=alarm.id, doors=len(doors))
-        self._core.publisher.mark_dirty(self._alarm_scope(alarm))
+        self._core.publisher.mark_dirty(scope)
         self._tasks.spawn(
             self._actuate(doors, trigger_ns, f"fire reset {alarm.id}"), f"fire:{alarm.id}"
-        )
-        self._core.guard.note(
-            AuditKind.FIRE,
-            f"input:{alarm.id}",
-            {
-                "input": alarm.id,
-                "active": False,
-                "scope": str(self._alarm_scope(alarm)),
-                "doors": len(doors),
-            },
         )
 
     async def _fire_after(self, alarm: AlarmInput, delay_s: float) -> None:
@@ -125,40 +137,56 @@ class Triggers:
         self._fire_release(alarm)
 
     def _fire_release(self, alarm: AlarmInput) -> None:
-        """Release egress doors now: memory first, wire next, disk last and best-effort."""
+        """Release egress doors now: memory first, wire next; the record follows, never first.
+
+        The record goes into the journal's queue after the change is made and never holds it
+        up: a full or locked disk cannot keep a fire door shut.
+        """
         trigger_ns = now_ns()
+        self._restored_fire.pop(alarm.id, None)
         scope = self._alarm_scope(alarm)
         source = fire_source(self._core.policy, alarm.id, scope, since=time.time())
-        doors = self._core.engine.put(source)
-        doors += self._drills.preempt(
-            self._core.campus.resolve(scope), why=f"fire alarm {alarm.id}"
+        drills = self._drills.overlapping(self._core.campus.resolve(scope))
+        doors, _ = self._core.commit_now(
+            Change(put=(source,), remove=tuple(d.key for d in drills)),
+            kind=AuditKind.FIRE,
+            actor=f"input:{alarm.id}",
+            data={"input": alarm.id, "active": True, "scope": str(scope)},
         )
         log.warning("fire.release", input=alarm.id, scope=str(scope), doors=len(doors))
+        self._tasks.spawn(self._actuate(doors, trigger_ns, f"fire alarm {source.key}"),
+                          f"fire:{alarm.id}")  # fmt: skip
+        self._drills.announce_preempted(drills, why=f"fire alarm {alarm.id}")
         self._core.publisher.mark_dirty(scope)
-        self._tasks.spawn(self._fire_actuate(source, doors, trigger_ns), f"fire:{alarm.id}")
 
-    async def _fire_actuate(self, source: Source, doors: list[str], trigger_ns: int) -> None:
-        await self._actuate(doors, trigger_ns, f"fire alarm {source.key}")
-        # After the doors, and never raising: a full disk must not keep a fire door shut.
-        self._core.guard.note(
-            AuditKind.FIRE,
-            f"input:{source.key.removeprefix('fire:')}",
-            {
-                "input": source.key.removeprefix("fire:"),
-                "active": True,
-                "scope": str(source.scope),
-                "doors": len(doors),
-            },
+    # --- fire rows of the last run ---------------------------------------------------------
+
+    def restore_fire(self, sources: list[Source]) -> None:
+        """Fire sources the journal had in force: applied only once their input is read.
+
+        An input read quiet clears its row; one read active releases as usual. If an input
+        cannot be read within ``FIRE_INPUT_WAIT_S`` (its board is down), the row is applied:
+        a fire alarm nobody can see has ended is treated as still on.
+        """
+        for source in sources:
+            input_id = source.key.removeprefix("fire:")
+            if input_id not in self._core.campus.inputs:
+                continue
+            self._restored_fire[input_id] = source
+            self._tasks.spawn(self._apply_unread(input_id), f"fire-restore:{input_id}")
+
+    async def _apply_unread(self, input_id: str) -> None:
+        await asyncio.sleep(FIRE_INPUT_WAIT_S)
+        source = self._restored_fire.pop(input_id, None)
+        if source is None:
+            return
+        log.critical(
+            "fire.input_unread",
+            input=input_id,
+            wait_s=FIRE_INPUT_WAIT_S,
+            note="the alarm was on when the gateway stopped: egress stays released",
         )
-        try:
-            self._core.engine.persist(source)
-        except StoreError as exc:
-            log.error(
-                "fire.persist_failed",
-                key=source.key,
-                error=str(exc),
-                note="doors are released; a restart re-reads the input",
-            )
+        self._fire_release(self._core.campus.inputs[input_id])
 
     async def _actuate(self, doors: list[str], trigger_ns: int, trigger: str) -> None:
         report = await self._core.actuator.apply(

@@ -425,6 +425,11 @@ class Outbox:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             return _connect(self.path)
+        except sqlite3.OperationalError as exc:
+            # Cannot be opened or written (a read-only disk): not damaged, so not moved.
+            log.critical("outbox.memory_only", path=str(self.path), error=str(exc),
+                         note="events are sent but not kept across a restart")  # fmt: skip
+            return _connect(":memory:")
         except sqlite3.DatabaseError as exc:
             stamp = time.strftime("%Y%m%dT%H%M%S")
             aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
@@ -438,7 +443,10 @@ class Outbox:
             for suffix in ("", "-wal", "-shm"):
                 src = Path(f"{self.path}{suffix}")
                 if src.exists():
-                    src.rename(f"{aside}{suffix}")
+                    try:
+                        src.rename(f"{aside}{suffix}")
+                    except OSError as move_exc:
+                        log.critical("outbox.not_moved", path=str(src), error=str(move_exc))
             self._stats["moved_aside"] += 1
         try:
             return _connect(self.path)
