@@ -434,7 +434,7 @@ def verify(path: Path | str, *, expect_records: bool = False) -> VerifyResult:
     prev, first_seq, expected = GENESIS, 1, 1
     for index, file in enumerate(files):
         # Named only when the problem is in an older, rotated file.
-        name = None if file == path else name
+        name = None if file == path else file.name
         try:
             data = file.read_bytes()
         except OSError as exc:
