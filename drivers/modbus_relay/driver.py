@@ -18,7 +18,6 @@ from typing import assert_never
 import structlog
 
 from gatewayd.drivers.modbus_relay.config import ModbusRelayConfig
-from gatewayd.drivers.modbus_relay.lane import COMMAND, POLL, LaneFull, PriorityLane
 from gatewayd.drivers.modbus_relay.mapping import (
     BitImage,
     Kind,
@@ -44,6 +43,7 @@ from gatewayd.kernel.events import (
     TakeSnapshot,
     WritePoints,
 )
+from gatewayd.kernel.lane import COMMAND, POLL, LaneFull, PriorityLane
 
 log = structlog.get_logger("drivers.modbus_relay")
 
