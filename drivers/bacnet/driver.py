@@ -15,7 +15,7 @@ import asyncio
 import random
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, assert_never
+from typing import Any
 
 import structlog
 from bacpypes3.basetypes import PriorityArray, PropertyIdentifier, TimeStamp
@@ -35,18 +35,14 @@ from gatewayd.drivers.bacnet.transport import (
     concurrently,
 )
 from gatewayd.kernel.driver import Driver, Emit
-from gatewayd.kernel.errors import BadDeviceReply, BadPoint, DeviceError, UnsupportedCommand
+from gatewayd.kernel.errors import BadDeviceReply, BadPoint, DeviceError
 from gatewayd.kernel.events import (
     CommandResult,
-    DeviceCommand,
     DeviceFault,
-    GotoPreset,
     Health,
     PointChanged,
     PointValue,
     ReadPoints,
-    SendAlert,
-    TakeSnapshot,
     WritePoints,
 )
 
@@ -348,7 +344,7 @@ class BacnetDriver(Driver[BacnetConfig]):
 
     # --- commands -------------------------------------------------------------------------
 
-    async def execute(self, command: DeviceCommand) -> CommandResult:
+    async def _execute(self, command: WritePoints | ReadPoints) -> CommandResult:
         """Write outputs at their priorities and read back, or read points now."""
         match command:
             case WritePoints():
@@ -357,12 +353,6 @@ class BacnetDriver(Driver[BacnetConfig]):
             case ReadPoints():
                 wanted = sorted({parse_point(p) for p in command.points})
                 self._refuse_missing(wanted)
-            case SendAlert() | TakeSnapshot() | GotoPreset():
-                raise UnsupportedCommand(
-                    f"{self.device_id}: a BACnet door controller cannot {type(command).__name__}"
-                )
-            case _:
-                assert_never(command)
         self._counts["commands"] += 1
         try:
             if isinstance(command, WritePoints):

@@ -13,7 +13,6 @@ import statistics
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from typing import assert_never
 
 import structlog
 
@@ -29,18 +28,14 @@ from gatewayd.drivers.modbus_relay.mapping import (
 )
 from gatewayd.drivers.modbus_relay.transport import ModbusLink
 from gatewayd.kernel.driver import Driver, Emit
-from gatewayd.kernel.errors import BadDeviceReply, DeviceError, DeviceOffline, UnsupportedCommand
+from gatewayd.kernel.errors import BadDeviceReply, DeviceError, DeviceOffline
 from gatewayd.kernel.events import (
     CommandResult,
-    DeviceCommand,
     DeviceFault,
-    GotoPreset,
     Health,
     PointChanged,
     PointValue,
     ReadPoints,
-    SendAlert,
-    TakeSnapshot,
     WritePoints,
 )
 from gatewayd.kernel.lane import COMMAND, POLL, LaneFull, PriorityLane
@@ -188,7 +183,7 @@ class ModbusRelayDriver(Driver[ModbusRelayConfig]):
 
     # --- commands -------------------------------------------------------------------------
 
-    async def execute(self, command: DeviceCommand) -> CommandResult:
+    async def _execute(self, command: WritePoints | ReadPoints) -> CommandResult:
         """Write a group of coils with one FC15 and read back, or read points now."""
         # Validate before queueing: a bad command must not hold up a good one.
         match command:
@@ -196,12 +191,6 @@ class ModbusRelayDriver(Driver[ModbusRelayConfig]):
                 writes = self._table.coil_writes(command.writes)
             case ReadPoints():
                 wanted = self._table.spans_of(command.points)
-            case SendAlert() | TakeSnapshot() | GotoPreset():
-                raise UnsupportedCommand(
-                    f"{self.device_id}: a relay board cannot {type(command).__name__}"
-                )
-            case _:
-                assert_never(command)
         self._counts["commands"] += 1
         queued_ns = time.monotonic_ns()
         try:

@@ -14,7 +14,6 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from typing import assert_never
 
 import structlog
 
@@ -32,15 +31,11 @@ from gatewayd.kernel.errors import (
 )
 from gatewayd.kernel.events import (
     CommandResult,
-    DeviceCommand,
     DeviceFault,
     DeviceHealth,
     GotoPreset,
     Health,
-    ReadPoints,
-    SendAlert,
     TakeSnapshot,
-    WritePoints,
 )
 
 log = structlog.get_logger("drivers.onvif_camera")
@@ -235,19 +230,13 @@ class OnvifCameraDriver(Driver[OnvifCameraConfig]):
 
     # --- commands -------------------------------------------------------------------------
 
-    async def execute(self, command: DeviceCommand) -> CommandResult:
-        """Take a snapshot or move to a PTZ preset; point commands are not for cameras."""
+    async def _execute(self, command: TakeSnapshot | GotoPreset) -> CommandResult:
+        """Take a snapshot or move to a PTZ preset."""
         match command:
             case TakeSnapshot():
                 return await self._snapshot(command)
             case GotoPreset():
                 return await self._goto(command)
-            case WritePoints() | ReadPoints() | SendAlert():
-                raise UnsupportedCommand(
-                    f"{self.device_id}: a camera cannot {type(command).__name__}"
-                )
-            case _:
-                assert_never(command)
 
     def _connected(self) -> CameraClient:
         if self._client is None:

@@ -16,7 +16,6 @@ import asyncio
 import random
 import time
 from collections.abc import Callable, Mapping
-from typing import assert_never
 
 import structlog
 
@@ -25,18 +24,8 @@ from gatewayd.drivers.psap_radio.config import PsapRadioConfig
 from gatewayd.drivers.psap_radio.session import Delivery, RadioRefused, Session
 from gatewayd.drivers.psap_radio.transport import RadioLink
 from gatewayd.kernel.driver import Driver, Emit
-from gatewayd.kernel.errors import BadPoint, DeviceError, DeviceOffline, UnsupportedCommand
-from gatewayd.kernel.events import (
-    CommandResult,
-    DeviceCommand,
-    DeviceFault,
-    GotoPreset,
-    Health,
-    ReadPoints,
-    SendAlert,
-    TakeSnapshot,
-    WritePoints,
-)
+from gatewayd.kernel.errors import BadPoint, DeviceError, DeviceOffline
+from gatewayd.kernel.events import CommandResult, DeviceFault, Health, SendAlert
 
 log = structlog.get_logger("drivers.psap_radio")
 
@@ -185,17 +174,8 @@ class PsapRadioDriver(Driver[PsapRadioConfig]):
 
     # --- commands -------------------------------------------------------------------------
 
-    async def execute(self, command: DeviceCommand) -> CommandResult:
-        """Send an alert (EMG then TXT, each acknowledged); other commands are unsupported."""
-        match command:
-            case SendAlert():
-                pass
-            case WritePoints() | ReadPoints() | TakeSnapshot() | GotoPreset():
-                raise UnsupportedCommand(
-                    f"{self.device_id}: the radio cannot {type(command).__name__}"
-                )
-            case _:
-                assert_never(command)
+    async def _execute(self, command: SendAlert) -> CommandResult:
+        """Send an alert: EMG then TXT, each acknowledged."""
         if self._alerts_waiting >= MAX_QUEUED_ALERTS:
             raise DeviceError(f"{self.device_id}: {self._alerts_waiting} alerts already queued")
         self._alerts_waiting += 1

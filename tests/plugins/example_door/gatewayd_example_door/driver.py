@@ -7,10 +7,9 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 
 from gatewayd.kernel.driver import Driver, Emit
-from gatewayd.kernel.errors import BadDeviceReply, BadPoint, DeviceError, UnsupportedCommand
+from gatewayd.kernel.errors import BadDeviceReply, BadPoint, DeviceError
 from gatewayd.kernel.events import (
     CommandResult,
-    DeviceCommand,
     DeviceFault,
     Health,
     PointChanged,
@@ -74,7 +73,7 @@ class DoorStrikeDriver(Driver[DoorStrikeConfig]):
             return
         self._counts["polls"] += 1
 
-    async def execute(self, command: DeviceCommand) -> CommandResult:
+    async def _execute(self, command: WritePoints | ReadPoints) -> CommandResult:
         """Set a group of strikes with one request (its reply is the read-back), or read them."""
         match command:
             case WritePoints():
@@ -83,10 +82,6 @@ class DoorStrikeDriver(Driver[DoorStrikeConfig]):
                 request = protocol.set_request(self.config.strikes, writes)
             case ReadPoints():
                 points, request = list(command.points), protocol.GET
-            case _:
-                raise UnsupportedCommand(
-                    f"{self.device_id}: a strike controller cannot {type(command).__name__}"
-                )
         if problems := self.check_points(self.config, points):
             raise BadPoint("; ".join(problems))
         self._counts["commands"] += 1
