@@ -61,20 +61,23 @@ class LinkHealth:
         self.failures = 0
         self._decide(Health.DEGRADED if degraded else Health.ONLINE, degraded)
 
-    def failed(self, reason: str) -> Health:
-        """Count a failure; return the health it leaves the device in."""
+    def failed(self, reason: str) -> bool:
+        """Count a failure; True once they reach ``offline_after`` in a row (start over)."""
         self.failures += 1
         self.last_error = reason
         if self.offline_after is not None and self.failures >= self.offline_after:
             self._decide(Health.OFFLINE, reason)
-        elif (
+            return True
+        if (
             self.degraded_after is not None
             and self.failures >= self.degraded_after
-            # Failing does not make an offline device any better.
-            and self._health is not Health.OFFLINE
+            # Only an online link degrades: a failure says nothing new about an offline one,
+            # and a degraded one keeps the reason it first gave (a timeout names each
+            # request, so every miss would otherwise be "news").
+            and self._health is Health.ONLINE
         ):
             self._decide(Health.DEGRADED, reason)
-        return self._health
+        return False
 
     def offline(self, reason: str) -> None:
         """The link is gone (refused, closed, reset): offline now, whatever the count."""
