@@ -37,8 +37,8 @@ class OnvifCameraRig:
             subscription_s=10.0,
             snapshot_dir=self._dir,
             snapshot_max_mb=1.0,
-            reconnect_min_s=0.1,
-            reconnect_max_s=1.0,
+            reconnect_min_ms=100,
+            reconnect_max_ms=1_000,
         )
         return config, frozenset()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import typing
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
@@ -19,6 +20,13 @@ RIGS = all_rigs()
 
 def test_every_registered_driver_has_a_rig() -> None:
     assert set(available()) <= set(RIGS), "register a rig in simulators/contract.py"
+
+
+@pytest.mark.parametrize("name", sorted(available()))
+def test_execute_takes_exactly_the_commands_the_driver_declares(name: str) -> None:
+    driver = load_driver(name)
+    hint = typing.get_type_hints(driver._execute)["command"]
+    assert set(typing.get_args(hint) or (hint,)) == set(driver.commands)
 
 
 @dataclass

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from gatewayd.drivers.modbus_relay.lane import COMMAND, POLL, LaneFull, PriorityLane
+from gatewayd.kernel.lane import COMMAND, POLL, LaneFull, PriorityLane
 
 
 async def test_waiters_are_served_by_priority_then_arrival() -> None:

@@ -105,8 +105,8 @@ async def start(tmp_path: Path) -> AsyncIterator[Start]:
             "subscription_s": 10.0,
             "snapshot_dir": tmp_path,
             "thumbnail_px": 160,
-            "reconnect_min_s": 0.1,
-            "reconnect_max_s": 1.0,
+            "reconnect_min_ms": 100,
+            "reconnect_max_ms": 1_000,
         }
         config = OnvifCameraConfig.model_validate({**values, **settings})
         recorder = EventRecorder()

@@ -136,6 +136,10 @@ def test_pip_installed_plugin_is_a_registered_driver(plugin: Path) -> None:
     assert Path(sys.modules[cls.__module__].__file__ or "").is_relative_to(plugin)
 
 
+def test_plugin_execute_takes_exactly_the_commands_it_declares(plugin: Path) -> None:
+    contract.test_execute_takes_exactly_the_commands_the_driver_declares(DRIVER)
+
+
 def test_campus_naming_the_plugin_driver_is_validated_by_its_model(plugin: Path) -> None:
     config = parse_config(campus("udp://127.0.0.1:4700"))
     device = config.device("front-strikes")

@@ -286,7 +286,7 @@ async def test_a_port_that_cannot_be_opened_is_offline_and_start_up_does_not_wai
 
 async def test_only_alerts_are_supported_and_the_radio_has_no_points() -> None:
     driver = PsapRadioDriver(settings("socket://127.0.0.1:1"), frozenset(), lambda e: None)
-    with pytest.raises(UnsupportedCommand, match="the radio cannot TakeSnapshot"):
+    with pytest.raises(UnsupportedCommand, match="PsapRadioDriver cannot TakeSnapshot"):
         await driver.execute(TakeSnapshot())
     with pytest.raises(BadPoint, match="the radio has no points"):
         PsapRadioDriver.parse_point("coil:1")

@@ -7,7 +7,7 @@ from typing import Literal, Self
 
 from pydantic import Field, field_validator, model_validator
 
-from gatewayd.kernel.driver import DriverConfig
+from gatewayd.kernel.driver import DriverConfig, ReconnectConfig
 
 #: Highest device instance a device may have (4194303 is the Who-Is wildcard).
 MAX_INSTANCE = 4_194_302
@@ -26,7 +26,7 @@ def check_host_port(value: str, *, lowest_port: int = 1) -> str:
     return value
 
 
-class BacnetConfig(DriverConfig):
+class BacnetConfig(ReconnectConfig, DriverConfig):
     """A BACnet/IP controller: binary outputs drive locks, binary inputs report the doors."""
 
     driver: Literal["bacnet"]
@@ -52,8 +52,6 @@ class BacnetConfig(DriverConfig):
     cov_lifetime_s: int = Field(default=300, ge=2, le=86_400)
     #: Consecutive failed transactions before the device is reported offline.
     offline_after_failures: int = Field(default=2, ge=1, le=10)
-    reconnect_min_ms: int = Field(default=200, ge=10, le=60_000)
-    reconnect_max_ms: int = Field(default=5_000, ge=10, le=300_000)
     #: Priorities this gateway owns on the controller. After a restart the driver adopts a
     #: slot it finds set only if it is listed here; reserve them for the gateway on site.
     gateway_priorities: frozenset[int] = frozenset({1, 5, 10, 12, 16})
@@ -83,11 +81,6 @@ class BacnetConfig(DriverConfig):
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
-        if self.reconnect_max_ms < self.reconnect_min_ms:
-            raise ValueError(
-                f"reconnect_max_ms ({self.reconnect_max_ms}) must be >= reconnect_min_ms"
-                f" ({self.reconnect_min_ms})"
-            )
         if self.address == self.local_address:
             raise ValueError("address and local_address must differ")
         return self

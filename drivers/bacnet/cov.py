@@ -11,10 +11,10 @@ import asyncio
 import time
 from collections.abc import Callable, Iterable
 
-import structlog
 from bacpypes3.basetypes import PropertyIdentifier
 from bacpypes3.constructeddata import Any as AnyValue
 from bacpypes3.primitivedata import ObjectIdentifier
+from structlog.typing import FilteringBoundLogger
 
 from gatewayd.drivers.bacnet.points import Point
 from gatewayd.drivers.bacnet.transport import (
@@ -25,8 +25,6 @@ from gatewayd.drivers.bacnet.transport import (
     concurrently,
 )
 from gatewayd.kernel.errors import DeviceError
-
-log = structlog.get_logger("drivers.bacnet")
 
 #: Renew when this fraction of the lifetime has passed (well before it lapses).
 RENEW_AT = 0.5
@@ -41,8 +39,11 @@ def object_id(point: Point) -> ObjectIdentifier:
 class CovBook:
     """Which points have a live subscription, which the device refused, and renewal times."""
 
-    def __init__(self, link: BacnetLink, lifetime_s: int, on_value: OnValue) -> None:
+    def __init__(
+        self, link: BacnetLink, lifetime_s: int, on_value: OnValue, log: FilteringBoundLogger
+    ) -> None:
         self._link = link
+        self._log = log
         self._lifetime_s = lifetime_s
         self._on_value = on_value
         self._process_id = 0
@@ -97,7 +98,7 @@ class CovBook:
             await self._link.subscribe(objid, self._process_id, self._lifetime_s)
         except DeviceRefused as exc:
             self.refused.add(point)
-            log.info("bacnet_cov_refused", point=str(point), reason=exc.reason)
+            self._log.info("bacnet.cov_refused", point=str(point), reason=exc.reason)
             return
         renewing = point in self.active
         self.active[point] = time.monotonic() + self._lifetime_s * RENEW_AT
@@ -126,4 +127,4 @@ class CovBook:
             async with asyncio.timeout(timeout_s):
                 await concurrently(cancels)
         except (TimeoutError, DeviceError) as exc:
-            log.info("bacnet_cov_cancel_incomplete", error=str(exc))
+            self._log.info("bacnet.cov_cancel_incomplete", error=str(exc))

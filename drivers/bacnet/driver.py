@@ -12,10 +12,9 @@ invoke id, so a command never waits for a poll (see ``transport.py``).
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, assert_never
+from typing import Any
 
 import structlog
 from bacpypes3.basetypes import PriorityArray, PropertyIdentifier, TimeStamp
@@ -34,23 +33,14 @@ from gatewayd.drivers.bacnet.transport import (
     Ref,
     concurrently,
 )
-from gatewayd.kernel.driver import Driver, Emit
-from gatewayd.kernel.errors import BadDeviceReply, BadPoint, DeviceError, UnsupportedCommand
-from gatewayd.kernel.events import (
-    CommandResult,
-    DeviceCommand,
-    DeviceFault,
-    GotoPreset,
-    Health,
-    PointChanged,
-    PointValue,
-    ReadPoints,
-    SendAlert,
-    TakeSnapshot,
-    WritePoints,
-)
+from gatewayd.kernel.backoff import BackoffTimer
+from gatewayd.kernel.driver import Driver, Emit, Startup
+from gatewayd.kernel.errors import BadDeviceReply, BadPoint, DeviceError
+from gatewayd.kernel.events import CommandResult, DeviceFault, PointValue, ReadPoints, WritePoints
+from gatewayd.kernel.health import LinkHealth
+from gatewayd.kernel.pointcache import PointCache
 
-log = structlog.get_logger("drivers.bacnet")
+log = structlog.get_logger(__name__)
 
 OBJECT_LIST = PropertyIdentifier("object-list")
 PRIORITY_ARRAY = PropertyIdentifier("priority-array")
@@ -71,10 +61,15 @@ class BacnetDriver(Driver[BacnetConfig]):
         self._known = frozenset(parsed)
         self._outputs = [p for p in parsed if p.is_output]
         self._inputs = [p for p in parsed if not p.is_output]
+        self._log = log.bind(device=config.id)
         self._link = BacnetLink(config.address, config.timeout_ms, config.max_in_flight)
-        self._cov = CovBook(self._link, config.cov_lifetime_s, self._on_cov)
+        self._cov = CovBook(self._link, config.cov_lifetime_s, self._on_cov, self._log)
         self._device = ObjectIdentifier(f"device,{config.device_instance}")
-        self._last: dict[Point, bool] = {}
+        self._values: PointCache[Point] = PointCache(config.id, emit)
+        self._link_health = LinkHealth(
+            self._set_health, self._log, "bacnet", offline_after=config.offline_after_failures
+        )
+        self._reconnect = BackoffTimer(config.reconnect_backoff)
         #: Priority slots the gateway holds on each output (normally one: the winning one).
         self._held: dict[Point, set[int]] = {}
         self._adopted = False
@@ -83,10 +78,7 @@ class BacnetDriver(Driver[BacnetConfig]):
         self._restart_stamp: TimeStamp | None = None
         self._stamp_supported = True
         self._next_full_poll = 0.0
-        self._failures = 0
         self._connects = 0
-        self._backoff_ms = float(config.reconnect_min_ms)
-        self._last_error = ""
         self._counts = {
             "polls": 0,
             "probes": 0,
@@ -121,14 +113,13 @@ class BacnetDriver(Driver[BacnetConfig]):
         self._link.attach(app)
         self._cov.attach(app)
         try:
-            await self._connect()
-            started()
+            await Startup(started).attempt(self._connect())
             while True:
                 if self._connected:
                     await self._cycle()
                     await asyncio.sleep(cfg.poll_interval_ms / 1000)
                 else:
-                    await asyncio.sleep(self._next_backoff_s())
+                    await asyncio.sleep(self._reconnect.next_s())
                     await self._connect()
         finally:
             try:
@@ -138,12 +129,7 @@ class BacnetDriver(Driver[BacnetConfig]):
                 self._cov.detach()
                 self._link.detach()
                 APPLICATIONS.release(cfg.local_address)
-                self._set_health(Health.OFFLINE, "driver stopped")
-
-    def _next_backoff_s(self) -> float:
-        delay_ms = self._backoff_ms * random.uniform(0.8, 1.2)
-        self._backoff_ms = min(self._backoff_ms * 2, float(self.config.reconnect_max_ms))
-        return delay_ms / 1000
+                self._link_health.stopped()
 
     async def _connect(self) -> None:
         """Find the device and its objects, recover our priority slots, subscribe."""
@@ -161,9 +147,8 @@ class BacnetDriver(Driver[BacnetConfig]):
             self._counts["reconnects"] += 1
         self._connected = True
         self._succeeded()
-        log.info(
-            "bacnet_connected",
-            device=self.device_id,
+        self._log.info(
+            "bacnet.connected",
             address=self.config.address,
             instance=self.config.device_instance,
             cov=sorted(map(str, self._cov.active)),
@@ -179,7 +164,7 @@ class BacnetDriver(Driver[BacnetConfig]):
             detail = f"device {self.config.device_instance} has no {names}"
             self._counts["faults"] += 1
             self._emit(DeviceFault(self.device_id, "bad_point", detail))
-            log.error("bacnet_missing_objects", device=self.device_id, missing=names)
+            self._log.error("bacnet.missing_objects", missing=names)
         self._missing = missing
 
     async def _read_object_list(self) -> list[ObjectIdentifier]:
@@ -263,7 +248,8 @@ class BacnetDriver(Driver[BacnetConfig]):
         self._check_restart(values.get((self._device, RESTART_TIME)))
         for point in points:
             value = self._binary(f"poll {point}", values[(object_id(point), PRESENT_VALUE)])
-            if self._cov.covers([point]) and self._last.get(point, value) != value:
+            known = self._values.get(point)
+            if self._cov.covers([point]) and known is not None and known is not value:
                 # A change COV should have reported: the subscription is gone; make it again.
                 self._cov.resubscribe(point)
             self._absorb(point, value)
@@ -298,7 +284,7 @@ class BacnetDriver(Driver[BacnetConfig]):
         stamp = self._link.cast("time-of-device-restart", raw, TimeStamp)
         if self._restart_stamp is not None and stamp != self._restart_stamp:
             self._counts["restarts_seen"] += 1
-            log.warning("bacnet_device_restarted", device=self.device_id)
+            self._log.warning("bacnet.device_restarted")
             # Its subscriptions are gone; the next cycle recreates them.
             self._cov.forget()
         self._restart_stamp = stamp
@@ -312,43 +298,31 @@ class BacnetDriver(Driver[BacnetConfig]):
         self._absorb(point, value)
 
     def _absorb(self, point: Point, value: bool) -> None:
-        if self._last.get(point) is not value:
-            self._last[point] = value
-            self._emit(PointChanged(self.device_id, str(point), value))
+        self._values.update(point, value)
 
     # --- health ---------------------------------------------------------------------------
 
     def _succeeded(self) -> None:
-        self._failures = 0
-        self._backoff_ms = float(self.config.reconnect_min_ms)
-        health = Health.DEGRADED if self._missing else Health.ONLINE
-        detail = f"missing {', '.join(map(str, sorted(self._missing)))}" if self._missing else ""
-        if self.health is not health:
-            log.info("bacnet_health", device=self.device_id, health=str(health), detail=detail)
-        self._set_health(health, detail)
+        self._reconnect.reset()
+        missing = ", ".join(map(str, sorted(self._missing)))
+        self._link_health.succeeded(degraded=f"missing {missing}" if missing else "")
 
     def _report_fault(self, exc: BadDeviceReply) -> None:
         self._counts["faults"] += 1
         self._emit(DeviceFault(self.device_id, exc.code, str(exc)))
-        log.warning("bacnet_bad_reply", device=self.device_id, error=str(exc))
+        self._log.warning("bacnet.bad_reply", error=str(exc))
 
     def _failed(self, exc: DeviceError) -> None:
         """Count a failed transaction; report untrusted replies; go offline at the threshold."""
-        self._failures += 1
-        self._last_error = str(exc)
         if isinstance(exc, BadDeviceReply):
             self._report_fault(exc)
-        if self._failures < self.config.offline_after_failures:
-            return
-        if self.health is not Health.OFFLINE:
-            log.warning("bacnet_offline", device=self.device_id, error=str(exc))
-        self._set_health(Health.OFFLINE, str(exc))
-        # Rediscover on the way back: objects, priority slots, subscriptions.
-        self._connected = False
+        if self._link_health.failed(str(exc)):
+            # Rediscover on the way back: objects, priority slots, subscriptions.
+            self._connected = False
 
     # --- commands -------------------------------------------------------------------------
 
-    async def execute(self, command: DeviceCommand) -> CommandResult:
+    async def _execute(self, command: WritePoints | ReadPoints) -> CommandResult:
         """Write outputs at their priorities and read back, or read points now."""
         match command:
             case WritePoints():
@@ -357,12 +331,6 @@ class BacnetDriver(Driver[BacnetConfig]):
             case ReadPoints():
                 wanted = sorted({parse_point(p) for p in command.points})
                 self._refuse_missing(wanted)
-            case SendAlert() | TakeSnapshot() | GotoPreset():
-                raise UnsupportedCommand(
-                    f"{self.device_id}: a BACnet door controller cannot {type(command).__name__}"
-                )
-            case _:
-                assert_never(command)
         self._counts["commands"] += 1
         try:
             if isinstance(command, WritePoints):
@@ -387,9 +355,8 @@ class BacnetDriver(Driver[BacnetConfig]):
         # Read back what was written and every watched input (position, lock sense).
         points = sorted({*(w.point for w in writes), *self._inputs_watched()})
         result = await self._read_now(points)
-        log.info(
-            "bacnet_group_write",
-            device=self.device_id,
+        self._log.info(
+            "bacnet.group_write",
             outputs=len(writes),
             on=sum(w.value for w in writes),
             priorities=sorted({w.priority for w in writes}),
@@ -430,7 +397,7 @@ class BacnetDriver(Driver[BacnetConfig]):
             **self._counts,
             "requests": self._link.requests,
             "failures": self._link.failures,
-            "consecutive_failures": self._failures,
+            "consecutive_failures": self._link_health.failures,
             "last_rtt_ms": round(self._link.last_rtt_ms, 3),
             "cov_active": len(self._cov.active),
             "cov_refused": len(self._cov.refused),
@@ -438,6 +405,6 @@ class BacnetDriver(Driver[BacnetConfig]):
             "cov_renewals": self._cov.renewals,
             "cov_notifications": self._cov.notifications,
             "missing_points": len(self._missing),
-            "last_error": self._last_error,
+            "last_error": self._link_health.last_error,
         }
         return stats

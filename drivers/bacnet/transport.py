@@ -64,7 +64,7 @@ from gatewayd.kernel.errors import (
     ErrorCode,
 )
 
-log = structlog.get_logger("drivers.bacnet")
+log = structlog.get_logger(__name__)
 
 PRESENT_VALUE = PropertyIdentifier("present-value")
 #: Errors bacpypes3 raises while casting a value out of an ``Any`` (a wrong tag is an
@@ -228,7 +228,7 @@ class ApplicationRegistry:
         if shared.users <= 0:
             del self._apps[local_address]
             shared.app.close()
-            log.info("bacnet_local_closed", local_address=local_address)
+            log.info("bacnet.local_closed", local_address=local_address)
 
     def users(self, local_address: str) -> int:
         shared = self._apps.get(local_address)
@@ -250,7 +250,7 @@ class ApplicationRegistry:
         except (OSError, TimeoutError) as exc:
             app.close()
             raise DeviceOffline(f"cannot bind BACnet/IP {local_address}: {exc}") from exc
-        log.info("bacnet_local_open", local_address=local_address, device=device_instance)
+        log.info("bacnet.local_open", local_address=local_address, instance=device_instance)
         return app
 
 

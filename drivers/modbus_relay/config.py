@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Literal, Self
+from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
-from gatewayd.kernel.driver import DriverConfig
+from gatewayd.kernel.driver import DriverConfig, ReconnectConfig, ReconnectMinMs
 
 #: Protocol limits: FC15 writes at most 1968 coils, FC1/FC2 read at most 2000 bits.
 MAX_COILS = 1968
 MAX_INPUTS = 2000
 
 
-class ModbusRelayConfig(DriverConfig):
+class ModbusRelayConfig(ReconnectConfig, DriverConfig):
     """A relay board: ``coils`` lock outputs and ``inputs`` discrete inputs."""
 
     driver: Literal["modbus_relay"]
@@ -31,14 +31,5 @@ class ModbusRelayConfig(DriverConfig):
     timeout_ms: int = Field(default=500, ge=10, le=10_000)
     #: Consecutive failed transactions before the board is reported offline.
     offline_after_failures: int = Field(default=2, ge=1, le=10)
-    reconnect_min_ms: int = Field(default=100, ge=10, le=60_000)
-    reconnect_max_ms: int = Field(default=5_000, ge=10, le=300_000)
-
-    @model_validator(mode="after")
-    def _backoff_ordered(self) -> Self:
-        if self.reconnect_max_ms < self.reconnect_min_ms:
-            raise ValueError(
-                f"reconnect_max_ms ({self.reconnect_max_ms}) must be >= reconnect_min_ms"
-                f" ({self.reconnect_min_ms})"
-            )
-        return self
+    #: A board on the local network answers at once: try again sooner than the default.
+    reconnect_min_ms: ReconnectMinMs = 100

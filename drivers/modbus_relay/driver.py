@@ -8,17 +8,14 @@ poll transaction already on the wire.
 from __future__ import annotations
 
 import asyncio
-import random
 import statistics
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from typing import assert_never
 
 import structlog
 
 from gatewayd.drivers.modbus_relay.config import ModbusRelayConfig
-from gatewayd.drivers.modbus_relay.lane import COMMAND, POLL, LaneFull, PriorityLane
 from gatewayd.drivers.modbus_relay.mapping import (
     BitImage,
     Kind,
@@ -29,23 +26,15 @@ from gatewayd.drivers.modbus_relay.mapping import (
     range_problems,
 )
 from gatewayd.drivers.modbus_relay.transport import ModbusLink
-from gatewayd.kernel.driver import Driver, Emit
-from gatewayd.kernel.errors import BadDeviceReply, DeviceError, DeviceOffline, UnsupportedCommand
-from gatewayd.kernel.events import (
-    CommandResult,
-    DeviceCommand,
-    DeviceFault,
-    GotoPreset,
-    Health,
-    PointChanged,
-    PointValue,
-    ReadPoints,
-    SendAlert,
-    TakeSnapshot,
-    WritePoints,
-)
+from gatewayd.kernel.backoff import BackoffTimer
+from gatewayd.kernel.driver import Driver, Emit, Startup
+from gatewayd.kernel.errors import BadDeviceReply, DeviceError, DeviceOffline
+from gatewayd.kernel.events import CommandResult, DeviceFault, PointValue, ReadPoints, WritePoints
+from gatewayd.kernel.health import LinkHealth
+from gatewayd.kernel.lane import COMMAND, POLL, LaneFull, PriorityLane
+from gatewayd.kernel.pointcache import PointCache
 
-log = structlog.get_logger("drivers.modbus_relay")
+log = structlog.get_logger(__name__)
 
 #: Lane waits kept for the median (a bounded window, not the whole history).
 WAIT_WINDOW = 1024
@@ -63,9 +52,12 @@ class ModbusRelayDriver(Driver[ModbusRelayConfig]):
         self._link = ModbusLink(config.host, config.port, config.unit, config.timeout_ms)
         self._lane = PriorityLane()
         self._coils = BitImage(config.coils)
-        self._last: dict[Point, bool] = {}
-        self._failures = 0
-        self._backoff_ms = float(config.reconnect_min_ms)
+        self._log = log.bind(device=config.id)
+        self._values: PointCache[Point] = PointCache(config.id, emit)
+        self._link_health = LinkHealth(
+            self._set_health, self._log, "modbus", offline_after=config.offline_after_failures
+        )
+        self._reconnect = BackoffTimer(config.reconnect_backoff)
         self._waits_ms: deque[float] = deque(maxlen=WAIT_WINDOW)
         self._counts = {
             "polls": 0,
@@ -76,7 +68,6 @@ class ModbusRelayDriver(Driver[ModbusRelayConfig]):
             "reconnects": 0,
         }
         self._max_wait_ms = 0.0
-        self._last_error = ""
 
     @classmethod
     def parse_point(cls, raw: str) -> str:
@@ -97,18 +88,17 @@ class ModbusRelayDriver(Driver[ModbusRelayConfig]):
         """Connect, poll every ``poll_interval_ms``, reconnect with backoff until cancelled."""
         poll_s = self.config.poll_interval_ms / 1000
         try:
-            await self._connect()
-            started()
+            await Startup(started).attempt(self._connect())
             while True:
                 if self._link.connected:
                     await self._poll_once()
                     await asyncio.sleep(poll_s)
                 else:
-                    await asyncio.sleep(self._next_backoff_s())
+                    await asyncio.sleep(self._reconnect.next_s())
                     await self._connect()
         finally:
             self._link.close()
-            self._set_health(Health.OFFLINE, "driver stopped")
+            self._link_health.stopped()
 
     async def _connect(self) -> None:
         try:
@@ -120,15 +110,7 @@ class ModbusRelayDriver(Driver[ModbusRelayConfig]):
         self._coils.forget()
         if self._link.connects > 1:
             self._counts["reconnects"] += 1
-        log.info(
-            "modbus_connected", device=self.device_id, host=self.config.host, port=self.config.port
-        )
-
-    def _next_backoff_s(self) -> float:
-        """Current reconnect delay with +-20% jitter, then double it (capped)."""
-        delay_ms = self._backoff_ms * random.uniform(0.8, 1.2)
-        self._backoff_ms = min(self._backoff_ms * 2, float(self.config.reconnect_max_ms))
-        return delay_ms / 1000
+        self._log.info("modbus.connected", host=self.config.host, port=self.config.port)
 
     async def _poll_once(self) -> None:
         """Read every span the campus watches, one lane hold per transaction."""
@@ -142,7 +124,8 @@ class ModbusRelayDriver(Driver[ModbusRelayConfig]):
             self._failed(exc)
             return
         self._counts["polls"] += 1
-        self._succeeded()
+        self._reconnect.reset()
+        self._link_health.succeeded()
 
     async def _read(self, kind: Kind, span: Span) -> list[bool]:
         if kind == "coil":
@@ -154,41 +137,21 @@ class ModbusRelayDriver(Driver[ModbusRelayConfig]):
     def _absorb(self, kind: Kind, span: Span, bits: list[bool]) -> None:
         """Emit PointChanged for watched points in a validated reply that changed."""
         for point in self._table.watched(kind, span):
-            value = bits[point.address - span.start]
-            if self._last.get(point) is not value:
-                self._last[point] = value
-                self._emit(PointChanged(self.device_id, str(point), value))
-
-    # --- health ---------------------------------------------------------------------------
-
-    def _succeeded(self) -> None:
-        self._failures = 0
-        self._backoff_ms = float(self.config.reconnect_min_ms)
-        if self.health is not Health.ONLINE:
-            log.info("modbus_online", device=self.device_id)
-        self._set_health(Health.ONLINE)
+            self._values.update(point, bits[point.address - span.start])
 
     def _failed(self, exc: DeviceError) -> None:
         """Count a failed transaction; report untrusted replies; go offline at the threshold."""
-        self._failures += 1
-        self._last_error = str(exc)
         if isinstance(exc, BadDeviceReply):
             self._counts["faults"] += 1
             self._emit(DeviceFault(self.device_id, exc.code, str(exc)))
-            log.warning("modbus_bad_reply", device=self.device_id, error=str(exc))
-        if self._failures < self.config.offline_after_failures:
-            return
-        if self.health is not Health.OFFLINE:
-            log.warning(
-                "modbus_offline", device=self.device_id, error=str(exc), failures=self._failures
-            )
-        self._set_health(Health.OFFLINE, str(exc))
-        # A fresh connection also resynchronises a stream that carried garbage or went quiet.
-        self._link.close()
+            self._log.warning("modbus.bad_reply", error=str(exc))
+        if self._link_health.failed(str(exc)):
+            # A fresh connection also resynchronises a stream that carried garbage or went quiet.
+            self._link.close()
 
     # --- commands -------------------------------------------------------------------------
 
-    async def execute(self, command: DeviceCommand) -> CommandResult:
+    async def _execute(self, command: WritePoints | ReadPoints) -> CommandResult:
         """Write a group of coils with one FC15 and read back, or read points now."""
         # Validate before queueing: a bad command must not hold up a good one.
         match command:
@@ -196,12 +159,6 @@ class ModbusRelayDriver(Driver[ModbusRelayConfig]):
                 writes = self._table.coil_writes(command.writes)
             case ReadPoints():
                 wanted = self._table.spans_of(command.points)
-            case SendAlert() | TakeSnapshot() | GotoPreset():
-                raise UnsupportedCommand(
-                    f"{self.device_id}: a relay board cannot {type(command).__name__}"
-                )
-            case _:
-                assert_never(command)
         self._counts["commands"] += 1
         queued_ns = time.monotonic_ns()
         try:
@@ -240,9 +197,8 @@ class ModbusRelayDriver(Driver[ModbusRelayConfig]):
         out = [PointValue(f"coil:{a}", coils[a - span.start]) for a in sorted(writes)]
         out += await self._read_watched_inputs()
         done_ns = time.monotonic_ns()
-        log.info(
-            "modbus_group_write",
-            device=self.device_id,
+        self._log.info(
+            "modbus.group_write",
             coils=len(writes),
             on=sum(writes.values()),
             span=f"{span.start}+{span.count}",
@@ -285,11 +241,11 @@ class ModbusRelayDriver(Driver[ModbusRelayConfig]):
             **self._counts,
             "requests": self._link.requests,
             "failures": self._link.failures,
-            "consecutive_failures": self._failures,
+            "consecutive_failures": self._link_health.failures,
             "last_rtt_ms": round(self._link.last_rtt_ms, 3),
             "lane_wait_median_ms": round(statistics.median(waits), 3) if waits else 0.0,
             "lane_wait_max_ms": round(self._max_wait_ms, 3),
             "lane_waiting": self._lane.waiting,
             "health": str(self.health),
-            "last_error": self._last_error,
+            "last_error": self._link_health.last_error,
         }

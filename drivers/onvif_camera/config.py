@@ -7,10 +7,10 @@ from typing import Literal, Self
 
 from pydantic import Field, SecretStr, model_validator
 
-from gatewayd.kernel.driver import DriverConfig
+from gatewayd.kernel.driver import DriverConfig, ReconnectConfig, ReconnectMaxMs, ReconnectMinMs
 
 
-class OnvifCameraConfig(DriverConfig):
+class OnvifCameraConfig(ReconnectConfig, DriverConfig):
     """A camera reached through its ONVIF device service."""
 
     driver: Literal["onvif_camera"]
@@ -38,16 +38,13 @@ class OnvifCameraConfig(DriverConfig):
     profile: str | None = None
     #: Preset name -> the camera's preset token; names not listed are looked up on the camera.
     ptz_presets: dict[str, str] = Field(default_factory=dict)
-    reconnect_min_s: float = Field(default=0.5, gt=0, le=600)
-    reconnect_max_s: float = Field(default=30.0, gt=0, le=3600)
+    #: A camera takes seconds to boot and to build a session: retry less eagerly than a board.
+    reconnect_min_ms: ReconnectMinMs = 500
+    #: Also how often a refused password is tried again.
+    reconnect_max_ms: ReconnectMaxMs = 30_000
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
-        if self.reconnect_max_s < self.reconnect_min_s:
-            raise ValueError(
-                f"reconnect_max_s ({self.reconnect_max_s}) must be >= reconnect_min_s"
-                f" ({self.reconnect_min_s})"
-            )
         if self.pull_timeout_s >= self.subscription_s * 0.8:
             raise ValueError(
                 f"pull_timeout_s ({self.pull_timeout_s}) must be shorter than 80% of"

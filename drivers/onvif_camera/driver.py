@@ -10,11 +10,10 @@ reported once and retried only at the slowest backoff.
 from __future__ import annotations
 
 import asyncio
-import random
+import dataclasses
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from typing import assert_never
 
 import structlog
 
@@ -22,7 +21,8 @@ from gatewayd.drivers.onvif_camera.client import CameraAuthError, CameraClient, 
 from gatewayd.drivers.onvif_camera.config import OnvifCameraConfig
 from gatewayd.drivers.onvif_camera.events import Notification, UnreadableEvent, to_camera_event
 from gatewayd.drivers.onvif_camera.snapshots import BadImage, SnapshotStore
-from gatewayd.kernel.driver import Driver, Emit
+from gatewayd.kernel.backoff import BackoffTimer
+from gatewayd.kernel.driver import Driver, Emit, Startup
 from gatewayd.kernel.errors import (
     BadDeviceReply,
     BadPoint,
@@ -32,43 +32,20 @@ from gatewayd.kernel.errors import (
 )
 from gatewayd.kernel.events import (
     CommandResult,
-    DeviceCommand,
     DeviceFault,
-    DeviceHealth,
     GotoPreset,
-    Health,
-    ReadPoints,
-    SendAlert,
     TakeSnapshot,
-    WritePoints,
 )
+from gatewayd.kernel.health import LinkHealth
 
-log = structlog.get_logger("drivers.onvif_camera")
+log = structlog.get_logger(__name__)
 
 #: Renew when this share of the subscription's life has passed.
 RENEW_AT = 0.8
 #: Subscription failures in a row before the camera is reported degraded.
 DEGRADED_AFTER = 3
-
-
-class Backoff:
-    """Doubling delay with +-20% jitter between ``min_s`` and ``max_s``."""
-
-    def __init__(self, min_s: float, max_s: float) -> None:
-        self.min_s = min_s
-        self.max_s = max_s
-        self._next_s = min_s
-
-    def next_s(self) -> float:
-        delay = self._next_s * random.uniform(0.8, 1.2)
-        self._next_s = min(self._next_s * 2, self.max_s)
-        return delay
-
-    def reset(self) -> None:
-        self._next_s = self.min_s
-
-    def slowest(self) -> None:
-        self._next_s = self.max_s
+#: A lost subscription is remade this much sooner than a lost connection: the session is fine.
+RESUBSCRIBE_SOONER = 5
 
 
 class OnvifCameraDriver(Driver[OnvifCameraConfig]):
@@ -85,10 +62,17 @@ class OnvifCameraDriver(Driver[OnvifCameraConfig]):
             config.thumbnail_px,
         )
         self._client: CameraClient | None = None
-        self._reconnect = Backoff(config.reconnect_min_s, config.reconnect_max_s)
-        self._resubscribe = Backoff(config.reconnect_min_s / 5, config.reconnect_max_s)
+        self._log = log.bind(device=config.id)
+        # Sessions fail offline at once; lost subscriptions degrade after a few in a row.
+        self._link_health = LinkHealth(
+            self._set_health, self._log, "onvif", degraded_after=DEGRADED_AFTER
+        )
+        backoff = config.reconnect_backoff
+        self._reconnect = BackoffTimer(backoff)
+        self._resubscribe = BackoffTimer(
+            dataclasses.replace(backoff, min_s=backoff.min_s / RESUBSCRIBE_SOONER)
+        )
         self._counts: Counter[str] = Counter()
-        self._last_error = "not connected yet"
         self._last_snapshot_ms = 0.0
 
     @classmethod
@@ -99,40 +83,29 @@ class OnvifCameraDriver(Driver[OnvifCameraConfig]):
 
     async def run(self, started: Callable[[], None]) -> None:
         """Sessions until cancelled, with backoff between them."""
-        signalled = False
-
-        def once() -> None:
-            nonlocal signalled
-            if not signalled:
-                signalled = True
-                started()
-
+        startup = Startup(started)
         try:
             while True:
-                await self._session(once)
+                await self._session(startup)
                 await asyncio.sleep(self._reconnect.next_s())
         finally:
-            self._set_health(Health.OFFLINE, "driver stopped")
+            self._link_health.stopped()
 
-    async def _session(self, started: Callable[[], None]) -> None:
+    async def _session(self, startup: Startup) -> None:
         """Connect and pull events until the connection fails; never raises a DeviceError."""
         client = CameraClient(self.config)
         try:
-            try:
-                info = await client.connect()
-            finally:
-                started()
+            info = await startup.attempt(client.connect())
             self._counts["connects"] += 1
             self._client = client
-            log.info(
-                "camera_connected",
-                device=self.device_id,
+            self._log.info(
+                "onvif.connected",
                 host=self.config.host,
                 model=info.model,
                 firmware=info.firmware,
                 ptz=client.has_ptz,
             )
-            self._set_health(Health.ONLINE)
+            self._link_health.succeeded()
             await self._pull_forever(client)
         except CameraAuthError as exc:
             # A wrong password will not fix itself in a second: no tight loop.
@@ -146,27 +119,18 @@ class OnvifCameraDriver(Driver[OnvifCameraConfig]):
 
     async def _pull_forever(self, client: CameraClient) -> None:
         """Subscribe and pull; recreate a lost subscription; connection errors propagate."""
-        failures = 0
         while True:
             try:
                 await self._subscription(client)
             except (CameraFault, BadDeviceReply) as exc:
-                failures += 1
                 self._counts["subscriptions_lost"] += 1
-                self._last_error = str(exc)
                 if isinstance(exc, BadDeviceReply):
                     self._fault(exc)
-                log.warning(
-                    "camera_subscription_lost",
-                    device=self.device_id,
-                    error=str(exc),
-                    failures=failures,
+                self._link_health.failed(str(exc))
+                self._log.warning(
+                    "onvif.subscription_lost", error=str(exc), failures=self._link_health.failures
                 )
-                if failures >= DEGRADED_AFTER:
-                    self._set_health(Health.DEGRADED, str(exc))
                 await asyncio.sleep(self._resubscribe.next_s())
-            else:
-                failures = 0
 
     async def _subscription(self, client: CameraClient) -> None:
         """One subscription's life: pull until it fails, renewing at ~80% of its term."""
@@ -187,7 +151,7 @@ class OnvifCameraDriver(Driver[OnvifCameraConfig]):
                 self._counts["pulls"] += 1
                 self._reconnect.reset()
                 self._resubscribe.reset()
-                self._set_health(Health.ONLINE)
+                self._link_health.succeeded()
                 for note in notes:
                     self._on_notification(note)
         except asyncio.CancelledError:
@@ -195,7 +159,7 @@ class OnvifCameraDriver(Driver[OnvifCameraConfig]):
             try:
                 await client.unsubscribe()
             except DeviceError as exc:
-                log.debug("camera_unsubscribe_failed", device=self.device_id, error=str(exc))
+                self._log.debug("onvif.unsubscribe_failed", error=str(exc))
             raise
 
     def _on_notification(self, note: Notification) -> None:
@@ -207,7 +171,7 @@ class OnvifCameraDriver(Driver[OnvifCameraConfig]):
             return
         if event is None:
             self._counts["unknown_topics"] += 1
-            log.debug("camera_topic_ignored", device=self.device_id, topic=note.topic)
+            self._log.debug("onvif.topic_ignored", topic=note.topic)
             return
         self._counts["events"] += 1
         self._emit(event)
@@ -218,16 +182,11 @@ class OnvifCameraDriver(Driver[OnvifCameraConfig]):
         """Report a failed session; a changed reason is reported even if already offline."""
         if isinstance(exc, BadDeviceReply):
             self._fault(exc)
-        detail = str(exc)
-        changed = detail != self._last_error or self.health is not Health.OFFLINE
-        self._last_error = detail
-        if not changed:
-            return
-        log.warning("camera_offline", device=self.device_id, error=detail, code=exc.code)
-        if self.health is Health.OFFLINE:
-            self._emit(DeviceHealth(self.device_id, Health.OFFLINE, detail))
-        else:
-            self._set_health(Health.OFFLINE, detail)
+        self._link_health.offline(str(exc))
+
+    @property
+    def _last_error(self) -> str:
+        return self._link_health.last_error or "not connected yet"
 
     def _fault(self, exc: DeviceError) -> None:
         self._counts["faults"] += 1
@@ -235,19 +194,13 @@ class OnvifCameraDriver(Driver[OnvifCameraConfig]):
 
     # --- commands -------------------------------------------------------------------------
 
-    async def execute(self, command: DeviceCommand) -> CommandResult:
-        """Take a snapshot or move to a PTZ preset; point commands are not for cameras."""
+    async def _execute(self, command: TakeSnapshot | GotoPreset) -> CommandResult:
+        """Take a snapshot or move to a PTZ preset."""
         match command:
             case TakeSnapshot():
                 return await self._snapshot(command)
             case GotoPreset():
                 return await self._goto(command)
-            case WritePoints() | ReadPoints() | SendAlert():
-                raise UnsupportedCommand(
-                    f"{self.device_id}: a camera cannot {type(command).__name__}"
-                )
-            case _:
-                assert_never(command)
 
     def _connected(self) -> CameraClient:
         if self._client is None:
@@ -278,9 +231,8 @@ class OnvifCameraDriver(Driver[OnvifCameraConfig]):
         done_ns = time.monotonic_ns()
         self._counts["snapshots"] += 1
         self._last_snapshot_ms = (done_ns - on_wire_ns) / 1e6
-        log.info(
-            "camera_snapshot",
-            device=self.device_id,
+        self._log.info(
+            "onvif.snapshot",
             reason=command.reason,
             path=str(stored.path),
             width=stored.width,
@@ -312,7 +264,7 @@ class OnvifCameraDriver(Driver[OnvifCameraConfig]):
                 )
         on_wire_ns = await client.goto_preset(token)
         self._counts["presets"] += 1
-        log.info("camera_goto_preset", device=self.device_id, preset=command.preset, token=token)
+        self._log.info("onvif.goto_preset", preset=command.preset, token=token)
         return CommandResult(
             (), on_wire_ns, time.monotonic_ns(), {"preset": command.preset, "token": token}
         )

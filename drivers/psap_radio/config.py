@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator, model_validator
 
 from gatewayd.drivers.psap_radio.frames import MAX_SITE, check_text
-from gatewayd.kernel.driver import DriverConfig
+from gatewayd.kernel.driver import DriverConfig, ReconnectConfig
 
 #: pyserial URL handlers that make sense for a radio line (``serial_for_url``).
 URL_SCHEMES = frozenset({"socket", "rfc2217", "loop", "spy", "alt", "hwgrep"})
@@ -16,7 +16,7 @@ URL_SCHEMES = frozenset({"socket", "rfc2217", "loop", "spy", "alt", "hwgrep"})
 NETWORK_SCHEMES = frozenset({"socket", "rfc2217"})
 
 
-class PsapRadioConfig(DriverConfig):
+class PsapRadioConfig(ReconnectConfig, DriverConfig):
     """The serial line to the radio interface that links the school to its 911 centre."""
 
     driver: Literal["psap_radio"]
@@ -38,8 +38,6 @@ class PsapRadioConfig(DriverConfig):
     allow_test_traffic: bool = False
     #: Who is calling, as the dispatcher should read it (the school's name).
     site_label: str = Field(min_length=1, max_length=MAX_SITE)
-    reconnect_min_ms: int = Field(default=200, ge=10, le=60_000)
-    reconnect_max_ms: int = Field(default=5_000, ge=10, le=300_000)
 
     @field_validator("url")
     @classmethod
@@ -75,10 +73,5 @@ class PsapRadioConfig(DriverConfig):
             raise ValueError(
                 f"ack_timeout_ms ({self.ack_timeout_ms}) must be shorter than heartbeat_s"
                 f" ({self.heartbeat_s}) so heartbeats do not overlap"
-            )
-        if self.reconnect_max_ms < self.reconnect_min_ms:
-            raise ValueError(
-                f"reconnect_max_ms ({self.reconnect_max_ms}) must be >= reconnect_min_ms"
-                f" ({self.reconnect_min_ms})"
             )
         return self

@@ -13,10 +13,8 @@ starts with ``DRILL:``.
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections.abc import Callable, Mapping
-from typing import assert_never
 
 import structlog
 
@@ -24,21 +22,13 @@ from gatewayd.drivers.psap_radio import frames
 from gatewayd.drivers.psap_radio.config import PsapRadioConfig
 from gatewayd.drivers.psap_radio.session import Delivery, RadioRefused, Session
 from gatewayd.drivers.psap_radio.transport import RadioLink
-from gatewayd.kernel.driver import Driver, Emit
-from gatewayd.kernel.errors import BadPoint, DeviceError, DeviceOffline, UnsupportedCommand
-from gatewayd.kernel.events import (
-    CommandResult,
-    DeviceCommand,
-    DeviceFault,
-    GotoPreset,
-    Health,
-    ReadPoints,
-    SendAlert,
-    TakeSnapshot,
-    WritePoints,
-)
+from gatewayd.kernel.backoff import BackoffTimer
+from gatewayd.kernel.driver import Driver, Emit, Startup
+from gatewayd.kernel.errors import BadPoint, DeviceError, DeviceOffline
+from gatewayd.kernel.events import CommandResult, DeviceFault, SendAlert
+from gatewayd.kernel.health import LinkHealth
 
-log = structlog.get_logger("drivers.psap_radio")
+log = structlog.get_logger(__name__)
 
 #: Alerts that may wait behind the one being sent; more are refused, not queued.
 MAX_QUEUED_ALERTS = 8
@@ -61,10 +51,18 @@ class PsapRadioDriver(Driver[PsapRadioConfig]):
             config.url, config.baudrate, self._session.on_line, self._session.link_lost
         )
         self._ack_timeout_s = config.ack_timeout_ms / 1000
-        self._backoff_ms = float(config.reconnect_min_ms)
+        self._log = log.bind(device=config.id)
+        # Failures are missed heartbeats: one degrades the link (unless one is already
+        # offline); offline_after_misses in a row are taken offline by _supervise.
+        self._link_health = LinkHealth(
+            self._set_health,
+            self._log,
+            "radio",
+            degraded_after=1 if config.offline_after_misses > 1 else None,
+        )
+        self._reconnect = BackoffTimer(config.reconnect_backoff)
         self._alert_lock = asyncio.Lock()
         self._alerts_waiting = 0
-        self._misses = 0
         self._last_fault_s = float("-inf")
         self._counts = {
             "alerts": 0,
@@ -74,7 +72,6 @@ class PsapRadioDriver(Driver[PsapRadioConfig]):
             "heartbeat_misses": 0,
             "faults_emitted": 0,
         }
-        self._last_error = ""
 
     @classmethod
     def parse_point(cls, raw: str) -> str:
@@ -85,47 +82,39 @@ class PsapRadioDriver(Driver[PsapRadioConfig]):
     async def run(self, started: Callable[[], None]) -> None:
         """Open the port, supervise it with heartbeats, reopen with backoff until cancelled."""
         try:
-            opened = await self._open()
-            started()
+            opened = await Startup(started).attempt(self._open())
             while True:
                 if opened:
                     await self._supervise()
-                await asyncio.sleep(self._next_backoff_s())
+                await asyncio.sleep(self._reconnect.next_s())
                 opened = await self._open()
         finally:
             await self._link.close()
             self._session.link_lost()
-            self._set_health(Health.OFFLINE, "driver stopped")
+            self._link_health.stopped()
 
     async def _open(self) -> bool:
         try:
             # A TCP connect on a busy box may take longer than one ACK; a device opens at once.
             await self._link.open(max(OPEN_TIMEOUT_S, self._ack_timeout_s * 2))
         except DeviceOffline as exc:
-            self._went_offline(str(exc))
+            self._link_health.offline(str(exc))
             return False
-        log.info(
-            "radio_port_open", device=self.device_id, url=self.config.url, opens=self._link.opens
-        )
+        self._log.info("radio.port_open", url=self.config.url, opens=self._link.opens)
         return True
-
-    def _next_backoff_s(self) -> float:
-        """Current reopen delay with +-20% jitter, then double it (capped)."""
-        delay_ms = self._backoff_ms * random.uniform(0.8, 1.2)
-        self._backoff_ms = min(self._backoff_ms * 2, float(self.config.reconnect_max_ms))
-        return delay_ms / 1000
 
     async def _supervise(self) -> None:
         """Heartbeat an open port until it closes or the radio misses too many heartbeats."""
         while True:
             await self._heartbeat()
-            if self._misses >= self.config.offline_after_misses:
-                self._went_offline(f"{self._misses} heartbeats missed")
+            misses = self._link_health.failures
+            if misses >= self.config.offline_after_misses:
+                self._link_health.offline(f"{misses} heartbeats missed")
                 # A fresh open resynchronises a line that went quiet or carried garbage.
                 await self._link.close()
                 break
             if await self._link.wait_closed(self.config.heartbeat_s):
-                self._went_offline(f"{self.config.url} closed")
+                self._link_health.offline(f"{self.config.url} closed")
                 break
 
     async def _heartbeat(self) -> None:
@@ -144,33 +133,15 @@ class PsapRadioDriver(Driver[PsapRadioConfig]):
             # A NAK is still an answer: _answered already counted the radio as alive.
             return
         except DeviceError as exc:
-            self._missed(exc)
+            self._counts["heartbeat_misses"] += 1
+            self._link_health.failed(f"heartbeat missed: {exc}")
 
     # --- health ---------------------------------------------------------------------------
 
     def _answered(self) -> None:
         """The radio sent a valid frame: the link works."""
-        self._misses = 0
-        self._backoff_ms = float(self.config.reconnect_min_ms)
-        if self.health is not Health.ONLINE:
-            log.info("radio_online", device=self.device_id)
-        self._set_health(Health.ONLINE)
-
-    def _missed(self, exc: DeviceError) -> None:
-        self._misses += 1
-        self._counts["heartbeat_misses"] += 1
-        self._last_error = str(exc)
-        if self._misses < self.config.offline_after_misses and self.health is Health.ONLINE:
-            log.warning(
-                "radio_degraded", device=self.device_id, misses=self._misses, error=str(exc)
-            )
-            self._set_health(Health.DEGRADED, f"heartbeat missed: {exc}")
-
-    def _went_offline(self, why: str) -> None:
-        self._last_error = why
-        if self.health is not Health.OFFLINE:
-            log.warning("radio_offline", device=self.device_id, error=why)
-        self._set_health(Health.OFFLINE, why)
+        self._reconnect.reset()
+        self._link_health.succeeded()
 
     def _garbage(self, why: str, line: bytes) -> None:
         """Report a line we could not trust; rate-limited so a babbling radio cannot flood."""
@@ -181,21 +152,12 @@ class PsapRadioDriver(Driver[PsapRadioConfig]):
         self._counts["faults_emitted"] += 1
         shown = line[:40].decode("ascii", "backslashreplace")
         self._emit(DeviceFault(self.device_id, "bad_device_reply", f"{why}: {shown!r}"))
-        log.warning("radio_garbage", device=self.device_id, error=why, line=shown)
+        self._log.warning("radio.garbage", error=why, line=shown)
 
     # --- commands -------------------------------------------------------------------------
 
-    async def execute(self, command: DeviceCommand) -> CommandResult:
-        """Send an alert (EMG then TXT, each acknowledged); other commands are unsupported."""
-        match command:
-            case SendAlert():
-                pass
-            case WritePoints() | ReadPoints() | TakeSnapshot() | GotoPreset():
-                raise UnsupportedCommand(
-                    f"{self.device_id}: the radio cannot {type(command).__name__}"
-                )
-            case _:
-                assert_never(command)
+    async def _execute(self, command: SendAlert) -> CommandResult:
+        """Send an alert: EMG then TXT, each acknowledged."""
         if self._alerts_waiting >= MAX_QUEUED_ALERTS:
             raise DeviceError(f"{self.device_id}: {self._alerts_waiting} alerts already queued")
         self._alerts_waiting += 1
@@ -217,10 +179,10 @@ class PsapRadioDriver(Driver[PsapRadioConfig]):
             return await self._transmit(alert)
         except DeviceError as exc:
             self._counts["alerts_failed"] += 1
-            self._last_error = str(exc)
-            log.error(
-                "radio_alert_failed",
-                device=self.device_id,
+            # Not a link failure (heartbeats decide health), but the reason an operator asks.
+            self._link_health.last_error = str(exc)
+            self._log.error(
+                "radio.alert_failed",
                 status=alert.status,
                 drill=alert.drill,
                 error=str(exc),
@@ -238,9 +200,8 @@ class PsapRadioDriver(Driver[PsapRadioConfig]):
             raise type(exc)(
                 f"EMG {emg.frame.seq:03d} acknowledged but the text failed: {exc}"
             ) from exc
-        log.info(
-            "radio_alert",
-            device=self.device_id,
+        self._log.info(
+            "radio.alert",
             status=status,
             text=text,
             drill=alert.drill,
@@ -266,9 +227,8 @@ class PsapRadioDriver(Driver[PsapRadioConfig]):
         hbt = await self._deliver(
             frames.hbt(self._session.next_seq(), round(self.config.heartbeat_s * 1000))
         )
-        log.info(
-            "radio_drill_suppressed",
-            device=self.device_id,
+        self._log.info(
+            "radio.drill_suppressed",
             status=alert.status,
             text=alert.text,
             hbt_seq=hbt.frame.seq,
@@ -322,8 +282,8 @@ class PsapRadioDriver(Driver[PsapRadioConfig]):
             "garbage": s.garbage,
             "stray": s.stray,
             "last_rtt_ms": round(s.last_rtt_ms, 3),
-            "consecutive_misses": self._misses,
+            "consecutive_misses": self._link_health.failures,
             "opens": self._link.opens,
             "health": str(self.health),
-            "last_error": self._last_error,
+            "last_error": self._link_health.last_error,
         }

@@ -4,16 +4,22 @@ A driver owns one device connection. The supervisor calls :meth:`Driver.run` in 
 and restarts it with backoff if it raises; the door service calls :meth:`Driver.execute`
 concurrently. Drivers report through the ``emit`` callback, never by importing the core's
 consumers, and never import each other.
+
+What every driver needs besides the contract is the driver kit, here and next to it:
+:class:`ReconnectConfig` and :class:`Startup` (below), ``backoff.BackoffTimer``,
+``health.LinkHealth``, ``pointcache.PointCache`` and ``lane.PriorityLane``.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Iterable, Mapping
-from typing import ClassVar, Generic, TypeVar
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Annotated, Any, ClassVar, Generic, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from gatewayd.kernel.backoff import Backoff
+from gatewayd.kernel.errors import UnsupportedCommand
 from gatewayd.kernel.events import (
     CommandResult,
     DeviceCommand,
@@ -43,10 +49,77 @@ class DriverConfig(BaseModel):
     room: str = ""
 
 
+#: Shortest wait before reconnecting, for drivers that declare their own default.
+ReconnectMinMs = Annotated[int, Field(ge=10, le=60_000)]
+#: Longest wait before reconnecting (the doubling stops here).
+ReconnectMaxMs = Annotated[int, Field(ge=10, le=300_000)]
+#: Share of each reconnect wait drawn at random: a wait is 80% to 100% of its step.
+RECONNECT_JITTER = 0.2
+
+
+class ReconnectConfig(BaseModel):
+    """Reconnect backoff settings, a mixin: ``class X(ReconnectConfig, DriverConfig)``.
+
+    Milliseconds, like every other driver timing. A driver with other defaults redeclares a
+    field with the same type: ``reconnect_min_ms: ReconnectMinMs = 100``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: First wait after a failed connection; each failure in a row doubles it.
+    reconnect_min_ms: ReconnectMinMs = 200
+    reconnect_max_ms: ReconnectMaxMs = 5_000
+
+    @model_validator(mode="after")
+    def _reconnect_ordered(self) -> Self:
+        if self.reconnect_max_ms < self.reconnect_min_ms:
+            raise ValueError(
+                f"reconnect_max_ms ({self.reconnect_max_ms}) must be >= reconnect_min_ms"
+                f" ({self.reconnect_min_ms})"
+            )
+        return self
+
+    @property
+    def reconnect_backoff(self) -> Backoff:
+        """The policy for a ``BackoffTimer``."""
+        return Backoff(
+            min_s=self.reconnect_min_ms / 1000,
+            max_s=self.reconnect_max_ms / 1000,
+            jitter=RECONNECT_JITTER,
+        )
+
+
 ConfigT = TypeVar("ConfigT", bound=DriverConfig)
+T = TypeVar("T")
 
 #: Where drivers send events. It never blocks; the bus applies its own overflow policy.
 Emit = Callable[[DriverEvent], None]
+
+
+class Startup:
+    """The ``started`` handshake of :meth:`Driver.run`: signalled once, after the first attempt.
+
+    Start-up waits for every door driver's handshake, so it must come whether the first
+    connection attempt worked, failed or raised; never only once the device answers.
+    """
+
+    def __init__(self, started: Callable[[], None]) -> None:
+        self._started = started
+        #: True once ``started`` was called.
+        self.signalled = False
+
+    async def attempt(self, connect: Awaitable[T]) -> T:
+        """Await a connection attempt; the first one, however it ends, signals started."""
+        try:
+            return await connect
+        finally:
+            self.signal()
+
+    def signal(self) -> None:
+        """Call ``started`` unless it was called already."""
+        if not self.signalled:
+            self.signalled = True
+            self._started()
 
 
 class Driver(abc.ABC, Generic[ConfigT]):
@@ -75,7 +148,10 @@ class Driver(abc.ABC, Generic[ConfigT]):
         return self._health
 
     def _set_health(self, health: Health, detail: str = "") -> None:
-        """Record and report a change of health, or of the reason a device is not online."""
+        """Record and report a change of health, or of the reason a device is not online.
+
+        Drivers built on ``health.LinkHealth`` leave this to it.
+        """
         # A new reason matters to the person fixing it (offline -> refused credentials).
         reason_changed = health is not Health.ONLINE and bool(detail) and detail != self._detail
         if health is not self._health or reason_changed:
@@ -109,12 +185,31 @@ class Driver(abc.ABC, Generic[ConfigT]):
         """Connect, poll and reconnect until cancelled.
 
         Call ``started()`` once, after the first connection attempt (success or not), so that
-        start-up never waits for a dead device. Raise only for faults a restart may fix.
+        start-up never waits for a dead device (:class:`Startup` does it). Raise only for
+        faults a restart may fix.
         """
 
-    @abc.abstractmethod
     async def execute(self, command: DeviceCommand) -> CommandResult:
-        """Carry out a command ahead of any polling; raise a DeviceError on failure."""
+        """Carry out a command ahead of any polling; raise a DeviceError on failure.
+
+        A command whose type is not in :attr:`commands` is refused with
+        :class:`UnsupportedCommand` (``not_supported``) before the driver sees it.
+        """
+        if not isinstance(command, self.commands):
+            raise UnsupportedCommand(
+                f"{self.device_id}: {type(self).__name__} cannot {type(command).__name__}"
+                f" (it carries out {', '.join(c.__name__ for c in self.commands)})"
+            )
+        return await self._execute(command)
+
+    @abc.abstractmethod
+    async def _execute(self, command: Any) -> CommandResult:
+        """Carry out a command of one of the types in :attr:`commands`.
+
+        Declare the parameter as exactly that union (``command: WritePoints | ReadPoints``):
+        :meth:`execute` lets nothing else through, and the contract suite checks that the
+        annotation and :attr:`commands` agree.
+        """
 
     @abc.abstractmethod
     def statistics(self) -> Mapping[str, int | float | str]:

@@ -6,21 +6,18 @@ import asyncio
 import time
 from collections.abc import Callable, Iterable, Mapping
 
-from gatewayd.kernel.driver import Driver, Emit
-from gatewayd.kernel.errors import BadDeviceReply, BadPoint, DeviceError, UnsupportedCommand
-from gatewayd.kernel.events import (
-    CommandResult,
-    DeviceCommand,
-    DeviceFault,
-    Health,
-    PointChanged,
-    PointValue,
-    ReadPoints,
-    WritePoints,
-)
+import structlog
+
+from gatewayd.kernel.driver import Driver, Emit, Startup
+from gatewayd.kernel.errors import BadDeviceReply, BadPoint, DeviceError
+from gatewayd.kernel.events import CommandResult, DeviceFault, PointValue, ReadPoints, WritePoints
+from gatewayd.kernel.health import LinkHealth
+from gatewayd.kernel.pointcache import PointCache
 from gatewayd_example_door import protocol
 from gatewayd_example_door.config import DoorStrikeConfig
 from gatewayd_example_door.transport import StrikeLink
+
+log = structlog.get_logger(__name__)
 
 
 class DoorStrikeDriver(Driver[DoorStrikeConfig]):
@@ -32,8 +29,11 @@ class DoorStrikeDriver(Driver[DoorStrikeConfig]):
     def __init__(self, config: DoorStrikeConfig, points: frozenset[str], emit: Emit) -> None:
         super().__init__(config, points, emit)
         self._link = StrikeLink(config.url, config.timeout_ms)
-        self._last: dict[str, bool] = {}
-        self._failures = 0
+        self._log = log.bind(device=config.id)
+        self._values: PointCache[str] = PointCache(config.id, emit)
+        self._link_health = LinkHealth(
+            self._set_health, self._log, "strike", offline_after=config.offline_after_failures
+        )
         self._counts = {"polls": 0, "commands": 0, "failures": 0, "faults": 0}
 
     @classmethod
@@ -57,14 +57,13 @@ class DoorStrikeDriver(Driver[DoorStrikeConfig]):
     async def run(self, started: Callable[[], None]) -> None:
         """Poll every ``poll_interval_ms`` until cancelled; a dead link is retried by polling."""
         try:
-            await self._poll()
-            started()
+            await Startup(started).attempt(self._poll())
             while True:
                 await asyncio.sleep(self.config.poll_interval_ms / 1000)
                 await self._poll()
         finally:
             self._link.close()
-            self._set_health(Health.OFFLINE, "driver stopped")
+            self._link_health.stopped()
 
     async def _poll(self) -> None:
         # A failed poll is counted and reported by _transact; the next poll is the retry.
@@ -74,7 +73,7 @@ class DoorStrikeDriver(Driver[DoorStrikeConfig]):
             return
         self._counts["polls"] += 1
 
-    async def execute(self, command: DeviceCommand) -> CommandResult:
+    async def _execute(self, command: WritePoints | ReadPoints) -> CommandResult:
         """Set a group of strikes with one request (its reply is the read-back), or read them."""
         match command:
             case WritePoints():
@@ -83,10 +82,6 @@ class DoorStrikeDriver(Driver[DoorStrikeConfig]):
                 request = protocol.set_request(self.config.strikes, writes)
             case ReadPoints():
                 points, request = list(command.points), protocol.GET
-            case _:
-                raise UnsupportedCommand(
-                    f"{self.device_id}: a strike controller cannot {type(command).__name__}"
-                )
         if problems := self.check_points(self.config, points):
             raise BadPoint("; ".join(problems))
         self._counts["commands"] += 1
@@ -102,23 +97,18 @@ class DoorStrikeDriver(Driver[DoorStrikeConfig]):
         except DeviceError as exc:
             self._failed(exc)
             raise
-        self._failures = 0
-        self._set_health(Health.ONLINE)
+        self._link_health.succeeded()
         for point in self.points:
-            value = state[protocol.strike(point)]
-            if self._last.get(point) is not value:
-                self._last[point] = value
-                self._emit(PointChanged(self.device_id, point, value))
+            self._values.update(point, state[protocol.strike(point)])
         return state, on_wire_ns
 
     def _failed(self, exc: DeviceError) -> None:
-        self._failures += 1
         self._counts["failures"] += 1
         if isinstance(exc, BadDeviceReply):
             self._counts["faults"] += 1
             self._emit(DeviceFault(self.device_id, exc.code, str(exc)))
-        if self._failures >= self.config.offline_after_failures:
-            self._set_health(Health.OFFLINE, str(exc))
+        # Offline after offline_after_failures in a row; logged as strike.offline.
+        self._link_health.failed(str(exc))
 
     def statistics(self) -> Mapping[str, int | float | str]:
         return {**self._counts, "requests": self._link.requests, "health": str(self.health)}

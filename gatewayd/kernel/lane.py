@@ -1,9 +1,10 @@
 """A priority lock: the next holder is the waiter with the lowest priority number, then the
 earliest arrival.
 
-One connection carries both door commands and routine polling; each poll transaction holds
-the lane on its own, so a command waits for at most the one transaction in flight, never for
-a queue of polls. Nothing here is Modbus-specific (it may move to ``gatewayd/``).
+A driver whose one connection carries both door commands and routine polling holds the lane
+for each transaction on its own, commands at :data:`COMMAND` and polls at :data:`POLL`, so a
+command waits for at most the one transaction in flight, never for a queue of polls. Drivers
+whose requests are independent on the wire (BACnet datagrams matched by invoke id) need none.
 """
 
 from __future__ import annotations
