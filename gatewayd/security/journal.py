@@ -415,9 +415,8 @@ class Journal:
         for entry, record in zip(batch, records, strict=True):
             entry.pending.future.set_result(record)
         self._tell_loop(self._announce, records)
-        self._flush_index()
-        self._maybe_rotate()
-        self._set_health(True, "")
+        if self._flush_index() and self._maybe_rotate():
+            self._set_health(True, "")
         return True
 
     def _failed(self, batch: list[_Entry], exc: AuditUnavailable) -> None:
@@ -433,16 +432,19 @@ class Journal:
             self._queue.extendleft(reversed(kept))
         self._set_health(False, f"audit log: {exc}")
 
-    def _maybe_rotate(self) -> None:
+    def _maybe_rotate(self) -> bool:
+        """Start a new file once this one is full; False if that failed."""
         assert self._log is not None
         if self._log.size < self._max_file_bytes:
-            return
+            return True
         try:
             snapshot = {"sources": dict(self._sources), "commands": dict(self._commands)}
             self._log.rotate(snapshot)
             self.stats["fsyncs"] += 1
         except AuditUnavailable as exc:
             self._set_health(False, f"audit log rotation: {exc}")
+            return False
+        return True
 
     # --- the index -----------------------------------------------------------------------
 
@@ -466,11 +468,11 @@ class Journal:
         self._last_seq = int(record["seq"])
         self._dirty_index.append(record)
 
-    def _flush_index(self) -> None:
+    def _flush_index(self) -> bool:
         """Bring the index up to the records written; a locked or broken one is retried later."""
         dirty, self._dirty_index = self._dirty_index, []
         if self._db is None:
-            return
+            return True
         horizon = time.time() - 2 * self.window_s
         self._commands = {k: ts for k, ts in self._commands.items() if ts >= horizon}
         try:
@@ -495,6 +497,8 @@ class Journal:
             # The writer's own copy is whole: the next good write rewrites the index from it.
             self._index_stale = True
             self._set_health(False, f"index {self.index_path.name}: {exc}")
+            return False
+        return True
 
     def _set_health(self, healthy: bool, problem: str) -> None:
         if healthy == self._healthy and problem == self._problem:
