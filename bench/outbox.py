@@ -64,7 +64,7 @@ class TimedQueue:
         return self.inner.statistics()
 
 
-async def _no_commands(body: bytes) -> dict[str, Any]:
+async def _no_commands(body: bytes, arrived_ns: int) -> dict[str, Any]:
     return {"ok": False}
 
 

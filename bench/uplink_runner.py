@@ -34,7 +34,7 @@ from gatewayd.uplink.outbox import Outbox
 TICK_S = 0.01
 
 
-async def _no_commands(body: bytes) -> dict[str, Any]:
+async def _no_commands(body: bytes, arrived_ns: int) -> dict[str, Any]:
     return {"ok": False, "error": "not_supported"}
 
 

@@ -37,7 +37,7 @@ FAST = Backoff(min_s=0.05, max_s=0.2)
 Collect = Callable[[str], Awaitable[Collector]]
 
 
-async def handler(payload: bytes) -> dict[str, Any]:
+async def handler(payload: bytes, arrived_ns: int = 0) -> dict[str, Any]:
     """What the daemon does, reduced: parse strictly, then obey ``params`` for tests."""
     try:
         command = parse_command(payload)
@@ -118,7 +118,7 @@ import asyncio, sys
 from gatewayd.uplink.config import MqttConfig
 from gatewayd.uplink.daemon import Uplink
 
-async def handler(payload):
+async def handler(payload, arrived_ns=0):
     return {}
 
 async def main():
@@ -307,8 +307,10 @@ async def test_garbage_commands_get_error_replies_and_the_uplink_keeps_serving(
     mosquitto: Mosquitto, mqtt_collect: Collect
 ) -> None:
     results = await mqtt_collect(f"{BASE}/cmd/result")
-    garbage = [b"\xff\xfe\x80 not utf-8", os.urandom(1024 * 1024), b"", b"[1,2]"]
+    garbage = [b"\xff\xfe\x80 not utf-8", os.urandom(32 * 1024), b"", b"[1,2]"]
     async with running(mosquitto.url) as uplink:
+        # Larger than the gateway's Maximum Packet Size: the broker never delivers it.
+        await _send(mosquitto, os.urandom(1024 * 1024), response_topic=None, correlation=None)
         for payload in garbage:
             await _send(mosquitto, payload, response_topic=None, correlation=None)
         # A handler that raises becomes an "internal" reply, not a dead uplink.
@@ -325,6 +327,7 @@ async def test_garbage_commands_get_error_replies_and_the_uplink_keeps_serving(
         await results.wait_for(lambda m: m.json()["id"] == "c-ok")
         assert uplink.connected
         assert uplink.statistics()["command_errors"] == 1
+        assert uplink.statistics()["commands"] == len(garbage) + 3
 
 
 async def test_a_slow_command_does_not_delay_the_next_one(

@@ -78,6 +78,8 @@ def parse_command(payload: bytes) -> Command:
         raise CommandError(
             ErrorCode.BAD_REQUEST, f"command is not JSON: {exc.msg} at {exc.pos}"
         ) from exc
+    except RecursionError as exc:
+        raise CommandError(ErrorCode.BAD_REQUEST, "command nests too deeply") from exc
     if not isinstance(body, dict):
         raise CommandError(ErrorCode.BAD_REQUEST, "command must be a JSON object")
     try:
@@ -90,7 +92,7 @@ def command_id_of(payload: bytes) -> str | None:
     """Best-effort id of a command that failed to parse, to echo in the reply."""
     try:
         body = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         return None
     ident = body.get("id") if isinstance(body, dict) else None
     return ident if isinstance(ident, str) and len(ident) <= 128 else None

@@ -69,7 +69,7 @@ def raw_body(payload: bytes) -> dict[str, Any]:
 
     try:
         body = json.loads(payload.decode("utf-8"), object_pairs_hook=no_duplicates)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise CommandError(ErrorCode.BAD_REQUEST, "command is not a UTF-8 JSON object") from exc
     if not isinstance(body, dict):
         raise CommandError(ErrorCode.BAD_REQUEST, "command must be a JSON object")

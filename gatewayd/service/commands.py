@@ -89,8 +89,12 @@ class CommandService:
         command: Command | None = None
         guard = self._core.guard
         try:
-            command = parse_command(payload)
-            actor = guard.check(command, payload=payload, now=time.time())
+            try:
+                command = parse_command(payload)
+                actor = guard.check(command, payload=payload, now=time.time())
+            except RecursionError as exc:
+                # Any parser (JSON, the canonical form) that a hostile body drives too deep.
+                raise CommandError(ErrorCode.BAD_REQUEST, "command nests too deeply") from exc
         except CommandError as exc:
             guard.refused(exc, payload=payload, command=command)
             reply = {

@@ -16,6 +16,7 @@ import gc
 import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,7 @@ import structlog
 from gatewayd.console.config import ConsoleConfig
 from gatewayd.kernel.bus import Bus
 from gatewayd.kernel.campus import Campus
+from gatewayd.kernel.command import MAX_COMMAND_BYTES
 from gatewayd.kernel.driver import AnyDriver
 from gatewayd.kernel.errors import GatewayError
 from gatewayd.kernel.events import (
@@ -57,6 +59,7 @@ from gatewayd.service.reporting import Reporting
 from gatewayd.service.supervisor import Supervisor
 from gatewayd.service.tasks import Tasks
 from gatewayd.service.triggers import Triggers
+from gatewayd.uplink.admission import looks_signed
 from gatewayd.uplink.daemon import Uplink
 from gatewayd.uplink.outbox import Outbox
 
@@ -93,6 +96,11 @@ class Gateway:
             config.mqtt,
             config.site.id,
             self.handle_command,
+            classify=partial(
+                looks_signed,
+                actors=frozenset(a.id for a in config.security.actors),
+                max_bytes=MAX_COMMAND_BYTES,
+            ),
             queue=Outbox(state_dir / "outbox.sqlite"),
         )
         self.publisher = Publisher(self.campus, self.engine, self.doors, self.uplink)
@@ -152,9 +160,9 @@ class Gateway:
 
     # --- what the outside calls ------------------------------------------------------------
 
-    async def handle_command(self, payload: bytes) -> dict[str, Any]:
+    async def handle_command(self, payload: bytes, arrived_ns: int | None = None) -> dict[str, Any]:
         """One command body from MQTT or the console; always a reply, never an exception."""
-        return await self.commands.handle_command(payload)
+        return await self.commands.handle_command(payload, arrived_ns)
 
     def scope_state(self, scope: Scope) -> dict[str, Any]:
         return self.publisher.scope_state(scope)

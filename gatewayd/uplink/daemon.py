@@ -29,19 +29,26 @@ from paho.mqtt.properties import Properties
 
 from gatewayd.kernel.backoff import Backoff
 from gatewayd.security.tls import ssl_context
+from gatewayd.uplink.admission import Admission, Incoming
 from gatewayd.uplink.config import MqttConfig
 from gatewayd.uplink.outbox import MemoryQueue, PublishQueue, PublishQueueFull
 from gatewayd.uplink.wire import check_suffix, encode, first_leaf, raise_if_cancelling, valid_topic
 
 log = structlog.get_logger(__name__)
 
-#: Parses, authorises and executes one command body; returns the reply body.
-CommandHandler = Callable[[bytes], Awaitable[dict[str, Any]]]
+#: Parses, authorises and executes one command body (and when it arrived, monotonic ns);
+#: returns the reply body.
+CommandHandler = Callable[[bytes, int], Awaitable[dict[str, Any]]]
+#: Whether a command body looks signed by a known actor (see :mod:`gatewayd.uplink.admission`).
+Classifier = Callable[[bytes], bool]
 
 #: Events published concurrently (each awaits its PUBACK); below paho's window of 20.
 PUBLISH_WORKERS = 16
 #: Commands handled concurrently, so a slow lockdown does not block the next command.
-COMMAND_SLOTS = 32
+COMMAND_WORKERS = 32
+#: Largest packet the broker may send us (MQTT 5 Maximum Packet Size): a command is at most
+#: 16 KiB, so a 200 MB payload is dropped by the broker and never reaches this process.
+MAX_PACKET_BYTES = 64 * 1024
 #: Retained topics published concurrently after a reconnect.
 RETAINED_WORKERS = 16
 #: 0.2 s doubling to 5 s, with full jitter.
@@ -57,6 +64,7 @@ class Uplink:
         site: str,
         on_command: CommandHandler,
         *,
+        classify: Classifier = lambda payload: False,
         queue: PublishQueue | None = None,
         backoff: Backoff = RECONNECT_BACKOFF,
         connect_timeout_s: float = 5.0,
@@ -79,11 +87,12 @@ class Uplink:
         self._dirty_event = asyncio.Event()
         self._client: aiomqtt.Client | None = None
         self._ready = asyncio.Event()
-        self._command_slots = asyncio.Semaphore(COMMAND_SLOTS)
-        self._commands_group: asyncio.TaskGroup | None = None
+        #: Incoming commands, trusted lane first, both bounded.
+        self.admission = Admission(classify)
         self._stats: dict[str, int] = dict.fromkeys(
             ("published", "acked", "retained_published", "reconnects", "connect_failures",
-             "commands", "command_errors", "replies_lost", "rejected_life_safety"),
+             "commands", "command_errors", "replies_lost", "rejected_life_safety",
+             "retained_commands_ignored"),
             0,
         )  # fmt: skip
         self._last_connect = ""
@@ -120,6 +129,7 @@ class Uplink:
 
     def statistics(self) -> dict[str, int | float | str]:
         stats: dict[str, int | float | str] = {**self._stats, **self._queue.statistics()}
+        stats.update({f"admission_{k}": v for k, v in self.admission.statistics().items()})
         stats["connected"] = int(self.connected)
         stats["retained_topics"] = len(self._retained)
         stats["last_connect"] = self._last_connect
@@ -141,7 +151,9 @@ class Uplink:
 
         try:
             async with asyncio.TaskGroup() as commands:
-                self._commands_group = commands
+                # Workers outlive connections: a lost connection never cancels a lockdown.
+                for i in range(COMMAND_WORKERS):
+                    commands.create_task(self._work(), name=f"mqtt:command:{i}")
                 await self._reconnect_forever(once)
         finally:
             # The uplink owns its queue: what is staged goes to disk before the process ends.
@@ -218,6 +230,8 @@ class Uplink:
     def _make_client(self) -> aiomqtt.Client:
         cfg = self._config
         will = aiomqtt.Will(f"{self.base}/availability", b"offline", qos=1, retain=True)
+        connect = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        connect.MaximumPacketSize = MAX_PACKET_BYTES
         client = aiomqtt.Client(
             cfg.host,
             cfg.port,
@@ -229,6 +243,7 @@ class Uplink:
             keepalive=cfg.keepalive_s,
             timeout=self._connect_timeout_s,
             tls_context=ssl_context(cfg.tls) if cfg.tls_enabled else None,
+            properties=connect,
         )
         # paho keeps its default window of 20 in flight (Mosquitto's Receive Maximum; a stricter
         # broker disconnects a client that exceeds it) and holds the rest in order.
@@ -289,38 +304,41 @@ class Uplink:
                 tg.create_task(one(topic))
 
     async def _read_commands(self, client: aiomqtt.Client) -> None:
-        assert self._commands_group is not None
+        """Sort every command message into its lane as it arrives; never waits for a worker."""
+        command_topic = f"{self.base}/cmd"
         async for message in client.messages:
-            if not message.topic.matches(f"{self.base}/cmd"):
+            arrived_ns = time.monotonic_ns()
+            if not message.topic.matches(command_topic):
                 continue
-            await self._command_slots.acquire()
-            # Handlers run in run()'s task group, so a lost connection never cancels a lockdown.
-            self._commands_group.create_task(self._handle_command(message))
-
-    async def _handle_command(self, message: aiomqtt.Message) -> None:
-        began = time.perf_counter()
-        self._stats["commands"] += 1
-        try:
+            if message.retain:
+                # A command planted as retained would run again at every reconnect.
+                self._stats["retained_commands_ignored"] += 1
+                continue
             payload = message.payload if isinstance(message.payload, bytes) else b""
-            try:
-                reply = await self._on_command(payload)
-                body = encode(reply)
-            # The handler's bug must not take the uplink down; the requester learns of it.
-            except Exception as exc:
-                self._stats["command_errors"] += 1
-                log.exception("mqtt.command_failed", size=len(payload))
-                body = encode({
-                    "id": None, "ok": False, "error": "internal",
-                    "message": f"{type(exc).__name__}: {exc}"[:500],
-                })  # fmt: skip
+            self.admission.offer(Incoming(payload, arrived_ns, message.properties))
+
+    async def _work(self) -> None:
+        while True:
+            message = await self.admission.take()
+            await self._handle_command(message)
+
+    async def _handle_command(self, message: Incoming) -> None:
+        self._stats["commands"] += 1
+        payload = message.payload
+        try:
+            reply = await self._on_command(payload, message.arrived_ns)
+            body = encode(reply)
+        # The handler's bug must not take the uplink down; the requester learns of it.
+        except Exception as exc:
+            self._stats["command_errors"] += 1
+            log.exception("mqtt.command_failed", size=len(payload))
+            reply = {"id": None, "ok": False, "error": "internal",
+                     "message": f"{type(exc).__name__}: {exc}"[:500]}  # fmt: skip
+            body = encode(reply)
+        if self.admission.may_reply(message, refused=reply.get("ok") is False):
             await self._reply(message.properties, body)
-            log.info(
-                "mqtt.command",
-                size=len(payload),
-                ms=round((time.perf_counter() - began) * 1000, 2),
-            )
-        finally:
-            self._command_slots.release()
+        log.debug("mqtt.command", size=len(payload), trusted=message.trusted,
+                  ms=round((time.monotonic_ns() - message.arrived_ns) / 1e6, 2))  # fmt: skip
 
     async def _reply(self, request: Properties | None, body: bytes) -> None:
         response_topic = getattr(request, "ResponseTopic", None)
