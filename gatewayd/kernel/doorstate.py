@@ -33,10 +33,22 @@ class DoorState:
     detail: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def diverged(self) -> bool:
+        """The lock reads back otherwise than it was commanded."""
+        return (self.commanded is not None and self.locked is not None
+                and self.locked != self.commanded)  # fmt: skip
+
+    @property
     def status(self) -> str:
-        """``secured``, ``unsecured`` or ``unknown``, as counted per scope."""
+        """``secured``, ``unsecured``, ``faulted`` or ``unknown``, as counted per scope.
+
+        Judged against the command: a door told to unlock (a fire release) that reads locked
+        is ``faulted``, never ``secured``.
+        """
         if not self.device_online or self.locked is None:
             return "unknown"
+        if self.diverged and self.fault:
+            return "faulted"
         if self.locked and self.closed is not False:
             return "secured"
         return "unsecured"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -73,6 +73,8 @@ class Target(NamedTuple):
 
 
 DoorListener = Callable[[DoorState], None]
+#: A door that read back otherwise than commanded, outside any actuation.
+DriftListener = Callable[[str], None]
 #: (input id, active, first reading since start)
 InputListener = Callable[[str, bool, bool], None]
 
@@ -89,6 +91,9 @@ class DoorService:
         self._drivers = drivers
         self._door_listeners: list[DoorListener] = []
         self._input_listeners: list[InputListener] = []
+        self._drift_listeners: list[DriftListener] = []
+        #: Doors being written now: a read-back that differs is the bolt moving, not drift.
+        self._moving: Counter[str] = Counter()
         self.doors = {d: DoorState(d) for d in campus.doors}
         #: Alarm input values (input id -> active).
         self.inputs: dict[str, bool] = {}
@@ -101,10 +106,14 @@ class DoorService:
         #: Devices that went offline after having been seen (start-up is not a return).
         self._offline: set[str] = set()
 
-    def listen(self, *, doors: DoorListener, inputs: InputListener) -> None:
-        """Be told of every door change and every alarm input change."""
+    def listen(
+        self, *, doors: DoorListener, inputs: InputListener, drift: DriftListener | None = None
+    ) -> None:
+        """Be told of every door change, alarm input change, and door that drifted."""
         self._door_listeners.append(doors)
         self._input_listeners.append(inputs)
+        if drift is not None:
+            self._drift_listeners.append(drift)
 
     # --- events from drivers -----------------------------------------------------------------
 
@@ -174,9 +183,14 @@ class DoorService:
             by_device[self.campus.bindings[door_id].device].append(door_id)
             report.commanded.append(door_id)
         self.actuations += 1
-        async with asyncio.TaskGroup() as group:
-            for device, door_ids in by_device.items():
-                group.create_task(self._actuate_device(device, door_ids, report))
+        self._moving.update(report.commanded)
+        try:
+            async with asyncio.TaskGroup() as group:
+                for device, door_ids in by_device.items():
+                    group.create_task(self._actuate_device(device, door_ids, report))
+        finally:
+            self._moving.subtract(report.commanded)
+            self._moving += Counter()  # drop the doors no actuation holds any more
         if report.confirmed:
             report.confirmed.sort(key=self.campus.door_index.__getitem__)
         return report
@@ -279,9 +293,20 @@ class DoorService:
             elif role == "sense" or (role == "lock" and binding.sense is None):
                 state.locked = value.value
             if (state.locked, state.closed) != before:
-                if state.commanded is not None and state.locked != state.commanded:
-                    state.confirmed = False
+                if state.diverged:
+                    self._diverged(state)
                 self._changed(state)
+
+    def _diverged(self, state: DoorState) -> None:
+        """A door that reads otherwise than commanded: moving, or drifted (someone else)."""
+        was_confirmed, state.confirmed = state.confirmed, False
+        if self._moving[state.id] or not was_confirmed:
+            return
+        word = "locked" if state.locked else "unlocked"
+        state.fault = f"drifted: reads {word} against the command"
+        log.warning("door.drifted", door=state.id, commanded=state.commanded, locked=state.locked)
+        for on_drift in self._drift_listeners:
+            on_drift(state.id)
 
     def _changed(self, state: DoorState) -> None:
         state.updated_at = time.time()
@@ -289,12 +314,14 @@ class DoorService:
             on_door(state)
 
     def summary(self, door_ids: Sequence[str]) -> dict[str, Any]:
-        """Counts and lists of secured / unsecured / unknown doors."""
-        groups: dict[str, list[str]] = {"secured": [], "unsecured": [], "unknown": []}
+        """Counts and lists of secured, unsecured, faulted and unknown doors."""
+        groups: dict[str, list[str]] = {"secured": [], "unsecured": [], "faulted": [],
+                                        "unknown": []}  # fmt: skip
         for door_id in door_ids:
             groups[self.doors[door_id].status].append(door_id)
         return {
             "doors": {k: len(v) for k, v in groups.items()},
             "unsecured": groups["unsecured"],
+            "faulted": groups["faulted"],
             "unknown": groups["unknown"],
         }

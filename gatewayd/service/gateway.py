@@ -52,6 +52,7 @@ from gatewayd.service.config import Config
 from gatewayd.service.core import Core
 from gatewayd.service.dispatch import DeviceSink
 from gatewayd.service.doors import ActuationReport, DoorService
+from gatewayd.service.drift import DriftGuard
 from gatewayd.service.drills import Drills
 from gatewayd.service.expiry import Expiry
 from gatewayd.service.publisher import Publisher
@@ -144,8 +145,10 @@ class Gateway:
             rules=self.rules,
             tasks=self.tasks,
         )
+        self.drift = DriftGuard(core, self.doors, self.tasks)
         self.publisher.listen(self.triggers.evaluate_rules)
-        self.doors.listen(doors=self.publisher.door_changed, inputs=self.triggers.input_changed)
+        self.doors.listen(doors=self.publisher.door_changed, inputs=self.triggers.input_changed,
+                          drift=self.drift.drifted)  # fmt: skip
         self.clock = ClockWatch(config.security.timestamp_window_s, self._clock_stepped)
         #: The web console, once started (``[console]`` in the campus file).
         self.console: Console | None = None
@@ -337,6 +340,7 @@ class Gateway:
             "sources": len(self.engine.sources),
             "uptime_s": round(time.time() - self.started_at, 1),
             "actuations": self.doors.actuations,
+            "drift": self.drift.statistics(),
             "bus": self.bus.statistics(),
             "uplink": self.uplink.statistics(),
             "devices": self.supervisor.statistics() if self.supervisor else {},

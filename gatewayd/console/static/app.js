@@ -287,7 +287,8 @@ function renderScopes() {
     el("p", { class: "state", textContent: (s.drill ? "DRILL: " : "") + state.toUpperCase() +
       (s.dry_run ? " (dry run)" : "") }),
     el("p", { class: "counts", textContent: "secured " + (counts.secured || 0) +
-      " · unsecured " + (counts.unsecured || 0) + " · unknown " + (counts.unknown || 0) }),
+      " · unsecured " + (counts.unsecured || 0) + " · faulted " + (counts.faulted || 0) +
+      " · unknown " + (counts.unknown || 0) }),
     s.source && s.source !== scope
       ? el("p", { class: "src", textContent: "set on " + s.source }) : null));
   }
