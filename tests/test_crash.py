@@ -163,3 +163,31 @@ async def test_kill_9_during_lockdown_restores_it_and_never_writes_an_unlock(
     doors = load_config(campus_file).doors
     assert len(locked) == len(doors)
     assert unlocks_after_lockdown == []
+
+
+async def test_a_broken_log_pipe_neither_kills_the_daemon_nor_eats_sigterm(
+    campus_file: Path, tmp_path: Path
+) -> None:
+    sim = await start_simulator(campus_file, tmp_path)
+    try:
+        # Logs go to a pipe whose reader goes away (journald restarting, `| tee` killed).
+        daemon = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gatewayd", "run", "-c", str(campus_file),
+            "--log-level", "info", stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )  # fmt: skip
+        await until_ready(campus_file)
+        assert daemon.stderr is not None
+        # Close the reading end: every later log write meets EPIPE.
+        transport = daemon._transport  # type: ignore[attr-defined]
+        transport.get_pipe_transport(2).close()
+        for scope in ("building/A", "building/B"):
+            reply = await command(campus_file, "lockdown", scope=scope)
+            assert reply["ok"] is True, reply
+        daemon.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(15):
+            code = await daemon.wait()
+        assert code == 0
+    finally:
+        sim.send_signal(signal.SIGTERM)
+        await sim.wait()

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import signal
 import sys
+import threading
 from collections.abc import Callable
 
 import structlog
@@ -21,9 +24,32 @@ log = structlog.get_logger(__name__)
 STOP_DEADLINE_S = 5.0
 
 
+#: Exit status after a fatal error (the unit restarts the daemon).
+EX_FATAL = 1
+
+
 def run_daemon(config: Config) -> int:
-    """Run until SIGTERM or SIGINT; return the process exit code."""
-    return asyncio.run(serve(config))
+    """Run until SIGTERM or SIGINT; return the process exit code.
+
+    A fatal error exits non-zero within a bounded time: if tearing down hangs (a thread stuck
+    on a dead disk), a timer ends the process anyway, so systemd can start a fresh one.
+    """
+    try:
+        return asyncio.run(serve(config))
+    except BaseException as exc:
+        if isinstance(exc, KeyboardInterrupt | SystemExit):
+            raise
+        _exit_after(STOP_DEADLINE_S, EX_FATAL)
+        with contextlib.suppress(Exception):
+            log.critical("daemon.fatal", error=f"{type(exc).__name__}: {exc}")
+        return EX_FATAL
+
+
+def _exit_after(delay_s: float, code: int) -> None:
+    """End the process in ``delay_s`` whatever is still running (a last resort)."""
+    timer = threading.Timer(delay_s, os._exit, (code,))
+    timer.daemon = True
+    timer.start()
 
 
 async def serve(config: Config, on_ready: Callable[[Gateway], None] | None = None) -> int:
@@ -46,10 +72,13 @@ async def serve(config: Config, on_ready: Callable[[Gateway], None] | None = Non
     stopping = asyncio.Event()
 
     def on_signal(signum: int) -> None:
-        if not stopping.is_set():
-            log.info("daemon.stopping", signal=signal.Signals(signum).name)
-            stopping.set()
-            notifier.stopping()
+        if stopping.is_set():
+            return
+        # The flag first: a log line that fails (a broken pipe) must not swallow the stop.
+        stopping.set()
+        _exit_after(STOP_DEADLINE_S * 2, 0)
+        notifier.stopping()
+        log.info("daemon.stopping", signal=signal.Signals(signum).name)
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
