@@ -347,6 +347,18 @@ def _status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _needs_attention(door: dict[str, Any]) -> bool:
+    """A fault, a lock that did not confirm, or a door told to lock that is not secured.
+
+    The last is a propped door: its bolt threw, so the lock confirms, but it stands open.
+    """
+    return bool(
+        door.get("fault")
+        or not door.get("confirmed")
+        or (door.get("commanded") == "locked" and door.get("status") != "secured")
+    )
+
+
 def format_status(retained: dict[str, Any], *, show_all: bool = False) -> str:
     lines = [f"gateway   {retained.get('availability', 'unknown (no retained availability)')}"]
     lines.append(f"{'SCOPE':<16} {'STATE':<10} {'SOURCE':<14} SECURED  UNSECURED  UNKNOWN")
@@ -365,7 +377,7 @@ def format_status(retained: dict[str, Any], *, show_all: bool = False) -> str:
     doors = [
         v for k, v in sorted(retained.items()) if k.startswith("door/") and isinstance(v, dict)
     ]
-    shown = [d for d in doors if show_all or d.get("fault") or not d.get("confirmed")]
+    shown = [d for d in doors if show_all or _needs_attention(d)]
     if shown:
         lines.append("")
         lines.append(f"{'DOOR':<10} {'COMMANDED':<10} {'LOCKED':<7} {'POSITION':<8} REASON / FAULT")
