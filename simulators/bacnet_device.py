@@ -341,6 +341,7 @@ class BacnetDeviceSim(Simulator[PriorityWrite, ApduSeen], DoorControls):
 
     def statistics(self) -> dict[str, int | float]:
         return {
+            **super().statistics(),
             "requests": self.counts["requests"],
             "writes": self.counts["writes"],
             "dropped": self.counts["dropped"],

@@ -217,7 +217,7 @@ class PsapRadioSim(Simulator[Transmission, Heard]):
 
     def statistics(self) -> dict[str, int | float]:
         """Lines heard and what was done with them."""
-        return {"lines": len(self.heard), **self.counts, "clients": len(self._clients)}
+        return {**super().statistics(), "lines": len(self.heard), "clients": len(self._clients)}
 
     def inject(self, data: bytes) -> None:
         """Write raw bytes to every connected gateway (unsolicited garbage, stray frames)."""

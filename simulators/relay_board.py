@@ -215,6 +215,7 @@ class RelayBoardSim(Simulator[CoilWrite, RequestSeen], DoorControls):
     def statistics(self) -> dict[str, int | float]:
         """Request, write and fault counters."""
         return {
+            **super().statistics(),
             "requests": self.counts["requests"],
             "read_coils": self.counts["fc1"],
             "read_inputs": self.counts["fc2"],
