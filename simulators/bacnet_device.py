@@ -105,7 +105,7 @@ class _SimApplication(Application):  # type: ignore[misc]
         if sim.faults.hang or sim.faults.roll(sim.faults.drop):
             sim.counts["dropped"] += 1
             return
-        async with sim._request():
+        async with sim._owned():
             await sim._delay()
         await super().indication(apdu)
 

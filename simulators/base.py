@@ -155,7 +155,7 @@ class Listener(abc.ABC):
 
     @property
     def in_flight(self) -> int:
-        """Requests accepted whose (delayed) answer has not been sent yet."""
+        """Delayed answers not sent yet plus owned tasks still running (see :meth:`_owned`)."""
         return len(self._timers) + len(self._inflight)
 
     def _later(self, delay_s: float, callback: Callable[[], None]) -> asyncio.TimerHandle:
@@ -171,8 +171,9 @@ class Listener(abc.ABC):
         return handle
 
     @contextlib.asynccontextmanager
-    async def _request(self) -> AsyncIterator[None]:
-        """Around a request handled in a task of its own: a stop or vanish cancels it."""
+    async def _owned(self) -> AsyncIterator[None]:
+        """Around work in a task of its own (a request handler, a client's connection): a
+        stop or vanish cancels the task, so none outlives the simulator."""
         task = asyncio.current_task()
         if task is not None:
             self._inflight.add(task)
@@ -238,7 +239,7 @@ class Simulator(Listener, Generic[W, R]):
     # --- logs and counters ----------------------------------------------------------------
 
     async def _delay(self) -> None:
-        """Wait out ``faults.delay_ms`` (inside :meth:`_request`)."""
+        """Wait out ``faults.delay_ms`` (inside :meth:`_owned`)."""
         if self.faults.delay_ms > 0:
             self.counts["delayed"] += 1
             await asyncio.sleep(self.faults.delay_ms / 1000)

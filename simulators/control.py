@@ -110,7 +110,7 @@ class ControlServer(Listener):
     # --- connections ----------------------------------------------------------------------
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        async with self._request():
+        async with self._owned():
             try:
                 if len(self._writers) >= self.max_clients:
                     self._counts["clients_refused"] += 1

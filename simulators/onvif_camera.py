@@ -230,7 +230,7 @@ class OnvifCameraSim(Simulator[PtzMove, HttpSeen]):
         return await self._tracked(self._serve_snapshot(request))
 
     async def _tracked(self, reply: Coroutine[object, object, web.Response]) -> web.Response:
-        async with self._request():
+        async with self._owned():
             return await reply
 
     async def _faults(self, request: web.Request) -> None:
