@@ -221,7 +221,7 @@ class Simulator(Listener, Generic[W, R]):
         #: Event counters; :meth:`statistics` reports them.
         self.counts: Counter[str] = Counter()
 
-    # --- power --------------------------------------------------------------------------
+    # --- power and faults -----------------------------------------------------------------
 
     async def vanish(self) -> None:
         """Stop listening and reset every connection, as a device losing power."""
@@ -236,13 +236,13 @@ class Simulator(Listener, Generic[W, R]):
             if await self._up():
                 self.log.info(f"{self.kind}.reappeared", port=self._port)
 
-    # --- logs and counters ----------------------------------------------------------------
-
     async def _delay(self) -> None:
         """Wait out ``faults.delay_ms`` (inside :meth:`_owned`)."""
         if self.faults.delay_ms > 0:
             self.counts["delayed"] += 1
             await asyncio.sleep(self.faults.delay_ms / 1000)
+
+    # --- logs and counters ----------------------------------------------------------------
 
     def writes(self) -> list[dict[str, Any]]:
         """The write log as JSON-ready objects, oldest first, each with its ``ns``."""
