@@ -1,7 +1,8 @@
 """Run simulators from the command line.
 
 ``python -m gatewayd.simulators board --port 15020 --doors 32`` runs one relay board;
-``python -m gatewayd.simulators campus -c configs/demo-campus.toml`` runs every board of a campus;
+``python -m gatewayd.simulators campus -c configs/demo-campus.toml`` runs every device of a campus
+(``--control 127.0.0.1:0`` adds the control interface, docs/simulators.md);
 ``python -m gatewayd.simulators radio --tcp-port 0`` (or ``--pty``) runs a PSAP radio interface;
 ``python -m gatewayd.simulators camera --port 0`` runs an ONVIF camera (its device service url
 in ``urls``).
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import signal
@@ -22,8 +24,9 @@ from collections.abc import Mapping, Sequence
 import structlog
 
 from gatewayd.kernel.errors import ConfigError
-from gatewayd.kernel.site import load_site
-from gatewayd.simulators.campus import CampusSim
+from gatewayd.kernel.site import Site, load_site
+from gatewayd.simulators.campus import CampusSim, Simulated
+from gatewayd.simulators.control import ControlServer, host_port
 from gatewayd.simulators.psap_radio import PsapRadioSim
 from gatewayd.simulators.relay_board import RelayBoardSim
 
@@ -43,10 +46,17 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--doors", type=int, default=32, help="coils (one lock per door)")
     board.add_argument("--extra-inputs", type=int, default=4, help="spare alarm inputs")
     board.add_argument("--id", default="board", help="key of the port in the ready line")
-    campus = sub.add_parser("campus", help="every relay board of a campus config")
+    campus = sub.add_parser("campus", help="every simulated device of a campus config")
     campus.add_argument("-c", "--config", required=True, help="campus TOML file")
     campus.add_argument("--free-ports", action="store_true", help="ignore configured ports")
     campus.add_argument("--host", default=None, help="bind here instead of each device's host")
+    campus.add_argument(
+        "--control",
+        type=host_port,
+        default=None,
+        metavar="HOST:PORT",
+        help="serve the control interface here (port 0: a free one, in the ready line)",
+    )
     radio = sub.add_parser("radio", help="a PSAP-linked radio interface (serial line protocol)")
     where = radio.add_mutually_exclusive_group()
     where.add_argument("--tcp-port", type=int, default=0, help="listen here (0: a free port)")
@@ -70,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     # Coil write logs are a relay-board matter.
     for p in (radio, camera, bacnet):
         p.set_defaults(write_log=None)
+    for p in (board, radio, camera, bacnet):
+        p.set_defaults(control=None)
     for p in (board, campus):
         p.add_argument("--actuation-ms", type=float, default=5.0, help="coil -> lock sense delay")
         p.add_argument(
@@ -101,13 +113,17 @@ def configure_logging(level: str, *, json_logs: bool) -> None:
     )
 
 
-async def serve(args: argparse.Namespace) -> None:
-    """Start the simulators, announce readiness, run until SIGINT or SIGTERM."""
-    stop = asyncio.Event()
-    urls: dict[str, str] = {}
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+def build(args: argparse.Namespace) -> tuple[dict[str, Simulated], CampusSim[Site] | None]:
+    """The simulators a command asks for, by id (a campus's, for ``campus``)."""
+    if args.command == "campus":
+        campus = CampusSim(
+            load_site(args.config),
+            free_ports=args.free_ports,
+            host=args.host,
+            actuation_ms=args.actuation_ms,
+        )
+        return campus.devices, campus
+    sim: Simulated
     if args.command == "board":
         sim = RelayBoardSim(
             args.doors,
@@ -117,24 +133,15 @@ async def serve(args: argparse.Namespace) -> None:
             actuation_ms=args.actuation_ms,
             name=args.id,
         )
-        await sim.start()
-        ports = {args.id: sim.port}
-        stoppers = [sim.stop]
-        boards = {args.id: sim}
     elif args.command == "radio":
-        radio = PsapRadioSim(
+        sim = PsapRadioSim(
             "pty" if args.pty else "tcp", host=args.host, port=args.tcp_port, name=args.id
         )
-        await radio.start()
-        ports = {args.id: radio.port} if radio.port else {}
-        urls = {args.id: radio.url}
-        stoppers = [radio.stop]
-        boards = {}
     elif args.command == "camera":
         # Imported here: OpenCV and aiohttp load only when a camera is asked for.
         from gatewayd.simulators.onvif_camera import OnvifCameraSim
 
-        cam = OnvifCameraSim(
+        sim = OnvifCameraSim(
             args.id,
             username=args.username,
             password=args.password,
@@ -142,14 +149,10 @@ async def serve(args: argparse.Namespace) -> None:
             port=args.port,
             ptz=not args.no_ptz,
         )
-        await cam.start()
-        ports, urls = {args.id: cam.port}, {args.id: cam.device_url}
-        stoppers = [cam.stop]
-        boards = {}
-    elif args.command == "bacnet":
+    else:
         from gatewayd.simulators.bacnet_device import BacnetDeviceSim
 
-        device = BacnetDeviceSim(
+        sim = BacnetDeviceSim(
             args.doors,
             host=args.host,
             port=args.port,
@@ -157,30 +160,50 @@ async def serve(args: argparse.Namespace) -> None:
             actuation_ms=args.actuation_ms,
             name=args.id,
         )
-        await device.start()
-        ports, stoppers, boards = {args.id: device.port}, [device.stop], {}
-    else:
-        campus = CampusSim(
-            load_site(args.config),
-            free_ports=args.free_ports,
-            host=args.host,
-            actuation_ms=args.actuation_ms,
-        )
-        ports = await campus.start()
-        stoppers = [campus.stop]
-        boards = campus.boards
+    return {args.id: sim}, None
+
+
+def url_of(sim: Simulated) -> str | None:
+    """Where a client connects, for the devices whose port alone does not say it."""
+    if isinstance(sim, PsapRadioSim):
+        return sim.url
+    device_url = getattr(sim, "device_url", None)
+    return device_url if isinstance(device_url, str) else None
+
+
+async def serve(args: argparse.Namespace) -> None:
+    """Start the simulators, announce readiness, run until SIGINT or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    sims, campus = build(args)
     try:
-        print(
-            json.dumps({"ready": True, "ports": ports, **({"urls": urls} if urls else {})}),
-            flush=True,
-        )
-        await stop.wait()
-        log.info("stopping", reason="signal")
+        async with contextlib.AsyncExitStack() as stack:
+            if campus is not None:
+                await stack.enter_async_context(campus)
+            else:
+                for sim in sims.values():
+                    await stack.enter_async_context(sim)
+            # A pty radio has no port; its url says where it is.
+            ports = {ident: sim.port for ident, sim in sims.items() if sim.port}
+            urls = {} if campus else {i: u for i, s in sims.items() if (u := url_of(s))}
+            if campus is not None and args.control is not None:
+                host, port = args.control
+                control = ControlServer(campus, host=host, port=port)
+                await stack.enter_async_context(control)
+                ports["control"] = control.port
+            print(
+                json.dumps({"ready": True, "ports": ports, **({"urls": urls} if urls else {})}),
+                flush=True,
+            )
+            await stop.wait()
+            log.info("stopping", reason="signal")
     finally:
-        for stopper in stoppers:
-            await stopper()
         if args.write_log:
-            dump_write_log(args.write_log, boards)
+            dump_write_log(
+                args.write_log, {i: s for i, s in sims.items() if isinstance(s, RelayBoardSim)}
+            )
 
 
 def dump_write_log(path: str, boards: Mapping[str, RelayBoardSim]) -> None:

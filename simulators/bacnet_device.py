@@ -2,9 +2,10 @@
 
 Objects for ``n`` doors: ``binary-output,i`` is door ``i``'s lock (a real 16-slot priority
 array, relinquish default *inactive* = unlocked); ``binary-input,i`` its position (active =
-closed) and ``binary-input,n+i`` its lock sense (active = bolt thrown), which follows the
-output after ``actuation_ms`` unless the bolt is jammed or the door held open. All objects
-support SubscribeCOV (bacpypes3's own COV detection).
+closed) and ``binary-input,n+i`` its lock sense (active = bolt thrown). How the doors answer
+the outputs (actuation time, jam, a propped door) is :mod:`gatewayd.simulators.doors`, the
+same model as the relay board's. All objects support SubscribeCOV (bacpypes3's own COV
+detection).
 
 Faults (``self.faults``, shared :class:`Faults`): ``delay_ms`` delays every request,
 ``drop`` loses requests, ``hang`` ignores them all, ``corrupt`` garbles replies in the way
@@ -26,11 +27,9 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections import Counter, deque
 from enum import StrEnum
 from typing import Any, NamedTuple
 
-import structlog
 from bacpypes3.apdu import ReadPropertyACK, ReadPropertyMultipleACK, SimpleAckPDU
 from bacpypes3.app import Application
 from bacpypes3.basetypes import PriorityValue, TimeStamp
@@ -41,11 +40,11 @@ from bacpypes3.local.device import DeviceObject
 from bacpypes3.pdu import IPv4Address
 from bacpypes3.primitivedata import CharacterString, Null, ObjectIdentifier, Real
 
-from gatewayd.simulators.faults import Faults
+from gatewayd.drivers.bacnet.points import Point, parse_point
+from gatewayd.kernel.errors import BadPoint
+from gatewayd.simulators.base import Simulator
+from gatewayd.simulators.doors import DoorControls, DoorMechanics, Signal
 
-log = structlog.get_logger("simulators.bacnet_device")
-
-LOG_LIMIT = 100_000
 #: Bind attempts 10 ms apart when reopening a port (see ``_bind``).
 BIND_ATTEMPTS = 50
 #: The priority a "local operator" at the controller's keypad writes at.
@@ -66,6 +65,14 @@ class PriorityWrite(NamedTuple):
     priority: int
     #: ``network`` (a BACnet client) or ``local`` (the simulated operator).
     source: str
+
+
+class ApduSeen(NamedTuple):
+    """One request received, before any fault applied."""
+
+    ns: int
+    #: The bacpypes3 request class, e.g. ``ReadPropertyRequest``.
+    service: str
 
 
 class _Lock(BinaryOutputObject):  # type: ignore[misc]
@@ -93,35 +100,30 @@ class _SimApplication(Application):  # type: ignore[misc]
 
     async def indication(self, apdu: Any) -> None:
         sim = self.sim
-        sim._counts["requests"] += 1
+        sim.counts["requests"] += 1
+        sim.request_log.append(ApduSeen(time.monotonic_ns(), type(apdu).__name__))
         if sim.faults.hang or sim.faults.roll(sim.faults.drop):
-            sim._counts["dropped"] += 1
+            sim.counts["dropped"] += 1
             return
-        if sim.faults.delay_ms > 0:
-            sim._counts["delayed"] += 1
-            task = asyncio.current_task()
-            if task is not None:
-                sim._delayed.add(task)
-            try:
-                await asyncio.sleep(sim.faults.delay_ms / 1000)
-            finally:
-                if task is not None:
-                    sim._delayed.discard(task)
+        async with sim._owned():
+            await sim._delay()
         await super().indication(apdu)
 
     async def response(self, apdu: Any) -> None:
         await super().response(self.sim._garbled(apdu))
 
     def cov_notification(self, cov: Any, apdu: Any) -> None:
-        self.sim._counts["cov_notifications"] += 1
+        self.sim.counts["cov_notifications"] += 1
         if self.sim.faults.roll(self.sim.faults.corrupt):
             for element in apdu.listOfValues:
                 element.value = AnyValue(CharacterString("garbled"))
         super().cov_notification(cov, apdu)
 
 
-class BacnetDeviceSim:
+class BacnetDeviceSim(Simulator[PriorityWrite, ApduSeen], DoorControls):
     """A BACnet/IP controller with ``doors`` locks, 2 inputs per door and faults."""
+
+    kind = "bacnet_device"
 
     def __init__(
         self,
@@ -135,96 +137,53 @@ class BacnetDeviceSim:
     ) -> None:
         if not 1 <= doors <= 10_000:
             raise ValueError(f"doors must be 1..10000, got {doors}")
-        self.name = name
-        self.host = host
+        super().__init__(name, host=host, port=port)
         self.device_instance = device_instance
-        self.actuation_ms = actuation_ms
-        #: Fault settings; change fields at run time.
-        self.faults = Faults()
         self.garble_mode = Garble.WRONG_OBJECT
-        #: Every present-value write to a lock, from the network or the local operator.
-        self.write_log: deque[PriorityWrite] = deque(maxlen=LOG_LIMIT)
+        #: Output ``i`` drives door ``i``; its inputs follow (COV included).
+        self.mechanics = DoorMechanics(
+            doors, actuation_ms=actuation_ms, on_change=self._input_changed
+        )
         self._n = doors
-        self._port = port
-        self._closed = [True] * doors
-        self._sense = [False] * doors
-        self._jammed: set[int] = set()
-        self._held_open: set[int] = set()
         self._locks: list[_Lock] = []
         self._inputs: list[Any] = []
         self._app: _SimApplication | None = None
         self._restarts = 0
-        self._settling: dict[int, asyncio.TimerHandle] = {}
-        self._delayed: set[asyncio.Task[Any]] = set()
-        self._counts: Counter[str] = Counter()
 
     # --- lifecycle ------------------------------------------------------------------------
-
-    @property
-    def port(self) -> int:
-        return self._port
 
     @property
     def address(self) -> str:
         return f"{self.host}:{self._port}"
 
-    @property
-    def listening(self) -> bool:
-        return self._app is not None
-
-    async def start(self) -> None:
-        if self._app is None:
-            await self._open()
-            log.info(
-                "bacnet_listening",
-                device=self.name,
-                address=self.address,
-                instance=self.device_instance,
-                doors=self._n,
-            )
-
-    async def stop(self) -> None:
-        """Close the socket, cancel timers and delayed requests; safe to call twice."""
-        self._close()
-        for handle in self._settling.values():
-            handle.cancel()
-        self._settling.clear()
-        for task in list(self._delayed):
-            task.cancel()
-        self._delayed.clear()
-
-    async def vanish(self) -> None:
-        """Close the socket, as a controller losing power (subscriptions die with it)."""
-        self._close()
-        log.info("bacnet_vanished", device=self.name, port=self._port)
-
-    async def reappear(self) -> None:
-        """Power back: the same port, a fresh application, a new restart time."""
-        if self._app is None:
-            await self._open()
-            log.info("bacnet_reappeared", device=self.name, port=self._port)
-
     async def restart(self) -> None:
         await self.vanish()
         await self.reappear()
 
-    def _close(self) -> None:
+    def _about(self) -> dict[str, Any]:
+        return {"instance": self.device_instance, "doors": self._n}
+
+    async def _close(self) -> None:
         app, self._app = self._app, None
         if app is not None:
             app.close()
 
-    async def _open(self) -> None:
+    def _stopped(self) -> None:
+        self.mechanics.cancel()
+
+    async def _open(self) -> int:
         sock = await self._bind()
-        self._port = sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
         self._restarts += 1
         app = _SimApplication.from_object_list(self._objects())
         app.sim = self
-        link_address = IPv4Address(self.address)
+        link_address = IPv4Address(f"{self.host}:{port}")
         link = NormalLinkLayer(link_address, bind_socket=sock)
         app.link_layers[ObjectIdentifier("network-port,1")] = link
         app.nsap.bind(link, address=link_address)
         self._app = app
         await link.server._local_transport_ready.wait()
+        return port
 
     async def _bind(self) -> socket.socket:
         """Bind without SO_REUSEPORT; a transport closed a moment ago frees its port a tick
@@ -266,17 +225,18 @@ class BacnetDeviceSim:
             )
             lock.__dict__["_sim"] = self
             self._locks.append(lock)
+        bits = [*self.mechanics.positions(), *self.mechanics.senses()]
         self._inputs = [
             BinaryInputObject(
                 objectIdentifier=("binary-input", i),
                 objectName=f"input-{i}",
                 presentValue="active" if bit else "inactive",
             )
-            for i, bit in enumerate([*self._closed, *self._sense])
+            for i, bit in enumerate(bits)
         ]
         return [device, *self._locks, *self._inputs]
 
-    # --- door physics and the operator ------------------------------------------------------
+    # --- doors and the operator -------------------------------------------------------------
 
     @property
     def doors(self) -> int:
@@ -285,12 +245,6 @@ class BacnetDeviceSim:
     def locked(self, door: int) -> bool:
         """The lock output's present value (what the priority array resolved to)."""
         return int(self._locks[door].presentValue) == 1
-
-    def sense(self, door: int) -> bool:
-        return self._sense[door]
-
-    def closed(self, door: int) -> bool:
-        return self._closed[door]
 
     def priority_array(self, door: int) -> dict[int, bool]:
         """Occupied slots of a lock's priority array: priority -> value."""
@@ -311,30 +265,30 @@ class BacnetDeviceSim:
         )
         lock.priorityArray[priority - 1] = slot
 
-    def set_closed(self, door: int, closed: bool) -> None:
-        """Open or close a door (position input); an energised lock throws when closed."""
-        self._closed[door] = closed
-        if closed:
-            self._held_open.discard(door)
+    def door_at(self, lock_point: str) -> int:
+        point = _point(lock_point)
+        if not point.is_output:
+            raise ValueError(f"{point} is an input; a door's lock is a binary-output:N")
+        return self.mechanics.check(point.instance)
+
+    def set_point(self, point: str, value: bool) -> str:
+        parsed = _point(point)
+        index = parsed.instance
+        if parsed.is_output:
+            raise ValueError(f"{parsed} is a lock output; only inputs can be set")
+        if index < self._n:
+            self.mechanics.set_closed(index, value)
+        elif index < 2 * self._n:
+            raise ValueError(
+                f"{parsed} is door {index - self._n}'s lock sense: it follows the bolt"
+                " (jam the door instead)"
+            )
         else:
-            self._held_open.add(door)
-        self._set_input(door, closed)
-        self._actuate(door)
-
-    def jam(self, door: int) -> None:
-        """The bolt sticks: lock sense keeps its value whatever the output does."""
-        self._jammed.add(door)
-        self._cancel_settle(door)
-
-    def unjam(self, door: int) -> None:
-        self._jammed.discard(door)
-        self._actuate(door)
-
-    def hold_open(self, door: int) -> None:
-        self.set_closed(door, False)
-
-    def release_door(self, door: int) -> None:
-        self.set_closed(door, True)
+            raise ValueError(
+                f"{parsed} is not on controller {self.name!r}: it has binary-input:0.."
+                f"{2 * self._n - 1}"
+            )
+        return str(parsed)
 
     def _set_input(self, index: int, value: bool) -> None:
         if self._inputs:
@@ -345,39 +299,21 @@ class BacnetDeviceSim:
         door = int(lock.objectIdentifier[1])
         bit = None if isinstance(value, Null) else bool(int(value))
         self.write_log.append(PriorityWrite(time.monotonic_ns(), door, bit, int(priority), source))
-        self._counts["writes"] += 1
+        self.counts["writes"] += 1
 
     def _output_changed(self, lock: Any) -> None:
-        self._actuate(int(lock.objectIdentifier[1]))
+        door = int(lock.objectIdentifier[1])
+        self.mechanics.drive(door, self.locked(door))
 
-    def _actuate(self, door: int) -> None:
-        self._cancel_settle(door)
-        if self.actuation_ms <= 0:
-            self._settle(door)
-            return
-        loop = asyncio.get_running_loop()
-        self._settling[door] = loop.call_later(self.actuation_ms / 1000, self._settle, door)
-
-    def _settle(self, door: int) -> None:
-        self._settling.pop(door, None)
-        if door in self._jammed or not self._locks:
-            return
-        sense = self.locked(door) and door not in self._held_open
-        if sense != self._sense[door]:
-            self._sense[door] = sense
-            self._set_input(self._n + door, sense)
-
-    def _cancel_settle(self, door: int) -> None:
-        handle = self._settling.pop(door, None)
-        if handle is not None:
-            handle.cancel()
+    def _input_changed(self, signal: Signal, door: int, value: bool) -> None:
+        self._set_input(door if signal is Signal.POSITION else self._n + door, value)
 
     # --- faults ---------------------------------------------------------------------------
 
     def _garbled(self, apdu: Any) -> Any:
         if not self.faults.roll(self.faults.corrupt):
             return apdu
-        self._counts["corrupted"] += 1
+        self.counts["corrupted"] += 1
         wrong_object = ObjectIdentifier("analog-value,9999")
         wrong_value = AnyValue(CharacterString("garbled"))
         if isinstance(apdu, ReadPropertyACK):
@@ -403,14 +339,15 @@ class BacnetDeviceSim:
             return ack
         return apdu
 
-    def statistics(self) -> dict[str, int]:
+    def statistics(self) -> dict[str, int | float]:
         return {
-            "requests": self._counts["requests"],
-            "writes": self._counts["writes"],
-            "dropped": self._counts["dropped"],
-            "delayed": self._counts["delayed"],
-            "corrupted": self._counts["corrupted"],
-            "cov_notifications": self._counts["cov_notifications"],
+            **super().statistics(),
+            "requests": self.counts["requests"],
+            "writes": self.counts["writes"],
+            "dropped": self.counts["dropped"],
+            "delayed": self.counts["delayed"],
+            "corrupted": self.counts["corrupted"],
+            "cov_notifications": self.counts["cov_notifications"],
             "restarts": self._restarts,
             "subscriptions": self.subscriptions(),
         }
@@ -421,3 +358,11 @@ class BacnetDeviceSim:
         if app is None:
             return 0
         return sum(len(d.cov_subscriptions) for d in app._cov_detections.values())
+
+
+def _point(raw: str) -> Point:
+    """A point in the BACnet driver's notation, or a ValueError saying what was expected."""
+    try:
+        return parse_point(raw)
+    except BadPoint as exc:
+        raise ValueError(str(exc)) from exc

@@ -9,27 +9,21 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import TracebackType
-from typing import Any, Generic, Protocol, Self, TypeVar
+from typing import Any, Generic, Self, TypeVar
 
 import structlog
 
 from gatewayd.drivers.modbus_relay.config import ModbusRelayConfig
 from gatewayd.kernel.driver import DriverConfig
 from gatewayd.kernel.site import Site
+from gatewayd.simulators.base import Simulator
+from gatewayd.simulators.doors import DoorControls
 from gatewayd.simulators.relay_board import RelayBoardSim
 
 log = structlog.get_logger("simulators.campus")
 
-
-class Simulated(Protocol):
-    """What the campus needs of any simulator."""
-
-    @property
-    def port(self) -> int: ...
-
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
+#: Any simulated device, whatever its log records.
+Simulated = Simulator[Any, Any]
 
 
 def relay_devices(config: Site) -> list[ModbusRelayConfig]:
@@ -89,10 +83,19 @@ class CampusSim(Generic[S]):
         self.boards: dict[str, RelayBoardSim] = {}
         #: Every simulator by device id (boards included).
         self.devices: dict[str, Simulated] = {}
+        #: Every door controller (relay boards and BACnet controllers) by device id.
+        self.controllers: dict[str, DoorControls] = {}
         for dev in config.devices:
             sim = self._make(dev)
             if sim is not None:
                 self.devices[dev.id] = sim
+                if isinstance(sim, DoorControls):
+                    self.controllers[dev.id] = sim
+
+    @property
+    def site(self) -> S:
+        """The campus config as given (ports as configured)."""
+        return self._config
 
     def _port(self, configured: int) -> int:
         return 0 if self._free else configured

@@ -9,8 +9,10 @@ GotoPreset, every call but the first checked against a WS-Security UsernameToken
 JPEG frames drawn with OpenCV (name, counter, time) behind HTTP digest or basic auth.
 
 Faults: :meth:`reboot` (subscriptions lost, refuses connections for a moment),
-:meth:`drop_subscriptions`, ``delay_ms`` (every reply late), :meth:`vanish` / :meth:`reappear`
-and ``garble`` (SOAP replies that are not XML, snapshots that are not JPEG).
+:meth:`drop_subscriptions`, :meth:`vanish` / :meth:`reappear`, and the shared ``faults``:
+``delay_ms`` (every reply late), ``drop`` and ``hang`` (a request never answered) and
+``corrupt`` (SOAP replies that are not XML, snapshots that are not JPEG). PTZ moves are the
+camera's writes (:attr:`write_log`).
 """
 
 from __future__ import annotations
@@ -19,16 +21,17 @@ import asyncio
 import datetime as dt
 import itertools
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal, NamedTuple
+from xml.sax.saxutils import escape, quoteattr
 
 import cv2
 import numpy as np
-import structlog
 from aiohttp import web
 
+from gatewayd.simulators.base import Simulator
 from gatewayd.simulators.onvif_http_auth import HttpAuth
 from gatewayd.simulators.onvif_soap import (
     CONTENT_TYPE,
@@ -45,8 +48,6 @@ from gatewayd.simulators.onvif_soap import (
     utcnow,
 )
 
-log = structlog.get_logger("simulators.onvif_camera")
-
 MOTION = "tns1:VideoSource/MotionAlarm"
 CELL_MOTION = "tns1:RuleEngine/CellMotionDetector/Motion"
 SCENE_CHANGE = "tns1:VideoSource/GlobalSceneChange/ImagingService"
@@ -55,6 +56,8 @@ TAMPER = "tns1:RuleEngine/TamperDetector/Tamper"
 #: The Data item that carries the state, per topic (cameras name it differently).
 _STATE_ITEM = {CELL_MOTION: "IsMotion", DIGITAL_INPUT: "LogicalState", TAMPER: "IsTamper"}
 _SOURCE_ITEM = {DIGITAL_INPUT: ("InputToken", "DIGIT_INPUT_000")}
+#: The driver's neutral topics, each with the ONVIF topic a camera sends for it.
+NEUTRAL_TOPICS = {"motion": MOTION, "tamper": TAMPER, "digital_input": DIGITAL_INPUT}
 #: Messages kept per subscription; beyond it the oldest are dropped, as cameras do.
 QUEUE_LIMIT = 1000
 #: Longest PullMessages wait we honour (ONVIF lets a device cap it).
@@ -63,6 +66,21 @@ DEFAULT_TERMINATION_S = 60.0
 #: What a garbled camera answers to SOAP: truncated, mis-encoded, not an envelope.
 GARBAGE = b"\xff\xfe<Envelope garbled \x00\x01 <<"
 DIALECT = "http://www.onvif.org/ver10/tev/topicExpression/ConcreteSet"
+
+
+class HttpSeen(NamedTuple):
+    """One HTTP request received, before any fault applied."""
+
+    ns: int
+    method: str
+    path: str
+
+
+class PtzMove(NamedTuple):
+    """One GotoPreset carried out."""
+
+    ns: int
+    preset: str
 
 
 @dataclass
@@ -74,8 +92,10 @@ class _Subscription:
     dropped: bool = False
 
 
-class OnvifCameraSim:
+class OnvifCameraSim(Simulator[PtzMove, HttpSeen]):
     """One simulated camera on ``host:port`` (port 0 picks a free one)."""
+
+    kind = "onvif_camera"
 
     def __init__(
         self,
@@ -90,37 +110,27 @@ class OnvifCameraSim:
         frame_size: tuple[int, int] = (640, 480),
         snapshot_auth: Literal["digest", "basic", "any"] = "any",
     ) -> None:
-        self.name = name
-        self.host = host
+        super().__init__(name, host=host, port=port)
         self.username = username
         self.password = password
         self.ptz = ptz
         #: Preset tokens are "1", "2", ... in this order.
         self.presets = {str(i): n for i, n in enumerate(presets, start=1)}
         self.frame_size = frame_size
-        #: Every reply (SOAP and snapshot) is sent this much later.
-        self.delay_ms = 0.0
-        #: SOAP replies are not XML and snapshots are not JPEG.
-        self.garble = False
-        #: Preset tokens moved to, in order.
-        self.ptz_log: list[str] = []
         #: Snapshots served (a valid JPEG or, when garbled, the garbage), in order: monotonic ns.
         self.snapshot_log: deque[int] = deque(maxlen=10_000)
-        self.counts: Counter[str] = Counter()
-        self._port = port
         self._auth = HttpAuth(username, password, snapshot_auth)
         self._subs: dict[int, _Subscription] = {}
         self._ids = itertools.count(1)
         self._frames = itertools.count(1)
         self._runner: web.AppRunner | None = None
-        # Request handlers still running: a stop waits for them so that none outlives it.
-        self._handlers: set[asyncio.Task[object]] = set()
 
     # --- lifecycle --------------------------------------------------------------------
 
     @property
-    def port(self) -> int:
-        return self._port
+    def ptz_log(self) -> list[str]:
+        """Preset tokens moved to, in order."""
+        return [move.preset for move in self.write_log]
 
     @property
     def base_url(self) -> str:
@@ -136,16 +146,10 @@ class OnvifCameraSim:
         self._expire()
         return len(self._subs)
 
-    async def start(self) -> None:
-        if self._runner is None:
-            await self._listen()
-            log.info("camera_listening", camera=self.name, url=self.device_url)
+    def _about(self) -> dict[str, Any]:
+        return {"url": self.device_url}
 
-    async def stop(self) -> None:
-        """Stop listening, end every request and subscription; safe to call twice."""
-        await self._unlisten()
-
-    async def _listen(self) -> None:
+    async def _open(self) -> int:
         app = web.Application(client_max_size=256 * 1024)
         app.router.add_post("/onvif/{service:.*}", self._soap)
         app.router.add_get("/snapshot.jpg", self._snapshot)
@@ -153,23 +157,23 @@ class OnvifCameraSim:
         runner = web.AppRunner(app, shutdown_timeout=0.1, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, self.host, self._port, reuse_address=True)
-        await site.start()
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
         self._runner = runner
-        if self._port == 0:
-            server = site._server
-            assert isinstance(server, asyncio.base_events.Server)
-            self._port = server.sockets[0].getsockname()[1]
+        server = site._server
+        assert isinstance(server, asyncio.base_events.Server)
+        port: int = server.sockets[0].getsockname()[1]
+        return port
 
-    async def _unlisten(self) -> None:
+    async def _close(self) -> None:
+        # Subscriptions die with the power; the base then ends handlers aiohttp left parked.
         self.drop_subscriptions()
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
-        if self._handlers:
-            # aiohttp's cleanup can leave a long poll parked on a cancelled future: end it.
-            for task in self._handlers:
-                task.cancel()
-            await asyncio.wait(self._handlers, timeout=1.0)
 
     # --- faults -----------------------------------------------------------------------
 
@@ -181,16 +185,6 @@ class OnvifCameraSim:
         self._subs.clear()
         self.counts["subscriptions_dropped"] += 1
 
-    async def vanish(self) -> None:
-        """Stop listening and cut every connection, as a camera losing power."""
-        await self._unlisten()
-        log.info("camera_vanished", camera=self.name)
-
-    async def reappear(self) -> None:
-        if self._runner is None:
-            await self._listen()
-            log.info("camera_reappeared", camera=self.name)
-
     async def reboot(self, down_s: float = 0.5) -> None:
         """Lose all subscriptions and refuse connections for ``down_s``, then come back."""
         self.counts["reboots"] += 1
@@ -200,23 +194,26 @@ class OnvifCameraSim:
 
     # --- events -----------------------------------------------------------------------
 
-    def inject(self, topic: str, active: bool, source: str = "VideoSource_1") -> None:
-        """Queue an event (``tns1:...`` topic) into every live subscription."""
+    def inject(self, topic: str, active: bool, source: str = "VideoSource_1") -> int:
+        """Queue an event (``tns1:...`` topic) into every live subscription; how many."""
         self._expire()
         source_name, default_source = _SOURCE_ITEM.get(topic, ("Source", source))
         source_value = source if topic not in _SOURCE_ITEM else default_source
         item = _STATE_ITEM.get(topic, "State")
+        # Escaped: a topic or source from the control interface must not become markup.
         message = (
-            f'<wsnt:NotificationMessage><wsnt:Topic Dialect="{DIALECT}">{topic}</wsnt:Topic>'
-            f'<wsnt:Message><tt:Message UtcTime="{iso(utcnow())}" PropertyOperation="Changed">'
-            f'<tt:Source><tt:SimpleItem Name="{source_name}" Value="{source_value}"/></tt:Source>'
-            f'<tt:Data><tt:SimpleItem Name="{item}" Value="{str(active).lower()}"/></tt:Data>'
-            "</tt:Message></wsnt:Message></wsnt:NotificationMessage>"
+            f'<wsnt:NotificationMessage><wsnt:Topic Dialect="{DIALECT}">{escape(topic)}'
+            f'</wsnt:Topic><wsnt:Message><tt:Message UtcTime="{iso(utcnow())}"'
+            ' PropertyOperation="Changed"><tt:Source>'
+            f"<tt:SimpleItem Name={quoteattr(source_name)} Value={quoteattr(source_value)}/>"
+            f'</tt:Source><tt:Data><tt:SimpleItem Name="{item}" Value="{str(active).lower()}"/>'
+            "</tt:Data></tt:Message></wsnt:Message></wsnt:NotificationMessage>"
         )
         for sub in self._subs.values():
             sub.queue.append(message)
             sub.wake.set()
         self.counts["events_injected"] += 1
+        return len(self._subs)
 
     def _expire(self) -> None:
         now = asyncio.get_running_loop().time()
@@ -233,20 +230,22 @@ class OnvifCameraSim:
         return await self._tracked(self._serve_snapshot(request))
 
     async def _tracked(self, reply: Coroutine[object, object, web.Response]) -> web.Response:
-        task = asyncio.current_task()
-        assert task is not None
-        self._handlers.add(task)
-        try:
+        async with self._owned():
             return await reply
-        finally:
-            self._handlers.discard(task)
+
+    async def _faults(self, request: web.Request) -> None:
+        """Log the request, then apply delay, drop and hang (never answered until stopped)."""
+        self.request_log.append(HttpSeen(time.monotonic_ns(), request.method, request.path))
+        await self._delay()
+        if self.faults.hang or self.faults.roll(self.faults.drop):
+            self.counts["dropped"] += 1
+            await asyncio.Event().wait()
 
     async def _answer(self, request: web.Request) -> web.Response:
         raw = await request.read()
-        if self.delay_ms > 0:
-            await asyncio.sleep(self.delay_ms / 1000)
+        await self._faults(request)
         self.counts["requests"] += 1
-        if self.garble:
+        if self.faults.roll(self.faults.corrupt):
             self.counts["garbled"] += 1
             return web.Response(body=GARBAGE, content_type=CONTENT_TYPE)
         try:
@@ -266,13 +265,13 @@ class OnvifCameraSim:
         return web.Response(body=envelope(body), content_type=CONTENT_TYPE)
 
     async def _serve_snapshot(self, request: web.Request) -> web.Response:
-        if self.delay_ms > 0:
-            await asyncio.sleep(self.delay_ms / 1000)
+        await self._faults(request)
         refusal = self._auth.check(request)
         if refusal is not None:
             self.counts["snapshot_auth_refused"] += 1
             return refusal
-        if self.garble:
+        if self.faults.roll(self.faults.corrupt):
+            self.counts["garbled"] += 1
             body = b"this is not a JPEG, it is a camera having a bad day"
         else:
             body = await asyncio.to_thread(self._draw_frame, next(self._frames))
@@ -438,7 +437,7 @@ class OnvifCameraSim:
         token = req.text("PresetToken")
         if token not in self.presets:
             raise SoapError("ter:NoToken", f"no preset {token!r}")
-        self.ptz_log.append(token)
+        self.write_log.append(PtzMove(time.monotonic_ns(), token))
         return "<tptz:GotoPresetResponse/>"
 
 

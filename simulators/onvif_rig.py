@@ -60,4 +60,4 @@ class OnvifCameraRig:
         await self.sim.reappear()
 
     def garble(self, on: bool) -> None:
-        self.sim.garble = on
+        self.sim.faults.corrupt = 1.0 if on else 0.0

@@ -2,8 +2,9 @@
 
 It listens on a pty pair (``os.openpty()``; the driver opens :attr:`PsapRadioSim.url`, the
 slave's path) or on TCP (``socket://127.0.0.1:PORT``), with the same frame rules as the
-driver (:mod:`drivers.psap_radio.frames`). Every line received is kept in :attr:`heard`, so a
-test can prove what was (never) put on the air. Faults change at run time:
+driver (:mod:`drivers.psap_radio.frames`). Every line received is kept in :attr:`heard` (the
+request log) and every emergency or text put on the air in :attr:`write_log`, so a test can
+prove what was (never) transmitted. Faults change at run time:
 ``faults.delay_ms``, ``faults.drop`` (probability, no answer), ``faults.corrupt`` (the answer
 is garbage), ``faults.hang`` (silent, heartbeats included), plus the radio's own ``nak``,
 ``drop_next``, ``nak_next`` and :meth:`vanish` / :meth:`reappear` (TCP only).
@@ -17,27 +18,24 @@ import contextlib
 import os
 import time
 import tty
-from collections import Counter, deque
+from collections import deque
 from dataclasses import dataclass
-from typing import Literal, NamedTuple
-
-import structlog
+from typing import Any, Literal, NamedTuple
 
 from gatewayd.drivers.psap_radio import frames
 from gatewayd.drivers.psap_radio.config import PsapRadioConfig
 from gatewayd.drivers.psap_radio.frames import Frame, FrameError, FrameType, Reason
 from gatewayd.kernel.driver import DriverConfig
 from gatewayd.kernel.events import DeviceCommand, SendAlert
+from gatewayd.simulators.base import Simulator, close_tcp_server, tcp_server
 from gatewayd.simulators.faults import Faults
-
-log = structlog.get_logger("simulators.psap_radio")
 
 Mode = Literal["pty", "tcp"]
 Outcome = Literal["ack", "repeat", "nak", "dropped", "silent", "garbled", "rejected"]
-#: Bounded so a simulator left running for days does not grow without limit.
-LOG_LIMIT = 100_000
 #: Frames remembered to recognise a repeat (a retry after a lost ACK).
 REPEAT_WINDOW = 16
+#: Frame types that put something on the air: the radio's writes.
+ON_AIR = (FrameType.EMG, FrameType.TXT)
 
 
 class Heard(NamedTuple):
@@ -49,6 +47,16 @@ class Heard(NamedTuple):
     frame: Frame | None
     outcome: Outcome
     error: str = ""
+
+
+class Transmission(NamedTuple):
+    """An emergency or a text the radio acknowledged and put on the air."""
+
+    ns: int
+    type: str
+    seq: int
+    payload: str
+    drill: bool
 
 
 @dataclass
@@ -124,35 +132,31 @@ class _PtyEnd:
 Peer = _TcpClient | _PtyEnd
 
 
-class PsapRadioSim:
+class PsapRadioSim(Simulator[Transmission, Heard]):
     """A radio interface that acknowledges the gateway's frames, with fault injection."""
+
+    kind = "psap_radio"
+    #: The shared faults plus the radio's own.
+    faults: RadioFaults
 
     def __init__(
         self, mode: Mode = "tcp", *, host: str = "127.0.0.1", port: int = 0, name: str = "radio"
     ) -> None:
+        super().__init__(name, host=host, port=port, faults=RadioFaults())
         self.mode = mode
-        self.name = name
-        self.host = host
-        #: Fault settings; change fields at run time.
-        self.faults = RadioFaults()
-        #: Every line received, in order, with what the radio did.
-        self.heard: deque[Heard] = deque(maxlen=LOG_LIMIT)
-        self._port = port
         self._seq = 0
         self._recent: deque[tuple[int, FrameType, str]] = deque(maxlen=REPEAT_WINDOW)
         self._buffers: dict[Peer, bytearray] = {}
         self._clients: set[_TcpClient] = set()
         self._server: asyncio.Server | None = None
         self._pty: _PtyEnd | None = None
-        self._pending: set[asyncio.TimerHandle] = set()
-        self._counts: Counter[str] = Counter()
 
     # --- lifecycle ------------------------------------------------------------------------
 
     @property
-    def port(self) -> int:
-        """The TCP port (0 in pty mode)."""
-        return self._port if self.mode == "tcp" else 0
+    def heard(self) -> deque[Heard]:
+        """Every line received, in order, with what the radio did (the request log)."""
+        return self.request_log
 
     @property
     def url(self) -> str:
@@ -163,54 +167,31 @@ class PsapRadioSim:
             return self._pty.path
         return f"socket://{self.host}:{self._port}"
 
-    async def start(self) -> None:
-        """Open the pty or listen on TCP; a no-op if already started."""
-        if self.mode == "pty" and self._pty is None:
-            self._pty = _PtyEnd(self)
-        elif self.mode == "tcp" and self._server is None:
-            await self._listen()
-        log.info("radio_ready", radio=self.name, url=self.url)
+    def _about(self) -> dict[str, Any]:
+        return {"url": self.url}
 
-    async def stop(self) -> None:
-        """Close everything and cancel delayed answers; safe to call twice."""
-        await self._unlisten()
+    async def _open(self) -> int:
+        """Open the pty (port 0) or listen on TCP."""
+        if self.mode == "pty":
+            self._pty = _PtyEnd(self)
+            return 0
+        self._server, port = await tcp_server(self.host, self._port, lambda: _TcpClient(self))
+        return port
+
+    async def _close(self) -> None:
         pty, self._pty = self._pty, None
         if pty is not None:
             pty.close()
-        for handle in self._pending:
-            handle.cancel()
-        self._pending.clear()
-        self._buffers.clear()
-
-    async def _listen(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: _TcpClient(self), self.host, self._port, reuse_address=True
-        )
-        self._port = self._server.sockets[0].getsockname()[1]
-
-    async def _unlisten(self) -> None:
         server, self._server = self._server, None
-        if server is not None:
-            server.close()
-        for client in list(self._clients):
-            if client.transport is not None:
-                client.transport.abort()
-        if server is not None:
-            await server.wait_closed()
+        transports = [c.transport for c in self._clients if c.transport is not None]
+        await close_tcp_server(server, transports)
+        self._buffers.clear()
 
     async def vanish(self) -> None:
         """Stop listening and reset every connection, as a radio losing power (TCP only)."""
         if self.mode != "tcp":
             raise RuntimeError("a pty radio cannot vanish; set faults.hang to make it silent")
-        await self._unlisten()
-        log.info("radio_vanished", radio=self.name, port=self._port)
-
-    async def reappear(self) -> None:
-        """Listen again on the same port after :meth:`vanish`."""
-        if self.mode == "tcp" and self._server is None:
-            await self._listen()
-            log.info("radio_reappeared", radio=self.name, port=self._port)
+        await super().vanish()
 
     # --- what was heard -------------------------------------------------------------------
 
@@ -234,9 +215,9 @@ class PsapRadioSim:
             if h.frame is not None and h.frame.type is frame_type and h.outcome == "ack"
         ]
 
-    def statistics(self) -> dict[str, int]:
+    def statistics(self) -> dict[str, int | float]:
         """Lines heard and what was done with them."""
-        return {"lines": len(self.heard), **self._counts, "clients": len(self._clients)}
+        return {**super().statistics(), "lines": len(self.heard), "clients": len(self._clients)}
 
     def inject(self, data: bytes) -> None:
         """Write raw bytes to every connected gateway (unsolicited garbage, stray frames)."""
@@ -305,18 +286,13 @@ class PsapRadioSim:
 
     def _record(self, heard: Heard) -> None:
         self.heard.append(heard)
-        self._counts[heard.outcome] += 1
-        if (
-            heard.frame is not None
-            and heard.outcome == "ack"
-            and heard.frame.type in (FrameType.EMG, FrameType.TXT)
-        ):
-            log.info(
-                "radio_transmitted",
-                radio=self.name,
-                type=str(heard.frame.type),
-                payload=heard.frame.payload,
-                drill=heard.frame.is_drill,
+        self.counts[heard.outcome] += 1
+        frame = heard.frame
+        if frame is not None and heard.outcome == "ack" and frame.type in ON_AIR:
+            sent = Transmission(heard.ns, str(frame.type), frame.seq, frame.payload, frame.is_drill)
+            self.write_log.append(sent)
+            self.log.info(
+                "psap_radio.transmitted", type=sent.type, payload=sent.payload, drill=sent.drill
             )
 
     def _next_seq(self) -> int:
@@ -329,16 +305,13 @@ class PsapRadioSim:
         if self.faults.delay_ms <= 0:
             peer.write(data)
             return
-        handle: asyncio.TimerHandle
 
         def fire() -> None:
-            self._pending.discard(handle)
             # The peer may have gone while the answer was delayed.
             if peer in self._peers():
                 peer.write(data)
 
-        handle = asyncio.get_running_loop().call_later(self.faults.delay_ms / 1000, fire)
-        self._pending.add(handle)
+        self._later(self.faults.delay_ms / 1000, fire)
 
     def _garbage(self) -> bytes:
         """A line that is not a valid frame: noise, or an ACK with a wrong checksum."""

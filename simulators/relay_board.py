@@ -11,6 +11,8 @@ client. Delays and actuation use ``loop.call_later`` handles, so the simulator o
 Discrete input layout for a board of ``n`` doors: input ``i`` is door ``i``'s position
 (True = closed), input ``n + i`` its lock sense (True = bolt thrown), inputs from ``2n`` on
 are spare contacts (fire alarm, panic button) that tests drive with :meth:`set_input`.
+Coil ``i`` drives door ``i``; how the doors answer (actuation, jam, a propped door) is
+:mod:`gatewayd.simulators.doors`.
 """
 
 from __future__ import annotations
@@ -18,23 +20,18 @@ from __future__ import annotations
 import asyncio
 import struct
 import time
-from collections import Counter, deque
-from types import TracebackType
-from typing import NamedTuple, Self
+from typing import Any, NamedTuple
 
-import structlog
-
-from gatewayd.simulators.faults import Faults
-
-log = structlog.get_logger("simulators.relay_board")
+from gatewayd.drivers.modbus_relay.mapping import Point, parse_point
+from gatewayd.kernel.errors import BadPoint
+from gatewayd.simulators.base import Simulator, close_tcp_server, tcp_server
+from gatewayd.simulators.doors import DoorControls, DoorMechanics
 
 ILLEGAL_FUNCTION = 0x01
 ILLEGAL_DATA_ADDRESS = 0x02
 ILLEGAL_DATA_VALUE = 0x03
 MAX_READ_BITS = 2000
 MAX_WRITE_COILS = 1968
-#: Bounded so a simulator left running for days does not grow without limit.
-LOG_LIMIT = 100_000
 
 
 class CoilWrite(NamedTuple):
@@ -73,7 +70,7 @@ class _Connection(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         self._board._connections.add(self)
-        self._board._counts["connections"] += 1
+        self._board.counts["connections"] += 1
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._board._connections.discard(self)
@@ -85,7 +82,7 @@ class _Connection(asyncio.Protocol):
             tid, protocol, length = struct.unpack(">HHH", self._buffer[:6])
             if protocol != 0 or not 2 <= length <= 254:
                 # Not Modbus TCP; a real device would drop the connection too.
-                self._board._counts["framing_errors"] += 1
+                self._board.counts["framing_errors"] += 1
                 self.abort()
                 return
             if len(self._buffer) < 6 + length:
@@ -107,8 +104,10 @@ class _Connection(asyncio.Protocol):
             self.transport.abort()
 
 
-class RelayBoardSim:
+class RelayBoardSim(Simulator[CoilWrite, RequestSeen], DoorControls):
     """A relay board with ``doors`` lock coils, 2 inputs per door and spare alarm inputs."""
+
+    kind = "relay_board"
 
     def __init__(
         self,
@@ -124,109 +123,39 @@ class RelayBoardSim:
             raise ValueError(f"doors must be 1..{MAX_WRITE_COILS}, got {doors}")
         if extra_inputs < 0 or 2 * doors + extra_inputs > 65536:
             raise ValueError(f"extra_inputs must be >= 0 and fit 65536 inputs, got {extra_inputs}")
-        self.name = name
-        self.host = host
-        #: Delay between a coil change and the lock sense following it (0 = at once).
-        self.actuation_ms = actuation_ms
-        #: Fault settings; change fields at run time.
-        self.faults = Faults()
-        #: Every coil written, in order: tests prove what was (never) written.
-        self.write_log: deque[CoilWrite] = deque(maxlen=LOG_LIMIT)
-        #: Every request received, in order (function code and unit id).
-        self.request_log: deque[RequestSeen] = deque(maxlen=LOG_LIMIT)
+        super().__init__(name, host=host, port=port)
+        #: Coil ``i`` drives door ``i``'s lock; positions and lock senses come from here.
+        self.mechanics = DoorMechanics(doors, actuation_ms=actuation_ms)
         self._n = doors
-        self._port = port
-        self._coils = [False] * doors
-        self._closed = [True] * doors
-        self._sense = [False] * doors
         self._extra = [False] * extra_inputs
-        self._jammed: set[int] = set()
-        self._held_open: set[int] = set()
-        self._settling: dict[int, asyncio.TimerHandle] = {}
-        self._pending: set[asyncio.TimerHandle] = set()
         self._connections: set[_Connection] = set()
         self._server: asyncio.Server | None = None
-        self._counts: Counter[str] = Counter()
 
     # --- lifecycle ------------------------------------------------------------------------
 
-    @property
-    def port(self) -> int:
-        """The bound TCP port (the free port chosen when created with port 0)."""
-        return self._port
+    async def _open(self) -> int:
+        self._server, port = await tcp_server(self.host, self._port, lambda: _Connection(self))
+        return port
 
-    @property
-    def listening(self) -> bool:
-        return self._server is not None
-
-    async def start(self) -> None:
-        """Bind and listen; a no-op if already listening."""
-        if self._server is None:
-            await self._listen()
-            log.info(
-                "board_listening",
-                board=self.name,
-                host=self.host,
-                port=self._port,
-                doors=self._n,
-                inputs=self.input_count,
-            )
-
-    async def stop(self) -> None:
-        """Stop listening, drop clients and cancel timers; safe to call twice."""
-        await self._unlisten(abort=True)
-        for handle in (*self._settling.values(), *self._pending):
-            handle.cancel()
-        self._settling.clear()
-        self._pending.clear()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
-
-    async def _listen(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: _Connection(self), self.host, self._port, reuse_address=True
-        )
-        self._port = self._server.sockets[0].getsockname()[1]
-
-    async def _unlisten(self, *, abort: bool) -> None:
+    async def _close(self) -> None:
         server, self._server = self._server, None
-        if server is not None:
-            server.close()
-        self.disconnect(abort=abort)
-        if server is not None:
-            await server.wait_closed()
+        transports = [c.transport for c in self._connections if c.transport is not None]
+        self.counts["disconnects"] += len(transports)
+        await close_tcp_server(server, transports)
 
-    # --- faults ---------------------------------------------------------------------------
+    def _stopped(self) -> None:
+        self.mechanics.cancel()
+
+    def _about(self) -> dict[str, Any]:
+        return {"doors": self._n, "inputs": self.input_count}
 
     def disconnect(self, *, abort: bool = False) -> None:
         """Close every client connection (RST with ``abort``); keep listening."""
         for conn in list(self._connections):
             conn.abort() if abort else conn.close()
-            self._counts["disconnects"] += 1
+            self.counts["disconnects"] += 1
 
-    async def vanish(self) -> None:
-        """Stop listening and reset every connection, as a board losing power."""
-        await self._unlisten(abort=True)
-        log.info("board_vanished", board=self.name, port=self._port)
-
-    async def reappear(self) -> None:
-        """Listen again on the same port after :meth:`vanish`."""
-        if self._server is None:
-            await self._listen()
-            log.info("board_reappeared", board=self.name, port=self._port)
-
-    # --- door physics -----------------------------------------------------------------------
+    # --- doors and inputs -------------------------------------------------------------------
 
     @property
     def doors(self) -> int:
@@ -237,22 +166,16 @@ class RelayBoardSim:
         return 2 * self._n + len(self._extra)
 
     def coil(self, door: int) -> bool:
-        return self._coils[door]
-
-    def closed(self, door: int) -> bool:
-        return self._closed[door]
-
-    def sense(self, door: int) -> bool:
-        return self._sense[door]
+        return self.mechanics.output(door)
 
     def coils(self) -> list[bool]:
-        return list(self._coils)
+        return self.outputs()
 
     def inputs(self) -> list[bool]:
-        return [*self._closed, *self._sense, *self._extra]
+        return [*self.mechanics.positions(), *self.mechanics.senses(), *self._extra]
 
     def set_input(self, address: int, value: bool) -> None:
-        """Drive a spare input (alarm contact); door inputs follow physics instead."""
+        """Drive a spare input (alarm contact); door inputs follow the doors instead."""
         spare = address - 2 * self._n
         if not 0 <= spare < len(self._extra):
             raise ValueError(
@@ -261,112 +184,76 @@ class RelayBoardSim:
             )
         self._extra[spare] = value
 
-    def jam(self, door: int) -> None:
-        """The bolt sticks: lock sense keeps its current value whatever the coil does."""
-        self._check_door(door)
-        self._jammed.add(door)
-        self._cancel_settle(door)
+    def door_at(self, lock_point: str) -> int:
+        point = _point(lock_point)
+        if point.kind != "coil":
+            raise ValueError(f"{point} is an input; a door's lock is a coil:N")
+        return self.mechanics.check(point.address)
 
-    def unjam(self, door: int) -> None:
-        self._jammed.discard(door)
-        self._actuate(door)
-
-    def hold_open(self, door: int) -> None:
-        """Prop the door open: position reads open and the bolt cannot throw."""
-        self._check_door(door)
-        self._held_open.add(door)
-        self._closed[door] = False
-        if door not in self._jammed:
-            self._cancel_settle(door)
-            self._sense[door] = False
-
-    def release_door(self, door: int) -> None:
-        """Let a held-open door close; an energised lock then throws its bolt."""
-        self._held_open.discard(door)
-        self._closed[door] = True
-        self._actuate(door)
-
-    def _check_door(self, door: int) -> None:
-        if not 0 <= door < self._n:
-            raise ValueError(f"door {door} out of range 0..{self._n - 1}")
-
-    def _set_coil(self, address: int, value: bool) -> None:
-        self.write_log.append(CoilWrite(time.monotonic_ns(), address, value))
-        self._counts["coils_written"] += 1
-        if self._coils[address] != value:
-            self._coils[address] = value
-            self._actuate(address)
-
-    def _actuate(self, door: int) -> None:
-        """Let the lock sense follow the coil after the actuation delay."""
-        self._cancel_settle(door)
-        if self.actuation_ms <= 0:
-            self._settle(door)
-            return
-        loop = asyncio.get_running_loop()
-        self._settling[door] = loop.call_later(self.actuation_ms / 1000, self._settle, door)
-
-    def _settle(self, door: int) -> None:
-        self._settling.pop(door, None)
-        if door not in self._jammed:
-            self._sense[door] = self._coils[door] and door not in self._held_open
-
-    def _cancel_settle(self, door: int) -> None:
-        handle = self._settling.pop(door, None)
-        if handle is not None:
-            handle.cancel()
+    def set_point(self, point: str, value: bool) -> str:
+        parsed = _point(point)
+        address = parsed.address
+        if parsed.kind == "coil":
+            raise ValueError(f"{parsed} is a lock output; only inputs can be set")
+        if address >= self.input_count:
+            raise ValueError(
+                f"{parsed} is not on board {self.name!r}: it has inputs 0..{self.input_count - 1}"
+            )
+        if address < self._n:
+            self.mechanics.set_closed(address, value)
+        elif address < 2 * self._n:
+            raise ValueError(
+                f"{parsed} is door {address - self._n}'s lock sense: it follows the bolt"
+                " (jam the door instead)"
+            )
+        else:
+            self.set_input(address, value)
+        return str(parsed)
 
     # --- requests -------------------------------------------------------------------------
-
-    @property
-    def in_flight(self) -> int:
-        """Requests accepted whose (delayed) reply has not been sent yet."""
-        return len(self._pending)
 
     def statistics(self) -> dict[str, int | float]:
         """Request, write and fault counters."""
         return {
-            "requests": self._counts["requests"],
-            "read_coils": self._counts["fc1"],
-            "read_inputs": self._counts["fc2"],
-            "write_coil": self._counts["fc5"],
-            "write_coils": self._counts["fc15"],
-            "coils_written": self._counts["coils_written"],
-            "exceptions": self._counts["exceptions"],
-            "dropped": self._counts["dropped"],
-            "hung": self._counts["hung"],
-            "delayed": self._counts["delayed"],
-            "corrupted": self._counts["corrupted"],
-            "framing_errors": self._counts["framing_errors"],
-            "connections": self._counts["connections"],
+            **super().statistics(),
+            "requests": self.counts["requests"],
+            "read_coils": self.counts["fc1"],
+            "read_inputs": self.counts["fc2"],
+            "write_coil": self.counts["fc5"],
+            "write_coils": self.counts["fc15"],
+            "coils_written": self.counts["coils_written"],
+            "exceptions": self.counts["exceptions"],
+            "dropped": self.counts["dropped"],
+            "hung": self.counts["hung"],
+            "delayed": self.counts["delayed"],
+            "corrupted": self.counts["corrupted"],
+            "framing_errors": self.counts["framing_errors"],
+            "connections": self.counts["connections"],
             "connections_open": len(self._connections),
-            "disconnects": self._counts["disconnects"],
-            "in_flight": len(self._pending),
+            "disconnects": self.counts["disconnects"],
+            "in_flight": self.in_flight,
         }
 
+    def _set_coil(self, address: int, value: bool) -> None:
+        self.write_log.append(CoilWrite(time.monotonic_ns(), address, value))
+        self.counts["coils_written"] += 1
+        self.mechanics.drive(address, value)
+
     def _on_request(self, conn: _Connection, tid: int, unit: int, pdu: bytes) -> None:
-        self._counts["requests"] += 1
+        self.counts["requests"] += 1
         self.request_log.append(RequestSeen(time.monotonic_ns(), pdu[0], unit))
         faults = self.faults
         if faults.hang:
-            self._counts["hung"] += 1
+            self.counts["hung"] += 1
             return
         if faults.roll(faults.drop):
-            self._counts["dropped"] += 1
+            self.counts["dropped"] += 1
             return
         if faults.delay_ms <= 0:
             self._answer(conn, tid, unit, pdu)
             return
-        self._counts["delayed"] += 1
-        loop = asyncio.get_running_loop()
-        handle: asyncio.TimerHandle
-
-        def fire() -> None:
-            self._pending.discard(handle)
-            self._answer(conn, tid, unit, pdu)
-
-        handle = loop.call_later(faults.delay_ms / 1000, fire)
-        self._pending.add(handle)
+        self.counts["delayed"] += 1
+        self._later(faults.delay_ms / 1000, lambda: self._answer(conn, tid, unit, pdu))
 
     def _answer(self, conn: _Connection, tid: int, unit: int, pdu: bytes) -> None:
         if conn.transport is None:
@@ -374,24 +261,24 @@ class RelayBoardSim:
             return
         reply = self._process(pdu)
         if self.faults.roll(self.faults.corrupt):
-            self._counts["corrupted"] += 1
+            self.counts["corrupted"] += 1
             reply = self.faults.garble(reply)
         conn.send(tid, unit, reply)
 
     def _process(self, pdu: bytes) -> bytes:
         """Carry out one request PDU and return the reply PDU (or an exception reply)."""
-        self._counts[f"fc{pdu[0]}"] += 1
+        self.counts[f"fc{pdu[0]}"] += 1
         try:
             return self._dispatch(pdu)
         except _Refused as exc:
-            self._counts["exceptions"] += 1
+            self.counts["exceptions"] += 1
             return bytes([pdu[0] | 0x80, exc.code])
 
     def _dispatch(self, pdu: bytes) -> bytes:
         function, body = pdu[0], pdu[1:]
         match function:
             case 1:
-                return self._read_bits(function, body, self._coils)
+                return self._read_bits(function, body, self.coils())
             case 2:
                 return self._read_bits(function, body, self.inputs())
             case 5:
@@ -437,6 +324,14 @@ class RelayBoardSim:
         for offset, value in enumerate(unpack_bits(data, count)):
             self._set_coil(address + offset, value)
         return bytes([function]) + struct.pack(">HH", address, count)
+
+
+def _point(raw: str) -> Point:
+    """A point in the Modbus driver's notation, or a ValueError saying what was expected."""
+    try:
+        return parse_point(raw)
+    except BadPoint as exc:
+        raise ValueError(str(exc)) from exc
 
 
 def pack_bits(bits: list[bool]) -> bytes:

@@ -296,3 +296,20 @@ async def test_controllers_share_one_local_application(start: Callable[..., Any]
         for device, run in zip(sims, runs, strict=True):
             await run.driver.execute(lock(True, 5))
             assert device.locked(0)
+
+
+async def test_a_propped_door_reads_open_its_bolt_throws_and_it_is_not_secured(
+    sim: BacnetDeviceSim, start: Callable[..., Any]
+) -> None:
+    run = await start(sim)
+    await run.wait_for(online, 5)
+    mark = len(run.events)
+    sim.hold_open(0)
+    await run.wait_for(changed("binary-input:0", False), 2, since=mark)
+    await run.driver.execute(lock(True, 5))
+    # Lock sense (binary-input:2 for door 0 of 2) reports the bolt, thrown on an open door.
+    await run.wait_for(changed("binary-input:2", True), 2, since=mark)
+    assert not sim.closed(0) and sim.sense(0) and not sim.secured(0)
+    sim.release_door(0)
+    await run.wait_for(changed("binary-input:0", True), 2, since=mark)
+    assert sim.secured(0)

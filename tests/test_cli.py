@@ -105,3 +105,53 @@ async def test_demo_runs_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_demo_serves_the_control_interface_and_keeps_the_given_state_dir(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "state"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gatewayd",
+        "demo",
+        "--log-level",
+        "warning",
+        "--control",
+        "127.0.0.1:0",
+        "--state-dir",
+        str(state),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        cwd=tmp_path,
+    )
+    assert proc.stdout is not None
+    try:
+        text = ""
+        async with asyncio.timeout(30):
+            while "Ctrl-C" not in text:
+                line = await proc.stdout.readline()
+                assert line, "demo exited before it was ready"
+                text += line.decode()
+        where = next(line for line in text.splitlines() if line.strip().startswith("control"))
+        host, _, port = where.split(" on ")[1].split()[0].rpartition(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        request = {"op": "input", "device": "relay-a1", "input": "fire-A", "value": True}
+        writer.write(json.dumps(request).encode() + b"\n")
+        answer = json.loads(await asyncio.wait_for(reader.readline(), 5))
+        writer.close()
+        await writer.wait_closed()
+        assert answer["ok"] is True, answer
+        assert answer["out"]["alarm"] == "fire-A"
+        proc.send_signal(signal.SIGINT)
+        async with asyncio.timeout(15):
+            await proc.wait()
+        assert proc.returncode == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    # The gateway kept its state where it was told, and it outlives the demo.
+    assert (state / "outbox.sqlite").exists()

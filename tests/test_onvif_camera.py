@@ -237,7 +237,7 @@ async def test_garbage_snapshot_is_a_device_fault(start: Start) -> None:
     cam = await start()
     await cam.driver.execute(TakeSnapshot())
     mark = cam.mark()
-    cam.sim.garble = True
+    cam.sim.faults.corrupt = 1.0
     with pytest.raises(BadDeviceReply, match="not an image"):
         await cam.driver.execute(TakeSnapshot())
     await cam.wait_for(

@@ -121,7 +121,7 @@ async def test_garbled_camera_is_unreadable_to_the_library(
     client: ONVIFCamera,
 ) -> None:
     device = await client.create_devicemgmt_service()
-    sim.garble = True
+    sim.faults.corrupt = 1.0
     # zeep's recovering parser turns some garbage into None and then fails on it with an
     # AttributeError: the driver translates that too.
     with pytest.raises((zeep.exceptions.Error, AttributeError)):

@@ -78,18 +78,20 @@ async def test_jammed_lock_keeps_its_sense(
     assert relay_board.sense(3)
 
 
-async def test_held_open_door_reads_open_and_its_bolt_cannot_throw(
+async def test_propped_door_reads_open_its_bolt_throws_and_it_is_not_secured(
     relay_board: RelayBoardSim, client: AsyncModbusTcpClient
 ) -> None:
-    relay_board.actuation_ms = 0
     relay_board.hold_open(4)
     await client.write_coil(4, True, device_id=1)
+    await eventually(lambda: relay_board.sense(4))
     inputs = await client.read_discrete_inputs(0, count=16, device_id=1)
     assert inputs.bits[4] is False  # position: open
-    assert inputs.bits[12] is False  # lock sense: bolt not thrown
+    assert inputs.bits[12] is True  # lock sense reports the bolt, thrown
+    assert not relay_board.secured(4)
     relay_board.release_door(4)
-    assert relay_board.closed(4)
-    assert relay_board.sense(4)
+    inputs = await client.read_discrete_inputs(0, count=16, device_id=1)
+    assert (inputs.bits[4], inputs.bits[12]) == (True, True)
+    assert relay_board.secured(4)
 
 
 async def test_only_spare_inputs_can_be_set_directly(relay_board: RelayBoardSim) -> None:

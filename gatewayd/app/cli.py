@@ -70,6 +70,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--config", default=None, help="campus file (default: the demo campus)")
     p.add_argument("--mqtt", default=None, help="use this broker instead of a private Mosquitto")
     p.add_argument("--log-level", default="info")
+    p.add_argument(
+        "--control",
+        type=_host_port,
+        default=None,
+        metavar="HOST:PORT",
+        help="serve the simulators' control interface here (docs/simulators.md; port 0: any)",
+    )
+    p.add_argument(
+        "--state-dir",
+        default=None,
+        metavar="DIR",
+        help="keep the gateway's state here (default: a temporary folder removed at exit)",
+    )
     p.set_defaults(handler=_demo)
 
     for action, help_text in (
@@ -340,6 +353,18 @@ def _status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _needs_attention(door: dict[str, Any]) -> bool:
+    """A fault, a lock that did not confirm, or a door told to lock that is not secured.
+
+    The last is a propped door: its bolt threw, so the lock confirms, but it stands open.
+    """
+    return bool(
+        door.get("fault")
+        or not door.get("confirmed")
+        or (door.get("commanded") == "locked" and door.get("status") != "secured")
+    )
+
+
 def format_status(retained: dict[str, Any], *, show_all: bool = False) -> str:
     lines = [f"gateway   {retained.get('availability', 'unknown (no retained availability)')}"]
     lines.append(f"{'SCOPE':<16} {'STATE':<10} {'SOURCE':<14} SECURED  UNSECURED  UNKNOWN")
@@ -358,7 +383,7 @@ def format_status(retained: dict[str, Any], *, show_all: bool = False) -> str:
     doors = [
         v for k, v in sorted(retained.items()) if k.startswith("door/") and isinstance(v, dict)
     ]
-    shown = [d for d in doors if show_all or d.get("fault") or not d.get("confirmed")]
+    shown = [d for d in doors if show_all or _needs_attention(d)]
     if shown:
         lines.append("")
         lines.append(f"{'DOOR':<10} {'COMMANDED':<10} {'LOCKED':<7} {'POSITION':<8} REASON / FAULT")
@@ -371,12 +396,19 @@ def format_status(retained: dict[str, Any], *, show_all: bool = False) -> str:
     return "\n".join(lines)
 
 
+def _host_port(text: str) -> tuple[str, int]:
+    # Loaded only when --control is given: the simulators are the demo's, not the daemon's.
+    from gatewayd.simulators.control import host_port
+
+    return host_port(text)
+
+
 def _demo(args: argparse.Namespace) -> int:
     from gatewayd.app.demo import run_demo
     from gatewayd.app.logs import configure
 
     configure(args.log_level)
-    return run_demo(args.config, args.mqtt)
+    return run_demo(args.config, args.mqtt, control=args.control, state_dir=args.state_dir)
 
 
 def _keygen(args: argparse.Namespace) -> int:

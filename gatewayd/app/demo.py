@@ -30,20 +30,42 @@ def demo_config_path() -> Path:
     raise ConfigError(DEMO_FILE, ["the demo campus file was not found; pass -c FILE"])
 
 
-def run_demo(config_path: str | None, mqtt_url: str | None) -> int:
+def run_demo(
+    config_path: str | None,
+    mqtt_url: str | None,
+    *,
+    control: tuple[str, int] | None = None,
+    state_dir: str | None = None,
+) -> int:
+    """The demo; ``control`` serves the simulators' control interface, ``state_dir`` keeps
+    the gateway's state there instead of in a temporary folder removed at exit."""
     path = Path(config_path) if config_path else demo_config_path()
-    return asyncio.run(_demo(path, mqtt_url))
+    kept = Path(state_dir) if state_dir else None
+    if kept is not None:
+        kept.mkdir(parents=True, exist_ok=True)
+    return asyncio.run(_demo(path, mqtt_url, control, kept))
 
 
-async def _demo(path: Path, mqtt_url: str | None) -> int:
+async def _demo(
+    path: Path, mqtt_url: str | None, control: tuple[str, int] | None, kept: Path | None
+) -> int:
     # Imported here: the core never needs the simulators, only the demo does.
     from gatewayd.simulators.campus import CampusSim
+    from gatewayd.simulators.control import ControlServer
 
     config = load_config(path)
     async with AsyncExitStack() as stack:
-        state_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="gatewayd-demo-"))
+        if kept is not None:
+            state_dir = str(kept)
+        else:
+            state_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="gatewayd-demo-"))
         sim = CampusSim(config, free_ports=True)
         await stack.enter_async_context(sim)
+        control_at: str | None = None
+        if control is not None:
+            server = ControlServer(sim, host=control[0], port=control[1])
+            await stack.enter_async_context(server)
+            control_at = f"{server.host}:{server.port}"
         if mqtt_url is None:
             broker = await stack.enter_async_context(Mosquitto())
             mqtt_url = broker.url
@@ -62,7 +84,14 @@ async def _demo(path: Path, mqtt_url: str | None) -> int:
                 consoles.append(
                     group.create_task(
                         console.run(
-                            lambda: print_welcome(gw, path, running, sim.ports, console.url)
+                            lambda: print_welcome(
+                                gw,
+                                path,
+                                running,
+                                sim.ports,
+                                console_url=console.url,
+                                control_at=control_at,
+                            )
                         ),
                         name="console",
                     )
@@ -80,7 +109,9 @@ def print_welcome(
     path: Path,
     config: Config,
     ports: dict[str, int],
+    *,
     console_url: str | None = None,
+    control_at: str | None = None,
 ) -> None:
     """Tell a newcomer what is running and what to type next."""
     mqtt = config.mqtt
@@ -88,6 +119,12 @@ def print_welcome(
     opts = f"-c {shlex.quote(str(path))} --mqtt {mqtt.url}"
     topic = f"{mqtt.prefix}/{config.site.id}"
     devices = ", ".join(f"{dev}:{port}" for dev, port in ports.items())
+    control = (
+        f"\n  control   simulators' control interface on {control_at} (docs/simulators.md)"
+        f"\n  state     {config.state_dir}"
+        if control_at
+        else ""
+    )
     print(
         f"""
 gatewayd demo: {config.site.name}, {len(gateway.campus.doors)} doors.
@@ -98,7 +135,7 @@ Simulated devices on 127.0.0.1 (relay boards, BACnet controller, cameras, PSAP r
   lockdown  {exe} lockdown {opts} --scope building/A
   release   {exe} release {opts} --scope building/A
   one door  {exe} lock {opts} --door C-101
-  status    {exe} status {opts}
+  status    {exe} status {opts}{control}
 {demo_signins_text(console_url)}
 
 Ctrl-C stops the daemon, the simulators and the broker.
