@@ -74,8 +74,11 @@ def disk(tmp_path: Path) -> Iterator[Disk]:
 
 @contextlib.contextmanager
 def locked(db_path: Path) -> Iterator[sqlite3.Connection]:
-    """Another process's write lock on a SQLite file (a backup, an admin's shell)."""
-    other = sqlite3.connect(db_path, isolation_level=None, timeout=0)
+    """Another process's write lock on a SQLite file (a backup, an admin's shell).
+
+    Waits for the lock like a backup would: the writer may hold it for a moment itself.
+    """
+    other = sqlite3.connect(db_path, isolation_level=None, timeout=10)
     other.execute("BEGIN IMMEDIATE")
     try:
         yield other

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -29,10 +30,22 @@ def removed(*keys: str) -> dict[str, Any]:
     return {"put": [], "removed": list(keys)}
 
 
+_OPENED: list[Journal] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_journals() -> Iterator[None]:
+    """A failing test must not leave its writer thread behind for the next one."""
+    yield
+    while _OPENED:
+        _OPENED.pop().close()
+
+
 def opened(state: Path, **settings: Any) -> Journal:
     journal = Journal(state, **settings)
     journal.open()
     journal.start(asyncio.get_running_loop())
+    _OPENED.append(journal)
     return journal
 
 
