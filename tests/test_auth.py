@@ -28,7 +28,7 @@ from gatewayd.security.authorizer import Authorizer
 from gatewayd.security.guard import CommandGuard, is_unauthenticated
 from gatewayd.security.journal import Journal
 from gatewayd.security.keys import demo_private_key, public_key_text
-from gatewayd.security.roles import Role
+from gatewayd.security.roles import Authority, Role
 from gatewayd.security.signing import sign, signed, signing_bytes
 
 SITE = "site-a"
@@ -105,17 +105,17 @@ def encode(b: dict[str, Any]) -> bytes:
     return json.dumps(b, ensure_ascii=False).encode()
 
 
-def check(auth: Authorizer, payload: bytes, now: float = NOW) -> Actor:
+def check(auth: Authorizer, payload: bytes, now: float = NOW) -> Authority:
     return auth.check(parse_command(payload), payload=payload, site=SITE, now=now)
 
 
 def refusal(auth: Authorizer, payload: bytes, now: float = NOW) -> str:
     """The code a payload is refused with, parse errors included; fails if it is accepted."""
     try:
-        actor = check(auth, payload, now)
+        authority = check(auth, payload, now)
     except CommandError as exc:
         return exc.code
-    raise AssertionError(f"accepted as {actor.id}: {payload!r}")
+    raise AssertionError(f"accepted as {authority.actor}: {payload!r}")
 
 
 @pytest.fixture
@@ -157,12 +157,12 @@ def test_ts_is_signed_as_written_so_integer_and_float_forms_agree(auth: Authoriz
         f'"ts": {int(NOW)}'.encode(), f'"ts": {int(NOW)}.0'.encode()
     )
     assert f"{int(NOW)}.0".encode() in text
-    assert check(auth, text, now=int(NOW)).id == "op"
+    assert check(auth, text, now=int(NOW)).actor == "op"
 
 
 def test_iso_timestamps_are_signed_as_the_string(auth: Authorizer) -> None:
     b = body("op", "lockdown", ts="2026-11-29T09:42:03.250Z")
-    assert check(auth, encode(signed(b, KEYS["op"], site=SITE))).id == "op"
+    assert check(auth, encode(signed(b, KEYS["op"], site=SITE))).actor == "op"
 
 
 # --- accepted commands ------------------------------------------------------------------------
@@ -170,13 +170,13 @@ def test_iso_timestamps_are_signed_as_the_string(auth: Authorizer) -> None:
 
 @pytest.mark.parametrize("action", TRIGGERS)
 def test_operator_may_trigger(auth: Authorizer, action: str) -> None:
-    assert check(auth, encode(signed(body("op", action), KEYS["op"], site=SITE))).id == "op"
+    assert check(auth, encode(signed(body("op", action), KEYS["op"], site=SITE))).actor == "op"
 
 
 @pytest.mark.parametrize("action", [*TRIGGERS, "release", "unlock"])
 def test_administrator_and_district_may_release_and_unlock(auth: Authorizer, action: str) -> None:
     for name in ("admin", "dist"):
-        assert check(auth, encode(signed(body(name, action), KEYS[name], site=SITE))).id == name
+        assert check(auth, encode(signed(body(name, action), KEYS[name], site=SITE))).actor == name
 
 
 @pytest.mark.parametrize("params", [{"duration_s": 300}, {"duration_s": 0.5}, {"momentary": True}])
@@ -184,12 +184,12 @@ def test_responder_may_unlock_one_door_for_a_bounded_time(
     auth: Authorizer, params: dict[str, Any]
 ) -> None:
     b = body("resp", "unlock", params=params)
-    assert check(auth, encode(signed(b, KEYS["resp"], site=SITE))).id == "resp"
+    assert check(auth, encode(signed(b, KEYS["resp"], site=SITE))).actor == "resp"
 
 
 def test_command_delivered_twice_is_accepted_once(auth: Authorizer) -> None:
     payload = encode(signed(body("op", "lockdown"), KEYS["op"], site=SITE))
-    assert check(auth, payload).id == "op"
+    assert check(auth, payload).actor == "op"
     assert refusal(auth, payload, now=NOW + 1) == "replayed"
 
 
@@ -232,9 +232,9 @@ def test_demo_keys_sign_only_in_demo_mode(tmp_path: Path, demo: bool, accepted: 
     )
     payload = encode(signed(body("demo-operator", "lockdown"), key, site=SITE))
     if accepted:
-        assert check(auth, payload).id == "demo-operator"
+        assert check(auth, payload).actor == "demo-operator"
     else:
-        assert refusal(auth, payload) == "unknown_actor"
+        assert refusal(auth, payload) == "bad_signature"
 
 
 # --- two-person campus release ----------------------------------------------------------------
@@ -254,12 +254,12 @@ def test_two_person_release_needs_a_valid_second_administrator(tmp_path: Path) -
     assert refusal(auth, cosigned("admin", "admin")) == "cosign_required"
     assert refusal(auth, cosigned("admin", "op")) == "forbidden"
     assert refusal(auth, cosigned("admin", "admin2", cosig_key="attacker")) == "bad_signature"
-    assert refusal(auth, cosigned("admin", "nobody", cosig_key="attacker")) == "unknown_actor"
+    assert refusal(auth, cosigned("admin", "nobody", cosig_key="attacker")) == "bad_signature"
     assert refusal(auth, cosigned("admin", "dist-elsewhere")) == "forbidden"
-    assert check(auth, cosigned("admin", "admin2")).id == "admin"
+    assert check(auth, cosigned("admin", "admin2")).actor == "admin"
     # A building release is not campus-wide: one administrator is enough.
     building = body("admin", "release", scope="building/A")
-    assert check(auth, encode(signed(building, KEYS["admin"], site=SITE))).id == "admin"
+    assert check(auth, encode(signed(building, KEYS["admin"], site=SITE))).actor == "admin"
 
 
 # --- the negative corpus ----------------------------------------------------------------------
@@ -339,7 +339,7 @@ def build_corpus(seed: int, bases: int) -> tuple[Corpus, list[bytes]]:
         c.add("bad_signature", signed(b, KEYS["attacker"], site=SITE))
         c.add("bad_signature", {**_tamper(c.rng, good), "sig": good["sig"]})
         c.add("bad_signature", signed(b, KEYS[name], site="site-b"))
-        c.add("unknown_actor", signed({**b, "actor": "mallory"}, KEYS["attacker"], site=SITE))
+        c.add("bad_signature", signed({**b, "actor": "mallory"}, KEYS["attacker"], site=SITE))
         skew = WINDOW + c.rng.uniform(0.01, 1e6)
         c.add("expired", signed({**b, "ts": NOW - skew}, KEYS[name], site=SITE))
         c.add("expired", signed({**b, "ts": NOW + skew}, KEYS[name], site=SITE))
@@ -386,7 +386,6 @@ def test_negative_corpus_is_refused_with_the_right_code_and_valid_commands_run_o
     assert Counter(code for code, _, _ in corpus.cases).keys() >= {
         "unsigned",
         "bad_signature",
-        "unknown_actor",
         "expired",
         "forbidden",
         "wrong_site",

@@ -144,6 +144,7 @@ async def test_kill_9_during_lockdown_restores_it_and_never_writes_an_unlock(
             await daemon.wait()
             daemon = await spawn(*args, log=tmp_path / "daemon.log")
             status = await until_ready(campus_file)
+            assert "sources" in status, f"status refused after a restart: {status}"
             assert any(s["key"] == "srp:campus" for s in status["sources"]), status
     finally:
         if daemon is not None and daemon.returncode is None:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
+from gatewayd.kernel.driver import ID_PATTERN
 from gatewayd.kernel.errors import CommandError, ErrorCode
 
 SCOPE_KINDS = ("campus", "building", "zone", "door")
+#: What an id in a scope may be: exactly what the campus file allows for ids.
+_IDENT = re.compile(ID_PATTERN.removeprefix("^").removesuffix("$"))
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -26,15 +30,24 @@ class Scope:
 
     @classmethod
     def parse(cls, text: str) -> Scope:
-        kind, _, ident = text.partition("/")
-        if kind == "campus" and not ident:
-            return cls("campus")
-        if kind in SCOPE_KINDS[1:] and ident and "/" not in ident:
-            return cls(kind, ident)
-        raise CommandError(
-            ErrorCode.BAD_SCOPE,
-            f"scope {text!r} is not one of: campus, building/<id>, zone/<id>, door/<id>",
-        )
+        """The scope ``text`` names, which must be written exactly as ``str(scope)`` writes it.
+
+        Only the canonical spelling is accepted (no ``campus/``, no spaces, no empty ids), so
+        a check that compares scopes can never be walked around by another way of writing one.
+        """
+        kind, sep, ident = text.partition("/")
+        scope: Scope | None = None
+        if kind == "campus" and not sep:
+            scope = cls("campus")
+        elif kind in SCOPE_KINDS[1:] and _IDENT.fullmatch(ident):
+            scope = cls(kind, ident)
+        if scope is None or str(scope) != text:
+            raise CommandError(
+                ErrorCode.BAD_SCOPE,
+                f"scope {text[:80]!r} is not one of: campus, building/<id>, zone/<id>,"
+                " door/<id> (written exactly so)",
+            )
+        return scope
 
 
 CAMPUS = Scope("campus")

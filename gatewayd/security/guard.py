@@ -19,10 +19,11 @@ import structlog
 
 from gatewayd.kernel.command import Command
 from gatewayd.kernel.errors import CommandError, ErrorCode
-from gatewayd.security.actors import Actor, SecurityConfig
+from gatewayd.security.actors import SecurityConfig
 from gatewayd.security.audit import AuditKind
 from gatewayd.security.authorizer import Authorizer
 from gatewayd.security.journal import Journal, Pending
+from gatewayd.security.roles import Authority
 
 log = structlog.get_logger(__name__)
 
@@ -66,13 +67,16 @@ class CommandGuard:
     def listen(self, listener: AggregateListener) -> None:
         self._listeners.append(listener)
 
-    def check(self, command: Command, *, payload: bytes, now: float) -> Actor:
+    def check(self, command: Command, *, payload: bytes, now: float) -> Authority:
         """The authorized actor; else raise ``CommandError`` (nothing is written here)."""
         return self.authorizer.check(command, payload=payload, site=self.site, now=now)
 
-    def admitted(self, command: Command, actor: Actor) -> Pending:
+    def admitted(self, command: Command, authority: Authority) -> Pending:
         """Record an accepted command (with its id and ``ts``, the replay cache's record)."""
-        return self.journal.record(AuditKind.COMMAND, actor.id, _command_data(command))
+        data = _command_data(command)
+        if authority.cosigner is not None:
+            data["cosigner"] = authority.cosigner
+        return self.journal.record(AuditKind.COMMAND, authority.actor, data)
 
     def undo_admission(self, command: Command) -> None:
         """A command refused after all: its id may be used again."""

@@ -7,6 +7,7 @@ docs/security.md (section 2) describes it; keep the two in step.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -112,3 +113,31 @@ def least_role(action: Action, params: Mapping[str, Any]) -> Role:
     if action in (Action.RELEASE, Action.UNLOCK):
         return Role.ADMINISTRATOR
     return Role.OPERATOR
+
+
+@dataclass(frozen=True, slots=True)
+class Authority:
+    """Who stands behind one admitted command: its actor's roles and a verified co-signer.
+
+    The authorizer decides what a role may ask for; what a command would *do* (whether it
+    leaves doors unlocked that a lockdown holds) is decided where the state is, by the command
+    service, which asks this.
+    """
+
+    actor: str
+    roles: frozenset[Role]
+    #: The second person of a two-person rule, when a valid co-signature came with the command.
+    cosigner: str | None = None
+
+    @property
+    def may_release(self) -> bool:
+        return may_release(self.roles)
+
+    @classmethod
+    def system(cls, actor: str) -> Authority:
+        """The gateway's own commands (its rules, wired inputs): the site's configuration."""
+        return cls(actor, frozenset({Role.SYSTEM}))
+
+    @property
+    def is_system(self) -> bool:
+        return Role.SYSTEM in self.roles

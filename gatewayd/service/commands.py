@@ -34,6 +34,7 @@ from gatewayd.kernel.site import SrpState
 from gatewayd.rules.arbitration import Priority
 from gatewayd.rules.engine import Change
 from gatewayd.rules.policy import (
+    RANK,
     check_transition,
     responder_override,
     room_release,
@@ -44,10 +45,11 @@ from gatewayd.rules.sources import Effect, Source
 from gatewayd.security.audit import AuditKind
 from gatewayd.security.guard import is_unauthenticated
 from gatewayd.security.journal import Pending
+from gatewayd.security.roles import Authority
 from gatewayd.service.core import Core
 from gatewayd.service.drills import Drills
 from gatewayd.service.expiry import Expiry
-from gatewayd.service.scopes import door_scope, location_of, scope_of
+from gatewayd.service.scopes import claimed_location, door_scope, location_of, scope_of
 
 log = structlog.get_logger(__name__)
 
@@ -91,7 +93,7 @@ class CommandService:
         try:
             try:
                 command = parse_command(payload)
-                actor = guard.check(command, payload=payload, now=time.time())
+                authority = guard.check(command, payload=payload, now=time.time())
             except RecursionError as exc:
                 # Any parser (JSON, the canonical form) that a hostile body drives too deep.
                 raise CommandError(ErrorCode.BAD_REQUEST, "command nests too deeply") from exc
@@ -108,16 +110,20 @@ class CommandService:
                             claimed_actor=command.actor if command else None)  # fmt: skip
                 self._core.publisher.event("command", "mqtt", reply, life_safety=False)
             return reply
-        records = [guard.admitted(command, actor)]
-        return await self.run_command(command, trigger_ns, records)
+        records = [guard.admitted(command, authority)]
+        return await self.run_command(command, trigger_ns, authority, records)
 
     async def run_command(
-        self, command: Command, trigger_ns: int, records: list[Pending] | None = None
+        self,
+        command: Command,
+        trigger_ns: int,
+        authority: Authority,
+        records: list[Pending] | None = None,
     ) -> dict[str, Any]:
         """Execute a parsed command (from MQTT, an input or a rule) and publish its outcome."""
         records = records if records is not None else []
         try:
-            reply = await self.execute(command, trigger_ns, records)
+            reply = await self.execute(command, trigger_ns, authority, records)
         except CommandError as exc:
             reply = {
                 "id": command.id,
@@ -152,22 +158,22 @@ class CommandService:
         """Run a command the gateway gives itself: audited as ``system``, no signature."""
         trigger_ns = now_ns()
         records = [self._core.guard.system(command)]
-        return await self.run_command(command, trigger_ns, records)
+        return await self.run_command(command, trigger_ns, Authority.system(command.actor), records)
 
     async def execute(
-        self, command: Command, trigger_ns: int, records: list[Pending]
+        self, command: Command, trigger_ns: int, authority: Authority, records: list[Pending]
     ) -> dict[str, Any]:
         """Decide and actuate one command; raise :class:`CommandError` to refuse it."""
         if command.action in SRP_ACTIONS:
-            decided = await self._set_state(command, records)
+            decided = await self._set_state(command, authority, records)
         elif command.action is Action.RELEASE:
-            decided = await self._release(command, records)
+            decided = await self._release(command, authority, records)
         elif command.action is Action.UNLOCK and command.params:
             decided = await self._responder_unlock(command, records)
         elif command.action in (Action.LOCK, Action.UNLOCK):
-            decided = await self._manual(command, records)
+            decided = await self._manual(command, authority, records)
         elif command.action is Action.DRILL:
-            return await self._drill(command, trigger_ns, records)
+            return await self._drill(command, trigger_ns, authority, records)
         else:
             return self._status(command)
         scope, doors, extra = decided
@@ -176,7 +182,9 @@ class CommandService:
 
     # --- SRP states ----------------------------------------------------------------------------
 
-    async def _set_state(self, command: Command, records: list[Pending]) -> Decided:
+    async def _set_state(
+        self, command: Command, authority: Authority, records: list[Pending]
+    ) -> Decided:
         core = self._core
         scope = scope_of(core.campus, command)
         params = parse_params(StateParams, command)
@@ -186,23 +194,36 @@ class CommandService:
                 ErrorCode.BAD_REQUEST,
                 "shelter needs params.hazard (tornado, hazmat, earthquake, severe_weather, bomb)",
             )
-        check_transition(state_of(core.engine.get(f"srp:{scope}")), state, scope)
+        current = state_of(core.engine.get(f"srp:{scope}"))
+        check_transition(current, state, scope)
         if params.source == "panic_app":
-            core.publisher.event("alarm", "panic_app",
-                                 {"type": "panic", "actor": command.actor, "scope": str(scope)},
-                                 life_safety=True, location=params.location)  # fmt: skip
+            location, problem = claimed_location(core.campus, scope, params.location)
+            alarm = {"type": "panic", "actor": command.actor, "scope": str(scope),
+                     "location_verified": problem is None}  # fmt: skip
+            if problem is not None:
+                # The lockdown goes ahead; only the unverified words stay off the radio.
+                alarm["location_problem"] = problem
+                log.warning("panic_app.location_refused", id=command.id, problem=problem)
+            core.publisher.event("alarm", "panic_app", alarm, life_safety=True,
+                                 location=location)  # fmt: skip
         drills = self._drills.overlapping(core.campus.resolve(scope))
         source = srp_source(core.policy, state, scope, actor=command.actor, since=time.time(),
                             hazard=params.hazard)  # fmt: skip
-        # "Lockdown!" again means every door again: per-room releases under it end.
-        removed = [*(d.key for d in drills), *(s.key for s in self._room_releases_under(scope))]
+        # "Lockdown!" again means every door again: per-room releases under it end, and so do
+        # narrower states weaker than the new one (a door-scoped evacuate, a building's hold).
+        weaker = self._weaker_under(scope, state)
+        removed = [*(d.key for d in drills), *(s.key for s in weaker)]
         change = Change(put=(source,), remove=tuple(removed))
         data = {"command": command.id, "scope": str(scope), "state": str(state),
-                "hazard": params.hazard}  # fmt: skip
-        # An evacuation releases egress for people told to leave: like fire, never held up.
+                "hazard": params.hazard, "from": str(current),
+                "cleared": [s.key for s in weaker]}  # fmt: skip
+        # An evacuation of a building, zone or campus releases egress for people told to
+        # leave: like fire, never held up, for any staff member (audited with what it ended).
+        # Evacuating one door is no evacuation: it is an unlock, under the unlock rules.
+        evacuation = state is SrpState.EVACUATE and scope.kind != "door"
         doors = await core.commit(change, kind=AuditKind.STATE, actor=command.actor, data=data,
-                                  records=records,
-                                  life_safety=state is SrpState.EVACUATE)  # fmt: skip
+                                  records=records, life_safety=evacuation,
+                                  authority=authority, scope=scope)  # fmt: skip
         self._drills.announce_preempted(drills, why=f"{state} {scope}")
         core.publisher.event("state", command.actor,
                              {"scope": str(scope), "state": str(state), "hazard": params.hazard},
@@ -210,7 +231,9 @@ class CommandService:
                              location=location_of(core.campus, scope))  # fmt: skip
         return scope, doors, {}
 
-    async def _release(self, command: Command, records: list[Pending]) -> Decided:
+    async def _release(
+        self, command: Command, authority: Authority, records: list[Pending]
+    ) -> Decided:
         core = self._core
         scope = scope_of(core.campus, command)
         # Checked by the guard already; here only so that no other key slips through.
@@ -227,7 +250,8 @@ class CommandService:
             change = Change(remove=(*keys, *rooms))
             data.update(state="normal", released=keys)
         doors = await core.commit(change, kind=AuditKind.STATE, actor=command.actor, data=data,
-                                  records=records)  # fmt: skip
+                                  records=records, authority=authority,
+                                  scope=scope)  # fmt: skip
         if scope.kind != "door":
             core.publisher.event("state", command.actor, {"scope": str(scope), "state": "normal"},
                                  life_safety=True,
@@ -259,9 +283,25 @@ class CommandService:
             if s.state == "released" and s.scope.ident in inside
         ]
 
+    def _weaker_under(self, scope: Scope, state: SrpState) -> list[Source]:
+        """SRP sources on scopes inside ``scope`` (not it) weaker than ``state``, and releases."""
+        campus = self._core.campus
+        inside = set(campus.resolve(scope))
+        rank = RANK[state]
+        out = []
+        for source in self._core.engine.sources.values():
+            if not source.key.startswith("srp:") or source.scope == scope:
+                continue
+            weaker = source.state == "released" or RANK.get(state_of(source), 0) > rank
+            if weaker and set(campus.resolve(source.scope)) <= inside:
+                out.append(source)
+        return out
+
     # --- doors -----------------------------------------------------------------------------
 
-    async def _manual(self, command: Command, records: list[Pending]) -> Decided:
+    async def _manual(
+        self, command: Command, authority: Authority, records: list[Pending]
+    ) -> Decided:
         scope = door_scope(self._core.campus, command)
         locked = command.action is Action.LOCK
         source = Source(
@@ -276,8 +316,8 @@ class CommandService:
         self._refuse_if_overridden(source, locked)
         data = {"command": command.id, "door": scope.ident, "manual": str(command.action)}
         doors = await self._core.commit(Change(put=(source,)), kind=AuditKind.OVERRIDE,
-                                        actor=command.actor, data=data,
-                                        records=records)  # fmt: skip
+                                        actor=command.actor, data=data, records=records,
+                                        authority=authority, scope=scope)  # fmt: skip
         return scope, doors, {}
 
     async def _responder_unlock(self, command: Command, records: list[Pending]) -> Decided:
@@ -317,15 +357,15 @@ class CommandService:
     # --- drills -----------------------------------------------------------------------------
 
     async def _drill(
-        self, command: Command, trigger_ns: int, records: list[Pending]
+        self, command: Command, trigger_ns: int, authority: Authority, records: list[Pending]
     ) -> dict[str, Any]:
         plan = self._drills.plan(command)
         source = plan.source
         data = {"command": command.id, "scope": str(source.scope), "state": source.state,
                 "drill": True, "dry_run": source.dry_run}  # fmt: skip
         doors = await self._core.commit(Change(put=(source,)), kind=AuditKind.STATE,
-                                        actor=command.actor, data=data,
-                                        records=records)  # fmt: skip
+                                        actor=command.actor, data=data, records=records,
+                                        authority=authority, scope=source.scope)  # fmt: skip
         self._expiry.changed()
         self._drills.announce(plan)
         if plan.would is not None:

@@ -103,6 +103,7 @@ class Gateway:
                 max_bytes=MAX_COMMAND_BYTES,
             ),
             queue=Outbox(state_dir / "outbox.sqlite"),
+            on_alarm=self._uplink_alarm,
         )
         self.publisher = Publisher(self.campus, self.engine, self.doors, self.uplink)
         #: Every MQTT command passes it: signature, role, replay; it records every decision.
@@ -270,6 +271,9 @@ class Gateway:
         self.publisher.event("alarm", "gateway",
                              {"type": "bookkeeping", "healthy": healthy, "problem": problem},
                              life_safety=True)  # fmt: skip
+
+    def _uplink_alarm(self, kind: str, details: dict[str, Any]) -> None:
+        self.publisher.event("alarm", "gateway", {"type": kind, **details}, life_safety=True)
 
     def _refusals_counted(self, data: dict[str, Any]) -> None:
         self.publisher.event("command", "mqtt", data, life_safety=False)

@@ -45,3 +45,38 @@ def location_of(campus: Campus, scope: Scope) -> dict[str, Any]:
             return {"building": door.building, "floor": door.floor, "room": door.room}
         case _:
             return {}
+
+
+def claimed_location(
+    campus: Campus, scope: Scope, claimed: dict[str, str]
+) -> tuple[dict[str, Any], str | None]:
+    """A panic app's location as the campus file names it, and what was wrong with the claim.
+
+    The app's user types or picks where they are; what reaches the PSAP must be a building
+    inside the command's scope and a room of the campus file, written as the campus file
+    writes it, never the free text itself. When the claim does not hold, the location is the
+    scope's (the building a responder goes to) and the problem is said.
+    """
+    # Every key present, so that a rule's radio text renders (blank where nothing is known).
+    fallback = {"building": "", "floor": "", "room": "", **location_of(campus, scope)}
+    inside = set(campus.resolve(scope))
+    building = claimed.get("building")
+    room = claimed.get("room")
+    unknown = sorted(set(claimed) - {"building", "floor", "room"})
+    if unknown:
+        return fallback, f"location has unknown keys: {', '.join(unknown)[:80]}"
+    doors = [campus.doors[d] for d in inside]
+    if building is not None:
+        doors = [d for d in doors if d.building == building]
+        if not doors:
+            return fallback, "location.building is not a building in the command's scope"
+    if room is None:
+        return ({**fallback, "building": building} if building else fallback), None
+    matches = [d for d in doors if d.room and d.room == room]
+    if not matches:
+        return fallback, "location.room is not a room of the campus file in that scope"
+    door = matches[0]
+    floor = claimed.get("floor")
+    if floor is not None and floor != door.floor:
+        return fallback, "location.floor is not the floor of that room"
+    return {"building": door.building, "floor": door.floor, "room": door.room}, None

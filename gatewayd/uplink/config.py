@@ -16,6 +16,10 @@ class MqttConfig(Model):
     username: str | None = None
     password: str | None = None
     keepalive_s: int = Field(default=15, ge=5, le=600)
+    #: How long the broker keeps the gateway's session (its subscription and the QoS 1
+    #: commands sent to it) while the gateway is away: a lockdown sent during a restart is
+    #: delivered when it is back (and refused as ``expired`` if that took too long).
+    session_expiry_s: int = Field(default=600, ge=0, le=86_400)
     #: ``[mqtt.tls]``: CA, client certificate and verification, for ``mqtts://``. File paths
     #: are resolved against the campus file's folder at load.
     tls: TlsConfig = TlsConfig()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -53,6 +54,16 @@ MAX_PACKET_BYTES = 64 * 1024
 RETAINED_WORKERS = 16
 #: 0.2 s doubling to 5 s, with full jitter.
 RECONNECT_BACKOFF = Backoff(min_s=0.2, max_s=5.0)
+#: MQTT 5 DISCONNECT reason 0x8E: another client connected with our client id.
+SESSION_TAKEN_OVER = 142
+#: After a takeover the gateway waits at least this before taking its id back, so that two
+#: clients with one id do not flap the session (and availability) many times a second.
+TAKEOVER_BACKOFF_S = 2.0
+#: Takeovers kept to tell one accident from someone fighting for the id.
+TAKEOVER_BURST = 5
+
+#: Told of what the uplink alone sees and people must know: ``(type, details)``.
+AlarmListener = Callable[[str, dict[str, Any]], None]
 
 
 class Uplink:
@@ -70,8 +81,12 @@ class Uplink:
         connect_timeout_s: float = 5.0,
         goodbye_timeout_s: float = 1.0,
         reply_timeout_s: float = 10.0,
+        on_alarm: AlarmListener | None = None,
     ) -> None:
         self._config = config
+        self._on_alarm = on_alarm
+        #: Monotonic times of the broker's "session taken over" disconnects, recent first.
+        self._takeovers: deque[float] = deque(maxlen=TAKEOVER_BURST)
         self._site = site
         self._on_command = on_command
         self._queue: PublishQueue = queue if queue is not None else MemoryQueue()
@@ -92,7 +107,7 @@ class Uplink:
         self._stats: dict[str, int] = dict.fromkeys(
             ("published", "acked", "retained_published", "reconnects", "connect_failures",
              "commands", "command_errors", "replies_lost", "rejected_life_safety",
-             "retained_commands_ignored"),
+             "retained_commands_ignored", "response_topics_refused", "takeovers"),
             0,
         )  # fmt: skip
         self._last_connect = ""
@@ -166,7 +181,11 @@ class Uplink:
             try:
                 await self._connection(once)
             except aiomqtt.MqttError as exc:
-                if self._established:
+                if _reason(exc) == SESSION_TAKEN_OVER:
+                    self._taken_over()
+                    attempt = max(attempt, 1)
+                    await asyncio.sleep(TAKEOVER_BACKOFF_S)
+                elif self._established:
                     log.warning("mqtt.disconnected", url=self._config.url, error=str(exc))
                 else:
                     self._stats["connect_failures"] += 1
@@ -227,11 +246,27 @@ class Uplink:
         log.info("mqtt.connected", url=self._config.url, queued=len(self._queue))
         started()
 
+    def _taken_over(self) -> None:
+        """Another client took our client id: loud, because commands may now go to it."""
+        now = time.monotonic()
+        self._takeovers.appendleft(now)
+        self._stats["takeovers"] += 1
+        recent = sum(1 for t in self._takeovers if now - t < 60.0)
+        log.critical("mqtt.session_taken_over", client_id=self.identifier, in_last_minute=recent,
+                     note="another client uses this gateway's client id; commands may reach it"
+                     " instead; bind client ids to identities in the broker")  # fmt: skip
+        if self._on_alarm is not None:
+            self._on_alarm("mqtt_takeover", {"client_id": self.identifier,
+                                             "in_last_minute": recent,
+                                             "total": self._stats["takeovers"]})  # fmt: skip
+
     def _make_client(self) -> aiomqtt.Client:
         cfg = self._config
         will = aiomqtt.Will(f"{self.base}/availability", b"offline", qos=1, retain=True)
         connect = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         connect.MaximumPacketSize = MAX_PACKET_BYTES
+        # A persistent session: commands sent while the gateway reconnects wait at the broker.
+        connect.SessionExpiryInterval = cfg.session_expiry_s
         client = aiomqtt.Client(
             cfg.host,
             cfg.port,
@@ -244,6 +279,7 @@ class Uplink:
             timeout=self._connect_timeout_s,
             tls_context=ssl_context(cfg.tls) if cfg.tls_enabled else None,
             properties=connect,
+            clean_start=False,
         )
         # paho keeps its default window of 20 in flight (Mosquitto's Receive Maximum; a stricter
         # broker disconnects a client that exceeds it) and holds the rest in order.
@@ -347,9 +383,16 @@ class Uplink:
         props.ContentType = "application/json"
         if correlation is not None:
             props.CorrelationData = correlation
-        topic = response_topic if valid_topic(response_topic) else f"{self.base}/cmd/result"
-        if response_topic and topic != response_topic:
-            log.warning("mqtt.bad_response_topic", response_topic=str(response_topic)[:200])
+        topic = f"{self.base}/cmd/result"
+        if valid_topic(response_topic) and self._may_reply_on(response_topic):
+            topic = response_topic
+        elif response_topic:
+            # Anyone who may send a command names the response topic: under our own prefix it
+            # could make the gateway write onto its authoritative topics (state, availability,
+            # doors) with its identity, around the broker's ACL. Only cmd/reply/... is ours
+            # to answer on; the reply goes to cmd/result instead, the command is unaffected.
+            self._stats["response_topics_refused"] += 1
+            log.warning("mqtt.response_topic_refused", response_topic=str(response_topic)[:200])
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self._reply_timeout_s):
                 # A failed try means the connection is going; paced until the next one is up.
@@ -358,6 +401,12 @@ class Uplink:
                 return
         self._stats["replies_lost"] += 1
         log.error("mqtt.reply_lost", topic=topic, timeout_s=self._reply_timeout_s)
+
+    def _may_reply_on(self, topic: str) -> bool:
+        """Outside our prefix, or under our own ``cmd/reply/`` (docs/mqtt-api.md, "Replies")."""
+        prefix = self._config.prefix
+        ours = topic == prefix or topic.startswith(f"{prefix}/")
+        return not ours or topic.startswith(f"{self.base}/cmd/reply/")
 
     async def _try_publish(self, topic: str, body: bytes, props: Properties) -> bool:
         await self._ready.wait()
@@ -370,3 +419,10 @@ class Uplink:
             log.warning("mqtt.reply_retry", topic=topic, error=str(exc))
             return False
         return True
+
+
+def _reason(exc: aiomqtt.MqttError) -> int | None:
+    """The MQTT reason code a broker gave for ending the connection, if it gave one."""
+    rc = getattr(exc, "rc", None)
+    value = getattr(rc, "value", rc)
+    return value if isinstance(value, int) else None
