@@ -154,6 +154,8 @@ class TlsMosquitto(Mosquitto):
             "tls_version tlsv1.2",
             "require_certificate true",
             "use_identity_as_username true",
+            "use_username_as_clientid true",
+            "message_size_limit 65536",
             # Running as root, mosquitto would otherwise drop to a user who cannot read the keys.
             "user root",
         ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import stat
 import tomllib
 from pathlib import Path
@@ -10,7 +11,9 @@ import pytest
 
 from gatewayd.app.cli import main
 from gatewayd.security.actors import Actor, SecurityConfig
+from gatewayd.security.anchor import KEY_NAME, HeadSigner
 from gatewayd.security.audit import AuditKind, AuditLog
+from gatewayd.security.journal import Journal
 from gatewayd.security.keys import (
     DEMO_ACTORS,
     KeyFileError,
@@ -129,3 +132,32 @@ def test_cli_audit_verify_says_ok_or_where_it_broke(
     path.write_bytes(path.read_bytes().replace(b'"n":1', b'"n":7'))
     assert main(["audit", "verify", "--file", str(path)]) == 1
     assert "FAIL line 2" in capsys.readouterr().out
+
+
+def test_a_private_key_others_may_read_is_refused_with_the_fix(tmp_path: Path) -> None:
+    files = keygen(tmp_path, "principal")
+    files.private.chmod(0o644)
+    with pytest.raises(KeyFileError, match=r"mode 0644.*chmod 600"):
+        load_private_key(files.private)
+    files.private.chmod(0o600)
+    assert load_private_key(files.private)
+
+
+def test_state_files_are_the_gateways_alone_whatever_the_umask(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir(mode=0o755)
+    old = os.umask(0o022)
+    try:
+        journal = Journal(state)
+        journal.open()
+        journal.close()
+        signer = HeadSigner.load_or_create(state, "s")
+        assert signer.public_key == HeadSigner.load_or_create(state, "s").public_key
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700
+    files = [p for p in state.iterdir() if p.is_file()]
+    assert {p.name for p in files} >= {"journal.sqlite", KEY_NAME}
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in files} == dict.fromkeys(
+        (p.name for p in files), 0o600
+    )

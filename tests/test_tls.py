@@ -131,6 +131,31 @@ async def test_gateway_may_publish_only_under_its_own_site(tls_broker: TlsWorld)
     assert seen == ["gatewayd/site-a/state/campus"]
 
 
+async def test_another_certificate_cannot_take_the_gateways_client_id(
+    tls_broker: TlsWorld,
+) -> None:
+    gateway_cfg, ops_cfg = tls(tls_broker, tls_broker.gateway), tls(tls_broker, tls_broker.ops)
+    seen: list[bytes] = []
+    async with aiomqtt.Client(
+        "127.0.0.1", tls_broker.broker.port, identifier="gatewayd-site-a",
+        tls_context=ssl_context(gateway_cfg), protocol=aiomqtt.ProtocolVersion.V5,
+    ) as gateway:  # fmt: skip
+        await gateway.subscribe("gatewayd/site-a/cmd", qos=1)
+        # Another holder of a valid certificate asks for the gateway's id: the broker names
+        # its session after its own certificate, so the gateway's session is not touched.
+        async with aiomqtt.Client(
+            "127.0.0.1", tls_broker.broker.port, identifier="gatewayd-site-a",
+            tls_context=ssl_context(ops_cfg), protocol=aiomqtt.ProtocolVersion.V5,
+        ) as thief:  # fmt: skip
+            await thief.publish("gatewayd/site-a/cmd", b"still here?", qos=1)
+        async with asyncio.timeout(3):
+            async for message in gateway.messages:
+                assert isinstance(message.payload, bytes)
+                seen.append(message.payload)
+                break
+    assert seen == [b"still here?"]
+
+
 def test_context_requires_tls_1_2_and_verifies_by_default(tls_broker: TlsWorld) -> None:
     ctx = ssl_context(tls(tls_broker, tls_broker.gateway))
     assert ctx.minimum_version >= ssl.TLSVersion.TLSv1_2

@@ -164,6 +164,12 @@ def _security_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     source = p.add_mutually_exclusive_group()
     source.add_argument("-c", "--config", default=None, help=f"campus file ({DEFAULT_CONFIG})")
     source.add_argument("--file", default=None, help="an audit log file")
+    p.add_argument(
+        "--heads",
+        default=None,
+        metavar="FILE",
+        help="published heads (JSON lines from event/audit) the log must still hold",
+    )
     p.set_defaults(handler=_audit_verify)
 
 
@@ -421,16 +427,33 @@ def _keygen(args: argparse.Namespace) -> int:
 
 
 def _audit_verify(args: argparse.Namespace) -> int:
+    from gatewayd.security.anchor import check_heads, public_key_of, read_heads
     from gatewayd.security.audit import verify
 
     if args.file is not None:
         path = Path(args.file)
+        index = path.parent / "journal.sqlite"
     else:
         config = load_config(args.config or DEFAULT_CONFIG)
         path = Path(config.state_dir) / config.security.audit_log
-    result = verify(path)
+        index = Path(config.state_dir) / config.security.journal_index
+    # A used state directory (its index exists) with an empty log and no head was emptied.
+    result = verify(path, expect_records=index.exists())
     print(f"{path}: {result}")
-    return EXIT_OK if result.ok else EXIT_REFUSED
+    ok = result.ok
+    if args.heads is not None:
+        try:
+            heads = read_heads(Path(args.heads))
+        except (OSError, ValueError) as exc:
+            print(f"{args.heads}: cannot read published heads: {exc}", file=sys.stderr)
+            return EXIT_REFUSED
+        checked = check_heads(path, heads, key=public_key_of(path.parent))
+        for problem in checked.problems:
+            print(f"FAIL {problem}")
+        print(f"{args.heads}: {checked.checked} published heads checked,"
+              f" {len(checked.problems)} problems")  # fmt: skip
+        ok = ok and checked.ok and checked.checked > 0
+    return EXIT_OK if ok else EXIT_REFUSED
 
 
 if __name__ == "__main__":

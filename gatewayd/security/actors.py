@@ -77,6 +77,9 @@ class SecurityConfig(BaseModel):
     #: The audit log rotates at this size and keeps this many older files: its cap on disk.
     audit_file_mb: float = Field(default=32.0, ge=0.01, le=4096.0)
     audit_keep_files: int = Field(default=8, ge=1, le=1000)
+    #: How often the signed head of the audit chain is published (``event/audit``, type
+    #: ``audit_head``), when records were added since: the chain's anchor off the box.
+    head_interval_s: float = Field(default=60.0, ge=0.5, le=3600.0)
     #: Folder of server-held private keys, ``<actor>.key``, with which the operator console
     #: signs for its signed-in users (relative to the campus file). In demo mode the
     #: console falls back to the DEMO keys of the demo actors.

@@ -251,7 +251,11 @@ class AuditLog:
         head = head_path(self.path)
         tmp = head.with_name(head.name + ".tmp")
         try:
-            tmp.write_bytes(canonical({"seq": self._seq, "hash": self._hash}) + b"\n")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.write(fd, canonical({"seq": self._seq, "hash": self._hash}) + b"\n")
+            finally:
+                os.close(fd)
             os.replace(tmp, head)
         except OSError as exc:
             raise AuditUnavailable(f"cannot write {head}: {exc}") from exc
@@ -298,8 +302,11 @@ class AuditLog:
             )
         aside = self.path.with_name(self.path.name + ".torn")
         try:
-            with aside.open("ab") as f:
-                f.write(torn + b"\n")
+            fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            try:
+                os.write(fd, torn + b"\n")
+            finally:
+                os.close(fd)
             os.ftruncate(self._fd, keep)
             os.fsync(self._fd)
         except OSError as exc:

@@ -41,6 +41,7 @@ from gatewayd.security.audit import (
     AuditUnavailable,
     read_records,
 )
+from gatewayd.security.files import private_dir, private_file
 
 log = structlog.get_logger(__name__)
 
@@ -182,7 +183,7 @@ class Journal:
 
     def open(self) -> Recovered:
         """Open the log and the index, repair what can be repaired; blocking, at start-up."""
-        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(self.state_dir)
         problems: list[str] = []
         db, index_seq, rebuilt = self._open_index(problems)
         try:
@@ -547,7 +548,7 @@ def _connect(path: Path) -> sqlite3.Connection:
     # The audit log is what is durable; the index may lag it after a power cut.
     db.execute("PRAGMA synchronous=NORMAL")
     db.executescript(_SCHEMA)
-    path.chmod(0o600)
+    private_file(path)
     return db
 
 

@@ -70,6 +70,13 @@ def load_private_key(path: Path | str) -> Ed25519PrivateKey:
         raise KeyFileError(f"{path} is not an unencrypted PEM private key") from exc
     if not isinstance(key, Ed25519PrivateKey):
         raise KeyFileError(f"{path} holds a {type(key).__name__}, not an Ed25519 key")
+    mode = Path(path).stat().st_mode & 0o777
+    if mode & 0o077 and not is_demo_key(public_key_text(key)):
+        # Whoever else can read it can sign as this actor: refuse before it is used.
+        raise KeyFileError(
+            f"{path} may be read by other users (mode {mode:04o}); a private key must be"
+            f" 0600: chmod 600 {path}"
+        )
     return key
 
 

@@ -42,6 +42,8 @@ from gatewayd.rules.actions import ActionSink
 from gatewayd.rules.engine import Engine
 from gatewayd.rules.rulefile import RuleSet, load_rules
 from gatewayd.rules.sources import Source
+from gatewayd.security.anchor import HeadSigner
+from gatewayd.security.audit import AuditRecord
 from gatewayd.security.guard import open_guard
 from gatewayd.security.journal import daemon_record
 from gatewayd.security.keys import ServerKeys
@@ -117,6 +119,10 @@ class Gateway:
         #: The durable record: the audit log and its index (gatewayd.security.journal).
         self.journal = self.guard.journal
         self.journal.listen_records(self.publisher.audit_record)
+        #: Signs the chain's head for publication (gatewayd.security.anchor).
+        self.head_signer = HeadSigner.load_or_create(state_dir, config.site.id)
+        self._head: tuple[int, str] | None = None
+        self.journal.listen_records(self._note_head)
         self.journal.listen(self._bookkeeping_health)
         self.guard.listen(self._refusals_counted)
         self.tasks = Tasks()
@@ -211,6 +217,7 @@ class Gateway:
             if self.config.console is not None:
                 group.create_task(self._console(self.config.console), name="gateway:console")
             group.create_task(self.expiry.run(), name="gateway:expiry")
+            group.create_task(self._publish_heads(), name="gateway:heads")
             # Everything built so far lives as long as the daemon: keep the cyclic collector
             # from re-scanning it, so a full collection cannot stall a lockdown for tens of ms.
             gc.freeze()
@@ -271,6 +278,19 @@ class Gateway:
         self.publisher.event("alarm", "gateway",
                              {"type": "bookkeeping", "healthy": healthy, "problem": problem},
                              life_safety=True)  # fmt: skip
+
+    def _note_head(self, record: AuditRecord) -> None:
+        self._head = (record.seq, record.hash)
+
+    async def _publish_heads(self) -> None:
+        """The signed head, once an interval when the chain grew: anchored off the box."""
+        published: tuple[int, str] | None = None
+        while True:
+            if self._head is not None and self._head != published:
+                published = self._head
+                head = self.head_signer.head(*published)
+                self.publisher.event("audit", "gateway", head, life_safety=True)
+            await asyncio.sleep(self.config.security.head_interval_s)
 
     def _uplink_alarm(self, kind: str, details: dict[str, Any]) -> None:
         self.publisher.event("alarm", "gateway", {"type": kind, **details}, life_safety=True)

@@ -54,13 +54,14 @@ MAX_PACKET_BYTES = 64 * 1024
 RETAINED_WORKERS = 16
 #: 0.2 s doubling to 5 s, with full jitter.
 RECONNECT_BACKOFF = Backoff(min_s=0.2, max_s=5.0)
-#: MQTT 5 DISCONNECT reason 0x8E: another client connected with our client id.
+#: MQTT 5 DISCONNECT reason 0x8E: another client connected with our client id. Brokers that
+#: say so (EMQX, HiveMQ) are believed at once; Mosquitto 2.0 just closes the socket.
 SESSION_TAKEN_OVER = 142
-#: After a takeover the gateway waits at least this before taking its id back, so that two
-#: clients with one id do not flap the session (and availability) many times a second.
-TAKEOVER_BACKOFF_S = 2.0
-#: Takeovers kept to tell one accident from someone fighting for the id.
-TAKEOVER_BURST = 5
+#: So also: this many losses of an established session within the window, each followed by
+#: a connection the broker accepts at once, is someone using our client id (or a link that
+#: keeps failing): an alarm either way.
+FLAPS_SUSPECT = 3
+FLAP_WINDOW_S = 60.0
 
 #: Told of what the uplink alone sees and people must know: ``(type, details)``.
 AlarmListener = Callable[[str, dict[str, Any]], None]
@@ -85,8 +86,10 @@ class Uplink:
     ) -> None:
         self._config = config
         self._on_alarm = on_alarm
-        #: Monotonic times of the broker's "session taken over" disconnects, recent first.
-        self._takeovers: deque[float] = deque(maxlen=TAKEOVER_BURST)
+        #: Monotonic times the broker ended an established session, recent first.
+        self._losses: deque[float] = deque(maxlen=64)
+        self._alarmed_at = -FLAP_WINDOW_S
+        self._disconnect_reason: int | None = None
         self._site = site
         self._on_command = on_command
         self._queue: PublishQueue = queue if queue is not None else MemoryQueue()
@@ -181,12 +184,11 @@ class Uplink:
             try:
                 await self._connection(once)
             except aiomqtt.MqttError as exc:
-                if _reason(exc) == SESSION_TAKEN_OVER:
-                    self._taken_over()
-                    attempt = max(attempt, 1)
-                    await asyncio.sleep(TAKEOVER_BACKOFF_S)
-                elif self._established:
-                    log.warning("mqtt.disconnected", url=self._config.url, error=str(exc))
+                reason, self._disconnect_reason = self._disconnect_reason or _reason(exc), None
+                if self._established:
+                    log.warning("mqtt.disconnected", url=self._config.url, error=str(exc),
+                                reason=reason)  # fmt: skip
+                    self._session_lost(taken_over=reason == SESSION_TAKEN_OVER)
                 else:
                     self._stats["connect_failures"] += 1
                     log.warning(
@@ -224,8 +226,12 @@ class Uplink:
                 # Disconnecting failed during shutdown: the cancellation still wins.
                 log.warning("mqtt.disconnect_failed", error=str(first_leaf(group)))
                 raise asyncio.CancelledError from None
-            # The reader, a publisher or the handshake saw the connection go: report the first.
-            raise first_leaf(group) from None
+            # The reader, a publisher or the handshake saw the connection go: report the first,
+            # with the broker's reason for ending it, which aiomqtt keeps apart (its message
+            # iterator raises a plain "Disconnected during message iteration").
+            leaf = first_leaf(group)
+            self._disconnect_reason = _broker_reason(client) or _reason(leaf)
+            raise leaf from None
         finally:
             self._ready.clear()
             self._client = None
@@ -246,19 +252,27 @@ class Uplink:
         log.info("mqtt.connected", url=self._config.url, queued=len(self._queue))
         started()
 
-    def _taken_over(self) -> None:
-        """Another client took our client id: loud, because commands may now go to it."""
+    def _session_lost(self, *, taken_over: bool) -> None:
+        """The broker ended our session; if it keeps doing so, someone may hold our id."""
         now = time.monotonic()
-        self._takeovers.appendleft(now)
+        self._losses.appendleft(now)
+        recent = sum(1 for t in self._losses if now - t < FLAP_WINDOW_S)
+        if not taken_over and recent < FLAPS_SUSPECT:
+            return
         self._stats["takeovers"] += 1
-        recent = sum(1 for t in self._takeovers if now - t < 60.0)
-        log.critical("mqtt.session_taken_over", client_id=self.identifier, in_last_minute=recent,
-                     note="another client uses this gateway's client id; commands may reach it"
-                     " instead; bind client ids to identities in the broker")  # fmt: skip
+        if now - self._alarmed_at < FLAP_WINDOW_S and not taken_over:
+            return  # one alarm a window while it goes on; the count keeps rising
+        self._alarmed_at = now
+        log.critical("mqtt.session_taken_over", client_id=self.identifier, in_window=recent,
+                     said_by_broker=taken_over,
+                     note="another client uses this gateway's client id (or the link keeps"
+                     " failing); commands may reach it instead: bind client ids to identities"
+                     " in the broker (configs/mosquitto-tls.conf)")  # fmt: skip
         if self._on_alarm is not None:
             self._on_alarm("mqtt_takeover", {"client_id": self.identifier,
-                                             "in_last_minute": recent,
-                                             "total": self._stats["takeovers"]})  # fmt: skip
+                                             "losses_in_window": recent,
+                                             "window_s": FLAP_WINDOW_S,
+                                             "said_by_broker": taken_over})  # fmt: skip
 
     def _make_client(self) -> aiomqtt.Client:
         cfg = self._config
@@ -426,3 +440,13 @@ def _reason(exc: aiomqtt.MqttError) -> int | None:
     rc = getattr(exc, "rc", None)
     value = getattr(rc, "value", rc)
     return value if isinstance(value, int) else None
+
+
+def _broker_reason(client: aiomqtt.Client) -> int | None:
+    """The reason code of the DISCONNECT the broker sent, if it sent one."""
+    # aiomqtt 2.x keeps it only on this future; read it defensively (None if it moves).
+    future = getattr(client, "_disconnected", None)
+    if not isinstance(future, asyncio.Future) or not future.done() or future.cancelled():
+        return None
+    exc = future.exception()
+    return _reason(exc) if isinstance(exc, aiomqtt.MqttError) else None

@@ -23,6 +23,7 @@ from typing import Protocol
 import structlog
 
 from gatewayd.kernel.errors import ErrorCode, GatewayError
+from gatewayd.security.files import private_file
 
 log = structlog.get_logger(__name__)
 
@@ -491,6 +492,8 @@ def _connect(path: Path | str) -> sqlite3.Connection:
             raise sqlite3.DatabaseError(f"quick_check: {result[0] if result else 'no answer'}")
         db.execute("PRAGMA journal_mode=WAL")
         db.executescript(SCHEMA)
+        # Queued events name actors and doors: the gateway's user only (like the audit log).
+        private_file(Path(path))
     except BaseException:
         db.close()
         raise
