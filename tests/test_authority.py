@@ -25,7 +25,8 @@ from gatewayd.rules.actions import ExternalAction
 from gatewayd.rules.arbitration import Priority
 from gatewayd.rules.rulefile import parse_rules
 from gatewayd.security.audit import read_records
-from gatewayd.security.signing import signed
+from gatewayd.security.keys import demo_private_key
+from gatewayd.security.signing import sign, signed
 from tests.fixtures_gateway import Site, actor_key
 from tests.fixtures_modbus import eventually
 from tests.fixtures_mqtt import Collector
@@ -115,6 +116,15 @@ async def test_two_person_rule_covers_every_campus_de_escalation(site: Site) -> 
     reply = await as_(site, ADMIN, "secure", scope="campus")
     assert reply["error"] == "cosign_required", reply
     assert all(site.coil(d) for d in CLASSROOMS_A)
+    # With a second administrator's co-signature it goes ahead.
+    second = "demo-administrator"
+    params: dict[str, Any] = {"cosigner": second}
+    body = {"id": uuid.uuid4().hex, "ts": time.time(), "actor": ADMIN, "action": "secure",
+            "scope": "campus", "params": params}  # fmt: skip
+    params["cosig"] = sign(body, demo_private_key(second), site=site.config.site.id)
+    reply = await site.send(signed(body, actor_key(ADMIN), site=site.config.site.id))
+    assert reply["ok"] is True, reply
+    assert not any(site.coil(d) for d in CLASSROOMS_A)
 
 
 async def test_a_scope_in_another_spelling_is_refused_not_reinterpreted(site: Site) -> None:

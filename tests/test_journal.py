@@ -5,16 +5,23 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from gatewayd.security.audit import AuditKind, AuditLog, AuditUnavailable, head_path, verify
 from gatewayd.security.journal import Journal
 from tests.fixtures_disk import Disk, locked
 from tests.fixtures_modbus import eventually
+
+#: Makes a record larger than a page, so that a full disk cannot take it in a page's slack.
+PAD = "x" * 8192
 
 
 def source(key: str) -> dict[str, Any]:
@@ -121,11 +128,12 @@ async def test_a_full_disk_fails_required_records_and_keeps_the_others(disk: Dis
     journal = opened(state)
     await journal.record(AuditKind.STATE, "t", {"change": put("kept-before")}).durable(5)
     disk.fill()
-    release = journal.record(AuditKind.STATE, "t", {"change": removed("kept-before")},
-                             required=True)  # fmt: skip
+    # Larger than the slack of the file's last page: it needs a block the disk no longer has.
+    release = journal.record(AuditKind.STATE, "t", {"change": removed("kept-before"),
+                             "pad": PAD}, required=True)  # fmt: skip
     with pytest.raises(AuditUnavailable):
         await release.durable(5)
-    lockdown = journal.record(AuditKind.STATE, "t", {"change": put("lockdown")})
+    lockdown = journal.record(AuditKind.STATE, "t", {"change": put("lockdown"), "pad": PAD})
     assert not await lockdown.written(0.5)
     await eventually(lambda: not journal.healthy)
     disk.free()
@@ -194,3 +202,72 @@ def test_a_long_unterminated_tail_is_not_cut(tmp_path: Path) -> None:
         AuditLog(path)
     assert os.path.getsize(path) == size
     assert head_path(path).exists()
+
+
+# --- the property: failures and restarts in any order ------------------------------------------
+
+KEYS = ["srp:campus", "srp:building/A", "drill:building/B", "responder:door/A-101"]
+op = st.one_of(
+    st.tuples(st.just("put"), st.sampled_from(KEYS), st.booleans()),
+    st.tuples(st.just("remove"), st.sampled_from(KEYS), st.booleans()),
+    st.tuples(st.sampled_from(["fill", "free", "restart"]), st.just(""), st.just(False)),
+)
+
+
+@settings(
+    max_examples=int(os.environ.get("JOURNAL_EXAMPLES", "12")),
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(ops=st.lists(op, min_size=1, max_size=10))
+async def test_what_was_acknowledged_survives_full_disks_and_restarts_and_nothing_refused_does(
+    disk: Disk, ops: list[tuple[str, str, bool]]
+) -> None:
+    disk.free()
+    state = disk.path / f"state-{uuid.uuid4().hex[:8]}"
+    journal = opened(state)
+    model: set[str] = set()
+    full = False
+    try:
+        for name, key, required in ops:
+            if name in ("put", "remove"):
+                change = put(key) if name == "put" else removed(key)
+                record = journal.record(AuditKind.STATE, "t", {"change": change, "pad": PAD},
+                                        required=required)  # fmt: skip
+                if required and full:
+                    # A release that cannot be recorded is refused: it never happened.
+                    with pytest.raises(AuditUnavailable):
+                        await record.durable(5)
+                    continue
+                if not full:
+                    await record.durable(5)
+                # Not required (a lockdown): it stands at once; its record is retried.
+                model.add(key) if name == "put" else model.discard(key)
+            elif name == "fill":
+                disk.fill()
+                full = True
+            elif name == "free":
+                disk.free()
+                full = False
+            else:
+                # A restart: the disk is back first (a daemon cannot start on a full one and
+                # keep what it was never able to write; that is the full-disk test above).
+                disk.free()
+                full = False
+                journal.close()
+                _OPENED.remove(journal)
+                journal = Journal(state)
+                recovered = journal.open()
+                journal.start(asyncio.get_running_loop())
+                _OPENED.append(journal)
+                assert set(recovered.sources) == model, (ops, recovered.problems)
+        disk.free()
+        journal.close()
+        _OPENED.remove(journal)
+        stats, problem = dict(journal.stats), journal.problem
+        sources, problems, _ = reopen(state)
+        assert set(sources) == model, (ops, problems, stats, problem)
+        assert verify(journal.audit_path).ok
+    finally:
+        disk.free()
+        # Examples share one small disk: what one leaves would fill it for the next.
+        shutil.rmtree(state, ignore_errors=True)

@@ -111,6 +111,9 @@ class StateParams(_Params):
     source: Literal["panic_app"] | None = None
     #: Where the panic app user is (building, floor, room as signed).
     location: dict[str, str] = Field(default_factory=dict)
+    #: The second person, when stepping a campus lockdown down needs two (docs/security.md 5).
+    cosigner: str | None = Field(default=None, max_length=128)
+    cosig: str | None = Field(default=None, max_length=512)
 
 
 class UnlockParams(_Params):

@@ -26,8 +26,12 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from gatewayd.kernel.errors import ErrorCode, GatewayError
 from gatewayd.security.canonical import CanonicalError, canonical
+
+log = structlog.get_logger(__name__)
 
 #: ``prev`` of the first record.
 GENESIS = "0" * 64
@@ -126,6 +130,8 @@ class AuditLog:
         self.keep_files = keep_files
         #: Records appended, and bytes of a torn last line removed, since start.
         self.appended = 0
+        #: Heads that could not be replaced after their records were written (a full disk).
+        self.head_failures = 0
         self.torn_bytes = 0
         self.rotations = 0
         #: What was found wrong at open and recorded in the chain (empty when all was well).
@@ -170,8 +176,15 @@ class AuditLog:
             prev = fields["hash"]
         self._write(b"".join(lines))
         self._seq, self._hash = seq, prev
-        self._write_head()
         self.appended += len(records)
+        try:
+            self._write_head()
+        except AuditUnavailable as exc:
+            # The records are on disk: saying otherwise would have a refused release written
+            # after all (and kept records written twice). A head that lags is a lower bound,
+            # as after a power cut; the next append brings it up to date.
+            self.head_failures += 1
+            log.warning("audit.head_not_written", seq=seq, error=str(exc))
         return records
 
     def rotate(self, snapshot: dict[str, Any]) -> AuditRecord:

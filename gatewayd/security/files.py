@@ -18,15 +18,16 @@ FILE_MODE = 0o600
 def private_dir(path: Path) -> None:
     """Create ``path`` (and parents) if missing; make it 0700 if it is ours."""
     path.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
-    with contextlib.suppress(PermissionError):
-        # Not ours (a shared folder an admin pointed us at): leave it, the files stay 0600.
+    with contextlib.suppress(OSError):
+        # Not ours (a shared folder an admin pointed us at), or a read-only disk: leave it;
+        # the files are still created 0600.
         if path.stat().st_uid == os.geteuid():
             path.chmod(DIR_MODE)
 
 
 def private_file(path: Path) -> None:
     """Make an existing file 0600 (SQLite's -wal and -shm copy the database file's mode)."""
-    with contextlib.suppress(FileNotFoundError):
+    with contextlib.suppress(OSError):  # gone, not ours, or a read-only disk
         path.chmod(FILE_MODE)
 
 

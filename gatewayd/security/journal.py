@@ -372,6 +372,7 @@ class Journal:
 
     def _loop_forever(self) -> None:
         attempt = 0
+        last_try = False
         while True:
             with self._wake:
                 while not self._queue and not self._stopping:
@@ -384,9 +385,13 @@ class Journal:
             if self._write(batch):
                 attempt = 0
                 continue
-            # Kept records wait for the disk; a stop gives them one more try at most.
+            # Kept records wait for the disk; a stop gives them one more try, made after the
+            # stop was asked for (a try that failed just before must not be the last one).
             if self._stopping:
-                return
+                if last_try:
+                    return
+                last_try = True
+                continue
             delay_s = RETRY_BACKOFF.delay_s(attempt)
             attempt += 1
             with self._wake:

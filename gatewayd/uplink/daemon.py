@@ -27,6 +27,7 @@ import aiomqtt
 import structlog
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from gatewayd.kernel.backoff import Backoff
 from gatewayd.security.tls import ssl_context
@@ -239,7 +240,12 @@ class Uplink:
 
     async def _announce(self, client: aiomqtt.Client, started: Callable[[], None]) -> None:
         """Subscribe to commands, say ``online``, schedule the retained topics."""
-        await client.subscribe(f"{self.base}/cmd", qos=1)
+        # The session outlives connections, so a command planted as retained while we were
+        # away is delivered as a live one unless its retain flag is kept: keep it (and skip
+        # the retained copy at subscription) so that _read_commands can ignore it.
+        options = SubscribeOptions(qos=1, retainAsPublished=True,
+                                   retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND)  # fmt: skip
+        await client.subscribe(f"{self.base}/cmd", options=options)
         await client.publish(f"{self.base}/availability", b"online", 1, True)
         if self._last_connect:
             self._stats["reconnects"] += 1
