@@ -1,0 +1,48 @@
+"""The safety benches run end to end (``--quick``) and say what they measured.
+
+Smoke runs only: each bench is started as a person starts it, and its JSON must show the
+safety outcome it measures (doors released, lockdowns confirmed, fsyncs counted). No figure
+is asserted against a target here; the targets are the benches' business (bench/README.md).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_bench(name: str, *args: str) -> dict[str, Any]:
+    """``python -m bench.NAME --quick ARGS``: the JSON it printed first."""
+    result = subprocess.run(
+        [sys.executable, "-m", f"bench.{name}", "--quick", *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=170, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures, _ = json.JSONDecoder().raw_decode(result.stdout)
+    assert isinstance(figures, dict)
+    assert set(figures["load_average"]) == {"before", "after"}
+    return figures
+
+
+@pytest.mark.timeout(180)
+def test_fire_bench_releases_every_egress_door_in_every_condition() -> None:
+    figures = run_bench("fire")
+    conditions = figures["conditions"]
+    assert set(conditions) == {"normal", "index_locked_drill", "audit_disk_failing"}
+    for name, outcome in conditions.items():
+        assert outcome["trials"] >= 1, name
+        assert outcome["released_every_time"] is True, (name, outcome)
+        assert outcome["confirmed_ms"]["n"] == outcome["trials"], (name, outcome)
+    # The faults were real: the lock held the index, the audit disk refused writes, and the
+    # drill was ended by the alarm.
+    assert conditions["index_locked_drill"]["journal_during"]["index_failures"] >= 1
+    assert conditions["index_locked_drill"]["drills_preempted"] is True
+    assert conditions["audit_disk_failing"]["injected_failures"] >= 1
+    assert conditions["audit_disk_failing"]["journal_during"]["healthy_at_end"] is False
