@@ -46,3 +46,17 @@ def test_fire_bench_releases_every_egress_door_in_every_condition() -> None:
     assert conditions["index_locked_drill"]["drills_preempted"] is True
     assert conditions["audit_disk_failing"]["injected_failures"] >= 1
     assert conditions["audit_disk_failing"]["journal_during"]["healthy_at_end"] is False
+
+
+@pytest.mark.timeout(180)
+def test_fsync_bench_counts_the_syncs_of_every_command_on_both_disks() -> None:
+    figures = run_bench("fsync")
+    for disk in ("fast_disk", "slow_disk"):
+        for action in ("lockdown", "release"):
+            measured = figures[disk][action]
+            assert measured["to_doors_ms"]["n"] == figures["cycles_per_disk"], (disk, action)
+            # Each command's records reached the disk through the journal before its reply.
+            assert measured["fsyncs_before_reply"]["max"] >= 1, (disk, action, measured)
+            assert measured["journal_fsyncs_per_command"] >= 1, (disk, action, measured)
+    assert figures["fsync_threads"] == ["journal-writer"]
+    assert set(figures["critical_path_fsyncs"]) == {"lockdown", "release"}
