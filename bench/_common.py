@@ -252,7 +252,7 @@ def no_delay(client: aiomqtt.Client) -> None:
     """
     # paho exposes no option for it.
     sock = client._client.socket()
-    if sock is not None:
+    if isinstance(sock, socket.socket):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 

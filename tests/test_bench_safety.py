@@ -60,3 +60,17 @@ def test_fsync_bench_counts_the_syncs_of_every_command_on_both_disks() -> None:
             assert measured["journal_fsyncs_per_command"] >= 1, (disk, action, measured)
     assert figures["fsync_threads"] == ["journal-writer"]
     assert set(figures["critical_path_fsyncs"]) == {"lockdown", "release"}
+
+
+@pytest.mark.timeout(180)
+def test_flood_bench_confirms_lockdowns_with_and_without_garbage_and_counts_it() -> None:
+    figures = run_bench("flood")
+    assert figures["baseline_no_flood"]["all_ok"] is True, figures["baseline_no_flood"]
+    assert figures["under_flood"]["all_ok"] is True, figures["under_flood"]
+    assert figures["flood"]["sent"] > 0
+    # The garbage reached the gateway's admission and was refused there, counted not recorded.
+    assert figures["garbage_received_by_gateway"] >= 1, figures["admission"]
+    assert figures["security"]["refusals_counted"] >= 1, figures["security"]
+    assert figures["audit"]["refusal_bytes_per_garbage_message"] >= 0
+    assert figures["rss_mb"]["baseline_median"] > 0
+    assert figures["daemon_exit_code"] == 0
