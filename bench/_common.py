@@ -316,3 +316,13 @@ async def stop_gateway(task: asyncio.Task[None]) -> None:
 
 def command_bytes(action: str, site: str, **fields: Any) -> bytes:
     return json.dumps(signed_command(action, site, **fields)).encode()
+
+
+async def last_write_ns(ctl: Control, boards: list[str], start_ns: int, end_ns: int) -> int | None:
+    """When the last coil write in ``[start_ns, end_ns]`` reached a board (monotonic ns)."""
+    latest: int | None = None
+    for board in boards:
+        for write in await ctl.call("writes", device=board):
+            if start_ns <= write["ns"] <= end_ns and (latest is None or write["ns"] > latest):
+                latest = write["ns"]
+    return latest

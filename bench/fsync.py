@@ -34,6 +34,7 @@ from bench._common import (
     bench_campus,
     command_bytes,
     in_process_config,
+    last_write_ns,
     load_average,
     percentiles,
     report,
@@ -64,16 +65,6 @@ class Timeline:
             return reply
 
         gateway.commands.handle_command = timed  # type: ignore[method-assign]
-
-
-async def last_write_ns(ctl: Control, boards: list[str], start_ns: int, end_ns: int) -> int | None:
-    """When the last coil write in ``[start_ns, end_ns]`` reached a board (monotonic ns)."""
-    latest: int | None = None
-    for board in boards:
-        for write in await ctl.call("writes", device=board):
-            if start_ns <= write["ns"] <= end_ns and (latest is None or write["ns"] > latest):
-                latest = write["ns"]
-    return latest
 
 
 async def one_command(
