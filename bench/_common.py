@@ -225,7 +225,10 @@ class Control:
         self._writer: asyncio.StreamWriter | None = None
 
     async def __aenter__(self) -> Control:
-        self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+        # A board's write log runs to megabytes of JSON on one line.
+        self._reader, self._writer = await asyncio.open_connection(
+            self.host, self.port, limit=64 * 1024 * 1024
+        )
         return self
 
     async def __aexit__(self, *exc: object) -> None:
