@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -15,8 +16,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
 from gatewayd.security.keys import demo_private_key
 from gatewayd.security.signing import signed
+from gatewayd.service.config import Config, load_config
+from gatewayd.service.gateway import Gateway
+from gatewayd.simulators.campus import with_ports
+from gatewayd.simulators.campusgen import bench_plans, render, with_demo_actors
+from gatewayd.uplink.config import MqttConfig
 
 
 def signed_command(action: str, site: str, **fields: Any) -> dict[str, Any]:
@@ -45,13 +55,19 @@ def percentiles(samples: Sequence[float]) -> dict[str, float]:
 
 
 class SimProcess:
-    """``python -m gatewayd.simulators campus`` in a child process, on free ports."""
+    """``python -m gatewayd.simulators campus`` in a child process, on free ports.
 
-    def __init__(self, config_path: Path, *, actuation_ms: float) -> None:
+    ``control``: serve the control interface too (docs/simulators.md); its port is
+    :attr:`control_port`, kept out of :attr:`ports` (which names devices only).
+    """
+
+    def __init__(self, config_path: Path, *, actuation_ms: float, control: bool = False) -> None:
         self.config_path = config_path
         self.actuation_ms = actuation_ms
+        self.control = control
         self.proc: asyncio.subprocess.Process | None = None
         self.ports: dict[str, int] = {}
+        self.control_port: int | None = None
 
     async def __aenter__(self) -> SimProcess:
         self.proc = await asyncio.create_subprocess_exec(
@@ -66,6 +82,7 @@ class SimProcess:
             "--free-ports",
             "--actuation-ms",
             str(self.actuation_ms),
+            *(["--control", "127.0.0.1:0"] if self.control else []),
             stdout=subprocess.PIPE,
         )
         assert self.proc.stdout is not None
@@ -73,6 +90,8 @@ class SimProcess:
             line = await self.proc.stdout.readline()
         ready = json.loads(line)
         self.ports = {str(k): int(v) for k, v in ready["ports"].items()}
+        if self.control:
+            self.control_port = self.ports.pop("control")
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -162,3 +181,151 @@ class DaemonProcess:
     def log_tail(self) -> str:
         """The end of the daemon's log (for assertion messages)."""
         return self.log_path.read_bytes()[-3000:].decode(errors="replace")
+
+
+def load_average() -> dict[str, float]:
+    """``os.getloadavg()`` (what ``uptime`` prints), so a figure says how busy the machine was."""
+    one, five, fifteen = os.getloadavg()
+    return {"1m": round(one, 2), "5m": round(five, 2), "15m": round(fifteen, 2)}
+
+
+def bench_campus(path: Path, site: str, doors: int, *, poll_ms: int) -> Path:
+    """A generated demo-mode campus of ``doors`` doors (relay boards only) written to ``path``."""
+    plan = with_demo_actors(bench_plans(doors, 32))
+    path.write_text(
+        render(
+            site,
+            f"Bench campus, {doors} doors",
+            plan,
+            base_port=20000,
+            poll_interval_ms=poll_ms,
+            demo=True,
+        )
+    )
+    return path
+
+
+def in_process_config(path: Path, ports: dict[str, int], mqtt_url: str, state_dir: Path) -> Config:
+    """The campus at ``path`` pointed at running simulators, a private broker and ``state_dir``."""
+    base = load_config(path)
+    return with_ports(base, ports).model_copy(
+        update={
+            "mqtt": base.mqtt.model_copy(update={"url": mqtt_url}),
+            "state_dir": str(state_dir),
+        }
+    )
+
+
+class Control:
+    """A client of the simulators' control interface: one JSON line out, one back."""
+
+    def __init__(self, port: int, host: str = "127.0.0.1") -> None:
+        self.host, self.port = host, port
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def __aenter__(self) -> Control:
+        # A board's write log runs to megabytes of JSON on one line.
+        self._reader, self._writer = await asyncio.open_connection(
+            self.host, self.port, limit=64 * 1024 * 1024
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            await self._writer.wait_closed()
+
+    async def call(self, op: str, **fields: Any) -> Any:
+        """Send one request; its ``out``, or :class:`RuntimeError` with the simulator's error."""
+        assert self._reader is not None and self._writer is not None
+        self._writer.write(json.dumps({"op": op, **fields}).encode() + b"\n")
+        await self._writer.drain()
+        answer = json.loads(await self._reader.readline())
+        if not answer.get("ok"):
+            raise RuntimeError(f"control {op}: {answer.get('error')}")
+        return answer["out"]
+
+
+def no_delay(client: aiomqtt.Client) -> None:
+    """Turn Nagle off on a connected client's socket (paho leaves it on).
+
+    With it on, a publish written right after a PUBACK waits for the broker's delayed ACK
+    (40 ms on Linux): the bench's own client would add that to every figure.
+    """
+    # paho exposes no option for it.
+    sock = client._client.socket()
+    if isinstance(sock, socket.socket):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class Requester:
+    """MQTT 5 request/response to a gateway over one kept connection, one request at a time."""
+
+    def __init__(self, config: MqttConfig, site: str) -> None:
+        self.base = f"{config.prefix}/{site}"
+        self.reply_topic = f"{self.base}/cmd/reply/{uuid.uuid4().hex}"
+        self._client = aiomqtt.Client(config.host, config.port,
+                                      protocol=aiomqtt.ProtocolVersion.V5)  # fmt: skip
+        self._n = 0
+
+    async def __aenter__(self) -> Requester:
+        await self._client.__aenter__()
+        no_delay(self._client)
+        await self._client.subscribe(self.reply_topic, qos=1)
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self._client.__aexit__(*exc)
+
+    async def send(
+        self, payload: bytes, timeout_s: float = 30.0
+    ) -> tuple[dict[str, Any], int, int]:
+        """Publish on ``cmd``: (reply, publish ns, reply ns), both ``time.monotonic_ns()``."""
+        self._n += 1
+        correlation = str(self._n).encode()
+        props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        props.ResponseTopic = self.reply_topic
+        props.CorrelationData = correlation
+        async with asyncio.timeout(timeout_s):
+            sent_ns = time.monotonic_ns()
+            await self._client.publish(f"{self.base}/cmd", payload, 1, False, props)
+            async for message in self._client.messages:
+                if getattr(message.properties, "CorrelationData", None) == correlation:
+                    assert isinstance(message.payload, bytes)
+                    return json.loads(message.payload), sent_ns, time.monotonic_ns()
+        raise RuntimeError("the broker connection closed before the reply")
+
+
+async def run_gateway(config: Config) -> tuple[Gateway, asyncio.Task[None]]:
+    """A gateway running in this loop, ready (its uplink connected); cancel the task to stop."""
+    gateway = Gateway(config)
+    ready = asyncio.Event()
+    task = asyncio.create_task(gateway.run(ready.set), name="bench-gateway")
+    waiter = asyncio.create_task(ready.wait())
+    done, _ = await asyncio.wait({waiter, task}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        waiter.cancel()
+        task.result()
+    if not done:
+        raise TimeoutError("the gateway was not ready within 30 s")
+    return gateway, task
+
+
+async def stop_gateway(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+def command_bytes(action: str, site: str, **fields: Any) -> bytes:
+    return json.dumps(signed_command(action, site, **fields)).encode()
+
+
+async def last_write_ns(ctl: Control, boards: list[str], start_ns: int, end_ns: int) -> int | None:
+    """When the last coil write in ``[start_ns, end_ns]`` reached a board (monotonic ns)."""
+    latest: int | None = None
+    for board in boards:
+        for write in await ctl.call("writes", device=board):
+            if start_ns <= write["ns"] <= end_ns and (latest is None or write["ns"] > latest):
+                latest = write["ns"]
+    return latest

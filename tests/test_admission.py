@@ -11,7 +11,13 @@ import aiomqtt
 
 from gatewayd.security.keys import demo_private_key
 from gatewayd.security.signing import signed
-from gatewayd.uplink.admission import OTHER_LANE, Admission, Incoming, looks_signed
+from gatewayd.uplink.admission import (
+    OTHER_LANE,
+    TRUSTED_LANE,
+    Admission,
+    Incoming,
+    looks_signed,
+)
 from tests.fixtures_gateway import Site
 from tests.fixtures_modbus import eventually
 
@@ -40,6 +46,24 @@ def test_a_command_that_looks_signed_goes_first_and_garbage_is_bounded() -> None
     first = asyncio.run(lanes.take())
     assert first.payload == good and first.trusted
     assert len(lanes) == OTHER_LANE
+
+
+async def test_every_message_kept_after_overflow_is_taken_once_trusted_first() -> None:
+    lanes = Admission(lambda p: p.startswith(b"s"))
+    for i in range(OTHER_LANE + 5):
+        lanes.offer(incoming(b"g%d" % i))
+    for i in range(TRUSTED_LANE + 3):
+        lanes.offer(incoming(b"s%d" % i))
+    taken = [await lanes.take() for _ in range(OTHER_LANE + TRUSTED_LANE)]
+    assert [m.payload for m in taken[:TRUSTED_LANE]] == [
+        b"s%d" % i for i in range(3, TRUSTED_LANE + 3)
+    ]
+    assert [m.payload for m in taken[TRUSTED_LANE:]] == [
+        b"g%d" % i for i in range(5, OTHER_LANE + 5)
+    ]
+    assert len(lanes) == 0
+    lanes.offer(incoming(b"s-late"))
+    assert (await lanes.take()).payload == b"s-late"
 
 
 def test_unknown_actors_and_missing_signatures_are_not_trusted() -> None:

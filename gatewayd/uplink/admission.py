@@ -60,7 +60,9 @@ class Admission:
         self._classify = classify
         self._trusted: deque[Incoming] = deque()
         self._other: deque[Incoming] = deque()
-        self._ready = asyncio.Event()
+        #: One count per queued message: each offer wakes one worker, not all of them (an
+        #: Event woke all 32 per message, most of the loop's time under a flood).
+        self._queued = asyncio.Semaphore(0)
         self._tokens = UNTRUSTED_REPLIES_PER_S
         self._refilled = time.monotonic()
         self.stats = dict.fromkeys(
@@ -76,17 +78,17 @@ class Admission:
             else (self._other, OTHER_LANE, "other")
         )
         if len(lane) >= bound:
+            # The newcomer takes the dropped message's place: the count stays as it is.
             lane.popleft()
             self.stats[f"dropped_{name}"] += 1
+        else:
+            self._queued.release()
         lane.append(message)
         self.stats[name] += 1
-        self._ready.set()
 
     async def take(self) -> Incoming:
         """The next message: the trusted lane first."""
-        while not (self._trusted or self._other):
-            self._ready.clear()
-            await self._ready.wait()
+        await self._queued.acquire()
         return self._trusted.popleft() if self._trusted else self._other.popleft()
 
     def may_reply(self, message: Incoming, refused: bool) -> bool:
