@@ -96,3 +96,39 @@ async def test_a_responder_unlock_lasts_its_duration_whatever_the_wall_clock_doe
     await eventually(lambda: site.coil("A-101"), timeout_s=5)
     assert time.monotonic() - started < 5
     assert site.gateway is not None and site.gateway.engine.get("responder:door/A-101") is None
+
+
+@pytest.mark.parametrize("still_active", [False, True])
+async def test_a_fire_row_from_the_last_run_waits_for_its_input(
+    site: Site, still_active: bool
+) -> None:
+    assert (await site.command("lockdown", scope="building/A"))["ok"] is True
+    egress = doors(site, "A", DoorKind.EGRESS)
+    board = site.sim.boards["relay-a1"]
+    board.set_input(64, True)
+    await eventually(lambda: not any(site.coil(d) for d in egress))
+    await site.stop_gateway()  # stopped with the fire source in force
+    board.set_input(64, still_active)
+    await site.start_gateway()
+    assert site.gateway is not None
+    gateway = site.gateway
+    if still_active:
+        await eventually(lambda: not any(site.coil(d) for d in egress))
+        assert gateway.engine.get("fire:fire-A") is not None
+    else:
+        # Read quiet: the row ends and the lockdown holds the exits, without a 5 s wait.
+        await eventually(lambda: gateway.engine.get("fire:fire-A") is None, timeout_s=4)
+        await eventually(lambda: all(site.coil(d) for d in egress), timeout_s=4)
+
+
+async def test_deeply_nested_json_is_a_bad_request_and_is_audited(site: Site) -> None:
+    assert site.gateway is not None
+    payload = b"[" * 50_000 + b"]" * 50_000
+    reply = await site.gateway.handle_command(payload)
+    assert reply["error"] in ("bad_request", "too_large"), reply
+    nested = b'{"id": "n", "params": ' + b'{"a": ' * 2000 + b"1" + b"}" * 2000 + b"}"
+    reply = await site.gateway.handle_command(nested)
+    assert reply["error"] == "bad_request", reply
+    site.gateway.guard.flush_refusals()
+    log = Path(site.config.state_dir) / site.config.security.audit_log
+    await eventually(lambda: b"bad_request" in log.read_bytes())
