@@ -100,6 +100,7 @@ class Uplink:
         self._reply_timeout_s = reply_timeout_s
         #: Every topic starts with this (``gatewayd/lincoln-hs``).
         self.base = f"{config.prefix}/{site}"
+        self._command_topic = f"{self.base}/cmd"
         self.identifier = config.client_id or f"gatewayd-{site}"
         self._retained: dict[str, bytes] = {}
         self._dirty: set[str] = set()
@@ -287,6 +288,15 @@ class Uplink:
         connect.MaximumPacketSize = MAX_PACKET_BYTES
         # A persistent session: commands sent while the gateway reconnects wait at the broker.
         connect.SessionExpiryInterval = cfg.session_expiry_s
+        admit = self._admit
+
+        class Intake(asyncio.Queue[aiomqtt.Message]):
+            """aiomqtt's incoming queue, which hands commands to the lanes instead of queueing."""
+
+            def put_nowait(self, item: aiomqtt.Message) -> None:
+                if not admit(item):
+                    super().put_nowait(item)
+
         client = aiomqtt.Client(
             cfg.host,
             cfg.port,
@@ -300,6 +310,7 @@ class Uplink:
             tls_context=ssl_context(cfg.tls) if cfg.tls_enabled else None,
             properties=connect,
             clean_start=False,
+            queue_type=Intake,
         )
         # paho keeps its default window of 20 in flight (Mosquitto's Receive Maximum; a stricter
         # broker disconnects a client that exceeds it) and holds the rest in order.
@@ -360,18 +371,28 @@ class Uplink:
                 tg.create_task(one(topic))
 
     async def _read_commands(self, client: aiomqtt.Client) -> None:
-        """Sort every command message into its lane as it arrives; never waits for a worker."""
-        command_topic = f"{self.base}/cmd"
+        """Hold the connection's message stream: it ends (raises) when the connection does.
+
+        Commands never wait in it: :meth:`_admit` sorts each into its lane the moment paho
+        hands it over (see ``_make_client``), so a flood queues in the bounded lanes, where
+        it shows and is dropped oldest first, not in aiomqtt's unbounded queue before them.
+        """
         async for message in client.messages:
-            arrived_ns = time.monotonic_ns()
-            if not message.topic.matches(command_topic):
-                continue
-            if message.retain:
-                # A command planted as retained would run again at every reconnect.
-                self._stats["retained_commands_ignored"] += 1
-                continue
-            payload = message.payload if isinstance(message.payload, bytes) else b""
-            self.admission.offer(Incoming(payload, arrived_ns, message.properties))
+            if not self._admit(message):
+                log.debug("mqtt.unexpected_message", topic=str(message.topic)[:200])
+
+    def _admit(self, message: aiomqtt.Message) -> bool:
+        """Sort a command into its lane (False: not a command); never blocks, never raises."""
+        if not message.topic.matches(self._command_topic):
+            return False
+        arrived_ns = time.monotonic_ns()
+        if message.retain:
+            # A command planted as retained would run again at every reconnect.
+            self._stats["retained_commands_ignored"] += 1
+            return True
+        payload = message.payload if isinstance(message.payload, bytes) else b""
+        self.admission.offer(Incoming(payload, arrived_ns, message.properties))
+        return True
 
     async def _work(self) -> None:
         while True:
