@@ -217,7 +217,30 @@ def _check(args: argparse.Namespace) -> int:
         print(f"rules     {len(rules)} from {config.policy.rules}")
     if config.policy.fire_verification_s:
         print(f"WARNING   fire alarm verification delay {config.policy.fire_verification_s} s")
+    for warning in check_warnings(config):
+        print(f"WARNING   {warning}")
     return _check_security(config)
+
+
+def check_warnings(config: Config) -> list[str]:
+    """What is valid but probably not meant: a site nobody can command, unverifiable doors."""
+    warnings = []
+    if not config.security.actors:
+        warnings.append("no [[security.actors]]: nobody can send this gateway a command"
+                        " (gatewayd keygen NAME prints one to paste)")  # fmt: skip
+    if config.console is not None and not config.console.users:
+        warnings.append("[console] has no [[console.users]]: nobody can sign in")
+    for what, missing, why in (
+        ("lock sense", [d.id for d in config.doors if d.sense is None],
+         "'locked' is only the output read back, not the bolt"),
+        ("position switch", [d.id for d in config.doors if d.position is None],
+         "a propped-open door cannot be seen"),
+    ):  # fmt: skip
+        if missing:
+            named = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
+            doors = f"{len(missing)} doors have" if len(missing) > 1 else "1 door has"
+            warnings.append(f"{doors} no {what} ({named}): {why}")
+    return warnings
 
 
 def _check_security(config: Config) -> int:

@@ -7,7 +7,9 @@ command problem (``bad_request``) reads ``params.duration_s: Input should be gre
 
 from __future__ import annotations
 
+import difflib
 import tomllib
+import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -57,13 +59,19 @@ def describe_errors(
     prefix: tuple[int | str, ...] = (),
     *,
     tagged: bool = False,
+    model: type[BaseModel] | None = None,
 ) -> list[str]:
-    """One line per problem in a config document, for :class:`ConfigError`."""
+    """One line per problem in a config document, for :class:`ConfigError`.
+
+    With ``model`` (the model ``raw`` was validated against), an unknown key is answered
+    with the known key it most resembles: ``[[device]]`` -> "did you mean `devices`?".
+    """
     problems = []
     for err in exc.errors(include_url=False):
         # A discriminated union puts the tag (the driver name) first in the location.
         inner = tuple(err["loc"])[1:] if tagged else tuple(err["loc"])
-        problems.append(f"{where(prefix + inner, raw)}: {_expectation(err)}")
+        hint = _did_you_mean(model, inner) if err["type"] == "extra_forbidden" else ""
+        problems.append(f"{where(prefix + inner, raw)}: {_expectation(err)}{hint}")
     return problems
 
 
@@ -72,9 +80,41 @@ def _expectation(err: Mapping[str, Any]) -> str:
     if kind == "missing":
         return "required field is missing"
     if kind == "extra_forbidden":
-        return f"unknown field (value {err.get('input')!r}); check the spelling"
+        return f"unknown field (value {_short(err.get('input'))})"
     message = str(err["msg"])
-    return f"{message} (got {err.get('input')!r})"
+    return f"{message} (got {_short(err.get('input'))})"
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _did_you_mean(model: type[BaseModel] | None, loc: tuple[int | str, ...]) -> str:
+    """``; did you mean `x`?`` for an unknown key, from the fields of the model it is in."""
+    node: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = getattr(node, "model_fields", {}).get(part)
+        if field is None:
+            return "; check the spelling"
+        node = _model_in(field.annotation)
+    known = list(getattr(node, "model_fields", {}))
+    key = str(loc[-1]) if loc else ""
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    return f"; did you mean `{close[0]}`?" if close else "; check the spelling"
+
+
+def _model_in(annotation: Any) -> Any:
+    """The model class a field holds (itself, in a tuple, or in an optional)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
 
 
 def bad_request(exc: ValidationError, *, prefix: str = "") -> CommandError:

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from gatewayd.console.config import ConsoleConfig
 from gatewayd.kernel.errors import ConfigError
-from gatewayd.kernel.site import Site, SiteFile, check_site
+from gatewayd.kernel.site import SITE_KEYS, Site, SiteFile, check_site
 from gatewayd.kernel.validation import describe_errors, read_toml
 from gatewayd.rules.config import PolicyConfig
 from gatewayd.security.actors import SecurityConfig
@@ -61,7 +61,10 @@ def parse_config(raw: Mapping[str, Any], source: str = "<config>") -> Config:
     try:
         campus = CampusFile.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(source, describe_errors(exc, raw)) from exc
+        # Say everything in one run: the section errors, and what the site part (devices,
+        # references, points) would say on its own, when it can be read at all.
+        raise ConfigError(source, [*describe_errors(exc, raw, model=CampusFile),
+                                   *_site_problems(raw)]) from exc  # fmt: skip
     devices, problems = check_site(campus, raw)
     if problems:
         raise ConfigError(source, problems)
@@ -93,6 +96,27 @@ def parse_config(raw: Mapping[str, Any], source: str = "<config>") -> Config:
         inputs=campus.inputs,
         state_dir=str(state_dir),
     )
+
+
+def _site_problems(raw: Mapping[str, Any]) -> list[str]:
+    """Problems of the site part alone (its own section errors were reported already)."""
+    # All of it if it reads; else with a stand-in for a broken [site]; else the devices alone
+    # (their drivers' checks still count). Whatever reads is checked, once.
+    stand_in = {"id": "check", "name": "check"}
+    attempts = (
+        {k: raw[k] for k in SITE_KEYS if k in raw},
+        {**{k: raw[k] for k in SITE_KEYS if k in raw}, "site": stand_in},
+        {"site": stand_in, "devices": raw.get("devices", ())},
+    )
+    for n, part in enumerate(attempts):
+        try:
+            site = SiteFile.model_validate(part)
+        except ValidationError:
+            continue
+        found = check_site(site, raw)[1]
+        # The last try has no buildings or doors: only what it says of the devices counts.
+        return found if n < len(attempts) - 1 else [p for p in found if p.startswith("devices")]
+    return []
 
 
 def _beside(base: Path, name: str) -> str:
