@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import time
 import tty
 from collections import deque
@@ -34,6 +35,8 @@ Mode = Literal["pty", "tcp"]
 Outcome = Literal["ack", "repeat", "nak", "dropped", "silent", "garbled", "rejected"]
 #: Frames remembered to recognise a repeat (a retry after a lost ACK).
 REPEAT_WINDOW = 16
+#: The SEQ of a line that ran over the limit, if its start is readable.
+_SEQ_AT_START = re.compile(rb"^\$(\d{3}),")
 #: Frame types that put something on the air: the radio's writes.
 ON_AIR = (FrameType.EMG, FrameType.TXT)
 
@@ -147,6 +150,8 @@ class PsapRadioSim(Simulator[Transmission, Heard]):
         self._seq = 0
         self._recent: deque[tuple[int, FrameType, str]] = deque(maxlen=REPEAT_WINDOW)
         self._buffers: dict[Peer, bytearray] = {}
+        #: Peers whose current line ran over the limit: dropped up to their next LF.
+        self._discarding: set[Peer] = set()
         self._clients: set[_TcpClient] = set()
         self._server: asyncio.Server | None = None
         self._pty: _PtyEnd | None = None
@@ -235,10 +240,26 @@ class PsapRadioSim(Simulator[Transmission, Heard]):
         while (end := buffer.find(b"\n")) >= 0:
             line = bytes(buffer[:end])
             del buffer[: end + 1]
+            if peer in self._discarding:
+                # The rest of an over-long line, NAKed already: resynchronise here.
+                self._discarding.discard(peer)
+                continue
             self._on_line(peer, line)
-        if len(buffer) > frames.MAX_LINE:
-            self._on_line(peer, bytes(buffer))
+        if len(buffer) > frames.MAX_LINE and peer not in self._discarding:
+            # More than a line's worth and no LF: one bad line (docs: reason LEN), and what
+            # follows up to the next LF is discarded with it.
+            self._too_long(peer, bytes(buffer))
+            self._discarding.add(peer)
             buffer.clear()
+        elif peer in self._discarding:
+            buffer.clear()
+
+    def _too_long(self, peer: Peer, line: bytes) -> None:
+        ns = time.monotonic_ns()
+        self._record(Heard(ns, line[: frames.MAX_LINE], None, "rejected", "line too long"))
+        start = _SEQ_AT_START.match(line)
+        if start is not None:
+            self._answer(peer, frames.nak(self._next_seq(), int(start[1]), Reason.LEN))
 
     def _on_line(self, peer: Peer, line: bytes) -> None:
         ns = time.monotonic_ns()

@@ -305,3 +305,24 @@ async def test_only_alerts_are_supported_and_the_radio_has_no_points() -> None:
 def test_bad_settings_fail_at_load_with_the_reason(overrides: dict[str, Any], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         settings(**{"url": "/dev/ttyUSB0", **overrides})
+
+
+async def test_an_over_long_line_gets_the_documented_len_nak_and_the_radio_resynchronises() -> None:
+    sim = PsapRadioSim("tcp")
+    await sim.start()
+    try:
+        host, port = sim.url.removeprefix("socket://").rsplit(":", 1)
+        reader, writer = await asyncio.open_connection(host, int(port))
+        # 200 bytes and no LF yet: more than a line (82 bytes), so one bad line...
+        writer.write(b"$042,TXT," + b"A" * 200)
+        await writer.drain()
+        nak = frames.parse((await asyncio.wait_for(reader.readline(), 3)).rstrip(b"\r\n"))
+        assert nak.type is FrameType.NAK and nak.payload == "042,LEN"
+        # ...whose rest up to the LF is discarded; the next frame is answered as usual.
+        writer.write(b"B" * 50 + b"\r\n" + frames.hbt(7, 5000).encode())
+        await writer.drain()
+        ack = frames.parse((await asyncio.wait_for(reader.readline(), 3)).rstrip(b"\r\n"))
+        assert ack.type is FrameType.ACK and ack.payload.startswith("007")
+        writer.close()
+    finally:
+        await sim.stop()
