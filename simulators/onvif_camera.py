@@ -25,6 +25,7 @@ from collections import deque
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
+from urllib.parse import quote
 from xml.sax.saxutils import escape, quoteattr
 
 import cv2
@@ -121,6 +122,10 @@ class OnvifCameraSim(Simulator[PtzMove, HttpSeen]):
         self.snapshot_log: deque[int] = deque(maxlen=10_000)
         self._auth = HttpAuth(username, password, snapshot_auth)
         self._subs: dict[int, _Subscription] = {}
+        #: The state of each property topic, as a new subscription is told it ("Initialized").
+        self._states: dict[str, tuple[bool, str]] = {
+            topic: (False, "VideoSource_1") for topic in NEUTRAL_TOPICS.values()
+        }
         self._ids = itertools.count(1)
         self._frames = itertools.count(1)
         self._runner: web.AppRunner | None = None
@@ -197,18 +202,8 @@ class OnvifCameraSim(Simulator[PtzMove, HttpSeen]):
     def inject(self, topic: str, active: bool, source: str = "VideoSource_1") -> int:
         """Queue an event (``tns1:...`` topic) into every live subscription; how many."""
         self._expire()
-        source_name, default_source = _SOURCE_ITEM.get(topic, ("Source", source))
-        source_value = source if topic not in _SOURCE_ITEM else default_source
-        item = _STATE_ITEM.get(topic, "State")
-        # Escaped: a topic or source from the control interface must not become markup.
-        message = (
-            f'<wsnt:NotificationMessage><wsnt:Topic Dialect="{DIALECT}">{escape(topic)}'
-            f'</wsnt:Topic><wsnt:Message><tt:Message UtcTime="{iso(utcnow())}"'
-            ' PropertyOperation="Changed"><tt:Source>'
-            f"<tt:SimpleItem Name={quoteattr(source_name)} Value={quoteattr(source_value)}/>"
-            f'</tt:Source><tt:Data><tt:SimpleItem Name="{item}" Value="{str(active).lower()}"/>'
-            "</tt:Data></tt:Message></wsnt:Message></wsnt:NotificationMessage>"
-        )
+        self._states[topic] = (active, source)
+        message = _notification(topic, active, source, "Changed")
         for sub in self._subs.values():
             sub.queue.append(message)
             sub.wake.set()
@@ -340,6 +335,40 @@ class OnvifCameraSim(Simulator[PtzMove, HttpSeen]):
                 sub = self._subscription(service)
                 self._subs.pop(sub.id).dropped = True
                 return "<wsnt:UnsubscribeResponse/>"
+            case "GetScopes":
+                scopes = ("onvif://www.onvif.org/type/video_encoder",
+                          f"onvif://www.onvif.org/name/{quote(self.name)}",
+                          "onvif://www.onvif.org/hardware/SimCam",
+                          "onvif://www.onvif.org/Profile/Streaming")  # fmt: skip
+                items = "".join(
+                    f"<tds:Scopes><tt:ScopeDef>Fixed</tt:ScopeDef><tt:ScopeItem>{escape(s)}"
+                    "</tt:ScopeItem></tds:Scopes>"
+                    for s in scopes
+                )
+                return f"<tds:GetScopesResponse>{items}</tds:GetScopesResponse>"
+            case "GetNetworkInterfaces":
+                return (
+                    '<tds:GetNetworkInterfacesResponse><tds:NetworkInterfaces token="eth0">'
+                    "<tt:Enabled>true</tt:Enabled><tt:Info><tt:Name>eth0</tt:Name>"
+                    f"<tt:HwAddress>02:00:00:00:{self._port >> 8 & 255:02x}:{self._port & 255:02x}"
+                    "</tt:HwAddress><tt:MTU>1500</tt:MTU></tt:Info><tt:IPv4>"
+                    "<tt:Enabled>true</tt:Enabled><tt:Config><tt:Manual>"
+                    f"<tt:Address>{self.host}</tt:Address><tt:PrefixLength>8</tt:PrefixLength>"
+                    "</tt:Manual><tt:DHCP>false</tt:DHCP></tt:Config></tt:IPv4>"
+                    "</tds:NetworkInterfaces></tds:GetNetworkInterfacesResponse>"
+                )
+            case "GetStreamUri":
+                return (
+                    "<trt:GetStreamUriResponse><trt:MediaUri>"
+                    f"<tt:Uri>rtsp://{self.host}:554/profile_1</tt:Uri>"
+                    "<tt:InvalidAfterConnect>false</tt:InvalidAfterConnect>"
+                    "<tt:InvalidAfterReboot>false</tt:InvalidAfterReboot><tt:Timeout>PT0S"
+                    "</tt:Timeout></trt:MediaUri></trt:GetStreamUriResponse>"
+                )
+            case "GetEventProperties":
+                return self._event_properties()
+            case "GetStatus" if self.ptz:
+                return self._ptz_status()
             case "GetPresets" if self.ptz:
                 presets = "".join(
                     f'<tptz:Preset token="{t}"><tt:Name>{escape_attr(n)}</tt:Name></tptz:Preset>'
@@ -382,6 +411,9 @@ class OnvifCameraSim(Simulator[PtzMove, HttpSeen]):
         self._expire()
         seconds = parse_termination_s(req.text("InitialTerminationTime"), DEFAULT_TERMINATION_S)
         sub = _Subscription(next(self._ids), asyncio.get_running_loop().time() + seconds)
+        # As real cameras do: the first pull tells the state of every property, "Initialized".
+        for topic, (active, source) in self._states.items():
+            sub.queue.append(_notification(topic, active, source, "Initialized"))
         self._subs[sub.id] = sub
         now = utcnow()
         return (
@@ -433,6 +465,45 @@ class OnvifCameraSim(Simulator[PtzMove, HttpSeen]):
             f"<wsnt:CurrentTime>{iso(now)}</wsnt:CurrentTime></wsnt:RenewResponse>"
         )
 
+    def _event_properties(self) -> str:
+        """The topic set: every topic this camera can send, as a tree of topic elements."""
+        tree: dict[str, Any] = {}
+        for topic in (MOTION, CELL_MOTION, SCENE_CHANGE, DIGITAL_INPUT, TAMPER):
+            node = tree
+            for part in topic.removeprefix("tns1:").split("/"):
+                node = node.setdefault(part, {})
+
+        def render(node: dict[str, Any]) -> str:
+            return "".join(
+                f'<tns1:{name} wstop:topic="true"/>' if not children
+                else f"<tns1:{name}>{render(children)}</tns1:{name}>"
+                for name, children in node.items()
+            )  # fmt: skip
+
+        return (
+            "<tev:GetEventPropertiesResponse>"
+            "<tev:TopicNamespaceLocation>http://www.onvif.org/onvif/ver10/topics/topicns.xml"
+            "</tev:TopicNamespaceLocation><wsnt:FixedTopicSet>true</wsnt:FixedTopicSet>"
+            f'<wstop:TopicSet xmlns:wstop="http://docs.oasis-open.org/wsn/t-1">{render(tree)}'
+            "</wstop:TopicSet>"
+            f"<wsnt:TopicExpressionDialect>{DIALECT}</wsnt:TopicExpressionDialect>"
+            "<tev:MessageContentFilterDialect>http://www.onvif.org/ver10/tev/messageContentFilter/"
+            "ItemFilter</tev:MessageContentFilterDialect>"
+            "<tev:MessageContentSchemaLocation>http://www.onvif.org/onvif/ver10/schema/onvif.xsd"
+            "</tev:MessageContentSchemaLocation></tev:GetEventPropertiesResponse>"
+        )
+
+    def _ptz_status(self) -> str:
+        """Where the camera points: the last preset moved to (its index as pan), idle."""
+        last = self.write_log[-1].preset if self.write_log else "1"
+        pan = (int(last) - 1) / max(1, len(self.presets))
+        return (
+            "<tptz:GetStatusResponse><tptz:PTZStatus><tt:Position>"
+            f'<tt:PanTilt x="{pan:.3f}" y="0"/><tt:Zoom x="0"/></tt:Position>'
+            "<tt:MoveStatus><tt:PanTilt>IDLE</tt:PanTilt><tt:Zoom>IDLE</tt:Zoom></tt:MoveStatus>"
+            f"<tt:UtcTime>{iso(utcnow())}</tt:UtcTime></tptz:PTZStatus></tptz:GetStatusResponse>"
+        )
+
     def _goto(self, req: Request) -> str:
         token = req.text("PresetToken")
         if token not in self.presets:
@@ -456,3 +527,18 @@ def _date_and_time() -> str:
 
 def escape_attr(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace('"', "&quot;")
+
+
+def _notification(topic: str, active: bool, source: str, operation: str) -> str:
+    """One NotificationMessage; escaped, since topics and sources come from outside."""
+    source_name, default_source = _SOURCE_ITEM.get(topic, ("Source", source))
+    source_value = source if topic not in _SOURCE_ITEM else default_source
+    item = _STATE_ITEM.get(topic, "State")
+    return (
+        f'<wsnt:NotificationMessage><wsnt:Topic Dialect="{DIALECT}">{escape(topic)}'
+        f'</wsnt:Topic><wsnt:Message><tt:Message UtcTime="{iso(utcnow())}"'
+        f' PropertyOperation="{operation}"><tt:Source>'
+        f"<tt:SimpleItem Name={quoteattr(source_name)} Value={quoteattr(source_value)}/>"
+        f'</tt:Source><tt:Data><tt:SimpleItem Name="{item}" Value="{str(active).lower()}"/>'
+        "</tt:Data></tt:Message></wsnt:Message></wsnt:NotificationMessage>"
+    )

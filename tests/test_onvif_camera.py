@@ -36,6 +36,7 @@ from gatewayd.simulators.onvif_camera import (
     DIGITAL_INPUT,
     MOTION,
     SCENE_CHANGE,
+    TAMPER,
     OnvifCameraSim,
 )
 from tests.fixtures_modbus import EventRecorder, eventually
@@ -272,3 +273,16 @@ def test_a_pull_longer_than_the_renewal_point_is_refused_at_load() -> None:
             subscription_s=5,
             pull_timeout_s=4.5,
         )
+
+
+async def test_a_state_already_on_at_subscription_is_an_event_and_quiet_ones_are_not(
+    start: Start,
+) -> None:
+    sim = OnvifCameraSim("test-cam")
+    sim.inject(TAMPER, True)  # someone covered the lens before the gateway came up
+    cam = await start(sim)
+    event = await cam.wait_for(camera_event("tamper", True))
+    assert isinstance(event, CameraEvent) and event.data["operation"] == "Initialized"
+    # Motion and the digital input were told too, quiet: counted, not events.
+    await eventually(lambda: int(cam.stat("initial_states")) >= 2)
+    assert not any(isinstance(e, CameraEvent) and e.topic != "tamper" for e in cam.recorder.events)

@@ -85,9 +85,12 @@ async def test_library_pullpoint_manager_receives_injected_events(
         reply = await manager.get_service().PullMessages(
             {"Timeout": dt.timedelta(seconds=1), "MessageLimit": 10}
         )
-        topics = [m.Topic._value_1 for m in reply.NotificationMessage]
+        # After the "Initialized" state of each property, what happened since, in order.
+        changed = [m for m in reply.NotificationMessage
+                   if m.Message._value_1.PropertyOperation == "Changed"]  # fmt: skip
+        topics = [m.Topic._value_1 for m in changed]
         assert topics == [MOTION, CELL_MOTION]
-        data = reply.NotificationMessage[1].Message._value_1.Data.SimpleItem[0]
+        data = changed[1].Message._value_1.Data.SimpleItem[0]
         assert (data.Name, data.Value) == ("IsMotion", "false")
     finally:
         await manager.shutdown()
@@ -126,3 +129,46 @@ async def test_garbled_camera_is_unreadable_to_the_library(
     # AttributeError: the driver translates that too.
     with pytest.raises((zeep.exceptions.Error, AttributeError)):
         await device.GetDeviceInformation()
+
+
+async def test_a_new_subscription_is_told_every_propertys_state_first(
+    sim: OnvifCameraSim, client: ONVIFCamera
+) -> None:
+    sim.inject(MOTION, True)  # before anyone subscribes: the state is kept
+    manager = await client.create_pullpoint_manager(dt.timedelta(seconds=60), lambda: None)
+    try:
+        reply = await manager.get_service().PullMessages(
+            {"Timeout": dt.timedelta(seconds=1), "MessageLimit": 10}
+        )
+        initial = {
+            m.Topic._value_1: (
+                m.Message._value_1.PropertyOperation,
+                m.Message._value_1.Data.SimpleItem[0].Value,
+            )
+            for m in reply.NotificationMessage
+        }
+    finally:
+        await manager.shutdown()
+    assert initial[MOTION] == ("Initialized", "true")
+    assert all(op == "Initialized" for op, _ in initial.values()) and len(initial) >= 3
+
+
+async def test_library_reads_scopes_interfaces_stream_uri_event_properties_and_ptz_status(
+    sim: OnvifCameraSim, client: ONVIFCamera
+) -> None:
+    device = await client.create_devicemgmt_service()
+    scopes = [s.ScopeItem for s in await device.GetScopes()]
+    assert any(s.endswith("/name/honest") for s in scopes)
+    interfaces = await device.GetNetworkInterfaces()
+    assert interfaces[0].IPv4.Config.Manual[0].Address == sim.host
+    media = await client.create_media_service()
+    uri = await media.GetStreamUri({"ProfileToken": "profile_1", "StreamSetup": {
+        "Stream": "RTP-Unicast", "Transport": {"Protocol": "RTSP"}}})  # fmt: skip
+    assert uri.Uri.startswith("rtsp://")
+    events = await client.create_events_service()
+    properties = await events.GetEventProperties()
+    assert properties.FixedTopicSet is True
+    ptz = await client.create_ptz_service()
+    await ptz.GotoPreset({"ProfileToken": "profile_1", "PresetToken": "2"})
+    status = await ptz.GetStatus({"ProfileToken": "profile_1"})
+    assert status.MoveStatus.PanTilt == "IDLE"

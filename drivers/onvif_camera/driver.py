@@ -173,6 +173,11 @@ class OnvifCameraDriver(Driver[OnvifCameraConfig]):
             self._counts["unknown_topics"] += 1
             self._log.debug("onvif.topic_ignored", topic=note.topic)
             return
+        if note.operation == "Deleted" or (note.operation == "Initialized" and not event.active):
+            # The state at subscription time with nothing going on, or a property that went
+            # away: nothing happened. An Initialized *active* state is news: it is on now.
+            self._counts["initial_states"] += 1
+            return
         self._counts["events"] += 1
         self._emit(event)
 
@@ -285,6 +290,7 @@ class OnvifCameraDriver(Driver[OnvifCameraConfig]):
                     "pulls",
                     "events",
                     "unknown_topics",
+                    "initial_states",
                     "unreadable_events",
                     "faults",
                     "snapshots_requested",
