@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import hmac
 import json
+import math
 import ssl
 from collections.abc import Awaitable, Callable
 from functools import cache
@@ -28,10 +29,10 @@ from gatewayd.console.actions import (
     parse_request,
     sign_envelope,
 )
-from gatewayd.console.config import ConsoleConfig, ConsoleUser
+from gatewayd.console.config import ConsoleConfig, ConsoleUser, origin_of
 from gatewayd.console.live import Live
 from gatewayd.console.passwords import hash_password, is_demo_hash, verify_password
-from gatewayd.console.sessions import Session, Sessions, SigninThrottle
+from gatewayd.console.sessions import Session, Sessions, SigninThrottle, source_of
 from gatewayd.console.view import GatewayLike, layout
 from gatewayd.kernel.command import Action
 from gatewayd.kernel.errors import CommandError, ConfigError
@@ -44,8 +45,11 @@ CSRF_HEADER = "X-CSRF-Token"
 #: A comment line keeps idle event streams (and proxies) from timing out; also how often an
 #: open stream notices that its session has expired.
 HEARTBEAT_S = 15.0
-#: Password checks running at once (each is ~0.1 s of CPU in a thread) and waiting at most.
+#: Password checks running at once (each is ~0.1 s of CPU in a thread), and checks running or
+#: waiting at most; past that a sign-in is answered 503 and counts as nothing.
 HASHING_AT_ONCE, HASHING_QUEUE = 2, 8
+#: What a 503 for a full hash queue tells the browser to wait, in seconds.
+BUSY_RETRY_S = 2
 #: How long shutdown waits for open connections.
 SHUTDOWN_S = 2.0
 MAX_BODY_BYTES = 16 * 1024
@@ -91,16 +95,29 @@ class Console:
         self.gateway = gateway
         self.config = config
         self.demo = demo
-        self.sessions = Sessions(idle_s=config.session_idle_s, max_s=config.session_max_s)
+        self.sessions = Sessions(
+            idle_s=config.session_idle_s,
+            max_s=config.session_max_s,
+            per_user=config.sessions_per_user,
+        )
         self.throttle = SigninThrottle(
-            max_failures=config.signin_max_failures, window_s=config.signin_lockout_s
+            free_per_name=config.signin_free_failures,
+            free_per_address=config.signin_address_free_failures,
+            base_delay_s=config.signin_base_delay_s,
+            max_delay_s=config.signin_max_delay_s,
         )
         self.live = Live(gateway)
         #: ``http(s)://host:port/`` once listening.
         self.url: str | None = None
         self._hashing = asyncio.Semaphore(HASHING_AT_ONCE)
         self._hashing_waiting = 0
+        #: Origins a POST may come from; set once the port is known (``config.origins``).
+        self.origins: frozenset[str] = frozenset()
         self.refused = 0
+        #: Wrong sign-ins whose name is a user, and whose name is none: counts, never names.
+        self.failed_known = self.failed_unknown = 0
+        #: Sign-ins answered 503 because the hash queue was full.
+        self.busy = 0
         #: Keys the console signs with (``security.console_keys``; DEMO keys in demo mode).
         self._server_keys = keys if keys is not None else ServerKeys(None, demo=demo)
         # Request tasks still running; shutdown waits for them so that none outlives run().
@@ -135,7 +152,19 @@ class Console:
             host, port = runner.addresses[0][:2]
             host = f"[{host}]" if ":" in host else host
             self.url = f"{'https' if context else 'http'}://{host}:{port}/"
-            log.info("console.listening", url=self.url, users=len(self.config.users))
+            self.origins = self.config.origins(port)
+            if context is None and not self.config.loopback:
+                log.warning(
+                    "console.plain_http",
+                    url=self.url,
+                    why="console.allow_plain_http = true: passwords cross the network in clear",
+                )
+            log.info(
+                "console.listening",
+                url=self.url,
+                origins=sorted(self.origins),
+                users=len(self.config.users),
+            )
             started()
             await self.live.run()
         finally:
@@ -146,6 +175,10 @@ class Console:
                 await asyncio.wait(list(self._requests), timeout=SHUTDOWN_S)
 
     def _refuse_unsafe(self) -> None:
+        # Checked again here: a config built with model_copy() skipped its validators.
+        problem = self.config.plain_http_problem()
+        if problem:
+            raise ConfigError("console", [problem])
         demo_users = [u.name for u in self.config.users if is_demo_hash(u.password_hash)]
         if demo_users and not self.demo:
             raise ConfigError(
@@ -173,8 +206,12 @@ class Console:
     def statistics(self) -> dict[str, Any]:
         return {
             "sessions": len(self.sessions),
+            "sessions_evicted": self.sessions.evicted,
             "refused": self.refused,
-            "signin_lockouts": self.throttle.refused,
+            "signin_throttled": self.throttle.throttled,
+            "signin_busy": self.busy,
+            "signin_failed_known": self.failed_known,
+            "signin_failed_unknown": self.failed_unknown,
             **self.live.statistics(),
         }
 
@@ -194,9 +231,9 @@ class Console:
             return _error(401, "signed_out", str(exc))
 
     def _check_post(self, request: web.Request) -> web.Response | None:
-        origin = request.headers.get("Origin")
-        if origin is not None and origin != f"{request.scheme}://{request.host}":
-            return _error(403, "cross_origin", f"requests from {origin} are refused")
+        refusal = self._check_origin(request)
+        if refusal is not None:
+            return refusal
         if request.content_type != "application/json":
             # A cross-site HTML form cannot send JSON without a CORS preflight we never grant.
             return _error(415, "bad_request", "send JSON (Content-Type: application/json)")
@@ -205,6 +242,32 @@ class Console:
             sent = request.headers.get(CSRF_HEADER, "")
             if not hmac.compare_digest(sent.encode(), session.csrf.encode()):
                 return _error(403, "csrf", f"missing or wrong {CSRF_HEADER} header")
+        return None
+
+    def _check_origin(self, request: web.Request) -> web.Response | None:
+        """A POST must say it comes from a configured origin (``Origin``, else ``Referer``).
+
+        Never compared with the request's own Host header: a DNS-rebinding page names its
+        own host there, and its Origin matches it.
+        """
+        sent = request.headers.get("Origin")
+        if sent is None or sent == "null":
+            referer = request.headers.get("Referer")
+            sent = referer if referer else sent
+        if sent is None:
+            # Every browser sends Origin on a POST; a request without one is not the page.
+            return _error(403, "cross_origin", "a POST needs an Origin header")
+        try:
+            origin = origin_of(sent)
+        except ValueError:
+            origin = sent
+        if origin not in self.origins:
+            return _error(
+                403,
+                "cross_origin",
+                f"requests from {origin[:100]} are refused (console.public_url,"
+                " console.allowed_origins)",
+            )
         return None
 
     async def _headers(self, request: web.Request, response: web.StreamResponse) -> None:
@@ -244,41 +307,64 @@ class Console:
         name, password = body.get("name"), body.get("password")
         if not isinstance(name, str) or not isinstance(password, str) or not name:
             return _error(400, "bad_request", "send name and password")
-        keys = (f"name:{name}", f"addr:{request.remote}")
-        wait_s = self.throttle.retry_after_s(*keys)
+        address = source_of(request.remote)
+        wait_s = self.throttle.retry_after_s(address, name)
         if wait_s > 0:
-            log.warning("console.signin_locked", name=name, remote=request.remote)
-            return _error(
-                429,
-                "locked_out",
-                f"too many failed sign-ins; try again in {int(wait_s) + 1} s",
-                retry_after_s=int(wait_s) + 1,
-            )
+            # Not logged one by one (a flood would fill the journal); counted in statistics.
+            return _retry_later(429, "throttled", "too many failed sign-ins from here", wait_s)
         user = self.config.user(name)
-        if not await self._check_password(password, user):
-            self.throttle.failed(*keys)
-            log.warning("console.signin_failed", name=name, remote=request.remote)
+        self.throttle.begin(address)
+        try:
+            ok = await self._check_password(password, user)
+        except _Busy:
+            self.busy += 1
+            log.warning("console.signin_busy", remote=request.remote)
+            return _retry_later(503, "busy", "too many sign-ins at once", BUSY_RETRY_S)
+        finally:
+            self.throttle.end(address)
+        if not ok:
+            self._signin_failed(request, address, name, known=user is not None)
             return _error(401, "bad_credentials", "wrong name or password")
         assert user is not None
-        self.throttle.succeeded(keys[0])
+        self.throttle.succeeded(address, name)
         session = self.sessions.create(user)
         log.info("console.signin", name=user.name, actor=user.actor, remote=request.remote)
         response = web.json_response({"ok": True, **self._whoami(session)})
+        # No Max-Age: the cookie ends with the browser; the server ends the session after
+        # session_idle_s unused or session_max_s in all. Secure except on an explicitly
+        # allowed plain-HTTP network address, where a browser would drop it (browsers keep
+        # Secure cookies from http://127.0.0.1 and localhost: the demo and a TLS proxy).
         response.set_cookie(
             COOKIE,
             session.token,
             httponly=True,
             samesite="Strict",
-            secure=self.config.https,
+            secure=self.config.https or self.config.loopback,
             path="/",
-            max_age=int(self.config.session_max_s),
         )
         return response
 
+    def _signin_failed(self, request: web.Request, address: str, name: str, *, known: bool) -> None:
+        if known:
+            self.failed_known += 1
+        else:
+            self.failed_unknown += 1
+        wait_s = self.throttle.failed(address, name)
+        # Never the submitted name: a password typed into the name field would land in the
+        # journal. Whether names existed is only counted (statistics()).
+        log.warning(
+            "console.signin_failed",
+            remote=request.remote,
+            failures_from_address=self.throttle.failures(address),
+            wait_s=wait_s,
+        )
+
     async def _check_password(self, password: str, user: ConsoleUser | None) -> bool:
+        """Whether ``password`` is ``user``'s; raises ``_Busy`` when the hash queue is full."""
         if self._hashing_waiting >= HASHING_QUEUE:
-            # A sign-in flood must not queue without bound behind the CPU-heavy hash.
-            return False
+            # A sign-in flood must not queue without bound behind the CPU-heavy hash, and a
+            # check that never ran is no failure of the person who asked.
+            raise _Busy
         self._hashing_waiting += 1
         try:
             async with self._hashing:
@@ -411,6 +497,17 @@ class Console:
 
 class _SignedOut(Exception):
     """The request has no live session."""
+
+
+class _Busy(Exception):
+    """The hash queue is full: the password was not checked."""
+
+
+def _retry_later(status: int, code: str, message: str, wait_s: float) -> web.Response:
+    seconds = max(1, math.ceil(wait_s))
+    response = _error(status, code, f"{message}; try again in {seconds} s", retry_after_s=seconds)
+    response.headers["Retry-After"] = str(seconds)
+    return response
 
 
 async def _json(request: web.Request) -> dict[str, Any]:
