@@ -19,8 +19,15 @@ import pytest
 from structlog.testing import capture_logs
 
 from gatewayd.console.config import ConsoleConfig, origin_of
-from gatewayd.console.server import COOKIE, HASHING_AT_ONCE, HASHING_QUEUE, Console
-from gatewayd.console.sessions import FORGET_S, SigninThrottle, source_of
+from gatewayd.console.passwords import hash_password
+from gatewayd.console.server import COOKIE, Console
+from gatewayd.console.signin import (
+    FORGET_S,
+    HASHING_AT_ONCE,
+    HASHING_QUEUE,
+    SigninThrottle,
+    source_of,
+)
 from gatewayd.kernel.errors import ConfigError
 from gatewayd.service.config import parse_config
 from tests.fixtures_console import Browser, cookie_jar, site_console, start_console
@@ -48,7 +55,7 @@ async def hashing_held(console: Console) -> AsyncIterator[None]:
     """Every password-check slot taken, as by a CPU too busy to finish one: checks queue."""
     async with contextlib.AsyncExitStack() as stack:
         for _ in range(HASHING_AT_ONCE):
-            await stack.enter_async_context(console._hashing)
+            await stack.enter_async_context(console.signin._hashing)
         yield
 
 
@@ -120,9 +127,9 @@ async def test_a_flood_from_one_address_is_throttled_before_the_hash_queue(site:
                 ]
                 await eventually(lambda: sum(t.done() for t in flood) == 10)
                 assert [t.result() for t in flood if t.done()] == [429] * 10
-                assert console._hashing_waiting == 2, "one address holds two places at most"
+                assert console.signin.hashing_waiting == 2, "one address holds two places at most"
                 real = asyncio.create_task(signin_status(principal, "principal"))
-                await eventually(lambda: console._hashing_waiting == 3)
+                await eventually(lambda: console.signin.hashing_waiting == 3)
             assert await real == 200
             assert sorted(await asyncio.gather(*flood)) == [401, 401] + [429] * 10
 
@@ -139,7 +146,7 @@ async def test_a_full_hash_queue_answers_503_and_counts_no_failure(site: Site) -
             queued = [
                 asyncio.create_task(signin_status(b, "office")) for b in browsers[:4] for _ in "ab"
             ]
-            await eventually(lambda: console._hashing_waiting == HASHING_QUEUE)
+            await eventually(lambda: console.signin.hashing_waiting == HASHING_QUEUE)
             async with await browsers[4].signin("principal") as busy:
                 assert busy.status == 503, "a password that was never checked is no failure"
                 assert (await busy.json())["error"] == "busy"
@@ -147,7 +154,7 @@ async def test_a_full_hash_queue_answers_503_and_counts_no_failure(site: Site) -
         assert await asyncio.gather(*queued) == [200] * 8
         stats = console.statistics()
         assert (stats["signin_busy"], stats["signin_failed_known"]) == (1, 0)
-        assert console.throttle.failures(source_of("127.0.0.14")) == 0
+        assert console.signin.throttle.failures(source_of("127.0.0.14")) == 0
         assert await signin_status(browsers[4], "principal") == 200
 
 
@@ -281,3 +288,20 @@ async def test_failed_signins_log_the_address_and_never_the_submitted_name(
     assert secret not in repr(logs) and "office" not in repr(failed)
     stats = console.statistics()
     assert (stats["signin_failed_known"], stats["signin_failed_unknown"]) == (1, 1)
+
+
+# --- the doc -------------------------------------------------------------------------------------
+
+
+def test_the_documented_console_section_is_valid_and_names_every_setting() -> None:
+    doc = (DEMO_CAMPUS.parents[1] / "docs" / "console.md").read_text(encoding="utf-8")
+    block = doc.split("## Configure it", 1)[1].split("```toml\n", 1)[1].split("```", 1)[0]
+    section = tomllib.loads(block)["console"]
+    # The doc shows a placeholder hash; everything else is checked as written.
+    for user in section["users"]:
+        user["password_hash"] = hash_password("documented", n=2**4)
+    config = ConsoleConfig.model_validate(section)
+    assert config.https and config.origins(config.port) == {
+        "https://console.lincoln-high.example:8443"
+    }
+    assert set(ConsoleConfig.model_fields) == set(section), "every setting is in the example"

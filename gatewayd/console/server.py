@@ -10,10 +10,8 @@ import asyncio
 import contextlib
 import hmac
 import json
-import math
 import ssl
 from collections.abc import Awaitable, Callable
-from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -31,8 +29,9 @@ from gatewayd.console.actions import (
 )
 from gatewayd.console.config import ConsoleConfig, ConsoleUser, origin_of
 from gatewayd.console.live import Live
-from gatewayd.console.passwords import hash_password, is_demo_hash, verify_password
-from gatewayd.console.sessions import Session, Sessions, SigninThrottle, source_of
+from gatewayd.console.passwords import is_demo_hash
+from gatewayd.console.sessions import Session, Sessions
+from gatewayd.console.signin import Signin, SigninRefused
 from gatewayd.console.view import GatewayLike, layout
 from gatewayd.kernel.command import Action
 from gatewayd.kernel.errors import CommandError, ConfigError
@@ -45,11 +44,6 @@ CSRF_HEADER = "X-CSRF-Token"
 #: A comment line keeps idle event streams (and proxies) from timing out; also how often an
 #: open stream notices that its session has expired.
 HEARTBEAT_S = 15.0
-#: Password checks running at once (each is ~0.1 s of CPU in a thread), and checks running or
-#: waiting at most; past that a sign-in is answered 503 and counts as nothing.
-HASHING_AT_ONCE, HASHING_QUEUE = 2, 8
-#: What a 503 for a full hash queue tells the browser to wait, in seconds.
-BUSY_RETRY_S = 2
 #: How long shutdown waits for open connections.
 SHUTDOWN_S = 2.0
 MAX_BODY_BYTES = 16 * 1024
@@ -67,12 +61,6 @@ SECURITY_HEADERS = {
 }
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@cache
-def _decoy_hash() -> str:
-    """A hash to check unknown names against, so they take as long as known ones."""
-    return hash_password("no such user")
 
 
 def _error(status: int, code: str, message: str, **extra: Any) -> web.Response:
@@ -100,24 +88,13 @@ class Console:
             max_s=config.session_max_s,
             per_user=config.sessions_per_user,
         )
-        self.throttle = SigninThrottle(
-            free_per_name=config.signin_free_failures,
-            free_per_address=config.signin_address_free_failures,
-            base_delay_s=config.signin_base_delay_s,
-            max_delay_s=config.signin_max_delay_s,
-        )
+        self.signin = Signin(config)
         self.live = Live(gateway)
         #: ``http(s)://host:port/`` once listening.
         self.url: str | None = None
-        self._hashing = asyncio.Semaphore(HASHING_AT_ONCE)
-        self._hashing_waiting = 0
         #: Origins a POST may come from; set once the port is known (``config.origins``).
         self.origins: frozenset[str] = frozenset()
         self.refused = 0
-        #: Wrong sign-ins whose name is a user, and whose name is none: counts, never names.
-        self.failed_known = self.failed_unknown = 0
-        #: Sign-ins answered 503 because the hash queue was full.
-        self.busy = 0
         #: Keys the console signs with (``security.console_keys``; DEMO keys in demo mode).
         self._server_keys = keys if keys is not None else ServerKeys(None, demo=demo)
         # Request tasks still running; shutdown waits for them so that none outlives run().
@@ -208,10 +185,7 @@ class Console:
             "sessions": len(self.sessions),
             "sessions_evicted": self.sessions.evicted,
             "refused": self.refused,
-            "signin_throttled": self.throttle.throttled,
-            "signin_busy": self.busy,
-            "signin_failed_known": self.failed_known,
-            "signin_failed_unknown": self.failed_unknown,
+            **self.signin.statistics(),
             **self.live.statistics(),
         }
 
@@ -307,26 +281,14 @@ class Console:
         name, password = body.get("name"), body.get("password")
         if not isinstance(name, str) or not isinstance(password, str) or not name:
             return _error(400, "bad_request", "send name and password")
-        address = source_of(request.remote)
-        wait_s = self.throttle.retry_after_s(address, name)
-        if wait_s > 0:
-            # Not logged one by one (a flood would fill the journal); counted in statistics.
-            return _retry_later(429, "throttled", "too many failed sign-ins from here", wait_s)
-        user = self.config.user(name)
-        self.throttle.begin(address)
         try:
-            ok = await self._check_password(password, user)
-        except _Busy:
-            self.busy += 1
-            log.warning("console.signin_busy", remote=request.remote)
-            return _retry_later(503, "busy", "too many sign-ins at once", BUSY_RETRY_S)
-        finally:
-            self.throttle.end(address)
-        if not ok:
-            self._signin_failed(request, address, name, known=user is not None)
-            return _error(401, "bad_credentials", "wrong name or password")
-        assert user is not None
-        self.throttle.succeeded(address, name)
+            user = await self.signin.check(name, password, request.remote)
+        except SigninRefused as exc:
+            if not exc.retry_after_s:
+                return _error(exc.status, exc.code, str(exc))
+            refusal = _error(exc.status, exc.code, str(exc), retry_after_s=exc.retry_after_s)
+            refusal.headers["Retry-After"] = str(exc.retry_after_s)
+            return refusal
         session = self.sessions.create(user)
         log.info("console.signin", name=user.name, actor=user.actor, remote=request.remote)
         response = web.json_response({"ok": True, **self._whoami(session)})
@@ -343,37 +305,6 @@ class Console:
             path="/",
         )
         return response
-
-    def _signin_failed(self, request: web.Request, address: str, name: str, *, known: bool) -> None:
-        if known:
-            self.failed_known += 1
-        else:
-            self.failed_unknown += 1
-        wait_s = self.throttle.failed(address, name)
-        # Never the submitted name: a password typed into the name field would land in the
-        # journal. Whether names existed is only counted (statistics()).
-        log.warning(
-            "console.signin_failed",
-            remote=request.remote,
-            failures_from_address=self.throttle.failures(address),
-            wait_s=wait_s,
-        )
-
-    async def _check_password(self, password: str, user: ConsoleUser | None) -> bool:
-        """Whether ``password`` is ``user``'s; raises ``_Busy`` when the hash queue is full."""
-        if self._hashing_waiting >= HASHING_QUEUE:
-            # A sign-in flood must not queue without bound behind the CPU-heavy hash, and a
-            # check that never ran is no failure of the person who asked.
-            raise _Busy
-        self._hashing_waiting += 1
-        try:
-            async with self._hashing:
-                stored = user.password_hash if user else _decoy_hash()
-                # scrypt takes ~0.1 s of CPU: off the loop, so doors never wait for it.
-                ok = await asyncio.to_thread(verify_password, password, stored)
-        finally:
-            self._hashing_waiting -= 1
-        return ok and user is not None
 
     async def _signout(self, request: web.Request) -> web.StreamResponse:
         session = self._session(request, touch=False)
@@ -497,17 +428,6 @@ class Console:
 
 class _SignedOut(Exception):
     """The request has no live session."""
-
-
-class _Busy(Exception):
-    """The hash queue is full: the password was not checked."""
-
-
-def _retry_later(status: int, code: str, message: str, wait_s: float) -> web.Response:
-    seconds = max(1, math.ceil(wait_s))
-    response = _error(status, code, f"{message}; try again in {seconds} s", retry_after_s=seconds)
-    response.headers["Retry-After"] = str(seconds)
-    return response
 
 
 async def _json(request: web.Request) -> dict[str, Any]:
