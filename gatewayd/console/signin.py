@@ -30,6 +30,8 @@ log = structlog.get_logger(__name__)
 MAX_THROTTLE_KEYS = 10_000
 #: Sign-ins from one address whose password check may be under way at once.
 MAX_IN_FLIGHT_PER_ADDRESS = 2
+#: What a sign-in refused for that tells the browser to wait, in seconds.
+IN_FLIGHT_RETRY_S = 1.0
 #: A key with no failure for this long (at least twice the longest wait) starts afresh.
 FORGET_S = 3600.0
 #: Password checks running at once (each is ~0.1 s of CPU in a thread), and checks running or
@@ -122,7 +124,7 @@ class SigninThrottle:
             if (entry := self._entry(key, now)) is not None
         ]
         if self._in_flight.get(address, 0) >= MAX_IN_FLIGHT_PER_ADDRESS:
-            waits.append(self.base_delay_s)
+            waits.append(IN_FLIGHT_RETRY_S)
         wait = max([0.0, *waits])
         if wait > 0:
             self.throttled += 1
