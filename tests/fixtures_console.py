@@ -17,7 +17,15 @@ from gatewayd.console.server import CSRF_HEADER, Console
 from gatewayd.security.keys import ServerKeys
 from tests.fixtures_gateway import Site
 
-__all__ = ["PASSWORDS", "Browser", "console", "console_config", "site_console", "start_console"]
+__all__ = [
+    "PASSWORDS",
+    "Browser",
+    "console",
+    "console_config",
+    "cookie_jar",
+    "site_console",
+    "start_console",
+]
 
 #: name -> (password, actor, roles)
 PASSWORDS = {
@@ -76,6 +84,15 @@ async def console(site: Site) -> AsyncIterator[Console]:
         yield running
 
 
+def cookie_jar(url: str) -> aiohttp.CookieJar:
+    """A jar that keeps the console's cookies the way a browser does on loopback.
+
+    aiohttp refuses cookies from IP hosts by default (``unsafe``), and sends ``Secure``
+    cookies over https only, where browsers also send them to http://127.0.0.1.
+    """
+    return aiohttp.CookieJar(unsafe=True, treat_as_secure_origin=url)
+
+
 @dataclass
 class Browser:
     """A cookie-keeping HTTP client that signs in and posts like the page does."""
@@ -84,16 +101,27 @@ class Browser:
     base: str
     csrf: str = ""
 
-    async def signin(self, name: str, password: str | None = None) -> aiohttp.ClientResponse:
+    @property
+    def origin(self) -> str:
+        """What a browser sends as ``Origin`` for the page at ``base``."""
+        return self.base.rstrip("/")
+
+    async def signin(
+        self, name: str, password: str | None = None, **headers: str
+    ) -> aiohttp.ClientResponse:
         body = {"name": name, "password": password or PASSWORDS[name][0]}
-        response = await self.http.post(self.base + "api/signin", json=body)
+        response = await self.http.post(
+            self.base + "api/signin", json=body, headers={"Origin": self.origin, **headers}
+        )
         if response.status == 200:
             self.csrf = (await response.json())["csrf"]
         return response
 
     async def post(self, path: str, body: Any, **headers: str) -> aiohttp.ClientResponse:
         return await self.http.post(
-            self.base + path, json=body, headers={CSRF_HEADER: self.csrf, **headers}
+            self.base + path,
+            json=body,
+            headers={CSRF_HEADER: self.csrf, "Origin": self.origin, **headers},
         )
 
     async def command(self, **body: Any) -> tuple[int, dict[str, Any]]:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from gatewayd.console.server import Console
+from gatewayd.console.server import COOKIE, Console
 from gatewayd.kernel.scope import Scope
 from tests.fixtures_console import PASSWORDS
 from tests.fixtures_gateway import Site
@@ -143,3 +143,22 @@ async def test_console_fits_a_phone_screen(page: Any, console: Console) -> None:
         "document.scrollingElement.scrollWidth - document.scrollingElement.clientWidth"
     )
     assert overflow <= 0, f"the page scrolls sideways by {overflow}px on a phone"
+
+
+async def test_chromium_keeps_a_secure_strict_session_cookie_that_ends_with_the_browser(
+    page: Any, console: Console, site: Site
+) -> None:
+    assert console.url is not None and site.gateway is not None
+    await page.goto(console.url)
+    await sign_in(page, "office")
+    cookie = {c["name"]: c for c in await page.context.cookies()}[COOKIE]
+    assert cookie["secure"] and cookie["httpOnly"] and cookie["sameSite"] == "Strict", cookie
+    assert cookie["expires"] == -1, "a browser-session cookie: closing the browser ends it"
+    assert await page.evaluate("document.cookie") == "", "no script on the page can read it"
+    # Chromium sends the Secure cookie back over http://127.0.0.1, and its Origin is one the
+    # console derived from its own listen address: the page still acts.
+    await page.locator("#action-scope").select_option("building/A")
+    await page.locator("#srp-buttons [data-action=lockdown]").click()
+    await page.locator("#confirm-ok").click()
+    await expect(page.locator("#result")).to_contain_text("OK")
+    assert site.gateway.engine.get("srp:building/A") is not None

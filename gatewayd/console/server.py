@@ -12,7 +12,6 @@ import hmac
 import json
 import ssl
 from collections.abc import Awaitable, Callable
-from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -28,10 +27,11 @@ from gatewayd.console.actions import (
     parse_request,
     sign_envelope,
 )
-from gatewayd.console.config import ConsoleConfig, ConsoleUser
+from gatewayd.console.config import ConsoleConfig, ConsoleUser, origin_of
 from gatewayd.console.live import Live
-from gatewayd.console.passwords import hash_password, is_demo_hash, verify_password
-from gatewayd.console.sessions import Session, Sessions, SigninThrottle
+from gatewayd.console.passwords import is_demo_hash
+from gatewayd.console.sessions import Session, Sessions
+from gatewayd.console.signin import Signin, SigninRefused
 from gatewayd.console.view import GatewayLike, layout
 from gatewayd.kernel.command import Action
 from gatewayd.kernel.errors import CommandError, ConfigError
@@ -44,8 +44,6 @@ CSRF_HEADER = "X-CSRF-Token"
 #: A comment line keeps idle event streams (and proxies) from timing out; also how often an
 #: open stream notices that its session has expired.
 HEARTBEAT_S = 15.0
-#: Password checks running at once (each is ~0.1 s of CPU in a thread) and waiting at most.
-HASHING_AT_ONCE, HASHING_QUEUE = 2, 8
 #: How long shutdown waits for open connections.
 SHUTDOWN_S = 2.0
 MAX_BODY_BYTES = 16 * 1024
@@ -63,12 +61,6 @@ SECURITY_HEADERS = {
 }
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@cache
-def _decoy_hash() -> str:
-    """A hash to check unknown names against, so they take as long as known ones."""
-    return hash_password("no such user")
 
 
 def _error(status: int, code: str, message: str, **extra: Any) -> web.Response:
@@ -91,15 +83,17 @@ class Console:
         self.gateway = gateway
         self.config = config
         self.demo = demo
-        self.sessions = Sessions(idle_s=config.session_idle_s, max_s=config.session_max_s)
-        self.throttle = SigninThrottle(
-            max_failures=config.signin_max_failures, window_s=config.signin_lockout_s
+        self.sessions = Sessions(
+            idle_s=config.session_idle_s,
+            max_s=config.session_max_s,
+            per_user=config.sessions_per_user,
         )
+        self.signin = Signin(config)
         self.live = Live(gateway)
         #: ``http(s)://host:port/`` once listening.
         self.url: str | None = None
-        self._hashing = asyncio.Semaphore(HASHING_AT_ONCE)
-        self._hashing_waiting = 0
+        #: Origins a POST may come from; set once the port is known (``config.origins``).
+        self.origins: frozenset[str] = frozenset()
         self.refused = 0
         #: Keys the console signs with (``security.console_keys``; DEMO keys in demo mode).
         self._server_keys = keys if keys is not None else ServerKeys(None, demo=demo)
@@ -135,7 +129,19 @@ class Console:
             host, port = runner.addresses[0][:2]
             host = f"[{host}]" if ":" in host else host
             self.url = f"{'https' if context else 'http'}://{host}:{port}/"
-            log.info("console.listening", url=self.url, users=len(self.config.users))
+            self.origins = self.config.origins(port)
+            if context is None and not self.config.loopback:
+                log.warning(
+                    "console.plain_http",
+                    url=self.url,
+                    why="console.allow_plain_http = true: passwords cross the network in clear",
+                )
+            log.info(
+                "console.listening",
+                url=self.url,
+                origins=sorted(self.origins),
+                users=len(self.config.users),
+            )
             started()
             await self.live.run()
         finally:
@@ -146,6 +152,10 @@ class Console:
                 await asyncio.wait(list(self._requests), timeout=SHUTDOWN_S)
 
     def _refuse_unsafe(self) -> None:
+        # Checked again here: a config built with model_copy() skipped its validators.
+        problem = self.config.plain_http_problem()
+        if problem:
+            raise ConfigError("console", [problem])
         demo_users = [u.name for u in self.config.users if is_demo_hash(u.password_hash)]
         if demo_users and not self.demo:
             raise ConfigError(
@@ -173,8 +183,9 @@ class Console:
     def statistics(self) -> dict[str, Any]:
         return {
             "sessions": len(self.sessions),
+            "sessions_evicted": self.sessions.evicted,
             "refused": self.refused,
-            "signin_lockouts": self.throttle.refused,
+            **self.signin.statistics(),
             **self.live.statistics(),
         }
 
@@ -194,9 +205,9 @@ class Console:
             return _error(401, "signed_out", str(exc))
 
     def _check_post(self, request: web.Request) -> web.Response | None:
-        origin = request.headers.get("Origin")
-        if origin is not None and origin != f"{request.scheme}://{request.host}":
-            return _error(403, "cross_origin", f"requests from {origin} are refused")
+        refusal = self._check_origin(request)
+        if refusal is not None:
+            return refusal
         if request.content_type != "application/json":
             # A cross-site HTML form cannot send JSON without a CORS preflight we never grant.
             return _error(415, "bad_request", "send JSON (Content-Type: application/json)")
@@ -205,6 +216,32 @@ class Console:
             sent = request.headers.get(CSRF_HEADER, "")
             if not hmac.compare_digest(sent.encode(), session.csrf.encode()):
                 return _error(403, "csrf", f"missing or wrong {CSRF_HEADER} header")
+        return None
+
+    def _check_origin(self, request: web.Request) -> web.Response | None:
+        """A POST must say it comes from a configured origin (``Origin``, else ``Referer``).
+
+        Never compared with the request's own Host header: a DNS-rebinding page names its
+        own host there, and its Origin matches it.
+        """
+        sent = request.headers.get("Origin")
+        if sent is None or sent == "null":
+            referer = request.headers.get("Referer")
+            sent = referer if referer else sent
+        if sent is None:
+            # Every browser sends Origin on a POST; a request without one is not the page.
+            return _error(403, "cross_origin", "a POST needs an Origin header")
+        try:
+            origin = origin_of(sent)
+        except ValueError:
+            origin = sent
+        if origin not in self.origins:
+            return _error(
+                403,
+                "cross_origin",
+                f"requests from {origin[:100]} are refused (console.public_url,"
+                " console.allowed_origins)",
+            )
         return None
 
     async def _headers(self, request: web.Request, response: web.StreamResponse) -> None:
@@ -244,50 +281,30 @@ class Console:
         name, password = body.get("name"), body.get("password")
         if not isinstance(name, str) or not isinstance(password, str) or not name:
             return _error(400, "bad_request", "send name and password")
-        keys = (f"name:{name}", f"addr:{request.remote}")
-        wait_s = self.throttle.retry_after_s(*keys)
-        if wait_s > 0:
-            log.warning("console.signin_locked", name=name, remote=request.remote)
-            return _error(
-                429,
-                "locked_out",
-                f"too many failed sign-ins; try again in {int(wait_s) + 1} s",
-                retry_after_s=int(wait_s) + 1,
-            )
-        user = self.config.user(name)
-        if not await self._check_password(password, user):
-            self.throttle.failed(*keys)
-            log.warning("console.signin_failed", name=name, remote=request.remote)
-            return _error(401, "bad_credentials", "wrong name or password")
-        assert user is not None
-        self.throttle.succeeded(keys[0])
+        try:
+            user = await self.signin.check(name, password, request.remote)
+        except SigninRefused as exc:
+            if not exc.retry_after_s:
+                return _error(exc.status, exc.code, str(exc))
+            refusal = _error(exc.status, exc.code, str(exc), retry_after_s=exc.retry_after_s)
+            refusal.headers["Retry-After"] = str(exc.retry_after_s)
+            return refusal
         session = self.sessions.create(user)
         log.info("console.signin", name=user.name, actor=user.actor, remote=request.remote)
         response = web.json_response({"ok": True, **self._whoami(session)})
+        # No Max-Age: the cookie ends with the browser; the server ends the session after
+        # session_idle_s unused or session_max_s in all. Secure except on an explicitly
+        # allowed plain-HTTP network address, where a browser would drop it (browsers keep
+        # Secure cookies from http://127.0.0.1 and localhost: the demo and a TLS proxy).
         response.set_cookie(
             COOKIE,
             session.token,
             httponly=True,
             samesite="Strict",
-            secure=self.config.https,
+            secure=self.config.https or self.config.loopback,
             path="/",
-            max_age=int(self.config.session_max_s),
         )
         return response
-
-    async def _check_password(self, password: str, user: ConsoleUser | None) -> bool:
-        if self._hashing_waiting >= HASHING_QUEUE:
-            # A sign-in flood must not queue without bound behind the CPU-heavy hash.
-            return False
-        self._hashing_waiting += 1
-        try:
-            async with self._hashing:
-                stored = user.password_hash if user else _decoy_hash()
-                # scrypt takes ~0.1 s of CPU: off the loop, so doors never wait for it.
-                ok = await asyncio.to_thread(verify_password, password, stored)
-        finally:
-            self._hashing_waiting -= 1
-        return ok and user is not None
 
     async def _signout(self, request: web.Request) -> web.StreamResponse:
         session = self._session(request, touch=False)
