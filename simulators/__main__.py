@@ -81,7 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
     for p in (radio, camera, bacnet):
         p.set_defaults(write_log=None)
     for p in (board, radio, camera, bacnet):
-        p.set_defaults(control=None)
+        p.add_argument(
+            "--control",
+            type=host_port,
+            default=None,
+            metavar="HOST:PORT",
+            help="serve the control interface here (coils, inputs by point, camera events)",
+        )
     for p in (board, campus):
         p.add_argument("--actuation-ms", type=float, default=5.0, help="coil -> lock sense delay")
         p.add_argument(
@@ -188,9 +194,13 @@ async def serve(args: argparse.Namespace) -> None:
             # A pty radio has no port; its url says where it is.
             ports = {ident: sim.port for ident, sim in sims.items() if sim.port}
             urls = {} if campus else {i: u for i, s in sims.items() if (u := url_of(s))}
-            if campus is not None and args.control is not None:
+            if args.control is not None:
                 host, port = args.control
-                control = ControlServer(campus, host=host, port=port)
+                control = (
+                    ControlServer(campus, host=host, port=port)
+                    if campus is not None
+                    else ControlServer(devices=sims, host=host, port=port)
+                )
                 await stack.enter_async_context(control)
                 ports["control"] = control.port
             print(

@@ -65,21 +65,33 @@ class ControlError(Exception):
 
 
 class ControlServer(Listener):
-    """The control interface of a :class:`CampusSim`, on ``host:port`` (0: a free port)."""
+    """The control interface of a :class:`CampusSim` (or of simulators run alone, by id), on
+    ``host:port`` (0: a free port). Without a campus, what needs its site (alarm input ids,
+    doors) is refused with a clear error; points, coils, writes and camera events work.
+    """
 
     kind = "control"
 
     def __init__(
         self,
-        campus: CampusSim[Any],
+        campus: CampusSim[Any] | None = None,
         *,
+        devices: Mapping[str, Simulated] | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
         max_line: int = MAX_LINE,
         max_clients: int = MAX_CLIENTS,
     ) -> None:
         super().__init__("control", host=host, port=port)
+        if (campus is None) == (devices is None):
+            raise ValueError("a control interface serves a campus or a set of devices")
         self.campus = campus
+        self.devices: Mapping[str, Simulated] = campus.devices if campus else dict(devices or {})
+        self.controllers: Mapping[str, DoorControls] = (
+            campus.controllers
+            if campus
+            else {i: d for i, d in self.devices.items() if isinstance(d, DoorControls)}
+        )
         self.max_line = max_line
         self.max_clients = max_clients
         self._server: asyncio.Server | None = None
@@ -196,7 +208,7 @@ class ControlServer(Listener):
             case "devices":
                 return {
                     ident: {"kind": sim.kind, "port": sim.port, "listening": sim.listening}
-                    for ident, sim in self.campus.devices.items()
+                    for ident, sim in self.devices.items()
                 }
             case "statistics":
                 return self._device(request).statistics()
@@ -227,7 +239,7 @@ class ControlServer(Listener):
     def _jam(self, request: Mapping[str, Any], *, jam: bool) -> dict[str, Any]:
         door = self._door(_text(request, "door"))
         lock = door.lock
-        controller = self.campus.controllers.get(lock.device)
+        controller = self.controllers.get(lock.device)
         if controller is None:
             raise ControlError(f"door {door.id}'s lock is on {lock.device}, which is not simulated")
         try:
@@ -270,16 +282,17 @@ class ControlServer(Listener):
 
     @property
     def _site(self) -> Site:
+        if self.campus is None:
+            raise ControlError("this simulator runs alone: doors and alarm input ids belong to"
+                               " a campus (run `campus -c FILE --control ...`)")  # fmt: skip
         site: Site = self.campus.site
         return site
 
     def _device(self, request: Mapping[str, Any]) -> Simulated:
         ident = _text(request, "device")
-        sim = self.campus.devices.get(ident)
+        sim = self.devices.get(ident)
         if sim is None:
-            raise ControlError(
-                f"unknown device {ident!r}; devices are {_names(self.campus.devices)}"
-            )
+            raise ControlError(f"unknown device {ident!r}; devices are {_names(self.devices)}")
         return sim
 
     def _controller(self, request: Mapping[str, Any]) -> DoorControls:
@@ -287,7 +300,7 @@ class ControlServer(Listener):
         if not isinstance(sim, DoorControls):
             raise ControlError(
                 f"{sim.name} ({sim.kind}) is not a door controller; controllers are"
-                f" {_names(self.campus.controllers)}"
+                f" {_names(self.controllers)}"
             )
         return sim
 
@@ -300,9 +313,13 @@ class ControlServer(Listener):
         )
 
     def _alarm(self, ident: str) -> AlarmInput | None:
+        if self.campus is None:
+            return None  # alone, an input is named by its point
         return next((i for i in self._site.inputs if i.id == ident), None)
 
     def _alarm_at(self, device: str, point: str) -> AlarmInput | None:
+        if self.campus is None:
+            return None
         return next(
             (i for i in self._site.inputs if i.point.device == device and i.point.point == point),
             None,

@@ -37,6 +37,9 @@ async def test_lockdown_locks_bacnet_doors_alerts_the_radio_and_snapshots_the_bu
     controller = site.sim.devices["bacnet-c1"]
     assert isinstance(controller, BacnetDeviceSim)
     before = len(controller.write_log)
+    # The gateway does not wait for cameras at start-up (doors first): this one is up once
+    # it has subscribed, and only then can it take the lockdown's snapshot.
+    await eventually(lambda: camera(site, "cam-c-gym").subscriptions >= 1, timeout_s=10)
     reply = await site.command("lockdown", scope="building/C")
     assert reply["ok"] is True, reply
     assert sorted(reply["doors"]["confirmed"]) == sorted(gym)

@@ -502,3 +502,32 @@ async def test_campus_command_reports_the_control_port_in_its_ready_line(
         proc.send_signal(signal.SIGTERM)
         _, stderr = await asyncio.wait_for(proc.communicate(), 15)
     assert proc.returncode == 0, stderr.decode()
+
+
+async def test_a_camera_run_alone_takes_events_through_its_control_interface() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gatewayd.simulators", "camera", "--control", "127.0.0.1:0",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        ready = json.loads(await asyncio.wait_for(proc.stdout.readline(), 20))
+        port = ready["ports"]["control"]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+
+        async def ask(request: dict[str, object]) -> dict[str, object]:
+            writer.write(json.dumps(request).encode() + b"\n")
+            answer: dict[str, object] = json.loads(await asyncio.wait_for(reader.readline(), 5))
+            return answer
+
+        event = await ask({"op": "camera_event", "device": "camera", "topic": "motion"})
+        assert event["ok"] is True and event["out"] == {
+            "device": "camera", "topic": "tns1:VideoSource/MotionAlarm", "active": True,
+            "subscriptions": 0,
+        }  # fmt: skip
+        jam = await ask({"op": "jam", "door": "A-101"})
+        assert jam["ok"] is False and "belong to a campus" in str(jam["error"])
+        writer.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await proc.wait()
