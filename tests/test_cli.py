@@ -10,6 +10,8 @@ import signal
 import sys
 from pathlib import Path
 
+import pytest
+
 from gatewayd.simulators.broker import free_port
 from tests.fixtures_gateway import DEMO, Site, run_cli
 
@@ -155,3 +157,18 @@ async def test_demo_serves_the_control_interface_and_keeps_the_given_state_dir(
             await proc.wait()
     # The gateway kept its state where it was told, and it outlives the demo.
     assert (state / "outbox.sqlite").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "json_logs"),
+    [
+        (["demo", "--log-format", "console"], False),
+        (["demo", "--log-format", "json"], True),
+        (["demo"], None),  # auto: console on a terminal, JSON when piped
+        (["run", "-c", "x.toml", "--log-json"], True),  # what older unit files say
+    ],
+)
+def test_log_format_is_chosen_on_the_command_line(argv: list[str], json_logs: bool | None) -> None:
+    from gatewayd.app.cli import _json_logs, _parser
+
+    assert _json_logs(_parser().parse_args(argv)) is json_logs

@@ -60,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = command("run", "run the daemon in the foreground")
     p.add_argument("--log-level", default="info")
-    p.add_argument("--log-json", action="store_true", default=None)
+    _log_format(p)
     p.set_defaults(handler=_run)
 
     p = command("check", "validate a campus config and print a summary")
@@ -70,6 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--config", default=None, help="campus file (default: the demo campus)")
     p.add_argument("--mqtt", default=None, help="use this broker instead of a private Mosquitto")
     p.add_argument("--log-level", default="info")
+    _log_format(p)
     p.add_argument(
         "--control",
         type=_host_port,
@@ -202,7 +203,7 @@ def _run(args: argparse.Namespace) -> int:
     from gatewayd.app.daemon import run_daemon
     from gatewayd.app.logs import configure
 
-    configure(args.log_level, json=args.log_json)
+    configure(args.log_level, json=_json_logs(args))
     config = load_config(args.config)
     return run_daemon(config)
 
@@ -432,11 +433,28 @@ def _host_port(text: str) -> tuple[str, int]:
     return host_port(text)
 
 
+def _log_format(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--log-format",
+        choices=["auto", "console", "json"],
+        default="auto",
+        help="console lines for people, JSON for journald and log shippers"
+        " (auto: console on a terminal, JSON otherwise)",
+    )
+    # Kept for the unit files and scripts that say it.
+    p.add_argument("--log-json", action="store_const", const="json", dest="log_format",
+                   help=argparse.SUPPRESS)  # fmt: skip
+
+
+def _json_logs(args: argparse.Namespace) -> bool | None:
+    return {"json": True, "console": False}.get(args.log_format)
+
+
 def _demo(args: argparse.Namespace) -> int:
     from gatewayd.app.demo import run_demo
     from gatewayd.app.logs import configure
 
-    configure(args.log_level)
+    configure(args.log_level, json=_json_logs(args))
     return run_demo(args.config, args.mqtt, control=args.control, state_dir=args.state_dir)
 
 
