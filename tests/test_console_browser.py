@@ -143,6 +143,28 @@ async def test_console_fits_a_phone_screen(page: Any, console: Console) -> None:
         "document.scrollingElement.scrollWidth - document.scrollingElement.clientWidth"
     )
     assert overflow <= 0, f"the page scrolls sideways by {overflow}px on a phone"
+    # In an incident nobody scrolls past the state cards to find it: Lockdown is on the
+    # first screen, above them.
+    lockdown = await page.locator("#srp-buttons [data-action=lockdown]").bounding_box()
+    cards = await page.locator("#scope-cards").bounding_box()
+    assert lockdown is not None and cards is not None
+    assert lockdown["y"] + lockdown["height"] <= 844, lockdown
+    assert lockdown["y"] < cards["y"]
+
+
+async def test_a_shelter_drill_asks_for_its_hazard_and_starts(page: Any, console: Console) -> None:
+    assert console.url is not None
+    await page.goto(console.url)
+    await sign_in(page, "principal")
+    await page.locator("#drill-state").select_option("shelter")
+    await page.locator("#drill-start").click()
+    # The confirmation asks which hazard, as for a real shelter.
+    await expect(page.locator("#confirm-hazard")).to_be_visible()
+    await page.locator("#hazard").select_option("hazmat")
+    await page.locator("#confirm-ok").click()
+    # A dry run by default: what the hazmat shelter would do (lock the exterior doors).
+    await expect(page.locator("#result")).to_contain_text("OK — dry run:")
+    await expect(page.locator("#result")).to_contain_text("would lock")
 
 
 async def test_chromium_keeps_a_secure_strict_session_cookie_that_ends_with_the_browser(

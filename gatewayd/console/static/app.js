@@ -394,10 +394,11 @@ async function askDrill() {
   const count = doorsIn(scope).length;
   const ok = await confirmStep("Start a " + state + " DRILL — " + scopeName(scope) + "?",
     (live ? "A live drill moves " : "A dry run moves none of the ") + count + " doors in " +
-    scopeName(scope) + "; it ends by itself after " + minutes + " min.", false);
+    scopeName(scope) + "; it ends by itself after " + minutes + " min.", state === "shelter");
   if (!ok) return;
-  await send({ action: "drill", scope, params: { state, scope, duration_s: minutes * 60,
-    dry_run: !live } });
+  const params = { state, scope, duration_s: minutes * 60, dry_run: !live };
+  if (state === "shelter") params.hazard = $("hazard").value;
+  await send({ action: "drill", scope, params });
 }
 
 async function send(body) {
