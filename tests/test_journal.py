@@ -271,3 +271,8 @@ async def test_what_was_acknowledged_survives_full_disks_and_restarts_and_nothin
         disk.free()
         # Examples share one small disk: what one leaves would fill it for the next.
         shutil.rmtree(state, ignore_errors=True)
+
+
+def test_a_new_state_directory_is_not_a_rebuild(tmp_path: Path) -> None:
+    sources, problems, rebuilt = reopen(tmp_path / "new")
+    assert (sources, problems, rebuilt) == ({}, [], False)

@@ -227,10 +227,12 @@ class Journal:
             problems.append(f"the index {self.index_path.name} cannot be written ({exc})")
             return None, self._read_only_index(problems), False
         if not existed:
-            if self.audit_path.exists() and self.audit_path.stat().st_size > 0:
+            # A new state directory has neither: nothing was lost, nothing to rebuild or say.
+            had_log = self.audit_path.exists() and self.audit_path.stat().st_size > 0
+            if had_log:
                 problems.append(f"the index {self.index_path.name} was missing; rebuilt from"
                                 " the audit log")  # fmt: skip
-            return db, 0, True
+            return db, 0, had_log
         try:
             ok = db.execute("PRAGMA quick_check").fetchone()[0]
             if ok != "ok":
