@@ -190,6 +190,9 @@ class Gateway:
             self.tasks.attach(group)
             stack.callback(self.tasks.attach, None)
             await self._restore()
+            # Unwound last to first: the stop is recorded, then the outbox takes what that
+            # said (queued on disk, sent at the next start) and closes.
+            stack.callback(self.uplink.close_queue)
             stack.push_async_callback(self._stopped)
             group.create_task(self._pump_events(), name="gateway:events")
             group.create_task(self.guard.run(), name="gateway:refusals")
@@ -209,7 +212,8 @@ class Gateway:
                 ms=round((now_ns() - t0) / 1e6, 1),
             )
             uplink_started = asyncio.Event()
-            group.create_task(self.uplink.run(uplink_started.set), name="gateway:uplink")
+            group.create_task(self.uplink.run(uplink_started.set, close_queue=False),
+                              name="gateway:uplink")  # fmt: skip
             await uplink_started.wait()
             self.publisher.mark_everything()
             await self.publisher.flush()

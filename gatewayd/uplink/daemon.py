@@ -155,11 +155,12 @@ class Uplink:
         stats["last_connect"] = self._last_connect
         return stats
 
-    async def run(self, started: Callable[[], None]) -> None:
+    async def run(self, started: Callable[[], None], *, close_queue: bool = True) -> None:
         """Connect, serve, reconnect with backoff, until cancelled.
 
         ``started`` is called after the first connection attempt, whether it worked or not.
-        The queue is closed when this returns.
+        The queue is closed when this returns, unless ``close_queue`` is false: then the
+        owner closes it (:meth:`close_queue`) once it has queued what it says last.
         """
         announced = False
 
@@ -176,8 +177,13 @@ class Uplink:
                     commands.create_task(self._work(), name=f"mqtt:command:{i}")
                 await self._reconnect_forever(once)
         finally:
-            # The uplink owns its queue: what is staged goes to disk before the process ends.
-            self._queue.close()
+            if close_queue:
+                # What is staged goes to disk before the process ends.
+                self._queue.close()
+
+    def close_queue(self) -> None:
+        """Close the publish queue (staged events to disk); after :meth:`run` has returned."""
+        self._queue.close()
 
     async def _reconnect_forever(self, once: Callable[[], None]) -> None:
         attempt = 0
