@@ -119,8 +119,10 @@ class Gateway:
         #: The durable record: the audit log and its index (gatewayd.security.journal).
         self.journal = self.guard.journal
         self.journal.listen_records(self.publisher.audit_record)
-        #: Signs the chain's head for publication (gatewayd.security.anchor).
-        self.head_signer = HeadSigner.load_or_create(state_dir, config.site.id)
+        #: Signs the chain's head for publication (gatewayd.security.anchor); read (or made,
+        #: the first time) off the loop at start-up, like the journal.
+        self.head_signer: HeadSigner | None = None
+        self._state_dir = state_dir
         self._head: tuple[int, str] | None = None
         self.journal.listen_records(self._note_head)
         self.journal.listen(self._bookkeeping_health)
@@ -238,6 +240,9 @@ class Gateway:
     async def _restore(self) -> None:
         """Read the durable record; put back what was in force before anything is written."""
         recovered = await asyncio.to_thread(self.journal.open)
+        self.head_signer = await asyncio.to_thread(
+            HeadSigner.load_or_create, self._state_dir, self.config.site.id
+        )
         self.journal.start(asyncio.get_running_loop())
         self.guard.authorizer.replay.load(recovered.commands)
         restored: list[Source] = []
@@ -290,7 +295,7 @@ class Gateway:
         """The signed head, once an interval when the chain grew: anchored off the box."""
         published: tuple[int, str] | None = None
         while True:
-            if self._head is not None and self._head != published:
+            if self._head is not None and self._head != published and self.head_signer:
                 published = self._head
                 head = self.head_signer.head(*published)
                 self.publisher.event("audit", "gateway", head, life_safety=True)
