@@ -47,9 +47,11 @@ def percentiles(samples: Sequence[float]) -> dict[str, float]:
 class SimProcess:
     """``python -m gatewayd.simulators campus`` in a child process, on free ports."""
 
-    def __init__(self, config_path: Path, *, actuation_ms: float) -> None:
+    def __init__(self, config_path: Path, *, actuation_ms: float, control: bool = False) -> None:
         self.config_path = config_path
         self.actuation_ms = actuation_ms
+        #: Serve the control interface too (its port is ``ports["control"]``).
+        self.control = control
         self.proc: asyncio.subprocess.Process | None = None
         self.ports: dict[str, int] = {}
 
@@ -66,6 +68,7 @@ class SimProcess:
             "--free-ports",
             "--actuation-ms",
             str(self.actuation_ms),
+            *(["--control", "127.0.0.1:0"] if self.control else []),
             stdout=subprocess.PIPE,
         )
         assert self.proc.stdout is not None
