@@ -89,7 +89,7 @@ class ModbusLink:
         return self._bits(reply, "read inputs", count)
 
     async def write_coils(self, start: int, values: list[bool]) -> int:
-        """Write coils with one FC15 request; return when its bytes went on the wire (ns)."""
+        """Write coils with one FC15 request; return when the board acknowledged it (ns)."""
         reply = await self._request(
             "write coils", WRITE_COILS, lambda c: c.write_coils(start, values, device_id=self.unit)
         )
@@ -99,7 +99,7 @@ class ModbusLink:
                 f"write coils: board acknowledged {reply.count} coils at {reply.address},"
                 f" expected {len(values)} at {start}"
             )
-        return self.sent_ns
+        return time.monotonic_ns()
 
     def _trace(self, sending: bool, data: bytes) -> bytes:
         # Called by pymodbus right before the socket write: the true on-the-wire time.
