@@ -28,7 +28,7 @@ from gatewayd.drivers.modbus_relay.mapping import (
     parse_point,
     range_problems,
 )
-from gatewayd.drivers.modbus_relay.transport import ModbusLink
+from gatewayd.drivers.modbus_relay.transport import ModbusLink, ModbusRefused
 from gatewayd.kernel.backoff import BackoffTimer
 from gatewayd.kernel.driver import Driver, Emit, Startup
 from gatewayd.kernel.errors import BadDeviceReply, DeviceError, DeviceOffline
@@ -82,6 +82,7 @@ class ModbusRelayDriver(Driver[ModbusRelayConfig]):
             "faults": 0,
             "reconnects": 0,
             "writes": 0,
+            "refusals": 0,
         }
         self._batches: Coalescer[_Job, CommandResult] = Coalescer(
             self._run_batch, lambda: self._lane.hold(COMMAND), MAX_QUEUED
@@ -159,7 +160,15 @@ class ModbusRelayDriver(Driver[ModbusRelayConfig]):
             self._values.update(point, bits[point.address - span.start])
 
     def _failed(self, exc: DeviceError) -> None:
-        """Count a failed transaction; report untrusted replies; go offline at the threshold."""
+        """Count a failed transaction; report untrusted replies; go offline at the threshold.
+
+        A board that answers with Modbus exceptions is there: degraded, with the named
+        exception and what to check, never offline (and the link is kept).
+        """
+        if isinstance(exc, ModbusRefused):
+            self._counts["refusals"] += 1
+            self._link_health.succeeded(degraded=str(exc))
+            return
         if isinstance(exc, BadDeviceReply):
             self._counts["faults"] += 1
             self._emit(DeviceFault(self.device_id, exc.code, str(exc)))
