@@ -77,6 +77,9 @@ class Door(Model):
     normally_locked: bool = False
     #: How long the lock may take to confirm before the door is reported unconfirmed.
     confirm_timeout_ms: int = Field(default=1000, ge=10, le=30_000)
+    #: How long the bolt takes to move once its output is written: a read-back that did not
+    #: yet confirm is next read this long after the device acknowledged the write.
+    actuation_ms: int = Field(default=0, ge=0, le=10_000)
 
 
 class InputKind(StrEnum):

@@ -1,8 +1,10 @@
 """What the gateway tells the world: events, and the retained door and scope topics.
 
-Door and scope changes are only *marked* when they happen and published by :meth:`run` a
-moment later: a lockdown changes every door twice within milliseconds, and encoding 2,000
-payloads must not delay the writes still going out.
+Door and scope changes are *marked* when they happen and published by :meth:`run` in the
+next turn of the event loop, so an input flip reaches MQTT at once. Under load they are
+coalesced: while an actuation is writing and confirming doors, :meth:`run` waits
+``SUMMARY_INTERVAL_S`` first (a lockdown changes every door twice within milliseconds, and
+encoding 2,000 payloads must not delay the writes still going out).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from gatewayd.security.audit import AuditRecord
 log = structlog.get_logger(__name__)
 
 RANK_BY_NAME = {str(state): rank for state, rank in RANK.items()}
-#: How often dirty door and scope topics are published.
+#: How long changes are gathered before publishing while an actuation runs.
 SUMMARY_INTERVAL_S = 0.05
 #: Door payloads encoded between two turns of the event loop.
 FLUSH_CHUNK = 64
@@ -57,6 +59,9 @@ class DoorTable(Protocol):
 
     def summary(self, door_ids: list[str]) -> dict[str, Any]: ...
 
+    @property
+    def actuating(self) -> bool: ...
+
 
 class Publisher:
     """Builds events and retained states, and hands them to the uplink."""
@@ -69,6 +74,8 @@ class Publisher:
         self._listeners: list[EventListener] = []
         self._dirty_scopes: set[Scope] = set()
         self._dirty_doors: set[str] = set()
+        #: Set when something is marked dirty; :meth:`run` waits on it.
+        self._wake = asyncio.Event()
 
     def listen(self, listener: EventListener) -> None:
         self._listeners.append(listener)
@@ -113,10 +120,12 @@ class Publisher:
     def door_changed(self, state: DoorState) -> None:
         self._dirty_doors.add(state.id)
         self._dirty_scopes.update(self._campus.scopes_of(state.id)[:-1])
+        self._wake.set()
 
     def mark_dirty(self, scope: Scope) -> None:
         """A scope's state changed: it, the scopes above it and the scopes inside it."""
         self._dirty_scopes.update(self.ancestors(scope))
+        self._wake.set()
         if scope.kind != "door":
             # Narrower scopes show the state in force over them, so they change too.
             inside = set(self._campus.resolve(scope))
@@ -131,9 +140,14 @@ class Publisher:
             self.door_changed(state)
 
     async def run(self) -> None:
-        """Publish what changed every ``SUMMARY_INTERVAL_S``, until cancelled."""
+        """Publish what changed as soon as it changed (gathered under load), until cancelled."""
         while True:
-            await asyncio.sleep(SUMMARY_INTERVAL_S)
+            await self._wake.wait()
+            # Changes made in this same turn of the loop go out together.
+            await asyncio.sleep(0)
+            if self._doors.actuating:
+                await asyncio.sleep(SUMMARY_INTERVAL_S)
+            self._wake.clear()
             await self.flush()
 
     async def flush(self) -> None:
