@@ -2,7 +2,8 @@
 
 Door and scope changes are *marked* when they happen and published by :meth:`run` in the
 next turn of the event loop, so an input flip reaches MQTT at once. Under load they are
-coalesced: while an actuation is writing and confirming doors, :meth:`run` waits
+coalesced: after a state change and while an actuation is writing and confirming doors,
+:meth:`run` waits
 ``SUMMARY_INTERVAL_S`` first (a lockdown changes every door twice within milliseconds, and
 encoding 2,000 payloads must not delay the writes still going out).
 """
@@ -76,6 +77,8 @@ class Publisher:
         self._dirty_doors: set[str] = set()
         #: Set when something is marked dirty; :meth:`run` waits on it.
         self._wake = asyncio.Event()
+        #: A state change or a restart marked many topics: gather before publishing.
+        self._bulk = False
 
     def listen(self, listener: EventListener) -> None:
         self._listeners.append(listener)
@@ -125,6 +128,7 @@ class Publisher:
     def mark_dirty(self, scope: Scope) -> None:
         """A scope's state changed: it, the scopes above it and the scopes inside it."""
         self._dirty_scopes.update(self.ancestors(scope))
+        self._bulk = True
         self._wake.set()
         if scope.kind != "door":
             # Narrower scopes show the state in force over them, so they change too.
@@ -136,6 +140,7 @@ class Publisher:
     def mark_everything(self) -> None:
         """After a (re)start: every door and scope topic goes out again."""
         self._dirty_scopes.update(self._campus.all_scopes())
+        self._bulk = True
         for state in self._doors.doors.values():
             self.door_changed(state)
 
@@ -145,9 +150,10 @@ class Publisher:
             await self._wake.wait()
             # Changes made in this same turn of the loop go out together.
             await asyncio.sleep(0)
-            if self._doors.actuating:
+            if self._bulk or self._doors.actuating:
                 await asyncio.sleep(SUMMARY_INTERVAL_S)
             self._wake.clear()
+            self._bulk = False
             await self.flush()
 
     async def flush(self) -> None:
