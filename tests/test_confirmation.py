@@ -27,7 +27,9 @@ async def instant_site(mosquitto: Mosquitto, tmp_path: Path) -> AsyncIterator[Si
 
 def commands_on(site: Site, device: str) -> int:
     assert site.gateway is not None and site.gateway.supervisor is not None
-    return int(site.gateway.supervisor.statistics()[device]["commands"])
+    count = site.gateway.supervisor.statistics()[device]["commands"]
+    assert isinstance(count, int)
+    return count
 
 
 async def test_a_board_whose_first_read_back_confirms_is_done_without_another_read(
