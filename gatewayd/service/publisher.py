@@ -1,11 +1,11 @@
 """What the gateway tells the world: events, and the retained door and scope topics.
 
-Door and scope changes are *marked* when they happen and published by :meth:`run` in the
-next turn of the event loop, so an input flip reaches MQTT at once. Under load they are
-coalesced: after a state change and while an actuation is writing and confirming doors,
-:meth:`run` waits
-``SUMMARY_INTERVAL_S`` first (a lockdown changes every door twice within milliseconds, and
-encoding 2,000 payloads must not delay the writes still going out).
+Door and scope changes are *marked* when they happen. A door's topic goes out in the next
+turn of the event loop, so an input flip reaches MQTT at once; under load (after a state
+change, while an actuation is writing and confirming doors) door changes are gathered for
+``SUMMARY_INTERVAL_S`` first: a lockdown changes every door twice within milliseconds, and
+encoding 2,000 payloads must not delay the writes still going out. Scope counts, which run
+over every door of the scope, go out on that interval.
 """
 
 from __future__ import annotations
@@ -145,7 +145,12 @@ class Publisher:
             self.door_changed(state)
 
     async def run(self) -> None:
-        """Publish what changed as soon as it changed (gathered under load), until cancelled."""
+        """Publish door changes at once (gathered under load), scope counts on a tick."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._publish_doors(), name="publisher:doors")
+            group.create_task(self._publish_scopes(), name="publisher:scopes")
+
+    async def _publish_doors(self) -> None:
         while True:
             await self._wake.wait()
             # Changes made in this same turn of the loop go out together.
@@ -154,10 +159,20 @@ class Publisher:
                 await asyncio.sleep(SUMMARY_INTERVAL_S)
             self._wake.clear()
             self._bulk = False
-            await self.flush()
+            await self._flush_doors()
+
+    async def _publish_scopes(self) -> None:
+        # A scope's counts run over all its doors (1,000 for the campus): never per change.
+        while True:
+            await asyncio.sleep(SUMMARY_INTERVAL_S)
+            self._flush_scopes()
 
     async def flush(self) -> None:
         """Publish the doors, then the scope counts, that changed since the last flush."""
+        await self._flush_doors()
+        self._flush_scopes()
+
+    async def _flush_doors(self) -> None:
         doors, self._dirty_doors = self._dirty_doors, set()
         table = self._doors.doors
         for i, door_id in enumerate(doors, 1):
@@ -165,6 +180,8 @@ class Publisher:
             # A thousand payloads in one go would stall a lockdown's writes: yield often.
             if i % FLUSH_CHUNK == 0:
                 await asyncio.sleep(0)
+
+    def _flush_scopes(self) -> None:
         scopes, self._dirty_scopes = self._dirty_scopes, set()
         for scope in scopes:
             self._outlet.set_retained(f"state/{scope}", self.scope_state(scope))
