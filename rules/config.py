@@ -6,7 +6,8 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from gatewayd.kernel.site import DoorKind, Hazard, SrpState
+from gatewayd.kernel.site import DoorKind
+from gatewayd.kernel.siteinfo import Hazard, SrpState
 from gatewayd.kernel.validation import Model
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from gatewayd.kernel.errors import CommandError
 from gatewayd.kernel.scope import Scope
-from gatewayd.kernel.site import DoorKind, Hazard, SrpState
+from gatewayd.kernel.site import DoorKind
+from gatewayd.kernel.siteinfo import Hazard, SrpState
 from gatewayd.rules.arbitration import Priority
 from gatewayd.rules.config import DoorActions, PolicyConfig
 from gatewayd.rules.sources import Effect, Source

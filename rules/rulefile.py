@@ -25,7 +25,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gatewayd.kernel.errors import ConfigError
-from gatewayd.kernel.site import Hazard, SrpState
+from gatewayd.kernel.siteinfo import Hazard, SrpState
 from gatewayd.kernel.validation import describe_errors, read_toml
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"

@@ -30,6 +30,8 @@ from gatewayd.simulators.doors import DoorControls, DoorMechanics
 ILLEGAL_FUNCTION = 0x01
 ILLEGAL_DATA_ADDRESS = 0x02
 ILLEGAL_DATA_VALUE = 0x03
+#: What a Modbus TCP gateway to RS-485 answers for a unit id nobody on its line has.
+GATEWAY_TARGET_NO_RESPONSE = 0x0B
 MAX_READ_BITS = 2000
 MAX_WRITE_COILS = 1968
 
@@ -118,6 +120,7 @@ class RelayBoardSim(Simulator[CoilWrite, RequestSeen], DoorControls):
         port: int = 0,
         actuation_ms: float = 5.0,
         name: str = "board",
+        unit: int | None = None,
     ) -> None:
         if not 1 <= doors <= MAX_WRITE_COILS:
             raise ValueError(f"doors must be 1..{MAX_WRITE_COILS}, got {doors}")
@@ -127,6 +130,9 @@ class RelayBoardSim(Simulator[CoilWrite, RequestSeen], DoorControls):
         #: Coil ``i`` drives door ``i``'s lock; positions and lock senses come from here.
         self.mechanics = DoorMechanics(doors, actuation_ms=actuation_ms)
         self._n = doors
+        #: The one unit id answered, as a TCP-to-RS-485 gateway would (None: any, like most
+        #: TCP boards); another gets exception 11, gateway target device failed to respond.
+        self.unit = unit
         self._extra = [False] * extra_inputs
         self._connections: set[_Connection] = set()
         self._server: asyncio.Server | None = None
@@ -259,16 +265,18 @@ class RelayBoardSim(Simulator[CoilWrite, RequestSeen], DoorControls):
         if conn.transport is None:
             # The client went away while the reply was delayed; a device would not act.
             return
-        reply = self._process(pdu)
+        reply = self._process(pdu, unit)
         if self.faults.roll(self.faults.corrupt):
             self.counts["corrupted"] += 1
             reply = self.faults.garble(reply)
         conn.send(tid, unit, reply)
 
-    def _process(self, pdu: bytes) -> bytes:
+    def _process(self, pdu: bytes, unit: int) -> bytes:
         """Carry out one request PDU and return the reply PDU (or an exception reply)."""
         self.counts[f"fc{pdu[0]}"] += 1
         try:
+            if self.unit is not None and unit != self.unit:
+                raise _Refused(GATEWAY_TARGET_NO_RESPONSE)
             return self._dispatch(pdu)
         except _Refused as exc:
             self.counts["exceptions"] += 1

@@ -9,6 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from gatewayd.drivers.modbus_relay import ModbusRelayConfig, ModbusRelayDriver
+from gatewayd.drivers.modbus_relay.transport import ModbusRefused
 from gatewayd.kernel.errors import BadDeviceReply, BadPoint, DeviceOffline
 from gatewayd.kernel.events import (
     DeviceFault,
@@ -281,3 +282,38 @@ async def test_statistics_count_requests_commands_and_lane_waits(
     assert int(stats["requests"]) >= 5
     assert stats["health"] == "online"
     assert float(stats["lane_wait_max_ms"]) >= float(stats["lane_wait_median_ms"]) >= 0
+
+
+async def test_a_board_answering_for_another_unit_is_degraded_with_the_named_exception(
+    start_driver: StartDriver,
+) -> None:
+    # A TCP-to-RS-485 gateway whose board is unit 7; the campus file says unit 1.
+    run = await start_driver()
+    await run.wait_for(health_is(Health.ONLINE))
+    start = len(run.events)
+    run.sim.unit = 7
+    event = await run.wait_for(health_is(Health.DEGRADED), since=start)
+    assert isinstance(event, DeviceHealth)
+    assert "Modbus exception 11 (gateway target device failed to respond)" in event.detail
+    assert "check the board's `unit` (its Modbus device id, 1 now)" in event.detail
+    with pytest.raises(ModbusRefused) as refused:
+        await run.driver.execute(lock(0))
+    assert refused.value.code == "device_refused"
+    assert refused.value.exception_code == 11
+    # The board answers: it was never reported offline, and the link stayed up.
+    assert not any(
+        isinstance(e, DeviceHealth) and e.health is Health.OFFLINE for e in run.events[start:]
+    )
+    run.sim.unit = None
+    await run.wait_for(health_is(Health.ONLINE), since=start)
+
+
+async def test_an_address_the_board_lacks_is_named_with_a_hint_about_addresses(
+    start_driver: StartDriver,
+) -> None:
+    # The campus file claims 16 coils; the board has 8.
+    run = await start_driver(points={"coil:12"}, coils=16)
+    event = await run.wait_for(health_is(Health.DEGRADED))
+    assert isinstance(event, DeviceHealth)
+    assert "Modbus exception 2 (illegal data address)" in event.detail
+    assert "check the point addresses" in event.detail

@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import sys
 import textwrap
 import uuid
@@ -96,6 +97,16 @@ async def test_availability_is_online_retained_then_offline_after_clean_stop(
     # Retained: a newcomer learns it too.
     newcomer = await mqtt_collect(f"{BASE}/availability")
     assert (await newcomer.wait_for(on("availability"))).text == "offline"
+
+
+async def test_the_broker_socket_sends_small_packets_at_once(mosquitto: Mosquitto) -> None:
+    # Nagle would hold a reply behind the broker's delayed ACK of the packets before it.
+    async with running(mosquitto.url) as uplink:
+        await wait_until(lambda: uplink.connected)
+        assert uplink._client is not None
+        sock = uplink._client._client.socket()
+        assert isinstance(sock, socket.socket)
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
 
 
 async def test_last_will_says_offline_when_the_connection_drops_uncleanly(

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from gatewayd.kernel.campus import Campus
 from gatewayd.kernel.errors import CommandError, ConfigError
 from gatewayd.kernel.scope import CAMPUS, Scope
-from gatewayd.kernel.site import DoorKind, Hazard, SrpState
+from gatewayd.kernel.site import DoorKind
+from gatewayd.kernel.siteinfo import Hazard, SrpState
 from gatewayd.rules.config import PolicyConfig
 from gatewayd.rules.engine import Change, Engine
 from gatewayd.rules.policy import (

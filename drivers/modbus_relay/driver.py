@@ -2,7 +2,8 @@
 
 One connection per board. Every transaction holds the board's :class:`PriorityLane` on its
 own; commands ask at priority 0 and polls at 1, so a door command waits for at most the one
-poll transaction already on the wire.
+poll transaction already on the wire. Commands that queue meanwhile are merged into one
+batch (``coalesce.py``): one FC15 for all their coils, one read-back, a result for each.
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ import asyncio
 import statistics
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import structlog
 
+from gatewayd.drivers.modbus_relay.coalesce import Coalescer, Queued, QueueFull
 from gatewayd.drivers.modbus_relay.config import ModbusRelayConfig
 from gatewayd.drivers.modbus_relay.mapping import (
     BitImage,
@@ -25,7 +28,7 @@ from gatewayd.drivers.modbus_relay.mapping import (
     parse_point,
     range_problems,
 )
-from gatewayd.drivers.modbus_relay.transport import ModbusLink
+from gatewayd.drivers.modbus_relay.transport import ModbusLink, ModbusRefused
 from gatewayd.kernel.backoff import BackoffTimer
 from gatewayd.kernel.driver import Driver, Emit, Startup
 from gatewayd.kernel.errors import BadDeviceReply, DeviceError, DeviceOffline
@@ -38,12 +41,24 @@ log = structlog.get_logger(__name__)
 
 #: Lane waits kept for the median (a bounded window, not the whole history).
 WAIT_WINDOW = 1024
+#: Commands queued for one board before new ones are refused (a stuck board, not a burst).
+MAX_QUEUED = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    """One validated command: coils to write (address -> on), or points to read now."""
+
+    writes: Mapping[int, bool] = field(default_factory=dict)
+    points: Sequence[Point] = ()
 
 
 class ModbusRelayDriver(Driver[ModbusRelayConfig]):
     """Drives a relay board's lock coils and reads its door and alarm inputs."""
 
     config_model = ModbusRelayConfig
+    # The coalescer runs writes in call order, so the core need not serialise them.
+    ordered_writes = True
 
     def __init__(self, config: ModbusRelayConfig, points: frozenset[str], emit: Emit) -> None:
         super().__init__(config, points, emit)
@@ -66,7 +81,12 @@ class ModbusRelayDriver(Driver[ModbusRelayConfig]):
             "command_failures": 0,
             "faults": 0,
             "reconnects": 0,
+            "writes": 0,
+            "refusals": 0,
         }
+        self._batches: Coalescer[_Job, CommandResult] = Coalescer(
+            self._run_batch, lambda: self._lane.hold(COMMAND), MAX_QUEUED
+        )
         self._max_wait_ms = 0.0
 
     @classmethod
@@ -140,7 +160,15 @@ class ModbusRelayDriver(Driver[ModbusRelayConfig]):
             self._values.update(point, bits[point.address - span.start])
 
     def _failed(self, exc: DeviceError) -> None:
-        """Count a failed transaction; report untrusted replies; go offline at the threshold."""
+        """Count a failed transaction; report untrusted replies; go offline at the threshold.
+
+        A board that answers with Modbus exceptions is there: degraded, with the named
+        exception and what to check, never offline (and the link is kept).
+        """
+        if isinstance(exc, ModbusRefused):
+            self._counts["refusals"] += 1
+            self._link_health.succeeded(degraded=str(exc))
+            return
         if isinstance(exc, BadDeviceReply):
             self._counts["faults"] += 1
             self._emit(DeviceFault(self.device_id, exc.code, str(exc)))
@@ -152,75 +180,55 @@ class ModbusRelayDriver(Driver[ModbusRelayConfig]):
     # --- commands -------------------------------------------------------------------------
 
     async def _execute(self, command: WritePoints | ReadPoints) -> CommandResult:
-        """Write a group of coils with one FC15 and read back, or read points now."""
+        """Queue a write (one FC15 with read-back) or a read; merged with what queues beside it."""
         # Validate before queueing: a bad command must not hold up a good one.
         match command:
             case WritePoints():
-                writes = self._table.coil_writes(command.writes)
+                job = _Job(writes=self._table.coil_writes(command.writes))
             case ReadPoints():
-                wanted = self._table.spans_of(command.points)
+                job = _Job(points=self._table.spans_of(command.points)[0])
         self._counts["commands"] += 1
-        queued_ns = time.monotonic_ns()
         try:
-            async with self._lane.hold(COMMAND):
-                wait_ms = self._note_wait(queued_ns)
-                if isinstance(command, WritePoints):
-                    return await self._write(writes, wait_ms)
-                return await self._read_now(*wanted)
-        except LaneFull as exc:
+            return await self._batches.submit(job, time.monotonic_ns())
+        except (LaneFull, QueueFull) as exc:
             self._counts["command_failures"] += 1
             raise DeviceError(f"{self.device_id}: too many commands queued ({exc})") from exc
-        except DeviceError as exc:
+        except DeviceError:
             self._counts["command_failures"] += 1
+            raise
+
+    async def _run_batch(self, batch: Sequence[Queued[_Job, CommandResult]]) -> None:
+        """At most one FC15, one coil read and one input read for the whole batch."""
+        now_ns = time.monotonic_ns()
+        for entry in batch:
+            self._note_wait(entry.queued_ns, now_ns)
+        try:
+            results = await self._carry_out([entry.item for entry in batch])
+        except DeviceError as exc:
             # Offline is already being handled by the run loop; anything else is evidence.
             if not isinstance(exc, DeviceOffline):
                 self._failed(exc)
             raise
+        for entry, result in zip(batch, results, strict=True):
+            if not entry.future.done():
+                entry.future.set_result(result)
 
-    def _note_wait(self, queued_ns: int) -> float:
-        wait_ms = (time.monotonic_ns() - queued_ns) / 1e6
-        self._waits_ms.append(wait_ms)
-        self._max_wait_ms = max(self._max_wait_ms, wait_ms)
-        return wait_ms
-
-    async def _write(self, writes: Mapping[int, bool], wait_ms: float) -> CommandResult:
-        """Read-modify-write the span of touched coils with one FC15, then read back."""
-        span = Span.covering(writes)
-        assert span is not None
-        if not self._coils.known(span):
-            await self._read("coil", span)
-        values = self._coils.merged(span, writes)
-        on_wire_ns = await self._link.write_coils(span.start, values)
-        self._coils.update(span.start, values)
-        coils = await self._read("coil", span)
-        self._absorb("coil", span, coils)
-        out = [PointValue(f"coil:{a}", coils[a - span.start]) for a in sorted(writes)]
-        out += await self._read_watched_inputs()
-        done_ns = time.monotonic_ns()
-        self._log.info(
-            "modbus.group_write",
-            coils=len(writes),
-            on=sum(writes.values()),
-            span=f"{span.start}+{span.count}",
-            lane_wait_ms=round(wait_ms, 3),
-            wire_to_done_ms=round((done_ns - on_wire_ns) / 1e6, 3),
-        )
-        return CommandResult(tuple(out), on_wire_ns, done_ns)
-
-    async def _read_watched_inputs(self) -> list[PointValue]:
-        """Read back every watched input (position, lock sense, alarms) for confirmation."""
-        span = self._table.input_span
-        if span is None:
-            return []
-        bits = await self._read("input", span)
-        self._absorb("input", span, bits)
-        return [PointValue(str(p), bits[p.address - span.start]) for p in self._table.inputs]
-
-    async def _read_now(
-        self, points: list[Point], coil_span: Span | None, input_span: Span | None
-    ) -> CommandResult:
-        found: dict[Point, bool] = {}
+    async def _carry_out(self, jobs: Sequence[_Job]) -> list[CommandResult]:
+        """Write every job's coils (later jobs win), read back what any job needs."""
+        writes: dict[int, bool] = {}
+        for job in jobs:
+            writes.update(job.writes)
+        wanted = [p for job in jobs for p in job.points]
         on_wire_ns = 0
+        if writes:
+            on_wire_ns = await self._write(writes)
+        coil_span = Span.covering([*writes, *(p.address for p in wanted if p.kind == "coil")])
+        inputs = [p.address for p in wanted if p.kind == "input"]
+        if writes and self._table.input_span is not None:
+            # Confirmation needs every watched input (position, lock sense, alarms).
+            inputs += [self._table.input_span.start, self._table.input_span.stop - 1]
+        input_span = Span.covering(inputs)
+        found: dict[Point, bool] = {}
         reads: tuple[tuple[Kind, Span | None], ...] = (("coil", coil_span), ("input", input_span))
         for kind, span in reads:
             if span is None:
@@ -228,9 +236,45 @@ class ModbusRelayDriver(Driver[ModbusRelayConfig]):
             bits = await self._read(kind, span)
             on_wire_ns = on_wire_ns or self._link.sent_ns
             self._absorb(kind, span, bits)
-            found.update({p: bits[p.address - span.start] for p in points if p.kind == kind})
-        values = tuple(PointValue(str(p), found[p]) for p in points)
-        return CommandResult(values, on_wire_ns, time.monotonic_ns())
+            found.update(
+                {Point(kind, a): bits[a - span.start] for a in range(span.start, span.stop)}
+            )
+        done_ns = time.monotonic_ns()
+        watched = [PointValue(str(p), found[p]) for p in self._table.inputs] if writes else []
+        results = []
+        for job in jobs:
+            if job.writes:
+                out = [PointValue(f"coil:{a}", found[Point("coil", a)]) for a in sorted(job.writes)]
+                values = (*out, *watched)
+            else:
+                values = tuple(PointValue(str(p), found[p]) for p in job.points)
+            results.append(CommandResult(values, on_wire_ns, done_ns))
+        if len(jobs) > 1:
+            self._log.debug("modbus.batch", commands=len(jobs), coils=len(writes))
+        return results
+
+    def _note_wait(self, queued_ns: int, now_ns: int) -> None:
+        wait_ms = (now_ns - queued_ns) / 1e6
+        self._waits_ms.append(wait_ms)
+        self._max_wait_ms = max(self._max_wait_ms, wait_ms)
+
+    async def _write(self, writes: Mapping[int, bool]) -> int:
+        """Read-modify-write the span of touched coils with one FC15; return the ack's time."""
+        span = Span.covering(writes)
+        assert span is not None
+        if not self._coils.known(span):
+            await self._read("coil", span)
+        values = self._coils.merged(span, writes)
+        acked_ns = await self._link.write_coils(span.start, values)
+        self._coils.update(span.start, values)
+        self._counts["writes"] += 1
+        self._log.info(
+            "modbus.group_write",
+            coils=len(writes),
+            on=sum(writes.values()),
+            span=f"{span.start}+{span.count}",
+        )
+        return acked_ns
 
     # --- statistics -----------------------------------------------------------------------
 
@@ -246,6 +290,9 @@ class ModbusRelayDriver(Driver[ModbusRelayConfig]):
             "lane_wait_median_ms": round(statistics.median(waits), 3) if waits else 0.0,
             "lane_wait_max_ms": round(self._max_wait_ms, 3),
             "lane_waiting": self._lane.waiting,
+            "batches": self._batches.batches,
+            "commands_merged": self._batches.merged,
+            "largest_batch": self._batches.largest,
             "health": str(self.health),
             "last_error": self._link_health.last_error,
         }

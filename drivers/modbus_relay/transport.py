@@ -15,13 +15,49 @@ from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException
 from pymodbus.pdu import ModbusPDU
 
-from gatewayd.kernel.errors import BadDeviceReply, DeviceOffline, DeviceTimeout
+from gatewayd.kernel.errors import (
+    BadDeviceReply,
+    DeviceError,
+    DeviceOffline,
+    DeviceTimeout,
+    ErrorCode,
+)
 
 READ_COILS = 1
 READ_INPUTS = 2
 WRITE_COILS = 15
 
 Request = Callable[[AsyncModbusTcpClient], Awaitable[ModbusPDU]]
+
+_UNIT = "check the board's `unit` (its Modbus device id, {unit} now)"
+_ADDRESSES = "check the point addresses and the board's `coils` and `inputs` counts"
+#: Modbus exception codes: name, and what to check.
+EXCEPTIONS: dict[int, tuple[str, str]] = {
+    1: ("illegal function", "the board does not support this request"),
+    2: ("illegal data address", _ADDRESSES),
+    3: ("illegal data value", _ADDRESSES),
+    4: ("server device failure", _UNIT + ", then the board itself"),
+    5: ("acknowledge", "the board accepted a long request; it should answer again later"),
+    6: ("server device busy", "the board is busy; it should recover by itself"),
+    8: ("memory parity error", "the board reports a fault in its memory"),
+    10: ("gateway path unavailable", _UNIT + " and the gateway's routing"),
+    11: ("gateway target device failed to respond", _UNIT + " and the serial line behind it"),
+}
+
+
+class ModbusRefused(DeviceError):
+    """The board answered, with a Modbus exception: it is there, and refuses the request."""
+
+    code: str = ErrorCode.DEVICE_REFUSED
+
+    def __init__(self, what: str, exception_code: int, unit: int) -> None:
+        name, hint = EXCEPTIONS.get(exception_code, ("unknown exception", _UNIT))
+        super().__init__(
+            f"{what}: board refused with Modbus exception {exception_code} ({name});"
+            f" {hint.format(unit=unit)}"
+        )
+        #: The Modbus exception code the board sent.
+        self.exception_code = exception_code
 
 
 class ModbusLink:
@@ -89,7 +125,7 @@ class ModbusLink:
         return self._bits(reply, "read inputs", count)
 
     async def write_coils(self, start: int, values: list[bool]) -> int:
-        """Write coils with one FC15 request; return when its bytes went on the wire (ns)."""
+        """Write coils with one FC15 request; return when the board acknowledged it (ns)."""
         reply = await self._request(
             "write coils", WRITE_COILS, lambda c: c.write_coils(start, values, device_id=self.unit)
         )
@@ -99,7 +135,7 @@ class ModbusLink:
                 f"write coils: board acknowledged {reply.count} coils at {reply.address},"
                 f" expected {len(values)} at {start}"
             )
-        return self.sent_ns
+        return time.monotonic_ns()
 
     def _trace(self, sending: bool, data: bytes) -> bytes:
         # Called by pymodbus right before the socket write: the true on-the-wire time.
@@ -136,8 +172,7 @@ class ModbusLink:
     def _check(self, reply: ModbusPDU, what: str, function: int) -> ModbusPDU:
         if reply.isError():
             self.failures += 1
-            code = reply.exception_code
-            raise BadDeviceReply(f"{what}: board refused with Modbus exception code {code}")
+            raise ModbusRefused(what, int(reply.exception_code), self.unit)
         if reply.function_code != function:
             self.failures += 1
             raise BadDeviceReply(

@@ -14,12 +14,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gatewayd.app.opconfig import OperatorConfig, load_operator_config
 from gatewayd.kernel.errors import ConfigError, GatewayError
-from gatewayd.service.config import Config, load_config
 from gatewayd.uplink.config import MqttConfig
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from gatewayd.service.config import Config
+
+# Operator commands (lockdown, status, ...) read only the site and the broker
+# (app/opconfig.py) and never import a driver; the whole campus is loaded, in the handlers,
+# only by the commands that need it (run, check, audit verify).
 
 DEFAULT_CONFIG = os.environ.get("GATEWAYD_CONFIG", "/etc/gatewayd/campus.toml")
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
@@ -192,7 +198,7 @@ def _operator_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mqtt", default=None, help="broker URL (default: from the config)")
 
 
-def _mqtt(config: Config, url: str | None) -> MqttConfig:
+def _mqtt(config: OperatorConfig, url: str | None) -> MqttConfig:
     return config.mqtt if url is None else config.mqtt.model_copy(update={"url": url})
 
 
@@ -202,6 +208,7 @@ def _mqtt(config: Config, url: str | None) -> MqttConfig:
 def _run(args: argparse.Namespace) -> int:
     from gatewayd.app.daemon import run_daemon
     from gatewayd.app.logs import configure
+    from gatewayd.service.config import load_config
 
     configure(args.log_level, json=_json_logs(args))
     config = load_config(args.config)
@@ -210,6 +217,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     from gatewayd.rules.rulefile import load_rules
+    from gatewayd.service.config import load_config
 
     config = load_config(args.config)
     print(summary(config))
@@ -291,7 +299,7 @@ def _operate(args: argparse.Namespace) -> int:
     from gatewayd.security.signing import signed
     from gatewayd.uplink.client import request
 
-    config = load_config(args.config)
+    config = load_operator_config(args.config)
     params = _params(args)
     actor, key = _signer(args, config, str(least_role(Action(args.action), params)))
     body: dict[str, Any] = {
@@ -314,7 +322,9 @@ def _operate(args: argparse.Namespace) -> int:
     return EXIT_OK if reply.get("ok") else EXIT_REFUSED
 
 
-def _signer(args: argparse.Namespace, config: Config, role: str) -> tuple[str, Ed25519PrivateKey]:
+def _signer(
+    args: argparse.Namespace, config: OperatorConfig, role: str
+) -> tuple[str, Ed25519PrivateKey]:
     """Who signs, and with which key: ``--key``, else the DEMO key of ``role`` in demo mode."""
     from gatewayd.security.keys import DEMO_ACTORS, KeyFileError, demo_private_key, load_private_key
 
@@ -374,7 +384,7 @@ def format_reply(reply: dict[str, Any]) -> str:
 def _status(args: argparse.Namespace) -> int:
     from gatewayd.uplink.client import snapshot
 
-    config = load_config(args.config)
+    config = load_operator_config(args.config)
     retained = asyncio.run(snapshot(_mqtt(config, args.mqtt), config.site.id, 2.0))
     if args.json:
         print(json.dumps(retained, indent=2, sort_keys=True))
@@ -470,6 +480,7 @@ def _keygen(args: argparse.Namespace) -> int:
 def _audit_verify(args: argparse.Namespace) -> int:
     from gatewayd.security.anchor import check_heads, public_key_of, read_heads
     from gatewayd.security.audit import verify
+    from gatewayd.service.config import load_config
 
     if args.file is not None:
         path = Path(args.file)

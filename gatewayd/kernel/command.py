@@ -10,7 +10,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from gatewayd.kernel.errors import CommandError, ErrorCode
-from gatewayd.kernel.site import Hazard, SrpState
+from gatewayd.kernel.siteinfo import Hazard, SrpState
 from gatewayd.kernel.validation import bad_request
 
 #: Larger bodies are refused before parsing.

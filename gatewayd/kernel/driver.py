@@ -129,6 +129,9 @@ class Driver(abc.ABC, Generic[ConfigT]):
     config_model: ClassVar[type[DriverConfig]]
     #: Command types this driver carries out; the core routes radio alerts and snapshots by it.
     commands: ClassVar[tuple[type, ...]] = (WritePoints, ReadPoints)
+    #: True when concurrent writes reach the device in the order :meth:`execute` was called
+    #: (the driver may merge them); the door service then does not serialise them itself.
+    ordered_writes: ClassVar[bool] = False
 
     def __init__(self, config: ConfigT, points: frozenset[str], emit: Emit) -> None:
         #: This device's validated settings.

@@ -96,7 +96,8 @@ class CommandResult:
     """What a device reported after a command, with wire timestamps (monotonic ns)."""
 
     values: tuple[PointValue, ...]
-    #: When the request bytes were handed to the transport.
+    #: When the device acknowledged the request (a protocol without acknowledgements: when
+    #: its bytes were handed to the transport).
     on_wire_ns: int
     #: When the (last) reply was decoded.
     done_ns: int

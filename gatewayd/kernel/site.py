@@ -18,6 +18,7 @@ from pydantic import Field, TypeAdapter, ValidationError
 from gatewayd.kernel.driver import ID_PATTERN, DriverConfig
 from gatewayd.kernel.errors import BadPoint, ConfigError, DriverNotFound
 from gatewayd.kernel.registry import load_driver
+from gatewayd.kernel.siteinfo import SiteConfig
 from gatewayd.kernel.validation import Model, describe_errors, read_toml, where
 
 #: The top-level keys of a campus file that make up the site model.
@@ -29,14 +30,6 @@ class DoorKind(StrEnum):
     INTERIOR = "interior"
     EXTERIOR = "exterior"
     EGRESS = "egress"
-
-
-class SiteConfig(Model):
-    #: Site id, used in every MQTT topic (``gatewayd/<id>/...``).
-    id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")
-    name: str
-    #: Demo mode: shipped demo credentials are accepted. Never on a real site.
-    demo: bool = False
 
 
 class Building(Model):
@@ -77,32 +70,14 @@ class Door(Model):
     normally_locked: bool = False
     #: How long the lock may take to confirm before the door is reported unconfirmed.
     confirm_timeout_ms: int = Field(default=1000, ge=10, le=30_000)
+    #: How long the bolt takes to move once its output is written: a read-back that did not
+    #: yet confirm is next read this long after the device acknowledged the write.
+    actuation_ms: int = Field(default=0, ge=0, le=10_000)
 
 
 class InputKind(StrEnum):
     FIRE_ALARM = "fire_alarm"
     PANIC = "panic"
-
-
-class SrpState(StrEnum):
-    """The Standard Response Protocol states a scope can be in."""
-
-    NORMAL = "normal"
-    HOLD = "hold"
-    SECURE = "secure"
-    LOCKDOWN = "lockdown"
-    EVACUATE = "evacuate"
-    SHELTER = "shelter"
-
-
-class Hazard(StrEnum):
-    """What a SHELTER is for; each hazard has its own door actions in the policy."""
-
-    TORNADO = "tornado"
-    HAZMAT = "hazmat"
-    EARTHQUAKE = "earthquake"
-    SEVERE_WEATHER = "severe_weather"
-    BOMB = "bomb"
 
 
 class AlarmInput(Model):

@@ -30,7 +30,7 @@ from gatewayd.kernel.command import (
 from gatewayd.kernel.errors import CommandError, ErrorCode
 from gatewayd.kernel.events import now_ns
 from gatewayd.kernel.scope import Scope
-from gatewayd.kernel.site import SrpState
+from gatewayd.kernel.siteinfo import SrpState
 from gatewayd.rules.arbitration import Priority
 from gatewayd.rules.engine import Change
 from gatewayd.rules.policy import (

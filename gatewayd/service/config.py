@@ -21,7 +21,6 @@ from gatewayd.kernel.site import SITE_KEYS, Site, SiteFile, check_site
 from gatewayd.kernel.validation import describe_errors, read_toml
 from gatewayd.rules.config import PolicyConfig
 from gatewayd.security.actors import SecurityConfig
-from gatewayd.security.tls import TlsConfig
 from gatewayd.uplink.config import MqttConfig
 
 
@@ -77,7 +76,7 @@ def parse_config(raw: Mapping[str, Any], source: str = "<config>") -> Config:
         base = Path(source).resolve().parent
         if policy.rules is not None:
             policy = policy.model_copy(update={"rules": _beside(base, policy.rules)})
-        mqtt = mqtt.model_copy(update={"tls": _tls_beside(base, mqtt.tls)})
+        mqtt = mqtt.beside(base)
         if security.console_keys is not None:
             security = security.model_copy(
                 update={"console_keys": _beside(base, security.console_keys)}
@@ -122,11 +121,6 @@ def _site_problems(raw: Mapping[str, Any]) -> list[str]:
 def _beside(base: Path, name: str) -> str:
     """A path from the campus file, relative to the file's folder."""
     return name if Path(name).is_absolute() else str(base / name)
-
-
-def _tls_beside(base: Path, tls: TlsConfig) -> TlsConfig:
-    files = {"ca_file": tls.ca_file, "cert_file": tls.cert_file, "key_file": tls.key_file}
-    return tls.model_copy(update={k: _beside(base, v) for k, v in files.items() if v is not None})
 
 
 def with_state_dir(config: Config, state_dir: Path) -> Config:

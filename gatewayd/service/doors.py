@@ -8,6 +8,7 @@ the output itself). A door that does not confirm in time is written once more, t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
@@ -34,7 +35,7 @@ from gatewayd.kernel.events import (
 
 log = structlog.get_logger(__name__)
 
-#: Pause between read-backs while a lock is still moving.
+#: Pause between read-backs while a lock is still moving (after its actuation time).
 CONFIRM_POLL_S = 0.003
 
 
@@ -136,6 +137,11 @@ class DoorService:
         self._apply(event.device, [PointValue(event.point, event.value)])
 
     @property
+    def actuating(self) -> bool:
+        """True while an actuation is writing or confirming doors."""
+        return bool(self._moving)
+
+    @property
     def devices(self) -> list[str]:
         """Devices that drive at least one door."""
         return list(self._doors_by_device)
@@ -222,7 +228,9 @@ class DoorService:
 
     async def _write(self, device: str, door_ids: Sequence[str]) -> CommandResult:
         driver = self._drivers[device]
-        async with self._write_locks[device]:
+        # A driver that keeps call order (and merges what queues) needs no lock here.
+        lock = contextlib.nullcontext() if driver.ordered_writes else self._write_locks[device]
+        async with lock:
             # Write what is decided *now*: a later decision may have overtaken this one.
             writes = tuple(
                 PointWrite(
@@ -239,12 +247,21 @@ class DoorService:
     async def _confirm(
         self, device: str, door_ids: list[str], result: CommandResult, report: ActuationReport
     ) -> list[str]:
-        """Read back until every door agrees with its command or the timeout passes."""
-        timeout_s = max(self.campus.doors[d].confirm_timeout_ms for d in door_ids) / 1000
+        """Read back until every door agrees with its command or the timeout passes.
+
+        The write's own read-back comes first: a board that confirms there is done at once.
+        Otherwise the next read is due ``actuation_ms`` after the device acknowledged the
+        write, then every :data:`CONFIRM_POLL_S`, never a fixed wait from now.
+        """
+        doors = [self.campus.doors[d] for d in door_ids]
+        timeout_s = max(d.confirm_timeout_ms for d in doors) / 1000
         deadline = time.monotonic() + timeout_s
         pending = self._settle(door_ids, result.done_ns, report)
+        due_ns = result.on_wire_ns + max(d.actuation_ms for d in doors) * 1_000_000
         while pending and time.monotonic() < deadline:
-            await asyncio.sleep(CONFIRM_POLL_S)
+            wait_s = max(0.0, (due_ns - time.monotonic_ns()) / 1e9)
+            await asyncio.sleep(wait_s or CONFIRM_POLL_S)
+            due_ns = 0
             points = tuple(self._readback_point(d) for d in pending)
             points += tuple(
                 p for d in pending if (p := self.campus.bindings[d].position) is not None

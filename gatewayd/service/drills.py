@@ -16,7 +16,7 @@ import structlog
 from gatewayd.kernel.command import Command, DrillParams, parse_params
 from gatewayd.kernel.errors import CommandError, ErrorCode
 from gatewayd.kernel.scope import Scope
-from gatewayd.kernel.site import SrpState
+from gatewayd.kernel.siteinfo import SrpState
 from gatewayd.rules.policy import srp_source
 from gatewayd.rules.sources import Source
 from gatewayd.service.core import Core

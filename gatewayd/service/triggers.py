@@ -21,7 +21,8 @@ import structlog
 from gatewayd.kernel.command import Action, Command
 from gatewayd.kernel.events import new_id, now_ns
 from gatewayd.kernel.scope import CAMPUS, Scope
-from gatewayd.kernel.site import AlarmInput, InputKind, SrpState
+from gatewayd.kernel.site import AlarmInput, InputKind
+from gatewayd.kernel.siteinfo import SrpState
 from gatewayd.rules.actions import ActionSink, ExternalAction
 from gatewayd.rules.engine import Change
 from gatewayd.rules.policy import fire_source

@@ -15,7 +15,7 @@ from paho.mqtt.properties import Properties
 
 from gatewayd.security.tls import ssl_context
 from gatewayd.uplink.config import MqttConfig
-from gatewayd.uplink.wire import BrokerUnreachable, NoReply, UplinkError, encode
+from gatewayd.uplink.wire import BrokerUnreachable, NoReply, UplinkError, encode, set_nodelay
 
 
 def _client_for(config: MqttConfig, timeout_s: float) -> aiomqtt.Client:
@@ -47,6 +47,7 @@ async def request(
     try:
         async with asyncio.timeout(timeout_s), _client_for(config, timeout_s) as client:
             connected = True
+            set_nodelay(client)
             await client.subscribe(reply_topic, qos=1)
             await client.publish(f"{base}/cmd", encode(body), 1, False, props)
             async for message in client.messages:

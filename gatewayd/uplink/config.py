@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field
 
 from gatewayd.kernel.validation import Model
@@ -36,3 +38,14 @@ class MqttConfig(Model):
     def port(self) -> int:
         rest = self.url.split("://", 1)[1].rstrip("/")
         return int(rest.split(":")[1]) if ":" in rest else (8883 if self.tls_enabled else 1883)
+
+    def beside(self, base: Path) -> MqttConfig:
+        """This section with its TLS file paths resolved against the campus file's folder."""
+        tls = self.tls
+        files = {"ca_file": tls.ca_file, "cert_file": tls.cert_file, "key_file": tls.key_file}
+        resolved = {
+            k: v if Path(v).is_absolute() else str(base / v)
+            for k, v in files.items()
+            if v is not None
+        }
+        return self.model_copy(update={"tls": tls.model_copy(update=resolved)})

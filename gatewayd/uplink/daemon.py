@@ -34,7 +34,14 @@ from gatewayd.security.tls import ssl_context
 from gatewayd.uplink.admission import Admission, Incoming
 from gatewayd.uplink.config import MqttConfig
 from gatewayd.uplink.outbox import MemoryQueue, PublishQueue, PublishQueueFull
-from gatewayd.uplink.wire import check_suffix, encode, first_leaf, raise_if_cancelling, valid_topic
+from gatewayd.uplink.wire import (
+    check_suffix,
+    encode,
+    first_leaf,
+    raise_if_cancelling,
+    set_nodelay,
+    valid_topic,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -221,6 +228,7 @@ class Uplink:
         cancelled = False
         try:
             async with client:
+                set_nodelay(client)
                 try:
                     await self._announce(client, started)
                     await self._serve(client)

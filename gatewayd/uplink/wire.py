@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections.abc import Mapping
 from typing import Any, TypeGuard
 
@@ -61,3 +62,17 @@ def valid_topic(topic: object) -> TypeGuard[str]:
         and 0 < len(topic.encode("utf-8")) < 65_536
         and not any(c in topic for c in "+#\0")
     )
+
+
+def set_nodelay(client: aiomqtt.Client) -> bool:
+    """Turn Nagle off on a connected client's socket; True if it is off now.
+
+    Neither paho nor aiomqtt does it, so a reply that follows a few small packets waits ~40 ms
+    on loopback for the broker's delayed ACK. aiomqtt exposes no socket: paho's is reached
+    through its ``_client`` (paho's ``socket()``), once ``async with client`` has connected.
+    """
+    sock = client._client.socket()
+    if not isinstance(sock, socket.socket) or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return False
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return True

@@ -1,0 +1,491 @@
+"""How close the gateway runs to the wire's floor, measured side by side in one run.
+
+The relay boards run in one child process (``python -m gatewayd.simulators campus``) and a
+private Mosquitto beside them. Against those same boards, in this one run:
+
+- **Lockdown** (1,024 doors on 32 boards by default): the gateway's command path
+  (``Gateway.handle_command``: parse, check, decide, persist, actuate, confirm) next to the
+  floor, raw pymodbus doing only the wire's work: one FC15 per board, all boards in
+  parallel, each acknowledged, then one read-back of the lock senses per board (again until
+  they agree). "On the wire" is the last board's acknowledgement in both.
+- **One door** at 2.5 commands/s over MQTT: the real daemon (``python -m gatewayd run``) next
+  to a naive paho + pymodbus bridge (``bench/naive_bridge.py``): publish -> coil written
+  (the board's own log) and publish -> reply received.
+- **32 separate door commands to one board**, published at once: first publish -> last coil
+  written, daemon against the naive bridge.
+
+    python -m bench.floor [--doors 1024] [--cycles 30] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from pymodbus.client import AsyncModbusTcpClient
+
+from bench._common import DaemonProcess, SimProcess, effective_campus, percentiles, signed_command
+from bench.lockdown import gateway_cycles
+from gatewayd.app.logs import configure
+from gatewayd.service.config import Config, load_config
+from gatewayd.simulators.broker import Mosquitto
+from gatewayd.simulators.campus import with_ports
+from gatewayd.simulators.campusgen import bench_plans, render, with_demo_actors
+
+#: Issue 13's bar: every figure within this factor of its floor.
+RATIO_TARGET = 2.0
+
+
+# --- the lockdown floor: raw pymodbus -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Board:
+    device: str
+    host: str
+    port: int
+    coils: tuple[int, int]
+    senses: tuple[int, int]
+
+
+def boards_of(config: Config) -> list[Board]:
+    """Per board: the span of lock coils and of lock senses the campus's doors use."""
+    locks: dict[str, list[int]] = {}
+    senses: dict[str, list[int]] = {}
+    for door in config.doors:
+        locks.setdefault(door.lock.device, []).append(int(door.lock.point.split(":")[1]))
+        if door.sense is not None:
+            senses.setdefault(door.sense.device, []).append(int(door.sense.point.split(":")[1]))
+    out = []
+    for dev in config.devices:
+        if dev.id not in locks:
+            continue
+        c, s = locks[dev.id], senses.get(dev.id, locks[dev.id])
+        host, port = dev.host, dev.port  # type: ignore[attr-defined]
+        out.append(Board(dev.id, host, port, (min(c), max(c)), (min(s), max(s))))
+    return out
+
+
+async def floor_cycles(config: Config, cycles: int) -> dict[str, list[float]]:
+    """One FC15 per board in parallel, each acknowledged; then read back per board."""
+    boards = boards_of(config)
+    clients = {b.device: AsyncModbusTcpClient(b.host, port=b.port) for b in boards}
+    for client in clients.values():
+        await client.connect()
+    sensed = any(d.sense is not None for d in config.doors)
+
+    async def write(board: Board, value: bool) -> int:
+        lo, hi = board.coils
+        reply = await clients[board.device].write_coils(lo, [value] * (hi - lo + 1), device_id=1)
+        assert not reply.isError(), reply
+        return time.monotonic_ns()
+
+    async def confirm(board: Board, value: bool) -> int:
+        lo, hi = board.senses
+        client = clients[board.device]
+        while True:
+            if sensed:
+                reply = await client.read_discrete_inputs(lo, count=hi - lo + 1, device_id=1)
+            else:
+                reply = await client.read_coils(lo, count=hi - lo + 1, device_id=1)
+            if all(bit is value for bit in reply.bits[: hi - lo + 1]):
+                return time.monotonic_ns()
+
+    samples: dict[str, list[float]] = {"on_wire": [], "confirmed": []}
+    try:
+        for i in range(cycles + 3):
+            for value in (True, False):
+                t0 = time.monotonic_ns()
+                acked = await asyncio.gather(*(write(b, value) for b in boards))
+                done = await asyncio.gather(*(confirm(b, value) for b in boards))
+                if value and i >= 3:
+                    samples["on_wire"].append((max(acked) - t0) / 1e6)
+                    samples["confirmed"].append((max(done) - t0) / 1e6)
+            await asyncio.sleep(0.05)
+    finally:
+        for client in clients.values():
+            client.close()
+    return samples
+
+
+# --- single-door paths over MQTT ----------------------------------------------------------
+
+
+def nodelay(client: aiomqtt.Client) -> None:
+    sock = client._client.socket()
+    if isinstance(sock, socket.socket):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class Requester:
+    """One MQTT 5 client sending requests and timing replies by correlation data."""
+
+    def __init__(self, client: aiomqtt.Client, reply_base: str) -> None:
+        self._client = client
+        self._base = reply_base
+        self._waiting: dict[bytes, asyncio.Future[int]] = {}
+
+    async def listen(self) -> None:
+        await self._client.subscribe(f"{self._base}/#", qos=1)
+        async for message in self._client.messages:
+            correlation = getattr(message.properties, "CorrelationData", None)
+            future = self._waiting.pop(correlation, None) if correlation else None
+            if future is not None and not future.done():
+                future.set_result(time.monotonic_ns())
+
+    async def send(self, topic: str, body: dict[str, Any]) -> tuple[int, asyncio.Future[int]]:
+        """Publish; return the publish time and a future of the reply's arrival (ns)."""
+        correlation = uuid.uuid4().hex.encode()
+        props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        props.ResponseTopic = f"{self._base}/{correlation.decode()}"
+        props.CorrelationData = correlation
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._waiting[correlation] = future
+        sent = time.monotonic_ns()
+        await self._client.publish(topic, json.dumps(body).encode(), 1, False, props)
+        return sent, future
+
+
+class Control:
+    """The simulators' control interface (JSON lines over TCP)."""
+
+    def __init__(self, port: int) -> None:
+        self._port = port
+
+    async def ask(self, op: str, **fields: Any) -> Any:
+        reader, writer = await asyncio.open_connection(
+            # A board's whole write log comes back in one line.
+            "127.0.0.1",
+            self._port,
+            limit=1 << 26,
+        )
+        try:
+            writer.write(json.dumps({"op": op, **fields}).encode() + b"\n")
+            answer = json.loads(await reader.readline())
+        finally:
+            writer.close()
+        assert answer["ok"], answer
+        return answer["out"]
+
+
+def first_writes(
+    writes: Sequence[dict[str, Any]], asked: Sequence[tuple[int, int, bool]]
+) -> list[int | None]:
+    """For each (published ns, coil, value): the first write of that coil and value after it."""
+    out: list[int | None] = []
+    for sent, coil, value in asked:
+        hit = next(
+            (
+                w["ns"]
+                for w in writes
+                if w["ns"] >= sent and w["address"] == coil and w["value"] is value
+            ),
+            None,
+        )
+        out.append(hit)
+    return out
+
+
+@dataclass
+class Route:
+    """How one system under test is addressed: topic and the body of 'set door N to v'."""
+
+    name: str
+    topic: str
+    reply_base: str
+    body: Any  # Callable[[str, int, bool], dict[str, Any]]
+
+
+async def single_door(
+    path: Route, *, client: aiomqtt.Client, control: Control, board: Board, doors: list[str], n: int
+) -> dict[str, Any]:
+    """Publish -> coil and publish -> reply at 2.5/s, then bursts of 32 commands to one board."""
+    requester = Requester(client, path.reply_base)
+    listener = asyncio.create_task(requester.listen())
+    await asyncio.sleep(0.2)
+    lo = board.coils[0]
+    coil_ms: list[float] = []
+    reply_ms: list[float] = []
+    burst_ms: list[float] = []
+    failed = 0
+    try:
+        asked: list[tuple[int, int, bool]] = []
+        replies: list[int] = []
+        for i in range(n + 2):
+            value = i % 2 == 1
+            sent, future = await requester.send(path.topic, path.body(doors[0], lo, value))
+            replies.append(await asyncio.wait_for(future, 10) - sent)
+            asked.append((sent, lo, value))
+            await asyncio.sleep(0.4)
+        writes = await control.ask("writes", device=board.device)
+        for (sent, _, _), at, rtt in list(
+            zip(asked, first_writes(writes, asked), replies, strict=True)
+        )[2:]:
+            if at is None:
+                failed += 1
+                continue
+            coil_ms.append((at - sent) / 1e6)
+            reply_ms.append(rtt / 1e6)
+        for r in range(max(2, n // 10)):
+            value = r % 2 == 1
+            burst: list[tuple[int, int, bool]] = []
+            futures = []
+            for k, door in enumerate(doors):
+                sent, future = await requester.send(path.topic, path.body(door, lo + k, value))
+                burst.append((sent, lo + k, value))
+                futures.append(future)
+            await asyncio.wait_for(asyncio.gather(*futures), 30)
+            writes = await control.ask("writes", device=board.device)
+            hits = first_writes(writes, burst)
+            if None in hits:
+                failed += 1
+                continue
+            burst_ms.append((max(h for h in hits if h is not None) - burst[0][0]) / 1e6)
+            await asyncio.sleep(0.3)
+    finally:
+        listener.cancel()
+        await asyncio.gather(listener, return_exceptions=True)
+    return {
+        "publish_to_coil": percentiles(coil_ms),
+        "publish_to_reply": percentiles(reply_ms),
+        "burst_32_all_written": percentiles(burst_ms),
+        "missing_writes": failed,
+    }
+
+
+async def with_client(url: str, run: Any) -> Any:
+    host, port = url.removeprefix("mqtt://").rsplit(":", 1)
+    async with aiomqtt.Client(host, int(port), protocol=aiomqtt.ProtocolVersion.V5) as client:
+        nodelay(client)
+        return await run(client)
+
+
+def daemon_campus(tmp: Path, template: Path, ports: dict[str, int], url: str) -> Path:
+    """The campus file for the daemon: the simulators' ports, the private broker."""
+    path = tmp / "daemon.toml"
+    path.write_text(effective_campus(template.read_text(), ports, url))
+    return path
+
+
+async def gateway_single(
+    path: Path, *, state_dir: Path, mq: Mosquitto, control: Control, n: int
+) -> dict[str, Any]:
+    config = load_config(path)
+    board = boards_of(config)[0]
+    doors = [d.id for d in config.doors if d.lock.device == board.device][:32]
+    site = config.site.id
+    base = f"{config.mqtt.prefix}/{site}"
+    daemon = await DaemonProcess(path, {"GATEWAYD_STATE_DIR": str(state_dir)}).start()
+
+    def body(door: str, _coil: int, value: bool) -> dict[str, Any]:
+        return signed_command("lock" if value else "unlock", site, door=door)
+
+    try:
+
+        async def run(client: aiomqtt.Client) -> dict[str, Any]:
+            requester = Requester(client, f"{base}/cmd/reply/bench")
+            listener = asyncio.create_task(requester.listen())
+            try:
+                async with asyncio.timeout(60):
+                    while True:
+                        await asyncio.sleep(0.5)
+                        _, future = await requester.send(
+                            f"{base}/cmd", signed_command("status", site)
+                        )
+                        try:
+                            await asyncio.wait_for(future, 2)
+                            break
+                        except TimeoutError:
+                            continue
+            finally:
+                listener.cancel()
+                await asyncio.gather(listener, return_exceptions=True)
+            route = Route("gateway", f"{base}/cmd", f"{base}/cmd/reply/bench", body)
+            return await single_door(
+                route, client=client, control=control, board=board, doors=doors, n=n
+            )
+
+        result: dict[str, Any] = await with_client(mq.url, run)
+    finally:
+        await daemon.stop()
+    return result
+
+
+async def naive_single(config: Config, mq: Mosquitto, control: Control, n: int) -> dict[str, Any]:
+    board = boards_of(config)[0]
+    doors = [d.id for d in config.doors if d.lock.device == board.device][:32]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bench.naive_bridge",
+        "--mqtt",
+        mq.url,
+        "--board",
+        f"{board.device}={board.host}:{board.port}",
+        stdout=subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    try:
+        async with asyncio.timeout(20):
+            assert (await proc.stdout.readline()).strip() == b"ready"
+
+        def body(_door: str, coil: int, value: bool) -> dict[str, Any]:
+            return {"id": uuid.uuid4().hex, "board": board.device, "coil": coil, "value": value}
+
+        route = Route("naive", "naive/cmd", "naive/reply", body)
+        result: dict[str, Any] = await with_client(
+            mq.url,
+            lambda c: single_door(route, client=c, control=control, board=board, doors=doors, n=n),
+        )
+    finally:
+        proc.terminate()
+        await proc.wait()
+    return result
+
+
+# --- the run ------------------------------------------------------------------------------
+
+
+def ratio(ours: dict[str, float], floor: dict[str, float], key: str) -> float:
+    if not ours.get(key) or not floor.get(key):
+        return float("nan")
+    return round(ours[key] / floor[key], 2)
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="gatewayd-floor-") as tmp_name:
+        tmp = Path(tmp_name)
+        template = tmp / "campus.toml"
+        template.write_text(
+            render(
+                # bench.lockdown signs its commands for the site "bench".
+                "bench",
+                f"Floor bench, {args.doors} doors",
+                with_demo_actors(bench_plans(args.doors, 32)),
+                base_port=20000,
+                poll_interval_ms=args.poll_ms,
+                demo=True,
+            )
+        )
+        async with (
+            SimProcess(template, actuation_ms=args.actuation_ms, control=True) as sim,
+            Mosquitto() as mq,
+        ):
+            base = load_config(template)
+            device_ports = {k: v for k, v in sim.ports.items() if k != "control"}
+            config = with_ports(base, device_ports).model_copy(
+                update={
+                    "mqtt": base.mqtt.model_copy(update={"url": mq.url}),
+                    "state_dir": str(tmp / "state"),
+                }
+            )
+            assert sim.control_port is not None
+            control = Control(sim.control_port)
+            floor = await floor_cycles(config, args.cycles)
+            gw = await gateway_cycles(config, args.cycles)
+            naive = await naive_single(config, mq, control, args.commands)
+            path = daemon_campus(tmp, template, sim.ports, mq.url)
+            daemon = await gateway_single(
+                path, state_dir=tmp / "dstate", mq=mq, control=control, n=args.commands
+            )
+    load_after = os.getloadavg()
+    lock: dict[str, Any] = {
+        "floor": {
+            "on_wire": percentiles(floor["on_wire"]),
+            "confirmed": percentiles(floor["confirmed"]),
+        },
+        "gateway": {
+            "on_wire": percentiles(gw["on_wire"]),
+            "confirmed": percentiles(gw["confirmed"]),
+        },
+    }
+    for key in ("on_wire", "confirmed"):
+        lock[f"ratio_{key}"] = {
+            q: ratio(lock["gateway"][key], lock["floor"][key], q) for q in ("p50", "p99")
+        }
+    single = {"naive": naive, "gateway": daemon}
+    single["ratio"] = {
+        k: {q: ratio(daemon[k], naive[k], q) for q in ("p50", "p99")}
+        for k in ("publish_to_coil", "publish_to_reply", "burst_32_all_written")
+    }
+    return {
+        "bench": "floor",
+        "doors": len(config.doors),
+        "boards": len(config.devices),
+        "cycles": args.cycles,
+        "commands": args.commands,
+        "poll_interval_ms": args.poll_ms,
+        "sim_actuation_ms": args.actuation_ms,
+        "failed_doors": int(gw["failed_doors"][0]),
+        "lockdown_ms": lock,
+        "single_door_ms": single,
+        "load_average": {"before": load_before, "after": load_after},
+        "ratio_target": RATIO_TARGET,
+    }
+
+
+def summary(results: dict[str, Any]) -> None:
+    print(json.dumps(results, indent=2))
+    lock, single = results["lockdown_ms"], results["single_door_ms"]
+    print(
+        f"\nFloor bench: {results['doors']} doors on {results['boards']} boards, "
+        f"sim bolt travel {results['sim_actuation_ms']} ms, poll {results['poll_interval_ms']} ms"
+    )
+    heads = ("floor p50", "p99", "ours p50", "p99", "x p50", "x p99")
+    print(f"{'figure (ms)':<40} " + " ".join(f"{h:>9}" for h in heads))
+
+    def row(name: str, floor: dict[str, float], ours: dict[str, float]) -> None:
+        cells = [floor.get("p50"), floor.get("p99"), ours.get("p50"), ours.get("p99")]
+        text = " ".join(f"{c if c is not None else float('nan'):>9.2f}" for c in cells)
+        print(f"{name:<40} {text} {ratio(ours, floor, 'p50'):>6} {ratio(ours, floor, 'p99'):>6}")
+
+    row("lockdown: every write acknowledged", lock["floor"]["on_wire"], lock["gateway"]["on_wire"])
+    row("lockdown: every door confirmed", lock["floor"]["confirmed"], lock["gateway"]["confirmed"])
+    for key, name in (
+        ("publish_to_coil", "one door: publish -> coil written"),
+        ("publish_to_reply", "one door: publish -> reply"),
+        ("burst_32_all_written", "32 commands, one board: all written"),
+    ):
+        row(name, single["naive"][key], single["gateway"][key])
+    before, after = results["load_average"]["before"], results["load_average"]["after"]
+    print(
+        f"load average before {before[0]:.2f} {before[1]:.2f}, after {after[0]:.2f} {after[1]:.2f}"
+    )
+    print("floor: raw pymodbus for lockdown, the naive paho+pymodbus bridge for one-door rows")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--doors", type=int, default=1024)
+    parser.add_argument("--cycles", type=int, default=30, help="lockdown cycles per side")
+    parser.add_argument("--commands", type=int, default=40, help="single-door commands per side")
+    parser.add_argument("--poll-ms", type=int, default=100, help="device poll interval")
+    parser.add_argument("--actuation-ms", type=float, default=0.0, help="simulated bolt travel")
+    parser.add_argument("--quick", action="store_true", help="a small smoke run (tests)")
+    args = parser.parse_args()
+    if args.quick:
+        args.doors, args.cycles, args.commands = 64, 2, 4
+    configure("warning", json=False)
+    summary(asyncio.run(main_async(args)))
+
+
+if __name__ == "__main__":
+    main()

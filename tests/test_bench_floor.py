@@ -1,0 +1,42 @@
+"""The floor bench runs end to end (``--quick``): both sides measured, nothing missing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_floor_bench_quick_measures_gateway_and_floor_side_by_side() -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.floor", "--quick"],
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    head, _, human = run.stdout.partition("\n\nFloor bench:")
+    results = json.loads(head)
+    assert results["failed_doors"] == 0
+    for side in ("floor", "gateway"):
+        for key in ("on_wire", "confirmed"):
+            assert results["lockdown_ms"][side][key]["n"] == results["cycles"]
+    for side in ("naive", "gateway"):
+        single = results["single_door_ms"][side]
+        assert single["missing_writes"] == 0, single
+        assert single["publish_to_coil"]["n"] == results["commands"]
+        assert single["publish_to_reply"]["n"] == results["commands"]
+        assert single["burst_32_all_written"]["n"] >= 2
+    assert set(results["single_door_ms"]["ratio"]) == {
+        "publish_to_coil",
+        "publish_to_reply",
+        "burst_32_all_written",
+    }
+    assert len(results["load_average"]["before"]) == 3
+    assert "lockdown: every door confirmed" in human
+    assert "load average" in human

@@ -1,0 +1,66 @@
+"""Operator commands load the site and the broker only: no driver is ever imported."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gatewayd.simulators.broker import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = ROOT / "configs" / "demo-campus.toml"
+#: Vendor libraries (and our driver packages) an operator command must not pay for.
+DRIVER_MODULES = ("pymodbus", "bacpypes3", "zeep", "onvif", "cv2", "serial", "gatewayd.drivers")
+
+
+def imported_modules(*args: str) -> tuple[set[str], subprocess.CompletedProcess[str]]:
+    run = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "gatewayd", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    modules = {
+        line.rsplit("|", 1)[1].strip()
+        for line in run.stderr.splitlines()
+        if line.startswith("import time:") and "|" in line
+    }
+    return modules, run
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["lockdown", "--scope", "campus"],
+        ["release", "--scope", "campus"],
+        ["status"],
+    ],
+)
+def test_operator_commands_never_import_a_driver(command: list[str]) -> None:
+    # A port nobody listens on: the command fails fast at the broker, after its imports.
+    closed = f"mqtt://127.0.0.1:{free_port()}"
+    modules, run = imported_modules(
+        *command,
+        "-c",
+        str(DEMO),
+        "--mqtt",
+        closed,
+        *(["--timeout", "2"] if command[0] != "status" else []),
+    )
+    assert "gatewayd.app.cli" in modules, run.stderr[-2000:]
+    assert "cannot reach" in run.stderr or "no connection" in run.stderr, run.stderr[-2000:]
+    loaded = sorted(
+        m for m in modules if m.split(".")[0] in DRIVER_MODULES or m.startswith(DRIVER_MODULES)
+    )
+    assert loaded == [], loaded
+
+
+def test_check_still_validates_every_device_with_its_driver() -> None:
+    modules, run = imported_modules("check", "-c", str(DEMO))
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "gatewayd.drivers.modbus_relay.config" in modules
