@@ -77,6 +77,22 @@ def build_parser() -> argparse.ArgumentParser:
     bacnet.add_argument("--device-instance", type=int, default=1001)
     bacnet.add_argument("--actuation-ms", type=float, default=5.0, help="output -> lock sense")
     bacnet.add_argument("--id", default="bacnet", help="key of the port in the ready line")
+    bacnet.add_argument(
+        "--no-rpm", action="store_true", help="no ReadPropertyMultiple (rejected, not listed)"
+    )
+    bacnet.add_argument("--no-cov", action="store_true", help="no SubscribeCOV (rejected)")
+    bacnet.add_argument(
+        "--max-apdu",
+        type=int,
+        default=1476,
+        metavar="N",
+        help="max-apdu-length-accepted (50..1476)",
+    )
+    bacnet.add_argument(
+        "--no-segmentation",
+        action="store_true",
+        help="cannot segment: a reply over --max-apdu is aborted",
+    )
     # Coil write logs are a relay-board matter.
     for p in (radio, camera, bacnet):
         p.set_defaults(write_log=None)
@@ -165,6 +181,10 @@ def build(args: argparse.Namespace) -> tuple[dict[str, Simulated], CampusSim[Sit
             device_instance=args.device_instance,
             actuation_ms=args.actuation_ms,
             name=args.id,
+            rpm=not args.no_rpm,
+            cov=not args.no_cov,
+            max_apdu=args.max_apdu,
+            segmentation=not args.no_segmentation,
         )
     return {args.id: sim}, None
 

@@ -14,6 +14,14 @@ timeout, not garbage), so garbling is done where it is meaningful: decodable rep
 answer about the *wrong object*, carry a value of the *wrong type*, or a write acknowledged
 with a reply of another service; COV notifications carry a wrong-typed value.
 
+Personalities (constructor options, and ``--no-rpm`` ``--no-cov`` ``--max-apdu N``
+``--no-segmentation`` on the command line) make a small controller: ``rpm=False`` and
+``cov=False`` take ReadPropertyMultiple / SubscribeCOV out of the application (requests are
+rejected as ``unrecognized-service`` and ``protocol-services-supported`` does not list them);
+``max_apdu`` is the device object's ``max-apdu-length-accepted``, and a reply longer than it
+is not sent: with ``segmentation=False`` (``segmentation-supported`` = no-segmentation) the
+request is aborted with ``segmentation-not-supported``, otherwise bacpypes3 segments it.
+
 ``vanish`` closes the socket as a power loss does; ``reappear`` (and ``restart``) reopen the
 same port with a fresh application: subscriptions are gone, the priority arrays survive (as
 in controllers that keep them in non-volatile memory) and ``time-of-device-restart`` moves.
@@ -30,10 +38,18 @@ import time
 from enum import StrEnum
 from typing import Any, NamedTuple
 
-from bacpypes3.apdu import ReadPropertyACK, ReadPropertyMultipleACK, SimpleAckPDU
+from bacpypes3.apdu import (
+    AbortPDU,
+    APCISequence,
+    ComplexAckPDU,
+    ReadPropertyACK,
+    ReadPropertyMultipleACK,
+    SimpleAckPDU,
+)
 from bacpypes3.app import Application
-from bacpypes3.basetypes import PriorityValue, TimeStamp
+from bacpypes3.basetypes import PriorityValue, Segmentation, TimeStamp
 from bacpypes3.constructeddata import Any as AnyValue
+from bacpypes3.errors import SegmentationNotSupported
 from bacpypes3.ipv4.link import NormalLinkLayer
 from bacpypes3.local.binary import BinaryInputObject, BinaryOutputObject
 from bacpypes3.local.device import DeviceObject
@@ -49,6 +65,11 @@ from gatewayd.simulators.doors import DoorControls, DoorMechanics, Signal
 BIND_ATTEMPTS = 50
 #: The priority a "local operator" at the controller's keypad writes at.
 OPERATOR_PRIORITY = 8
+#: The largest APDU BACnet/IP allows (and the smallest any device must accept).
+MAX_APDU = 1476
+MIN_APDU = 50
+#: APCI header bytes of a complex ack ahead of the service data.
+ACK_HEADER_BYTES = 3
 
 
 class Garble(StrEnum):
@@ -97,6 +118,14 @@ class _SimApplication(Application):  # type: ignore[misc]
     """bacpypes3's application with the simulator's faults in the request path."""
 
     sim: BacnetDeviceSim
+    #: Service helpers (``do_...``) this device does not have: bacpypes3 then rejects the
+    #: request as unrecognized-service and leaves it out of protocol-services-supported.
+    hidden: frozenset[str] = frozenset()
+
+    def __getattribute__(self, name: str) -> Any:
+        if name.startswith("do_") and name in object.__getattribute__(self, "hidden"):
+            raise AttributeError(name)
+        return super().__getattribute__(name)
 
     async def indication(self, apdu: Any) -> None:
         sim = self.sim
@@ -110,7 +139,11 @@ class _SimApplication(Application):  # type: ignore[misc]
         await super().indication(apdu)
 
     async def response(self, apdu: Any) -> None:
-        await super().response(self.sim._garbled(apdu))
+        apdu = self.sim._garbled(apdu)
+        if isinstance(apdu, AbortPDU):
+            # bacpypes3 leaves the "sent by server" bit unset; a client then ignores the abort.
+            apdu.apduSrv = True
+        await super().response(self.sim._fitted(apdu))
 
     def cov_notification(self, cov: Any, apdu: Any) -> None:
         self.sim.counts["cov_notifications"] += 1
@@ -134,11 +167,21 @@ class BacnetDeviceSim(Simulator[PriorityWrite, ApduSeen], DoorControls):
         device_instance: int = 1001,
         actuation_ms: float = 5.0,
         name: str = "bacnet",
+        rpm: bool = True,
+        cov: bool = True,
+        max_apdu: int = MAX_APDU,
+        segmentation: bool = True,
     ) -> None:
         if not 1 <= doors <= 10_000:
             raise ValueError(f"doors must be 1..10000, got {doors}")
+        if not MIN_APDU <= max_apdu <= MAX_APDU:
+            raise ValueError(f"max_apdu must be {MIN_APDU}..{MAX_APDU}, got {max_apdu}")
         super().__init__(name, host=host, port=port)
         self.device_instance = device_instance
+        self.rpm = rpm
+        self.cov = cov
+        self.max_apdu = max_apdu
+        self.segmentation = segmentation
         self.garble_mode = Garble.WRONG_OBJECT
         #: Output ``i`` drives door ``i``; its inputs follow (COV included).
         self.mechanics = DoorMechanics(
@@ -161,7 +204,14 @@ class BacnetDeviceSim(Simulator[PriorityWrite, ApduSeen], DoorControls):
         await self.reappear()
 
     def _about(self) -> dict[str, Any]:
-        return {"instance": self.device_instance, "doors": self._n}
+        return {
+            "instance": self.device_instance,
+            "doors": self._n,
+            "rpm": self.rpm,
+            "cov": self.cov,
+            "max_apdu": self.max_apdu,
+            "segmentation": self.segmentation,
+        }
 
     async def _close(self) -> None:
         app, self._app = self._app, None
@@ -177,6 +227,12 @@ class BacnetDeviceSim(Simulator[PriorityWrite, ApduSeen], DoorControls):
         self._restarts += 1
         app = _SimApplication.from_object_list(self._objects())
         app.sim = self
+        hidden = set()
+        if not self.rpm:
+            hidden.add("do_ReadPropertyMultipleRequest")
+        if not self.cov:
+            hidden.add("do_SubscribeCOVRequest")
+        app.hidden = frozenset(hidden)
         link_address = IPv4Address(f"{self.host}:{port}")
         link = NormalLinkLayer(link_address, bind_socket=sock)
         app.link_layers[ObjectIdentifier("network-port,1")] = link
@@ -209,6 +265,10 @@ class BacnetDeviceSim(Simulator[PriorityWrite, ApduSeen], DoorControls):
             objectName=self.name,
             vendorIdentifier=999,
             timeOfDeviceRestart=TimeStamp(sequenceNumber=self._restarts),
+            maxApduLengthAccepted=self.max_apdu,
+            segmentationSupported=(
+                Segmentation.segmentedBoth if self.segmentation else Segmentation.noSegmentation
+            ),
         )
         old = self._locks
         self._locks = []
@@ -310,6 +370,20 @@ class BacnetDeviceSim(Simulator[PriorityWrite, ApduSeen], DoorControls):
 
     # --- faults ---------------------------------------------------------------------------
 
+    def _fitted(self, apdu: Any) -> Any:
+        """A reply longer than ``max_apdu`` from a device that cannot segment: an abort
+        (raised, so the stack answers the request with segmentation-not-supported)."""
+        if self.segmentation or not isinstance(apdu, ComplexAckPDU):
+            return apdu
+        # A service ack (ReadPropertyACK...) is encoded later; its size is its encoding's.
+        encoded = apdu.encode() if isinstance(apdu, APCISequence) else apdu
+        size = ACK_HEADER_BYTES + len(encoded.pduData)
+        if size <= self.max_apdu:
+            return apdu
+        self.counts["too_long"] += 1
+        # Raised inside the service helper: bacpypes3 answers the request with an Abort.
+        raise SegmentationNotSupported(f"reply of {size} bytes, max-apdu {self.max_apdu}")
+
     def _garbled(self, apdu: Any) -> Any:
         if not self.faults.roll(self.faults.corrupt):
             return apdu
@@ -348,6 +422,7 @@ class BacnetDeviceSim(Simulator[PriorityWrite, ApduSeen], DoorControls):
             "delayed": self.counts["delayed"],
             "corrupted": self.counts["corrupted"],
             "cov_notifications": self.counts["cov_notifications"],
+            "too_long": self.counts["too_long"],
             "restarts": self._restarts,
             "subscriptions": self.subscriptions(),
         }

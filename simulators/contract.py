@@ -8,9 +8,10 @@ suite (``tests/test_driver_contract.py``) runs against it with no change to the 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from importlib import import_module
 from importlib.metadata import entry_points
-from typing import Protocol
+from typing import Any, Protocol
 
 from gatewayd.kernel.driver import DriverConfig
 from gatewayd.kernel.events import DeviceCommand, PointWrite, WritePoints
@@ -96,14 +97,16 @@ class ModbusRelayRig:
 
 
 class BacnetRig:
-    """A 4-door BACnet/IP controller with COV on its inputs."""
+    """A 4-door BACnet/IP controller with COV on its inputs; ``personality`` takes services
+    away as small controllers do (see :class:`BacnetDeviceSim`: ``rpm``, ``cov``,
+    ``max_apdu``, ``segmentation``)."""
 
     driver = "bacnet"
 
-    def __init__(self) -> None:
+    def __init__(self, **personality: Any) -> None:
         from gatewayd.simulators.bacnet_device import BacnetDeviceSim
 
-        self.sim = BacnetDeviceSim(4, actuation_ms=1, name="rig")
+        self.sim = BacnetDeviceSim(4, actuation_ms=1, name="rig", **personality)
 
     async def start(self) -> tuple[DriverConfig, frozenset[str]]:
         from gatewayd.drivers.bacnet.config import BacnetConfig
@@ -156,6 +159,10 @@ class BacnetRig:
 #: Built-in rigs by driver name.
 RIGS: dict[str, Callable[[], Rig]] = {
     "bacnet": BacnetRig,
+    # Small controllers: each personality is the whole contract again.
+    "bacnet-no-rpm": partial(BacnetRig, rpm=False),
+    "bacnet-no-cov": partial(BacnetRig, cov=False),
+    "bacnet-small-apdu": partial(BacnetRig, max_apdu=128, segmentation=False),
     "modbus_relay": ModbusRelayRig,
     "onvif_camera": OnvifCameraRig,
     "psap_radio": PsapRadioRig,

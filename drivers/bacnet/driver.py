@@ -7,6 +7,15 @@ through the relinquish default on the way. Slots the gateway never wrote are nev
 
 Commands and polls run concurrently: BACnet requests are independent datagrams matched by
 invoke id, so a command never waits for a poll (see ``transport.py``).
+
+**Small controllers.** The device object says what the controller can do, and it is read at
+each connect: without ReadPropertyMultiple in ``protocol-services-supported`` (or once an
+RPM is rejected as an unrecognized service) every read is one ReadProperty per property,
+remembered for the device and logged once; ``max-apdu-length-accepted`` sizes each RPM so
+its reply fits in one APDU, and a reply that still needs segmenting the device cannot do is
+read in halves; ``segmentation-supported`` decides whether requests accept a segmented
+reply. Points whose COV subscription is refused are polled at ``poll_interval_ms``; the
+device stays online and its health says how it is read.
 """
 
 from __future__ import annotations
@@ -17,10 +26,16 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import structlog
-from bacpypes3.basetypes import PriorityArray, PropertyIdentifier, TimeStamp
+from bacpypes3.basetypes import (
+    PriorityArray,
+    PropertyIdentifier,
+    Segmentation,
+    ServicesSupported,
+    TimeStamp,
+)
 from bacpypes3.constructeddata import Any as AnyValue
 from bacpypes3.constructeddata import ArrayOf
-from bacpypes3.primitivedata import ObjectIdentifier
+from bacpypes3.primitivedata import ObjectIdentifier, Unsigned
 
 from gatewayd.drivers.bacnet.config import BacnetConfig
 from gatewayd.drivers.bacnet.cov import CovBook, object_id
@@ -46,6 +61,15 @@ OBJECT_LIST = PropertyIdentifier("object-list")
 PRIORITY_ARRAY = PropertyIdentifier("priority-array")
 RESTART_TIME = PropertyIdentifier("time-of-device-restart")
 SYSTEM_STATUS = PropertyIdentifier("system-status")
+SERVICES = PropertyIdentifier("protocol-services-supported")
+SEGMENTATION = PropertyIdentifier("segmentation-supported")
+MAX_APDU = PropertyIdentifier("max-apdu-length-accepted")
+#: Reasons meaning "this device has no ReadPropertyMultiple".
+NO_RPM = ("reject:unrecognized-service", "reject:unrecognizedService")
+#: Bytes one property reference may take in an RPM reply (object id, tags, a timestamp-sized
+#: value), and what the APDU header and service choice take: sizes RPMs to the device.
+RPM_BYTES_PER_REF = 24
+RPM_OVERHEAD_BYTES = 8
 #: Deadline of the best-effort COV cancellation when the driver stops.
 CANCEL_TIMEOUT_S = 0.3
 
@@ -79,6 +103,10 @@ class BacnetDriver(Driver[BacnetConfig]):
         self._stamp_supported = True
         self._next_full_poll = 0.0
         self._connects = 0
+        #: False once the device is known to lack ReadPropertyMultiple (kept across reconnects).
+        self._rpm = True
+        #: Property references per RPM: the config's, made smaller by the device's max APDU.
+        self._per_read = config.objects_per_read
         self._counts = {
             "polls": 0,
             "probes": 0,
@@ -89,6 +117,7 @@ class BacnetDriver(Driver[BacnetConfig]):
             "reconnects": 0,
             "restarts_seen": 0,
             "relinquished": 0,
+            "rpm_split": 0,
         }
 
     @classmethod
@@ -134,6 +163,7 @@ class BacnetDriver(Driver[BacnetConfig]):
     async def _connect(self) -> None:
         """Find the device and its objects, recover our priority slots, subscribe."""
         try:
+            await self._read_capabilities()
             await self._check_objects()
             await self._recover_priorities()
             self._restart_stamp = await self._read_restart_stamp()
@@ -153,7 +183,40 @@ class BacnetDriver(Driver[BacnetConfig]):
             instance=self.config.device_instance,
             cov=sorted(map(str, self._cov.active)),
             missing=sorted(map(str, self._missing)),
+            rpm=self._rpm,
+            per_read=self._per_read,
         )
+
+    async def _read_capabilities(self) -> None:
+        """What the device object says it can do: RPM, reply size, segmentation."""
+        services = await self._optional(SERVICES, ServicesSupported)
+        if services is not None and not services[ServicesSupported.readPropertyMultiple]:
+            self._no_rpm("protocol-services-supported lacks readPropertyMultiple")
+        max_apdu = await self._optional(MAX_APDU, Unsigned)
+        per_read = self.config.objects_per_read
+        if max_apdu is not None:
+            fits = (int(max_apdu) - RPM_OVERHEAD_BYTES) // RPM_BYTES_PER_REF
+            per_read = max(1, min(per_read, fits))
+        self._per_read = per_read
+        segmentation = await self._optional(SEGMENTATION, Segmentation)
+        self._link.segmented_response_accepted = segmentation is None or int(segmentation) in (
+            Segmentation.segmentedBoth,
+            Segmentation.segmentedTransmit,
+        )
+
+    async def _optional(self, prop: PropertyIdentifier, datatype: type) -> Any:
+        """A device property the driver can do without (None when the device refuses it)."""
+        try:
+            return await self._link.read(self._device, prop, datatype)
+        except DeviceRefused as exc:
+            self._log.info("bacnet.property_refused", property=str(prop), reason=exc.reason)
+            return None
+
+    def _no_rpm(self, why: str) -> None:
+        """Read per property from now on (said once per device)."""
+        if self._rpm:
+            self._rpm = False
+            self._log.warning("bacnet.no_rpm", reason=why, fallback="ReadProperty per property")
 
     async def _check_objects(self) -> None:
         """Read the object list; a watched point the device lacks is a fault, not a crash."""
@@ -263,12 +326,36 @@ class BacnetDriver(Driver[BacnetConfig]):
         self._counts["probes"] += 1
 
     async def _read_many(self, refs: list[Ref]) -> dict[Ref, AnyValue | DeviceRefused]:
-        size = self.config.objects_per_read
+        if not self._rpm:
+            return await self._link.read_each(refs)
+        size = self._per_read
         chunks = [refs[i : i + size] for i in range(0, len(refs), size)]
         found: dict[Ref, AnyValue | DeviceRefused] = {}
-        for part in await concurrently(self._link.read_multiple(c) for c in chunks):
+        for part in await concurrently(self._read_chunk(c) for c in chunks):
             found.update(part)
         return found
+
+    async def _read_chunk(self, refs: list[Ref]) -> dict[Ref, AnyValue | DeviceRefused]:
+        """One RPM; rejected as unknown: per property from now on; too big: in halves."""
+        if not self._rpm:
+            return await self._link.read_each(refs)
+        try:
+            return await self._link.read_multiple(refs)
+        except DeviceRefused as exc:
+            if exc.reason in NO_RPM:
+                self._no_rpm(exc.reason)
+                return await self._link.read_each(refs)
+            if "segmentation" not in exc.reason and "buffer-overflow" not in exc.reason:
+                raise
+            if len(refs) == 1:
+                return await self._link.read_each(refs)
+        self._counts["rpm_split"] += 1
+        half = len(refs) // 2
+        self._per_read = max(1, min(self._per_read, half))
+        first, second = await concurrently(
+            (self._read_chunk(refs[:half]), self._read_chunk(refs[half:]))
+        )
+        return first | second
 
     def _binary(self, what: str, value: AnyValue | DeviceRefused) -> bool:
         if isinstance(value, DeviceRefused):
@@ -305,7 +392,20 @@ class BacnetDriver(Driver[BacnetConfig]):
     def _succeeded(self) -> None:
         self._reconnect.reset()
         missing = ", ".join(map(str, sorted(self._missing)))
-        self._link_health.succeeded(degraded=f"missing {missing}" if missing else "")
+        self._link_health.succeeded(
+            degraded=f"missing {missing}" if missing else "", note=self._how_read()
+        )
+
+    def _how_read(self) -> str:
+        """How the device is read when it is less than BACnet allows (for health)."""
+        notes = []
+        if not self._rpm:
+            notes.append("no ReadPropertyMultiple: ReadProperty per property")
+        refused = sorted(self._cov.refused)
+        if self.config.cov and refused:
+            names = ", ".join(map(str, refused))
+            notes.append(f"COV refused for {names}: polled every {self.config.poll_interval_ms} ms")
+        return "; ".join(notes)
 
     def _report_fault(self, exc: BadDeviceReply) -> None:
         self._counts["faults"] += 1
@@ -405,6 +505,8 @@ class BacnetDriver(Driver[BacnetConfig]):
             "cov_renewals": self._cov.renewals,
             "cov_notifications": self._cov.notifications,
             "missing_points": len(self._missing),
+            "rpm": int(self._rpm),
+            "per_read": self._per_read,
             "last_error": self._link_health.last_error,
         }
         return stats

@@ -272,6 +272,8 @@ class BacnetLink:
         self.requests = 0
         self.failures = 0
         self.last_rtt_ms = 0.0
+        #: Whether a reply may come segmented (False once the device says it cannot segment).
+        self.segmented_response_accepted = True
 
     def attach(self, app: GatewayApplication) -> None:
         self._app = app
@@ -289,6 +291,8 @@ class BacnetLink:
         """Send one confirmed request under the deadline; return the ack."""
         app = self.app
         apdu.pduDestination = self.address
+        if not self.segmented_response_accepted:
+            apdu.apduSA = False
         async with self._slots:
             self.requests += 1
             start_ns = self.sent_ns = time.monotonic_ns()
@@ -322,6 +326,13 @@ class BacnetLink:
     ) -> Any:
         """ReadProperty, checked: the ack must name what was asked and cast to ``datatype``."""
         what = f"read {objid} {prop}"
+        return self.cast(what, await self.read_any(objid, prop, index), datatype)
+
+    async def read_any(
+        self, objid: ObjectIdentifier, prop: PropertyIdentifier, index: int | None = None
+    ) -> AnyValue:
+        """ReadProperty of one property, its value left uncast (checked it is about it)."""
+        what = f"read {objid} {prop}"
         request = ReadPropertyRequest(objectIdentifier=objid, propertyIdentifier=prop)
         if index is not None:
             request.propertyArrayIndex = index
@@ -331,7 +342,24 @@ class BacnetLink:
         if ack.objectIdentifier != objid or ack.propertyIdentifier != prop:
             about = f"{ack.objectIdentifier} {ack.propertyIdentifier}"
             raise self._bad(f"{what}: reply is about {about}")
-        return self.cast(what, ack.propertyValue, datatype)
+        value: AnyValue = ack.propertyValue
+        return value
+
+    async def read_each(self, refs: list[Ref]) -> dict[Ref, AnyValue | DeviceRefused]:
+        """What :meth:`read_multiple` returns, with one ReadProperty per property (for devices
+        without ReadPropertyMultiple). A BACnet Error about one property comes back as its
+        value, as in an RPM reply; a reject, abort, timeout or bad reply fails the whole read."""
+
+        async def one(ref: Ref) -> AnyValue | DeviceRefused:
+            try:
+                return await self.read_any(*ref)
+            except DeviceRefused as exc:
+                if exc.reason.startswith(("reject:", "abort:")):
+                    raise
+                return exc
+
+        values = await concurrently(one(ref) for ref in refs)
+        return dict(zip(refs, values, strict=True))
 
     def cast(self, what: str, value: AnyValue, datatype: type) -> Any:
         try:

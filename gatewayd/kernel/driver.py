@@ -156,7 +156,8 @@ class Driver(abc.ABC, Generic[ConfigT]):
         Drivers built on ``health.LinkHealth`` leave this to it.
         """
         # A new reason matters to the person fixing it (offline -> refused credentials).
-        reason_changed = health is not Health.ONLINE and bool(detail) and detail != self._detail
+        # An online device reports a changed note too ("polled: no COV" and its end).
+        reason_changed = detail != self._detail and (health is Health.ONLINE or bool(detail))
         if health is not self._health or reason_changed:
             self._health, self._detail = health, detail
             self._emit(DeviceHealth(self.device_id, health, detail))

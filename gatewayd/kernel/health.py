@@ -56,10 +56,16 @@ class LinkHealth:
     def health(self) -> Health:
         return self._health
 
-    def succeeded(self, degraded: str = "") -> None:
-        """An exchange worked: online, or degraded for ``degraded`` (what is wrong)."""
+    def succeeded(self, degraded: str = "", note: str = "") -> None:
+        """An exchange worked: online, or degraded for ``degraded`` (what is wrong).
+
+        ``note`` is said of an online link that works in a lesser way nothing needs fixing
+        for (e.g. "polled: no COV"); a new note is reported like a new reason."""
         self.failures = 0
-        self._decide(Health.DEGRADED if degraded else Health.ONLINE, degraded)
+        if degraded:
+            self._decide(Health.DEGRADED, degraded)
+        else:
+            self._decide(Health.ONLINE, note)
 
     def failed(self, reason: str) -> bool:
         """Count a failure; True once they reach ``offline_after`` in a row (start over)."""
@@ -90,11 +96,11 @@ class LinkHealth:
         self._report(Health.OFFLINE, "driver stopped")
 
     def _decide(self, health: Health, detail: str) -> None:
-        if health is self._health and (health is Health.ONLINE or detail == self._detail):
+        if health is self._health and detail == self._detail:
             return
         self._health, self._detail = health, detail
         if health is Health.ONLINE:
-            self._log.info(f"{self._protocol}.online")
+            self._log.info(f"{self._protocol}.online", **({"note": detail} if detail else {}))
         else:
             self._log.warning(f"{self._protocol}.{health}", reason=detail, failures=self.failures)
         self._report(health, detail)
