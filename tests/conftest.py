@@ -1,4 +1,4 @@
-"""Shared fixtures; each area keeps its own in a ``fixtures_*`` module registered here."""
+"""Shared fixtures; each area keeps its own in a ``tests.support`` module registered here."""
 
 import asyncio
 import sys
@@ -9,12 +9,13 @@ import pytest
 from hypothesis import settings
 
 pytest_plugins = [
-    "tests.fixtures_modbus",
-    "tests.fixtures_mqtt",
-    "tests.fixtures_gateway",
-    "tests.fixtures_tls",
-    "tests.fixtures_console",
-    "tests.fixtures_disk",
+    "tests.support.harness",
+    "tests.support.modbus",
+    "tests.support.mqtt",
+    "tests.support.gateway",
+    "tests.support.tls",
+    "tests.support.console",
+    "tests.support.disk",
 ]
 
 # Timing on a shared 2-core machine is noisy: no per-example deadline.

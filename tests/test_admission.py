@@ -12,8 +12,8 @@ import aiomqtt
 from gatewayd.security.keys import demo_private_key
 from gatewayd.security.signing import signed
 from gatewayd.uplink.admission import OTHER_LANE, Admission, Incoming, looks_signed
-from tests.fixtures_gateway import Site
-from tests.fixtures_modbus import eventually
+from tests.support.gateway import Site
+from tests.support.waiting import eventually
 
 ACTORS = frozenset({"demo-operator"})
 

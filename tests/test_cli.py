@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from gatewayd.simulators.broker import free_port
-from tests.fixtures_gateway import DEMO, Site, run_cli
+from tests.support.gateway import DEMO, Site, run_cli
 
 
 def opts(site: Site) -> list[str]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.fixtures_gateway import Site
-from tests.fixtures_mqtt import Collector, Received
+from tests.support.gateway import Site
+from tests.support.mqtt import Collector, Received
 
 SITE = "gatewayd/demo-school"
 

@@ -13,8 +13,8 @@ import pytest
 
 from gatewayd.security.audit import AuditKind, AuditLog, AuditUnavailable, head_path, verify
 from gatewayd.security.journal import Journal
-from tests.fixtures_disk import Disk, locked
-from tests.fixtures_modbus import eventually
+from tests.support.disk import Disk, locked
+from tests.support.waiting import eventually
 
 
 def source(key: str) -> dict[str, Any]:

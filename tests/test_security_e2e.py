@@ -25,8 +25,8 @@ from gatewayd.security.audit import verify
 from gatewayd.security.keys import demo_private_key
 from gatewayd.security.signing import signed
 from gatewayd.security.startup import EX_CONFIG
-from tests.fixtures_disk import Disk
-from tests.fixtures_gateway import DEMO, Site, raw_requests, run_cli
+from tests.support.disk import Disk
+from tests.support.gateway import DEMO, Site, raw_requests, run_cli
 
 OPERATOR, ADMIN, RESPONDER = "demo-operator", "demo-administrator", "demo-responder"
 #: Generated bad commands per kind of fault.

@@ -11,7 +11,7 @@ import aiomqtt
 import pytest
 
 from gatewayd.security.tls import TlsConfig, TlsError, ssl_context
-from tests.fixtures_tls import Issued, TlsWorld
+from tests.support.tls import Issued, TlsWorld
 
 
 def client(
