@@ -6,7 +6,6 @@ right code, no simulator sees a single write, and every refusal is in the hash-c
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import json
@@ -27,6 +26,7 @@ from gatewayd.security.signing import signed
 from gatewayd.security.startup import EX_CONFIG
 from tests.support.disk import Disk
 from tests.support.gateway import DEMO, Site, raw_requests, run_cli
+from tests.support.waiting import eventually
 
 OPERATOR, ADMIN, RESPONDER = "demo-operator", "demo-administrator", "demo-responder"
 #: Generated bad commands per kind of fault.
@@ -290,9 +290,7 @@ async def test_a_gateway_started_on_a_read_only_disk_still_locks_and_releases_fo
     fire = next(i for i in site.config.inputs if i.id == "fire-B").point
     site.sim.boards[fire.device].set_input(int(fire.point.split(":")[1]), True)
     egress = [d.id for d in site.config.doors if d.building == "B" and d.kind is DoorKind.EGRESS]
-    async with asyncio.timeout(5):
-        while any(site.coil(d) for d in egress):
-            await asyncio.sleep(0.02)
+    await eventually(lambda: not any(site.coil(d) for d in egress))
     release = await site.command("release", scope="building/B")
     assert release["error"] == "store_failed", release
 
@@ -306,9 +304,7 @@ async def test_fire_alarm_releases_egress_when_the_disk_is_full(
     fire = next(i for i in site.config.inputs if i.id == "fire-B").point
     site.sim.boards[fire.device].set_input(int(fire.point.split(":")[1]), True)
     egress = [d.id for d in site.config.doors if d.building == "B" and d.kind is DoorKind.EGRESS]
-    async with asyncio.timeout(5):
-        while any(site.coil(d) for d in egress):
-            await asyncio.sleep(0.02)
+    await eventually(lambda: not any(site.coil(d) for d in egress))
     assert site.gateway is not None and site.gateway.journal.healthy is False
 
 

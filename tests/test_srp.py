@@ -179,8 +179,9 @@ async def test_dry_run_drill_publishes_decisions_and_moves_nothing(site: Site) -
     assert reply["ok"] is True and reply["dry_run"] is True, reply
     assert set(reply["decisions"]["lock"]) == set(doors(site, "C"))
     assert writes(site) == before
-    assert site.gateway is not None
-    await eventually(lambda: not site.gateway.engine.sources)  # type: ignore[union-attr]
+    gateway = site.gateway
+    assert gateway is not None
+    await eventually(lambda: not gateway.engine.sources)
 
 
 async def test_bad_srp_commands_get_stable_codes_and_write_nothing(site: Site) -> None:
