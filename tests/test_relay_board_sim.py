@@ -17,8 +17,6 @@ from gatewayd.simulators.faults import Corruption
 from gatewayd.simulators.relay_board import RelayBoardSim
 from tests.support.waiting import eventually
 
-pytestmark = pytest.mark.usefixtures("no_leaked_tasks")
-
 
 @pytest.fixture
 async def client(relay_board: RelayBoardSim) -> AsyncIterator[AsyncModbusTcpClient]:

@@ -65,12 +65,14 @@ class DriverHarness(Generic[D, S]):
         async with asyncio.timeout(timeout_s):
             await started.wait()
         if task.done():
+            # Its error is raised here, once; stop() has nothing left to wait for.
+            self.task = None
             task.result()
             raise AssertionError(f"{self.driver.device_id} ended before it signalled started")
         return self
 
     async def stop(self) -> None:
-        """Cancel the run and wait for it to end (idempotent)."""
+        """Cancel the run and wait for it to end (idempotent); a run that crashed raises."""
         task, self.task = self.task, None
         if task is not None:
             task.cancel()
