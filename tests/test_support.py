@@ -42,7 +42,9 @@ async def test_next_steps_through_items_of_a_kind_from_its_cursor() -> None:
     first = await recorder.next(PointChanged)
     assert first.point == "coil:1"
     assert (await recorder.next(PointChanged, lambda e: e.value is True)).point == "coil:2"
-    later = asyncio.get_running_loop().call_later(0.01, recorder, PointChanged("d", "coil:3", 0))
+    later = asyncio.get_running_loop().call_later(
+        0.01, recorder, PointChanged("d", "coil:3", False)
+    )
     try:
         assert (await recorder.next(PointChanged, timeout_s=1)).point == "coil:3"
     finally:
