@@ -1,6 +1,7 @@
-"""Shared fixtures; each area keeps its own in a ``fixtures_*`` module registered here."""
+"""Shared fixtures; each area keeps its own in a ``tests.support`` module registered here."""
 
 import asyncio
+import contextlib
 import sys
 import threading
 from collections.abc import AsyncIterator
@@ -8,13 +9,16 @@ from collections.abc import AsyncIterator
 import pytest
 from hypothesis import settings
 
+from tests.support.waiting import eventually
+
 pytest_plugins = [
-    "tests.fixtures_modbus",
-    "tests.fixtures_mqtt",
-    "tests.fixtures_gateway",
-    "tests.fixtures_tls",
-    "tests.fixtures_console",
-    "tests.fixtures_disk",
+    "tests.support.harness",
+    "tests.support.modbus",
+    "tests.support.mqtt",
+    "tests.support.gateway",
+    "tests.support.tls",
+    "tests.support.console",
+    "tests.support.disk",
 ]
 
 # Timing on a shared 2-core machine is noisy: no per-example deadline.
@@ -28,16 +32,18 @@ async def no_leaks() -> AsyncIterator[None]:
     threads_before = set(threading.enumerate())
     yield
     current = asyncio.current_task()
-    # Cancelled tasks (a server's request handlers) may need a few turns of the loop to end.
-    for _ in range(50):
-        pending = [
+
+    def pending_tasks() -> list[asyncio.Task[object]]:
+        return [
             t
             for t in asyncio.all_tasks()
             if t is not current and not t.done() and not _server_leftover(t)
         ]
-        if not pending:
-            break
-        await asyncio.sleep(0.01)
+
+    # Cancelled tasks (a server's request handlers) may need a few turns of the loop to end.
+    with contextlib.suppress(AssertionError):
+        await eventually(lambda: not pending_tasks(), timeout_s=0.5)
+    pending = pending_tasks()
     # "asyncio_N" threads are the loop's default executor (getaddrinfo) and "asyncio-waitpid"
     # its child watcher: both belong to the loop and end with it.
     leaked_threads = [

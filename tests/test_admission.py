@@ -18,8 +18,8 @@ from gatewayd.uplink.admission import (
     Incoming,
     looks_signed,
 )
-from tests.fixtures_gateway import Site
-from tests.fixtures_modbus import eventually
+from tests.support.gateway import Site
+from tests.support.waiting import eventually
 
 ACTORS = frozenset({"demo-operator"})
 

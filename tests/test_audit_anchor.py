@@ -9,8 +9,8 @@ from pathlib import Path
 from gatewayd.security.anchor import HEAD_TYPE, check_signature
 from gatewayd.security.audit import head_path, verify
 from gatewayd.security.canonical import canonical
-from tests.fixtures_gateway import Site, run_cli
-from tests.fixtures_mqtt import Collector
+from tests.support.gateway import Site, run_cli
+from tests.support.mqtt import Collector
 
 
 async def test_published_heads_catch_a_log_cut_back_consistently(
@@ -35,7 +35,7 @@ async def test_published_heads_catch_a_log_cut_back_consistently(
     await audit.wait_for(lambda m: is_head(m) and json.loads(m.payload)["data"]["seq"] >= last_seq,
                          timeout_s=10)  # fmt: skip
     await site.stop_gateway()
-    heads = [json.loads(m.payload) for m in audit.messages if is_head(m)]
+    heads = [json.loads(m.payload) for m in audit.items if is_head(m)]
     assert all(h["data"]["type"] == HEAD_TYPE for h in heads)
     check_signature(heads[-1]["data"])  # signed by the gateway's key
     published = tmp_path / "heads.jsonl"

@@ -27,9 +27,9 @@ from gatewayd.rules.rulefile import parse_rules
 from gatewayd.security.audit import read_records
 from gatewayd.security.keys import demo_private_key
 from gatewayd.security.signing import sign, signed
-from tests.fixtures_gateway import Site, actor_key
-from tests.fixtures_modbus import eventually
-from tests.fixtures_mqtt import Collector
+from tests.support.gateway import Site, actor_key
+from tests.support.mqtt import Collector
+from tests.support.waiting import eventually
 
 OPERATOR, ADMIN = "front-office", "principal"
 CLASSROOMS_A = [f"A-{n}" for n in (101, 102, 112, 201, 212)]
@@ -160,7 +160,7 @@ async def test_replies_never_go_onto_the_gateways_own_topics(
         # Each reply goes to cmd/result instead; once all three are there, none went elsewhere.
         await seen.wait_count(lambda m: m.topic == f"{base}/cmd/result", len(targets))
     # The gateway's own state and availability are there too; a reply is what carries an id.
-    stray = [m for m in seen.messages if m.topic in targets and b'"action":"status"' in m.payload]
+    stray = [m for m in seen.items if m.topic in targets and b'"action":"status"' in m.payload]
     assert not stray, [m.topic for m in stray]
     assert site.gateway is not None
     assert site.gateway.uplink.statistics()["response_topics_refused"] == len(targets)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -15,7 +14,6 @@ from gatewayd.kernel.errors import BadPoint, UnsupportedCommand
 from gatewayd.kernel.events import (
     DeviceFault,
     DeviceHealth,
-    DriverEvent,
     Health,
     PointChanged,
     PointWrite,
@@ -23,47 +21,16 @@ from gatewayd.kernel.events import (
     WritePoints,
 )
 from gatewayd.simulators.bacnet_device import BacnetDeviceSim
+from tests.support.harness import DriverHarness, Harnesses, changed, health
+from tests.support.waiting import eventually
 
 POINTS = frozenset({"binary-output:0", "binary-output:1", "binary-input:0", "binary-input:2"})
 LOCAL = "127.0.0.1:0"
 
 
-class Running:
-    """A driver task and the events it emitted."""
-
-    def __init__(self, driver: BacnetDriver, events: list[DriverEvent]) -> None:
-        self.driver = driver
-        self.events = events
-        self.task: asyncio.Task[None] | None = None
-
-    async def wait_for(
-        self, check: Callable[[DriverEvent], bool], timeout_s: float, since: int = 0
-    ) -> DriverEvent:
-        async with asyncio.timeout(timeout_s):
-            while True:
-                for event in self.events[since:]:
-                    if check(event):
-                        return event
-                await asyncio.sleep(0.005)
-
-    async def stop(self) -> None:
-        task, self.task = self.task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-
-def online(e: DriverEvent) -> bool:
-    return isinstance(e, DeviceHealth) and e.health is Health.ONLINE
-
-
-def offline(e: DriverEvent) -> bool:
-    return isinstance(e, DeviceHealth) and e.health is Health.OFFLINE
-
-
-def changed(point: str, value: bool) -> Callable[[DriverEvent], bool]:
-    return lambda e: isinstance(e, PointChanged) and e.point == point and e.value is value
+Running = DriverHarness[BacnetDriver, BacnetDeviceSim]
+online = health(Health.ONLINE)
+offline = health(Health.OFFLINE)
 
 
 @pytest.fixture
@@ -77,13 +44,13 @@ async def sim() -> AsyncIterator[BacnetDeviceSim]:
 
 
 @pytest.fixture
-async def start() -> AsyncIterator[Callable[..., Any]]:
+async def start(harnesses: Harnesses) -> AsyncIterator[Callable[..., Any]]:
     """Start drivers against a simulator; every one is stopped at the end."""
-    running: list[Running] = []
+    started: list[Running] = []
 
     async def go(sim: BacnetDeviceSim, points: frozenset[str] = POINTS, **settings: Any) -> Running:
         values: dict[str, Any] = {
-            "id": f"ctl{len(running)}",
+            "id": f"ctl{len(started)}",
             "driver": "bacnet",
             "address": sim.address,
             "device_instance": sim.device_instance,
@@ -93,21 +60,14 @@ async def start() -> AsyncIterator[Callable[..., Any]]:
             "reconnect_min_ms": 50,
             "reconnect_max_ms": 300,
         } | settings
-        events: list[DriverEvent] = []
-        run = Running(BacnetDriver(BacnetConfig(**values), points, events.append), events)
-        started = asyncio.Event()
-        run.task = asyncio.create_task(run.driver.run(started.set))
-        running.append(run)
-        async with asyncio.timeout(5):
-            await started.wait()
+        config = BacnetConfig(**values)
+        run = await harnesses.start(lambda emit: BacnetDriver(config, points, emit), sim)
+        started.append(run)
         return run
 
-    try:
-        yield go
-    finally:
-        for run in running:
-            await run.stop()
-        assert APPLICATIONS.users(LOCAL) == 0
+    yield go
+    await harnesses.stop_all()
+    assert APPLICATIONS.users(LOCAL) == 0
 
 
 def lock(value: bool, priority: int, door: int = 0) -> WritePoints:
@@ -198,8 +158,7 @@ async def test_subscriptions_are_renewed_before_their_lifetime_lapses(
 ) -> None:
     run = await start(sim, cov_lifetime_s=2)
     await run.wait_for(online, 5)
-    await asyncio.sleep(2.6)
-    assert run.driver.statistics()["cov_renewals"] >= 2
+    await eventually(lambda: int(run.stat("cov_renewals")) >= 2, timeout_s=6)
     assert sim.subscriptions() == 2
     mark = len(run.events)
     sim.set_closed(0, False)
@@ -213,9 +172,7 @@ async def test_a_device_restart_is_noticed_and_subscriptions_recreated(
     await run.wait_for(online, 5)
     await sim.restart()
     assert sim.subscriptions() == 0
-    async with asyncio.timeout(3):
-        while sim.subscriptions() < 2:
-            await asyncio.sleep(0.02)
+    await eventually(lambda: sim.subscriptions() >= 2, timeout_s=3)
     assert run.driver.statistics()["restarts_seen"] >= 1
     mark = len(run.events)
     sim.set_closed(0, False)
@@ -263,7 +220,7 @@ async def test_a_garbled_cov_notification_is_a_fault_and_no_change(
 ) -> None:
     run = await start(sim, poll_interval_ms=3_000, cov_poll_interval_ms=30_000)
     await run.wait_for(online, 5)
-    await asyncio.sleep(0.1)
+    await eventually(run.reported_every_point)
     mark = len(run.events)
     sim.faults.corrupt = 1.0
     sim.set_closed(0, False)

@@ -15,8 +15,9 @@ import pytest
 from gatewayd.kernel.events import DeviceHealth, DriverEvent, Health
 from gatewayd.simulators.bacnet_device import BacnetDeviceSim
 from tests import test_bacnet
-from tests.fixtures_modbus import eventually
-from tests.test_bacnet import changed, lock, online
+from tests.support.harness import changed
+from tests.support.waiting import eventually
+from tests.test_bacnet import lock, online
 
 #: The driver-starting fixture of the main BACnet tests.
 start = test_bacnet.start
@@ -88,12 +89,12 @@ async def test_an_rpm_rejected_as_unknown_falls_back_and_is_remembered(
     # The device lists RPM but rejects it (unrecognized-service): firmware that lies.
     assert sim._app is not None
     sim._app.hidden = frozenset({"do_ReadPropertyMultipleRequest"})
-    await eventually(lambda: run.driver.statistics()["rpm"] == 0, 5)
+    await eventually(lambda: run.driver.statistics()["rpm"] == 0, timeout_s=5)
     mark = len(sim.request_log)
     await lock_all_confirmed(run)
     # Liveness probes (COV covers the inputs) keep reading the device, per property now.
     probes = run.driver.statistics()["probes"]
-    await eventually(lambda: run.driver.statistics()["probes"] >= probes + 2, 5)
+    await eventually(lambda: run.driver.statistics()["probes"] >= probes + 2, timeout_s=5)
     assert RPM not in services(sim, mark)
     assert not [
         e for e in run.events if isinstance(e, DeviceHealth) and e.health is not Health.ONLINE
@@ -134,7 +135,7 @@ async def test_a_reply_too_long_for_an_unsegmented_device_is_read_in_halves(
     await run.wait_for(online, 5)
     # The device object said 1476 bytes; the device can in fact send far fewer.
     sim.max_apdu = 60
-    await eventually(lambda: run.driver.statistics()["rpm_split"] >= 1, 5)
+    await eventually(lambda: run.driver.statistics()["rpm_split"] >= 1, timeout_s=5)
     await lock_all_confirmed(run)
     assert sim.statistics()["too_long"] >= 1
     assert run.driver.statistics()["per_read"] < 5

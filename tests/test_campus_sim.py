@@ -11,8 +11,6 @@ from gatewayd.drivers.modbus_relay import ModbusRelayConfig
 from gatewayd.service.config import load_config
 from gatewayd.simulators.campus import CampusSim, relay_devices, with_ports
 
-pytestmark = pytest.mark.usefixtures("no_leaked_tasks")
-
 CAMPUS = """
 [site]
 id = "test-school"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.fixtures_gateway import run_cli
+from tests.support.gateway import run_cli
 
 FIVE_MISTAKES = """
 [site]

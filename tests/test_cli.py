@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from gatewayd.simulators.broker import free_port
-from tests.fixtures_gateway import DEMO, Site, run_cli
+from tests.support.gateway import DEMO, Site, run_cli
+from tests.support.waiting import eventually
 
 
 def opts(site: Site) -> list[str]:
@@ -45,7 +46,9 @@ async def test_json_reply_is_machine_readable(site: Site) -> None:
 async def test_status_shows_scope_states_and_unsecured_doors(site: Site) -> None:
     await site.command("lockdown", scope="building/D")
     site.sim.boards["relay-d1"].hold_open(3)
-    await asyncio.sleep(0.5)
+    assert site.gateway is not None
+    doors = site.gateway.doors.doors
+    await eventually(lambda: doors["D-104"].closed is False)
     code, out, _ = await run_cli("status", *opts(site))
     assert code == 0
     lines = out.splitlines()

@@ -9,7 +9,7 @@ import pytest
 
 from gatewayd.simulators.broker import Mosquitto
 from gatewayd.simulators.campus import CampusSim
-from tests.fixtures_gateway import Site, demo_config
+from tests.support.gateway import Site, demo_config
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -31,7 +30,7 @@ from gatewayd.kernel.command import Action
 from gatewayd.kernel.errors import CommandError, ConfigError
 from gatewayd.kernel.scope import Scope
 from gatewayd.security.roles import permit
-from tests.fixtures_console import (
+from tests.support.console import (
     PASSWORDS,
     Browser,
     console_config,
@@ -39,8 +38,9 @@ from tests.fixtures_console import (
     site_console,
     start_console,
 )
-from tests.fixtures_gateway import Site
-from tests.fixtures_tls import Pki
+from tests.support.gateway import Site
+from tests.support.tls import Pki
+from tests.support.waiting import eventually
 
 BUILDING = "building/A"
 
@@ -50,13 +50,6 @@ async def client(console: Console) -> AsyncIterator[Browser]:
     assert console.url is not None
     async with aiohttp.ClientSession(cookie_jar=cookie_jar(console.url)) as http:
         yield Browser(http, console.url)
-
-
-async def wait_until(predicate: Any, timeout_s: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.02)
 
 
 # --- passwords, sessions, throttling (no gateway) -----------------------------------------------
@@ -254,7 +247,7 @@ async def test_responder_unlock_is_timed_and_relocks_during_a_lockdown(
     status, reply = await client.command(action="unlock", door="A-101", params={"duration_s": 0.5})
     assert status == 200 and reply["ok"], reply
     assert not site.coil("A-101")
-    await wait_until(lambda: site.coil("A-101"))
+    await eventually(lambda: site.coil("A-101"))
 
 
 async def test_bad_requests_get_a_reply_that_names_the_field(client: Browser) -> None:

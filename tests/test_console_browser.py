@@ -14,8 +14,8 @@ import pytest
 
 from gatewayd.console.server import COOKIE, Console
 from gatewayd.kernel.scope import Scope
-from tests.fixtures_console import PASSWORDS
-from tests.fixtures_gateway import Site
+from tests.support.console import PASSWORDS
+from tests.support.gateway import Site
 
 CHROMIUM = "/usr/bin/chromium"
 #: The CI artifact the README names; /artifacts/ is git-ignored.

@@ -30,8 +30,9 @@ from gatewayd.console.signin import (
 )
 from gatewayd.kernel.errors import ConfigError
 from gatewayd.service.config import parse_config
-from tests.fixtures_console import Browser, cookie_jar, site_console, start_console
-from tests.fixtures_gateway import Site
+from tests.support.console import Browser, cookie_jar, site_console, start_console
+from tests.support.gateway import Site
+from tests.support.waiting import eventually
 
 DEMO_CAMPUS = Path(__file__).resolve().parents[1] / "configs" / "demo-campus.toml"
 
@@ -42,12 +43,6 @@ async def browser_at(url: str, address: str = "127.0.0.1") -> AsyncIterator[Brow
     connector = aiohttp.TCPConnector(local_addr=(address, 0))
     async with aiohttp.ClientSession(connector=connector, cookie_jar=cookie_jar(url)) as http:
         yield Browser(http, url)
-
-
-async def eventually(check: Any, timeout_s: float = 10.0) -> None:
-    async with asyncio.timeout(timeout_s):
-        while not check():
-            await asyncio.sleep(0.01)
 
 
 @contextlib.asynccontextmanager
@@ -125,11 +120,11 @@ async def test_a_flood_from_one_address_is_throttled_before_the_hash_queue(site:
                     asyncio.create_task(signin_status(student, "principal", f"guess-{i}"))
                     for i in range(12)
                 ]
-                await eventually(lambda: sum(t.done() for t in flood) == 10)
+                await eventually(lambda: sum(t.done() for t in flood) == 10, timeout_s=10)
                 assert [t.result() for t in flood if t.done()] == [429] * 10
                 assert console.signin.hashing_waiting == 2, "one address holds two places at most"
                 real = asyncio.create_task(signin_status(principal, "principal"))
-                await eventually(lambda: console.signin.hashing_waiting == 3)
+                await eventually(lambda: console.signin.hashing_waiting == 3, timeout_s=10)
             assert await real == 200
             assert sorted(await asyncio.gather(*flood)) == [401, 401] + [429] * 10
 
@@ -146,7 +141,7 @@ async def test_a_full_hash_queue_answers_503_and_counts_no_failure(site: Site) -
             queued = [
                 asyncio.create_task(signin_status(b, "office")) for b in browsers[:4] for _ in "ab"
             ]
-            await eventually(lambda: console.signin.hashing_waiting == HASHING_QUEUE)
+            await eventually(lambda: console.signin.hashing_waiting == HASHING_QUEUE, timeout_s=10)
             async with await browsers[4].signin("principal") as busy:
                 assert busy.status == 503, "a password that was never checked is no failure"
                 assert (await busy.json())["error"] == "busy"

@@ -29,6 +29,7 @@ from gatewayd.simulators.broker import Mosquitto
 from gatewayd.simulators.campusgen import DEMO_RELAYS, render
 from gatewayd.uplink.client import request
 from gatewayd.uplink.wire import NoReply
+from tests.support.waiting import eventually
 
 RESTARTS = 3
 ACTORS = Path(__file__).resolve().parents[1] / "configs" / "demo-keys" / "actors.toml"
@@ -118,14 +119,18 @@ async def command(path: Path, action: str, timeout_s: float = 2.0, **fields: Any
 
 
 async def until_ready(path: Path) -> dict[str, Any]:
-    async with asyncio.timeout(20):
-        while True:
-            try:
-                reply: dict[str, Any] = await command(path, "status", timeout_s=1.0)
-            except NoReply:
-                await asyncio.sleep(0.1)
-            else:
-                return reply
+    async def status() -> dict[str, Any] | None:
+        try:
+            reply: dict[str, Any] = await command(path, "status", timeout_s=1.0)
+        except NoReply:
+            return None
+        return reply
+
+    ready: dict[str, Any] | None = await eventually(
+        status, timeout_s=20, interval_s=0.1, message="a status reply"
+    )
+    assert ready is not None
+    return ready
 
 
 async def test_kill_9_during_lockdown_restores_it_and_never_writes_an_unlock(

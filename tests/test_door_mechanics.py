@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from gatewayd.simulators.doors import DoorMechanics, Signal
-from tests.fixtures_modbus import eventually
+from tests.support.waiting import eventually
 
 Change = tuple[Signal, int, bool]
 

@@ -8,9 +8,9 @@ from pymodbus.client import AsyncModbusTcpClient
 
 from gatewayd.kernel.doorstate import DoorState
 from gatewayd.kernel.site import DoorKind
-from tests.fixtures_gateway import Site
-from tests.fixtures_modbus import eventually
-from tests.fixtures_mqtt import Collector
+from tests.support.gateway import Site
+from tests.support.mqtt import Collector
+from tests.support.waiting import eventually
 
 Collect = Callable[[str], Awaitable[Collector]]
 SITE = "gatewayd/demo-school"

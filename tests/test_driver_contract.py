@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import typing
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 
 import pytest
 
 from gatewayd.kernel.driver import AnyDriver
-from gatewayd.kernel.events import DeviceFault, DeviceHealth, DriverEvent, Health, PointChanged
+from gatewayd.kernel.events import Health, PointChanged
 from gatewayd.kernel.registry import available, load_driver
 from gatewayd.simulators.contract import Rig, all_rigs
+from tests.support.harness import DriverHarness, health, is_fault
+from tests.support.waiting import eventually
 
 RIGS = all_rigs()
 
@@ -29,56 +29,14 @@ def test_execute_takes_exactly_the_commands_the_driver_declares(name: str) -> No
     assert set(typing.get_args(hint) or (hint,)) == set(driver.commands)
 
 
-@dataclass
-class Harness:
-    rig: Rig
-    driver: AnyDriver
-    events: list[DriverEvent] = field(default_factory=list)
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
-    started: asyncio.Event = field(default_factory=asyncio.Event)
-    task: asyncio.Task[None] | None = None
-
-    async def wait_for(
-        self, check: Callable[[DriverEvent], bool], timeout_s: float, since: int = 0
-    ) -> DriverEvent:
-        async with asyncio.timeout(timeout_s):
-            while True:
-                for event in self.events[since:]:
-                    if check(event):
-                        return event
-                self.changed.clear()
-                await self.changed.wait()
-
-    async def start(self) -> None:
-        self.task = asyncio.create_task(self.driver.run(self.started.set))
-        async with asyncio.timeout(5):
-            await self.started.wait()
-
-    async def stop(self) -> None:
-        task, self.task = self.task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-
-def health(value: Health) -> Callable[[DriverEvent], bool]:
-    return lambda e: isinstance(e, DeviceHealth) and e.health is value
+Harness = DriverHarness[AnyDriver, Rig]
 
 
 @pytest.fixture(params=sorted(RIGS))
 async def harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
     rig = RIGS[request.param]()
     config, points = await rig.start()
-    events: list[DriverEvent] = []
-    changed = asyncio.Event()
-
-    def emit(event: DriverEvent) -> None:
-        events.append(event)
-        changed.set()
-
-    driver = load_driver(rig.driver)(config, points, emit)
-    h = Harness(rig, driver, events, changed)
+    h = Harness(lambda emit: load_driver(rig.driver)(config, points, emit), rig)
     try:
         yield h
     finally:
@@ -104,12 +62,10 @@ async def test_stop_twice_is_harmless_and_leaves_no_task(harness: Harness) -> No
 async def test_command_is_carried_out_on_the_wire(harness: Harness) -> None:
     await harness.start()
     await harness.wait_for(health(Health.ONLINE), timeout_s=5)
-    command = harness.rig.wire_command()
+    command = harness.sim.wire_command()
     result = await harness.driver.execute(command)
     assert result.done_ns >= result.on_wire_ns > 0
-    async with asyncio.timeout(5):
-        while not harness.rig.saw_on_wire(command):
-            await asyncio.sleep(0.01)
+    await eventually(lambda: harness.sim.saw_on_wire(command))
 
 
 async def test_vanished_device_is_offline_within_5_s_and_back_when_it_returns(
@@ -118,19 +74,19 @@ async def test_vanished_device_is_offline_within_5_s_and_back_when_it_returns(
     await harness.start()
     await harness.wait_for(health(Health.ONLINE), timeout_s=5)
     mark = len(harness.events)
-    await harness.rig.vanish()
+    await harness.sim.vanish()
     await harness.wait_for(health(Health.OFFLINE), timeout_s=5, since=mark)
     mark = len(harness.events)
-    await harness.rig.reappear()
+    await harness.sim.reappear()
     await harness.wait_for(health(Health.ONLINE), timeout_s=10, since=mark)
 
 
 async def test_garbage_from_the_device_is_a_fault_and_changes_no_state(harness: Harness) -> None:
     await harness.start()
     await harness.wait_for(health(Health.ONLINE), timeout_s=5)
-    await asyncio.sleep(0.2)
-    mark = len(harness.events)
-    harness.rig.garble(True)
-    await harness.wait_for(lambda e: isinstance(e, DeviceFault), timeout_s=5, since=mark)
-    await asyncio.sleep(0.3)
+    await eventually(harness.reported_every_point)
+    mark = harness.mark()
+    harness.sim.garble(True)
+    # Two faults: the garbage was read more than once, so a change it caused would be in.
+    await harness.recorder.wait_count(is_fault, 2, timeout_s=5, since=mark)
     assert not [e for e in harness.events[mark:] if isinstance(e, PointChanged)]

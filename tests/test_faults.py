@@ -25,8 +25,8 @@ from gatewayd.simulators.faultkit import (
     integrity,
     read_accepted,
 )
-from tests.fixtures_gateway import Site
-from tests.fixtures_mqtt import Collector, FlakyLink
+from tests.support.gateway import Site
+from tests.support.mqtt import Collector, FlakyLink
 
 EVENTS = "gatewayd/fault/event/#"
 RATE = 1000.0

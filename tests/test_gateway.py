@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-
-from tests.fixtures_gateway import Site
-from tests.fixtures_mqtt import Collector, Received
+from tests.support.gateway import Site
+from tests.support.mqtt import Collector, Received
+from tests.support.waiting import eventually
 
 SITE = "gatewayd/demo-school"
 
@@ -144,9 +143,7 @@ async def test_vanished_board_is_reported_offline_and_other_boards_still_lock(
         timeout_s=10,
     )
     # The board is brought back to what is decided now: the campus lockdown.
-    async with asyncio.timeout(5):
-        while not all(site.coil(d) for d in lost):
-            await asyncio.sleep(0.05)
+    await eventually(lambda: all(site.coil(d) for d in lost))
 
 
 async def test_restart_during_lockdown_reasserts_and_never_writes_an_unlock(site: Site) -> None:
@@ -169,9 +166,8 @@ async def test_gateway_serves_the_console_when_the_campus_file_asks_for_it(site:
     await site.stop_gateway()
     site.config = site.config.model_copy(update={"console": ConsoleConfig(port=0)})
     gateway = await site.start_gateway()
-    async with asyncio.timeout(10):
-        while gateway.console is None or gateway.console.url is None:
-            await asyncio.sleep(0.05)
+    await eventually(lambda: gateway.console is not None and gateway.console.url, timeout_s=10)
+    assert gateway.console is not None and gateway.console.url is not None
     async with aiohttp.ClientSession() as http, http.get(gateway.console.url) as page:
         assert page.status == 200
         assert "text/html" in page.headers["Content-Type"]

@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 
 from gatewayd.security.audit import AuditKind, AuditLog, AuditUnavailable, head_path, verify
 from gatewayd.security.journal import Journal
-from tests.fixtures_disk import Disk, locked
-from tests.fixtures_modbus import eventually
+from tests.support.disk import Disk, locked
+from tests.support.waiting import eventually
 
 #: Makes a record larger than a page, so that a full disk cannot take it in a page's slack.
 PAD = "x" * 8192

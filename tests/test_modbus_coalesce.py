@@ -11,15 +11,18 @@ from gatewayd.drivers.modbus_relay import ModbusRelayConfig, ModbusRelayDriver
 from gatewayd.kernel.errors import DeviceTimeout
 from gatewayd.kernel.events import CommandResult, Health, PointWrite, ReadPoints, WritePoints
 from gatewayd.simulators.relay_board import RelayBoardSim
-from tests.fixtures_modbus import DriverHarness, EventRecorder, board_points, eventually
-
-pytestmark = pytest.mark.usefixtures("no_leaked_tasks")
+from tests.support.harness import DriverHarness, Harnesses
+from tests.support.modbus import board_points
+from tests.support.waiting import eventually
 
 DOORS = 32
 
 
+Board = DriverHarness[ModbusRelayDriver, RelayBoardSim]
+
+
 @pytest.fixture
-async def board32() -> AsyncIterator[DriverHarness]:
+async def board32(harnesses: Harnesses) -> AsyncIterator[Board]:
     sim = RelayBoardSim(DOORS, actuation_ms=0.0)
     await sim.start()
     config = ModbusRelayConfig(
@@ -32,17 +35,14 @@ async def board32() -> AsyncIterator[DriverHarness]:
         poll_interval_ms=1000,
         timeout_ms=300,
     )
-    recorder = EventRecorder()
-    driver = ModbusRelayDriver(config, board_points(DOORS, 0), recorder)
-    harness = DriverHarness(sim, driver, recorder)
-    started = asyncio.Event()
-    harness.task = asyncio.create_task(driver.run(started.set))
-    await asyncio.wait_for(started.wait(), 5)
-    await eventually(lambda: driver.health is Health.ONLINE)
     try:
+        harness = await harnesses.start(
+            lambda emit: ModbusRelayDriver(config, board_points(DOORS, 0), emit), sim
+        )
+        await eventually(lambda: harness.driver.health is Health.ONLINE)
         yield harness
+        await harnesses.stop_all()
     finally:
-        await harness.stop()
         await sim.stop()
 
 
@@ -55,7 +55,7 @@ def own_coil(result: CommandResult) -> tuple[str, bool]:
 
 
 async def test_32_separate_commands_to_one_board_take_far_fewer_writes_each_answered(
-    board32: DriverHarness,
+    board32: Board,
 ) -> None:
     before = board32.sim.statistics()["write_coils"]
     results = await asyncio.gather(*(board32.driver.execute(write(c)) for c in range(DOORS)))
@@ -73,7 +73,7 @@ async def test_32_separate_commands_to_one_board_take_far_fewer_writes_each_answ
 
 
 async def test_a_later_command_for_the_same_coil_wins_and_both_are_answered(
-    board32: DriverHarness,
+    board32: Board,
 ) -> None:
     first, second, read = await asyncio.gather(
         board32.driver.execute(write(5, True)),
@@ -88,7 +88,7 @@ async def test_a_later_command_for_the_same_coil_wins_and_both_are_answered(
 
 
 async def test_a_failed_batch_answers_each_of_its_commands_with_the_error(
-    board32: DriverHarness,
+    board32: Board,
 ) -> None:
     board32.sim.faults.hang = True
     outcomes = await asyncio.gather(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 
 import pytest
 from pydantic import ValidationError
@@ -14,7 +13,6 @@ from gatewayd.kernel.errors import BadDeviceReply, BadPoint, DeviceOffline
 from gatewayd.kernel.events import (
     DeviceFault,
     DeviceHealth,
-    DriverEvent,
     Health,
     PointChanged,
     PointValue,
@@ -23,23 +21,14 @@ from gatewayd.kernel.events import (
     WritePoints,
 )
 from gatewayd.simulators.faults import Corruption
-from tests.fixtures_modbus import DriverHarness, eventually
-
-pytestmark = pytest.mark.usefixtures("no_leaked_tasks")
-
-StartDriver = Callable[..., Awaitable[DriverHarness]]
+from tests.support.harness import changed
+from tests.support.harness import health as health_is
+from tests.support.modbus import StartDriver
+from tests.support.waiting import eventually
 
 
 def lock(*doors: int, value: bool = True) -> WritePoints:
     return WritePoints(tuple(PointWrite(f"coil:{d}", value) for d in doors))
-
-
-def health_is(health: Health) -> Callable[[DriverEvent], bool]:
-    return lambda e: isinstance(e, DeviceHealth) and e.health is health
-
-
-def changed(point: str, value: bool) -> Callable[[DriverEvent], bool]:
-    return lambda e: isinstance(e, PointChanged) and e.point == point and e.value is value
 
 
 def config(**overrides: object) -> ModbusRelayConfig:
@@ -260,14 +249,10 @@ async def test_stopped_driver_leaves_no_tasks_and_can_run_again(
     await run.stop()
     await run.stop()
     assert run.driver.health is Health.OFFLINE
-    await asyncio.sleep(0.05)
-    assert run.sim.statistics()["connections_open"] == 0
-    started = asyncio.Event()
-    again = asyncio.create_task(run.driver.run(started.set))
-    await asyncio.wait_for(started.wait(), 5)
-    await run.wait_for(health_is(Health.ONLINE), since=len(run.events) - 1)
-    again.cancel()
-    await asyncio.gather(again, return_exceptions=True)
+    await eventually(lambda: run.sim.statistics()["connections_open"] == 0)
+    mark = run.mark()
+    await run.start()
+    await run.wait_for(health_is(Health.ONLINE), since=mark)
 
 
 async def test_statistics_count_requests_commands_and_lane_waits(

@@ -29,7 +29,8 @@ from gatewayd.uplink.config import MqttConfig
 from gatewayd.uplink.daemon import Uplink
 from gatewayd.uplink.outbox import MemoryQueue, PublishQueueFull
 from gatewayd.uplink.wire import BrokerUnreachable, NoReply
-from tests.fixtures_mqtt import Collector, FlakyLink, Received
+from tests.support.mqtt import Collector, FlakyLink, Received
+from tests.support.waiting import eventually
 
 SITE = "lincoln-hs"
 BASE = f"gatewayd/{SITE}"
@@ -71,12 +72,6 @@ async def running(url: str, **kwargs: Any) -> AsyncIterator[Uplink]:
             await task
 
 
-async def wait_until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
-    async with asyncio.timeout(timeout_s):
-        while not condition():
-            await asyncio.sleep(0.01)
-
-
 def on(topic: str) -> Callable[[Received], bool]:
     return lambda m: m.topic == f"{BASE}/{topic}"
 
@@ -102,7 +97,7 @@ async def test_availability_is_online_retained_then_offline_after_clean_stop(
 async def test_the_broker_socket_sends_small_packets_at_once(mosquitto: Mosquitto) -> None:
     # Nagle would hold a reply behind the broker's delayed ACK of the packets before it.
     async with running(mosquitto.url) as uplink:
-        await wait_until(lambda: uplink.connected)
+        await eventually(lambda: uplink.connected)
         assert uplink._client is not None
         sock = uplink._client._client.socket()
         assert isinstance(sock, socket.socket)
@@ -117,11 +112,11 @@ async def test_last_will_says_offline_when_the_connection_drops_uncleanly(
         await watcher.wait_for(lambda m: m.text == "online")
         flaky_link.cut()
         await watcher.wait_for(lambda m: m.text == "offline", since=1)
-        await wait_until(lambda: not uplink.connected)
-        mark = len(watcher.messages)
+        await eventually(lambda: not uplink.connected)
+        mark = watcher.mark()
         flaky_link.restore()
         await watcher.wait_for(lambda m: m.text == "online", since=mark)
-        await wait_until(lambda: uplink.statistics()["reconnects"] == 1)
+        await eventually(lambda: uplink.statistics()["reconnects"] == 1)
 
 
 _CHILD = """
@@ -208,7 +203,7 @@ async def test_snapshot_returns_the_retained_topics(mosquitto: Mosquitto) -> Non
     async with running(mosquitto.url) as uplink:
         uplink.set_retained("door/A-101", {"locked": True})
         uplink.set_retained("state/building/A", {"state": "secure"})
-        await wait_until(lambda: uplink.statistics()["retained_published"] == 2)
+        await eventually(lambda: uplink.statistics()["retained_published"] == 2)
         found = await snapshot(MqttConfig(url=mosquitto.url), SITE, timeout_s=2.0)
     assert found == {
         "availability": "online",
@@ -226,7 +221,7 @@ async def test_events_queued_while_the_broker_is_unreachable_arrive_in_order_lif
     watcher = await mqtt_collect(f"{BASE}/event/#")
     async with running(flaky_link.url) as uplink:
         flaky_link.cut()
-        await wait_until(lambda: not uplink.connected)
+        await eventually(lambda: not uplink.connected)
         for i in range(3):
             uplink.publish_event("door", {"n": f"t{i}"}, life_safety=False)
             uplink.publish_event("alarm", {"n": f"a{i}"}, life_safety=True)
@@ -235,7 +230,7 @@ async def test_events_queued_while_the_broker_is_unreachable_arrive_in_order_lif
         got = await watcher.wait_count(lambda m: True, 6)
         assert [m.json()["n"] for m in got] == ["a0", "a1", "a2", "t0", "t1", "t2"]
         assert all(m.qos == 1 for m in got)
-        await wait_until(lambda: uplink.statistics()["acked"] == 6)
+        await eventually(lambda: uplink.statistics()["acked"] == 6)
         assert uplink.statistics()["queued"] == 0
 
 
@@ -244,14 +239,14 @@ async def test_events_survive_a_broker_crash_and_keep_their_payload(
 ) -> None:
     async with running(mosquitto.url) as uplink:
         await mosquitto.kill_async()
-        await wait_until(lambda: not uplink.connected)
+        await eventually(lambda: not uplink.connected)
         uplink.publish_event("alarm", {"id": "e-1", "note": "café"}, life_safety=True)
         await mosquitto.start_async()
         watcher = await mqtt_collect(f"{BASE}/event/#")
         # The uplink may have delivered before the watcher subscribed: the ack proves delivery.
-        await wait_until(lambda: uplink.statistics()["acked"] == 1)
+        await eventually(lambda: uplink.statistics()["acked"] == 1)
         assert uplink.connected
-    assert all(m.json() == {"id": "e-1", "note": "café"} for m in watcher.messages)
+    assert all(m.json() == {"id": "e-1", "note": "café"} for m in watcher.items)
 
 
 def test_a_full_telemetry_queue_drops_its_oldest_and_life_safety_is_never_dropped() -> None:
@@ -377,7 +372,7 @@ async def test_run_reports_started_once_even_when_the_broker_is_unreachable() ->
     uplink = Uplink(MqttConfig(url=url), SITE, handler, backoff=FAST)
     task = asyncio.create_task(uplink.run(lambda: calls.append(0.0)), name="uplink")
     try:
-        await wait_until(lambda: int(uplink.statistics()["connect_failures"]) >= 3)
+        await eventually(lambda: int(uplink.statistics()["connect_failures"]) >= 3)
         assert calls == [0.0]
         assert not uplink.connected
         uplink.publish_event("alarm", {"n": 1}, life_safety=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from gatewayd.uplink.outbox import Outbox, OutboxClosed, Outgoing, PublishQueueFull
-from tests.fixtures_modbus import eventually
+from tests.support.waiting import eventually
 
 
 def rows(path: Path) -> list[tuple[int, int, str, bytes]]:

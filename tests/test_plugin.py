@@ -8,7 +8,6 @@ and the fixture puts ``sys.path``, ``sys.modules`` and the registry's caches bac
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
 import shutil
 import subprocess
@@ -37,6 +36,7 @@ from gatewayd.service.doors import DoorService, Target
 from gatewayd.service.supervisor import Supervisor
 from gatewayd.simulators.contract import all_rigs
 from tests import test_driver_contract as contract
+from tests.support.waiting import eventually
 
 PLUGIN_SOURCE = Path(__file__).parent / "plugins" / "example_door"
 PACKAGE = "gatewayd_example_door"
@@ -204,9 +204,7 @@ async def test_a_door_on_the_plugin_device_locks_and_releases_with_confirmation(
         doors = DoorService(site, drivers)
         front = doors.doors["front"]
         async with Supervisor(drivers, emit):
-            async with asyncio.timeout(5):
-                while not (front.device_online and front.locked is False):
-                    await asyncio.sleep(0.01)
+            await eventually(lambda: front.device_online and front.locked is False)
             report = await doors.actuate(
                 {"front": Target(True, "lockdown (building/A)", 5)}, trigger_ns=now_ns()
             )
@@ -240,14 +238,7 @@ async def test_plugin_driver_passes_the_contract_suite(
     """The suite's own steps, on a rig that only the installed package knows."""
     rig = all_rigs()[rig_name]()
     config, points = await rig.start()
-    events: list[DriverEvent] = []
-    changed = asyncio.Event()
-
-    def emit(event: DriverEvent) -> None:
-        events.append(event)
-        changed.set()
-
-    harness = contract.Harness(rig, load_driver(rig.driver)(config, points, emit), events, changed)
+    harness = contract.Harness(lambda emit: load_driver(rig.driver)(config, points, emit), rig)
     try:
         await step(harness)
     finally:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -17,35 +16,21 @@ from gatewayd.drivers.psap_radio.session import RadioRefused
 from gatewayd.kernel.errors import BadPoint, DeviceOffline, DeviceTimeout, UnsupportedCommand
 from gatewayd.kernel.events import (
     DeviceFault,
-    DeviceHealth,
     Health,
     PointChanged,
     SendAlert,
     TakeSnapshot,
 )
 from gatewayd.simulators.psap_radio import Mode, PsapRadioSim
-from tests.fixtures_modbus import EventRecorder, eventually
+from tests.support.harness import DriverHarness, health
+from tests.support.waiting import eventually
 
 SITE = "Lincoln High School"
 ALERT = SendAlert("LOCKDOWN", "LOCKDOWN, Building A, Room 114, 09:42")
 DRILL = SendAlert("LOCKDOWN", "LOCKDOWN, Building A, Room 114, 09:42", drill=True)
 
 
-@dataclass
-class Radio:
-    """A running driver, its simulated radio and every event the driver emitted."""
-
-    sim: PsapRadioSim
-    driver: PsapRadioDriver
-    recorder: EventRecorder
-
-    async def wait_health(self, health: Health, timeout_s: float = 3.0, since: int = 0) -> None:
-        await self.recorder.wait_for(
-            lambda e: isinstance(e, DeviceHealth) and e.health is health, timeout_s, since=since
-        )
-
-    def mark(self) -> int:
-        return len(self.recorder.events)
+Radio = DriverHarness[PsapRadioDriver, PsapRadioSim]
 
 
 def settings(url: str, **overrides: Any) -> PsapRadioConfig:
@@ -71,19 +56,15 @@ async def running(
     """A started radio and a driver pointed at it; both stopped afterwards."""
     sim = PsapRadioSim(mode)
     await sim.start()
-    recorder = EventRecorder()
-    driver = PsapRadioDriver(settings(sim.url, **overrides), frozenset(), recorder)
-    started = asyncio.Event()
-    task = asyncio.create_task(driver.run(started.set))
-    radio = Radio(sim, driver, recorder)
+    config = settings(sim.url, **overrides)
+    radio = Radio(lambda emit: PsapRadioDriver(config, frozenset(), emit), sim)
     try:
-        await asyncio.wait_for(started.wait(), 5)
+        await radio.start()
         if online:
-            await radio.wait_health(Health.ONLINE)
+            await radio.wait_for(health(Health.ONLINE))
         yield radio
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await radio.stop()
         await sim.stop()
 
 
@@ -174,9 +155,9 @@ async def test_an_unanswered_alert_gives_up_after_max_attempts_with_device_timeo
 async def test_an_alert_during_an_outage_is_delivered_when_the_radio_returns() -> None:
     async with running(max_attempts=10) as radio:
         await radio.sim.vanish()
-        await radio.wait_health(Health.OFFLINE)
+        await radio.wait_for(health(Health.OFFLINE))
         sending = asyncio.create_task(radio.driver.execute(ALERT))
-        await asyncio.sleep(0.25)
+        await eventually(lambda: int(radio.stat("retries")) >= 1)
         await radio.sim.reappear()
         result = await asyncio.wait_for(sending, 5)
         assert int(result.detail["attempts"]) > 1
@@ -231,13 +212,13 @@ async def test_missed_heartbeats_degrade_then_take_the_radio_offline_and_it_reco
     async with running(heartbeat_s=0.1, ack_timeout_ms=50, offline_after_misses=3) as radio:
         mark = radio.mark()
         radio.sim.faults.hang = True
-        await radio.wait_health(Health.DEGRADED, since=mark)
-        await radio.wait_health(Health.OFFLINE, since=mark)
+        await radio.wait_for(health(Health.DEGRADED), since=mark)
+        await radio.wait_for(health(Health.OFFLINE), since=mark)
         misses = radio.driver.statistics()["heartbeat_misses"]
         assert isinstance(misses, int) and misses >= 3
         mark = radio.mark()
         radio.sim.faults.hang = False
-        await radio.wait_health(Health.ONLINE, since=mark)
+        await radio.wait_for(health(Health.ONLINE), since=mark)
 
 
 @pytest.mark.parametrize("mode", ["pty", "tcp"])
@@ -246,13 +227,13 @@ async def test_garbage_lines_are_device_faults_and_change_nothing(mode: Mode) ->
         mark = radio.mark()
         radio.sim.inject(b"\x00\xff\xfe junk\r\n$001,EMG,FIRE,Elsewhere*00\r\n" + b"A" * 300)
         radio.sim.inject(b"\r\n" + ALERT_ACK_FOR_NOTHING)
-        fault = await radio.recorder.wait_for(lambda e: isinstance(e, DeviceFault), since=mark)
+        fault = await radio.wait_for(lambda e: isinstance(e, DeviceFault), since=mark)
         assert isinstance(fault, DeviceFault) and fault.error == "bad_device_reply"
         assert "not printable ASCII" in fault.detail
         await eventually(lambda: radio.driver.statistics()["stray"] == 1)
         assert radio.driver.statistics()["garbage"] == 3
         # Rate-limited: one fault for the burst, and health is untouched.
-        new = radio.recorder.events[mark:]
+        new = radio.events[mark:]
         assert [type(e) for e in new] == [DeviceFault]
         assert not any(isinstance(e, PointChanged) for e in new)
         assert radio.driver.health is Health.ONLINE
@@ -267,18 +248,15 @@ ALERT_ACK_FOR_NOTHING = frames.ack(900, 777).encode()
 async def test_a_port_that_cannot_be_opened_is_offline_and_start_up_does_not_wait() -> None:
     async with running(online=False) as radio:
         await radio.sim.vanish()
-    recorder = EventRecorder()
-    driver = PsapRadioDriver(settings("/dev/no-such-radio", max_attempts=2), frozenset(), recorder)
-    started = asyncio.Event()
-    task = asyncio.create_task(driver.run(started.set))
+    config = settings("/dev/no-such-radio", max_attempts=2)
+    nowhere = DriverHarness(lambda emit: PsapRadioDriver(config, frozenset(), emit), None)
     try:
-        await asyncio.wait_for(started.wait(), 2)
-        assert driver.health is Health.OFFLINE
+        await nowhere.start(timeout_s=2)
+        assert nowhere.driver.health is Health.OFFLINE
         with pytest.raises(DeviceOffline, match="not acknowledged after 2 attempts"):
-            await driver.execute(ALERT)
+            await nowhere.driver.execute(ALERT)
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await nowhere.stop()
 
 
 # --- contract edges ---------------------------------------------------------------------------

@@ -15,9 +15,7 @@ from pymodbus.exceptions import ModbusIOException
 
 from gatewayd.simulators.faults import Corruption
 from gatewayd.simulators.relay_board import RelayBoardSim
-from tests.fixtures_modbus import eventually
-
-pytestmark = pytest.mark.usefixtures("no_leaked_tasks")
+from tests.support.waiting import eventually
 
 
 @pytest.fixture

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from gatewayd.kernel.site import DoorKind
-from tests.fixtures_disk import locked
-from tests.fixtures_gateway import Site
-from tests.fixtures_modbus import eventually
-from tests.fixtures_mqtt import Collector
+from tests.support.disk import locked
+from tests.support.gateway import Site
+from tests.support.mqtt import Collector
+from tests.support.waiting import eventually
 
 Collect = Callable[[str], Awaitable[Collector]]
 

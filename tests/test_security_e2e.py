@@ -6,7 +6,6 @@ right code, no simulator sees a single write, and every refusal is in the hash-c
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import json
@@ -25,8 +24,9 @@ from gatewayd.security.audit import verify
 from gatewayd.security.keys import demo_private_key
 from gatewayd.security.signing import signed
 from gatewayd.security.startup import EX_CONFIG
-from tests.fixtures_disk import Disk
-from tests.fixtures_gateway import DEMO, Site, raw_requests, run_cli
+from tests.support.disk import Disk
+from tests.support.gateway import DEMO, Site, raw_requests, run_cli
+from tests.support.waiting import eventually
 
 OPERATOR, ADMIN, RESPONDER = "demo-operator", "demo-administrator", "demo-responder"
 #: Generated bad commands per kind of fault.
@@ -297,9 +297,7 @@ async def test_a_gateway_started_on_a_read_only_disk_still_locks_and_releases_fo
     fire = next(i for i in site.config.inputs if i.id == "fire-B").point
     site.sim.boards[fire.device].set_input(int(fire.point.split(":")[1]), True)
     egress = [d.id for d in site.config.doors if d.building == "B" and d.kind is DoorKind.EGRESS]
-    async with asyncio.timeout(5):
-        while any(site.coil(d) for d in egress):
-            await asyncio.sleep(0.02)
+    await eventually(lambda: not any(site.coil(d) for d in egress))
     release = await site.command("release", scope="building/B")
     assert release["error"] == "store_failed", release
 
@@ -313,10 +311,11 @@ async def test_fire_alarm_releases_egress_when_the_disk_is_full(
     fire = next(i for i in site.config.inputs if i.id == "fire-B").point
     site.sim.boards[fire.device].set_input(int(fire.point.split(":")[1]), True)
     egress = [d.id for d in site.config.doors if d.building == "B" and d.kind is DoorKind.EGRESS]
-    async with asyncio.timeout(5):
-        while any(site.coil(d) for d in egress):
-            await asyncio.sleep(0.02)
-    assert site.gateway is not None and site.gateway.journal.healthy is False
+    await eventually(lambda: not any(site.coil(d) for d in egress))
+    gateway = site.gateway
+    assert gateway is not None
+    # The doors go first; the journal learns of the full disk when it writes, after them.
+    await eventually(lambda: gateway.journal.healthy is False)
 
 
 async def test_daemon_refuses_demo_keys_outside_demo_mode(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ import statistics
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -25,21 +25,21 @@ from bench._common import DaemonProcess, SimProcess, effective_campus
 from gatewayd.app.sdnotify import Notifier
 from gatewayd.simulators.broker import Mosquitto
 from gatewayd.simulators.campusgen import bench_plans, render
+from tests.support.recorder import Recorder
 
 UNIT = Path(__file__).resolve().parents[1] / "systemd" / "gatewayd.service"
 
 
-class NotifySocket:
+class NotifySocket(Recorder[tuple[float, str]]):
     """What systemd listens on: records each datagram with its arrival time, as it arrives."""
 
     def __init__(self) -> None:
+        super().__init__("notify datagrams")
         # Abstract namespace: no path-length limit, nothing to clean up on disk.
         self.address = f"@gatewayd-test-{uuid.uuid4().hex[:12]}"
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind("\0" + self.address[1:])
         self.sock.setblocking(False)
-        self.messages: list[tuple[float, str]] = []
-        self._arrived = asyncio.Event()
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(self.sock.fileno(), self._receive)
 
@@ -49,22 +49,23 @@ class NotifySocket:
                 data = self.sock.recv(4096)
             except BlockingIOError:
                 return
-            self.messages.append((time.monotonic(), data.decode()))
-            self._arrived.set()
+            self((time.monotonic(), data.decode()))
 
-    async def wait_for(self, field: str, timeout_s: float) -> str:
-        """The first recorded message containing the line ``field``, waiting if needed."""
-        async with asyncio.timeout(timeout_s):
-            while True:
-                for _, message in self.messages:
-                    if field in message.splitlines():
-                        return message
-                self._arrived.clear()
-                await self._arrived.wait()
+    def texts(self, since: int = 0) -> list[str]:
+        return [message for _, message in self.items[since:]]
+
+    async def wait_field(self, field: str, timeout_s: float = 5.0, *, since: int = 0) -> str:
+        """The first message from ``since`` on containing the line ``field``, waiting if needed."""
+        _, message = await self.wait_for(has_field(field), timeout_s, since=since)
+        return message
 
     def close(self) -> None:
         self._loop.remove_reader(self.sock.fileno())
         self.sock.close()
+
+
+def has_field(field: str) -> Callable[[tuple[float, str]], bool]:
+    return lambda item: field in item[1].splitlines()
 
 
 @pytest.fixture
@@ -83,9 +84,9 @@ async def test_notifier_sends_ready_with_status_and_stopping(notify_socket: Noti
     notifier.status("degraded: relay-b1 offline")
     notifier.stopping()
     notifier.close()
-    assert await notify_socket.wait_for("READY=1", 1) == "READY=1\nSTATUS=ready: 3 doors"
-    await notify_socket.wait_for("STOPPING=1", 1)
-    assert [m for _, m in notify_socket.messages][1] == "STATUS=degraded: relay-b1 offline"
+    assert await notify_socket.wait_field("READY=1", 1) == "READY=1\nSTATUS=ready: 3 doors"
+    await notify_socket.wait_field("STOPPING=1", 1)
+    assert notify_socket.texts()[1] == "STATUS=degraded: relay-b1 offline"
 
 
 async def test_watchdog_is_fed_at_half_its_interval(
@@ -95,9 +96,7 @@ async def test_watchdog_is_fed_at_half_its_interval(
     notifier = Notifier(notify_socket.address)
     assert notifier.watchdog_s == 0.2
     feeder = asyncio.create_task(notifier.feed_watchdog())
-    for _ in range(4):
-        await notify_socket.wait_for("WATCHDOG=1", 1)
-        notify_socket.messages.clear()
+    await notify_socket.wait_count(has_field("WATCHDOG=1"), 4, 4)
     feeder.cancel()
     await asyncio.gather(feeder, return_exceptions=True)
     notifier.close()
@@ -142,19 +141,16 @@ async def test_daemon_says_ready_feeds_the_watchdog_and_says_stopping_on_sigterm
         "GATEWAYD_STATE_DIR": str(tmp_path / "state"),
     }).start()  # fmt: skip
     try:
-        ready = await notify_socket.wait_for("READY=1", 20)
+        ready = await notify_socket.wait_field("READY=1", 20)
         assert "STATUS=ready: 64 doors, 2 devices" in ready.splitlines(), ready
-        notify_socket.messages.clear()
-        await asyncio.sleep(1.6)
-        await notify_socket.wait_for("WATCHDOG=1", 1)
-        feeds = [t for t, m in notify_socket.messages if m == "WATCHDOG=1"]
-        gaps = [b - a for a, b in itertools.pairwise(feeds)]
+        mark = notify_socket.mark()
+        fed = await notify_socket.wait_count(has_field("WATCHDOG=1"), 6, 5, since=mark)
+        gaps = [b - a for (a, _), (b, _) in itertools.pairwise(fed)]
         # Half of 0.4 s; loose bounds, a shared CI machine is noisy.
-        assert len(feeds) >= 5, notify_socket.messages
         assert 0.1 <= statistics.median(gaps) <= 0.3, gaps
-        notify_socket.messages.clear()
+        mark = notify_socket.mark()
         daemon.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
-        await notify_socket.wait_for("STOPPING=1", 5)
+        await notify_socket.wait_field("STOPPING=1", 5, since=mark)
         assert await daemon.stop(timeout_s=10) == 0, daemon.log_tail()
     finally:
         await daemon.stop(signal.SIGKILL)

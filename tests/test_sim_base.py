@@ -18,7 +18,7 @@ from gatewayd.simulators.campus import Simulated
 from gatewayd.simulators.onvif_camera import OnvifCameraSim
 from gatewayd.simulators.psap_radio import PsapRadioSim
 from gatewayd.simulators.relay_board import RelayBoardSim
-from tests.fixtures_modbus import eventually
+from tests.support.waiting import eventually
 
 _instances = itertools.count(1501)
 SIMULATORS: dict[str, Callable[[], Simulated]] = {

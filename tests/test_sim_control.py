@@ -21,7 +21,7 @@ from gatewayd.simulators.bacnet_device import BacnetDeviceSim
 from gatewayd.simulators.campus import CampusSim
 from gatewayd.simulators.control import ControlServer
 from gatewayd.simulators.onvif_camera import MOTION, OnvifCameraSim
-from tests.fixtures_modbus import eventually
+from tests.support.waiting import eventually
 
 CAMPUS = """
 [site]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -10,9 +9,10 @@ from gatewayd.kernel.site import DoorKind
 from gatewayd.rules.actions import ExternalAction
 from gatewayd.rules.rulefile import parse_rules
 from gatewayd.security.keys import demo_private_key
-from tests.fixtures_disk import locked as write_locked
-from tests.fixtures_gateway import Site
-from tests.fixtures_mqtt import Collector
+from tests.support.disk import locked as write_locked
+from tests.support.gateway import Site
+from tests.support.mqtt import Collector
+from tests.support.waiting import eventually
 
 SITE = "gatewayd/demo-school"
 Collect = Callable[[str], Any]
@@ -22,12 +22,6 @@ def doors(site: Site, building: str, *kinds: DoorKind) -> list[str]:
     return [
         d.id for d in site.config.doors if d.building == building and (not kinds or d.kind in kinds)
     ]
-
-
-async def eventually(check: Callable[[], bool], timeout_s: float = 5.0) -> None:
-    async with asyncio.timeout(timeout_s):
-        while not check():
-            await asyncio.sleep(0.02)
 
 
 def writes(site: Site) -> dict[str, int]:
@@ -185,8 +179,9 @@ async def test_dry_run_drill_publishes_decisions_and_moves_nothing(site: Site) -
     assert reply["ok"] is True and reply["dry_run"] is True, reply
     assert set(reply["decisions"]["lock"]) == set(doors(site, "C"))
     assert writes(site) == before
-    assert site.gateway is not None
-    await eventually(lambda: not site.gateway.engine.sources)  # type: ignore[union-attr]
+    gateway = site.gateway
+    assert gateway is not None
+    await eventually(lambda: not gateway.engine.sources)
 
 
 async def test_bad_srp_commands_get_stable_codes_and_write_nothing(site: Site) -> None:

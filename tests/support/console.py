@@ -15,7 +15,7 @@ from gatewayd.console.config import ConsoleConfig, ConsoleUser
 from gatewayd.console.passwords import hash_password
 from gatewayd.console.server import CSRF_HEADER, Console
 from gatewayd.security.keys import ServerKeys
-from tests.fixtures_gateway import Site
+from tests.support.gateway import Site
 
 __all__ = [
     "PASSWORDS",

@@ -35,7 +35,7 @@ from gatewayd.uplink.config import MqttConfig
 
 __all__ = ["TEST_ACTORS", "Site", "actor_key", "demo_config", "raw_requests", "run_cli", "site"]
 
-DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo-campus.toml"
+DEMO = Path(__file__).resolve().parents[2] / "configs" / "demo-campus.toml"
 #: People the tests act as besides the DEMO actors (the console's users): id -> role.
 TEST_ACTORS = {
     "front-office": Role.OPERATOR,

@@ -17,6 +17,7 @@ import pytest
 from paho.mqtt.properties import Properties
 
 from gatewayd.simulators.broker import Mosquitto
+from tests.support.recorder import Recorder
 
 __all__ = ["Collector", "FlakyLink", "Received", "flaky_link", "mosquitto", "mqtt_collect"]
 
@@ -44,17 +45,16 @@ class Received:
         return value if isinstance(value, bytes) else None
 
 
-class Collector:
+class Collector(Recorder[Received]):
     """Subscribes to a topic filter and keeps every message; reconnects if the broker restarts."""
 
     def __init__(self, host: str, port: int, topic_filter: str) -> None:
+        super().__init__(f"messages on {topic_filter}")
         self.host = host
         self.port = port
         self.topic_filter = topic_filter
-        self.messages: list[Received] = []
         #: Number of successful subscriptions so far.
         self.generation = 0
-        self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     async def start(self, timeout_s: float = 3.0) -> Collector:
@@ -71,37 +71,12 @@ class Collector:
 
     async def wait_connected(self, generation: int, timeout_s: float = 5.0) -> None:
         """Wait until the collector has subscribed ``generation`` times."""
-        async with asyncio.timeout(timeout_s):
-            while self.generation < generation:
-                self._changed.clear()
-                await self._changed.wait()
-
-    async def wait_for(
-        self, predicate: Callable[[Received], bool], timeout_s: float = 5.0, *, since: int = 0
-    ) -> Received:
-        """First message from index ``since`` matching ``predicate``, waiting if needed."""
-        async with asyncio.timeout(timeout_s):
-            while True:
-                for message in self.messages[since:]:
-                    if predicate(message):
-                        return message
-                self._changed.clear()
-                await self._changed.wait()
-
-    async def wait_count(
-        self, predicate: Callable[[Received], bool], count: int, timeout_s: float = 5.0
-    ) -> list[Received]:
-        """Wait until ``count`` messages match; return them in arrival order."""
-        async with asyncio.timeout(timeout_s):
-            while True:
-                found = [m for m in self.messages if predicate(m)]
-                if len(found) >= count:
-                    return found
-                self._changed.clear()
-                await self._changed.wait()
+        await self.wait_until(
+            lambda: self.generation >= generation, timeout_s, f"subscription #{generation}"
+        )
 
     def on(self, topic: str) -> list[Received]:
-        return [m for m in self.messages if m.topic == topic]
+        return [m for m in self.items if m.topic == topic]
 
     async def _run(self) -> None:
         while True:
@@ -112,16 +87,15 @@ class Collector:
                 async with client:
                     await client.subscribe(self.topic_filter, qos=1)
                     self.generation += 1
-                    self._changed.set()
+                    self.notify()
                     async for m in client.messages:
                         payload = m.payload if isinstance(m.payload, bytes) else b""
-                        self.messages.append(
+                        self(
                             Received(
                                 m.topic.value, payload, m.retain, m.qos, m.properties,
                                 self.generation,
                             )
                         )  # fmt: skip
-                        self._changed.set()
             except aiomqtt.MqttError:
                 await asyncio.sleep(0.01)
 

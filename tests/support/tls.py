@@ -21,7 +21,7 @@ from gatewayd.simulators.broker import Mosquitto
 
 __all__ = ["Issued", "Pki", "TlsMosquitto", "TlsWorld", "pki", "tls_broker"]
 
-ACL_FILE = Path(__file__).resolve().parent.parent / "configs" / "mosquitto-acl.conf"
+ACL_FILE = Path(__file__).resolve().parents[2] / "configs" / "mosquitto-acl.conf"
 #: Names in the broker certificate; tests connect to 127.0.0.1 or check one of these.
 BROKER_NAMES = ("localhost", "broker.test")
 
