@@ -8,21 +8,14 @@ from pathlib import Path
 import pytest
 
 from gatewayd.simulators.broker import Mosquitto
-from gatewayd.simulators.campus import CampusSim
-from tests.support.gateway import Site, demo_config
+from tests.support.gateway import Site, running_site
 
 
 @pytest.fixture
 async def instant_site(mosquitto: Mosquitto, tmp_path: Path) -> AsyncIterator[Site]:
     # Bolts that move at once: the read-back right after the write already agrees.
-    sim = CampusSim(demo_config(mosquitto, tmp_path / "state"), free_ports=True, actuation_ms=0)
-    async with sim:
-        running = Site(sim, sim.config())
-        await running.start_gateway()
-        try:
-            yield running
-        finally:
-            await running.stop_gateway()
+    async with running_site(mosquitto, tmp_path, actuation_ms=0) as running:
+        yield running
 
 
 def commands_on(site: Site, device: str) -> int:

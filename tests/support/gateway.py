@@ -184,10 +184,13 @@ async def raw_requests(
     return replies
 
 
-@pytest.fixture
-async def site(mosquitto: Mosquitto, tmp_path: Path) -> AsyncIterator[Site]:
-    base = demo_config(mosquitto, tmp_path / "state")
-    sim = CampusSim(base, free_ports=True, actuation_ms=2)
+@contextlib.asynccontextmanager
+async def running_site(
+    mosquitto: Mosquitto, tmp_path: Path, *, actuation_ms: float = 2
+) -> AsyncIterator[Site]:
+    """The demo campus on simulators (bolts that take ``actuation_ms``) and its gateway."""
+    sim = CampusSim(demo_config(mosquitto, tmp_path / "state"), free_ports=True,
+                    actuation_ms=actuation_ms)  # fmt: skip
     async with sim:
         running = Site(sim, sim.config())
         await running.start_gateway()
@@ -195,6 +198,12 @@ async def site(mosquitto: Mosquitto, tmp_path: Path) -> AsyncIterator[Site]:
             yield running
         finally:
             await running.stop_gateway()
+
+
+@pytest.fixture
+async def site(mosquitto: Mosquitto, tmp_path: Path) -> AsyncIterator[Site]:
+    async with running_site(mosquitto, tmp_path) as running:
+        yield running
 
 
 SiteFactory = Callable[[], Awaitable[Site]]
