@@ -15,6 +15,7 @@ pytest_plugins = [
     "tests.fixtures_tls",
     "tests.fixtures_console",
     "tests.fixtures_disk",
+    "tests.fixtures_district",
 ]
 
 # Timing on a shared 2-core machine is noisy: no per-example deadline.
