@@ -141,10 +141,20 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", help="list every door, not only exceptions")
     p.set_defaults(handler=_status)
     _security_commands(sub)
+    _district_commands(sub)
     from gatewayd.console.passwords import add_passwd_command
 
     add_passwd_command(sub)
     return parser
+
+
+def _district_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``bridge-config`` and ``district ...`` (gatewayd.app.bridge, gatewayd.app.district)."""
+    from gatewayd.app.bridge import add_bridge_command
+    from gatewayd.app.district import add_district_commands
+
+    add_bridge_command(sub)
+    add_district_commands(sub)
 
 
 def _security_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
