@@ -165,13 +165,15 @@ async def school_status(district: District, school: SchoolEntry, timeout_s: floa
         if best is not None and (at is None or at <= best):
             continue
         best = at
+        status.state = None
         campus = view.get("state/campus")
         if isinstance(campus, dict):
             status.state = str(campus.get("state"))
             status.doors = {k: int(v) for k, v in (campus.get("doors") or {}).items()}
         if isinstance(view.get("availability"), str):
             status.availability = view["availability"]
-        if isinstance(beat, dict) and isinstance(beat.get("state"), str):
+        # state/campus changes the moment the state does; the heartbeat's copy lags a beat.
+        if status.state is None and isinstance(beat, dict) and isinstance(beat.get("state"), str):
             status.state = beat["state"]
     if status.reached:
         status.heartbeat_age_s = None if best is None else round(max(0.0, now - best), 1)
@@ -193,7 +195,7 @@ def format_status(rows: Sequence[SchoolStatus], *, color: bool) -> str:
     head = f"{'SCHOOL':<20} {'STATE':<10} {'DOORS':<26} {'HEARTBEAT':<10} {'BROKERS':<8} STATUS"
     lines = [head]
     for r in rows:
-        doors = " ".join(f"{k[:5]} {v}" for k, v in r.doors.items() if v) or "-"
+        doors = " ".join(f"{k} {v}" for k, v in r.doors.items() if v) or "-"
         age = "-" if r.heartbeat_age_s is None else f"{r.heartbeat_age_s:g} s"
         verdict = r.verdict.upper()
         if color and r.verdict != "ok":
