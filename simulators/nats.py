@@ -8,12 +8,14 @@ node has a ``server_name`` and a store directory of its own.
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 import signal
 import socket
 import subprocess
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from types import TracebackType
 
@@ -45,6 +47,8 @@ class NatsServer:
         self.host = host
         self.mqtt_port = free_port(host)
         self.client_port = free_port(host)
+        #: The monitoring endpoint (``/jsz``: who leads which stream).
+        self.http_port = free_port(host)
         #: Set for a cluster node: where the other nodes route to this one.
         self.cluster_port = cluster_port
         self.routes = routes
@@ -69,6 +73,7 @@ class NatsServer:
         lines = [
             f"server_name: {self.name}",
             f"listen: {self.host}:{self.client_port}",
+            f"http: {self.host}:{self.http_port}",
             f'jetstream {{ store_dir: "{self._dir / "js"}" }}',
             f"mqtt {{ listen: {self.host}:{self.mqtt_port} }}",
         ]
@@ -116,6 +121,19 @@ class NatsServer:
                     f" {self._start_timeout_s} s; its log:\n{self.log_tail()}"
                 )
             time.sleep(0.02)
+
+    def stream_leaders(self) -> dict[str, str]:
+        """Stream name -> the ``server_name`` of the node leading it (clustered JetStream)."""
+        url = f"http://{self.host}:{self.http_port}/jsz?accounts=true&streams=true"
+        with urllib.request.urlopen(url, timeout=2) as response:
+            report = json.load(response)
+        leaders: dict[str, str] = {}
+        for account in report.get("account_details") or []:
+            for stream in account.get("stream_detail") or []:
+                leader = (stream.get("cluster") or {}).get("leader")
+                if leader:
+                    leaders[str(stream["name"])] = str(leader)
+        return leaders
 
     def kill(self) -> None:
         """SIGKILL the node, as a crash would."""

@@ -218,6 +218,8 @@ class Outcome:
     sends: int = 0
     message: str = ""
     reply: dict[str, Any] | None = None
+    #: Monotonic time of the first publish that reached a broker: what ``seconds`` counts from.
+    first_sent: float | None = None
     decided: asyncio.Event = field(default_factory=asyncio.Event)
 
     def as_json(self) -> dict[str, Any]:
@@ -232,7 +234,7 @@ class BrokerPath:
         self.config = district.mqtt(url)
         self.url = url
         #: Command id -> its school's outcome, for the replies on ``cmd/result``.
-        self.waiting: dict[str, tuple[Outcome, float]] = {}
+        self.waiting: dict[str, Outcome] = {}
         self.sites = [s for s in outcomes]
         self._outcomes = outcomes
         self.client: aiomqtt.Client | None = None
@@ -265,13 +267,14 @@ class BrokerPath:
             return
         if not isinstance(reply, dict) or reply.get("id") not in self.waiting:
             return
-        outcome, started = self.waiting[reply["id"]]
+        outcome = self.waiting[reply["id"]]
         if outcome.decided.is_set() or reply.get("error") in NOT_FINAL:
             if not outcome.decided.is_set():
                 outcome.message = f"{reply.get('error')}: {reply.get('message')}"
             return
         outcome.reply = reply
         outcome.result = "confirmed" if reply.get("ok") else "failed"
+        started = outcome.first_sent or time.monotonic()
         outcome.seconds = round(time.monotonic() - started, 3)
         outcome.message = str(reply.get("message") or reply.get("error") or "")
         outcome.decided.set()
@@ -306,19 +309,20 @@ async def district_command(
             paths.setdefault(url, BrokerPath(district, url, {}))
     for path in paths.values():
         path.sites = [s.id for s in schools if path.url in district.brokers_of(s)]
-    started = time.monotonic()
 
     async def one(school: SchoolEntry) -> None:
         outcome = outcomes[school.id]
         mine = [paths[u] for u in district.brokers_of(school)]
         command_id = uuid.uuid4().hex
         for path in mine:
-            path.waiting[command_id] = (outcome, started)
+            path.waiting[command_id] = outcome
         while not outcome.decided.is_set():
             fresh = signed({**body, "id": command_id, "ts": time.time()}, key, site=school.id)
+            before = time.monotonic()
             sent = [await path.send(school.id, encode(fresh)) for path in mine]
             if any(sent):
                 outcome.sends += 1
+                outcome.first_sent = outcome.first_sent or before
             elif not outcome.message:
                 outcome.message = "no district broker reached"
             with contextlib.suppress(TimeoutError):
