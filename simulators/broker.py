@@ -55,8 +55,11 @@ class Mosquitto:
         port: int | None = None,
         start_timeout_s: float = 5.0,
         stop_timeout_s: float = 3.0,
+        extra_config: str = "",
     ) -> None:
         self.host = host
+        #: Appended to the generated configuration (a bridge, an ACL file, ...).
+        self.extra_config = extra_config
         #: Chosen at the first start and kept across restarts.
         self.port = port or 0
         self._binary = binary
@@ -226,7 +229,7 @@ class Mosquitto:
         # Started as root, mosquitto drops to user "mosquitto", who cannot write our temp dir.
         if os.geteuid() == 0:
             lines.append("user root")
-        return "\n".join(lines) + "\n"
+        return "\n".join(lines) + "\n" + self.extra_config
 
     def _wait_ready(self, log_offset: int) -> None:
         """Wait for our process to log that it runs *and* for the port to accept a connection.

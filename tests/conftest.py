@@ -19,6 +19,7 @@ pytest_plugins = [
     "tests.support.tls",
     "tests.support.console",
     "tests.support.disk",
+    "tests.support.district",
 ]
 
 # Timing on a shared 2-core machine is noisy: no per-example deadline.

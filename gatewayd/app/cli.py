@@ -148,13 +148,23 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", help="list every door, not only exceptions")
     p.set_defaults(handler=_status)
     _security_commands(sub)
-    from gatewayd.console.passwords import add_passwd_command
-
-    add_passwd_command(sub)
+    _district_commands(sub)
     return parser
 
 
+def _district_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``bridge-config`` and ``district ...`` (gatewayd.app.bridge, gatewayd.app.district)."""
+    from gatewayd.app.bridge import add_bridge_command
+    from gatewayd.app.district import add_district_commands
+
+    add_bridge_command(sub)
+    add_district_commands(sub)
+
+
 def _security_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from gatewayd.console.passwords import add_passwd_command
+
+    add_passwd_command(sub)
     p = sub.add_parser("keygen", help="make an actor's Ed25519 key pair, print its config entry")
     p.add_argument("--actor", required=True, help="actor id, as in [[security.actors]]")
     p.add_argument("--out", required=True, help="directory for ACTOR.key (0600) and ACTOR.pub")

@@ -37,7 +37,7 @@ from gatewayd.kernel.events import (
     now_ns,
 )
 from gatewayd.kernel.registry import load_driver
-from gatewayd.kernel.scope import Scope
+from gatewayd.kernel.scope import CAMPUS, Scope
 from gatewayd.rules.actions import ActionSink
 from gatewayd.rules.engine import Engine
 from gatewayd.rules.rulefile import RuleSet, load_rules
@@ -64,6 +64,7 @@ from gatewayd.service.tasks import Tasks
 from gatewayd.service.triggers import Triggers
 from gatewayd.uplink.admission import looks_signed
 from gatewayd.uplink.daemon import Uplink
+from gatewayd.uplink.heartbeat import Heartbeat
 from gatewayd.uplink.outbox import Outbox
 
 if TYPE_CHECKING:
@@ -220,6 +221,8 @@ class Gateway:
             self.publisher.mark_everything()
             await self.publisher.flush()
             group.create_task(self.publisher.run(), name="gateway:publisher")
+            heartbeat = Heartbeat(self.uplink, self._campus_state, self.config.mqtt.heartbeat_s)
+            group.create_task(heartbeat.run(), name="gateway:heartbeat")
             if self.config.console is not None:
                 group.create_task(self._console(self.config.console), name="gateway:console")
             group.create_task(self.expiry.run(), name="gateway:expiry")
@@ -300,6 +303,9 @@ class Gateway:
                 head = self.head_signer.head(*published)
                 self.publisher.event("audit", "gateway", head, life_safety=True)
             await asyncio.sleep(self.config.security.head_interval_s)
+
+    def _campus_state(self) -> str:
+        return str(self.publisher.scope_state(CAMPUS)["state"])
 
     def _uplink_alarm(self, kind: str, details: dict[str, Any]) -> None:
         self.publisher.event("alarm", "gateway", {"type": kind, **details}, life_safety=True)

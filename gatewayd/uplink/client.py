@@ -14,6 +14,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from gatewayd.security.tls import ssl_context
+from gatewayd.uplink import protocol
 from gatewayd.uplink.config import MqttConfig
 from gatewayd.uplink.wire import BrokerUnreachable, NoReply, UplinkError, encode, set_nodelay
 
@@ -25,7 +26,7 @@ def _client_for(config: MqttConfig, timeout_s: float) -> aiomqtt.Client:
         username=config.username,
         password=config.password,
         identifier=f"gatewayd-cli-{uuid.uuid4().hex[:12]}",
-        protocol=aiomqtt.ProtocolVersion.V5,
+        protocol=protocol.version(config),
         timeout=timeout_s,
         tls_context=ssl_context(config.tls) if config.tls_enabled else None,
     )
@@ -34,26 +35,40 @@ def _client_for(config: MqttConfig, timeout_s: float) -> aiomqtt.Client:
 async def request(
     config: MqttConfig, site: str, body: dict[str, Any], timeout_s: float
 ) -> dict[str, Any]:
-    """Send one command to a gateway and return its reply (MQTT 5 request/response)."""
+    """Send one command to a gateway and return its reply.
+
+    MQTT 5: request/response with a private reply topic. 3.1.1: the reply is the message on
+    ``cmd/result`` that echoes the command's ``id``.
+    """
     base = f"{config.prefix}/{site}"
     correlation = uuid.uuid4().hex
-    reply_topic = f"{base}/cmd/reply/{correlation}"
-    props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-    props.ResponseTopic = reply_topic
     correlation_data = correlation.encode("ascii")
-    props.CorrelationData = correlation_data
-    props.ContentType = "application/json"
+    props: Properties | None = None
+    if config.protocol == "5":
+        reply_topic = f"{base}/cmd/reply/{correlation}"
+        props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        props.ResponseTopic = reply_topic
+        props.CorrelationData = correlation_data
+        props.ContentType = "application/json"
+    else:
+        reply_topic = f"{base}/cmd/result"
     connected = False
     try:
         async with asyncio.timeout(timeout_s), _client_for(config, timeout_s) as client:
             connected = True
             set_nodelay(client)
-            await client.subscribe(reply_topic, qos=1)
+            await protocol.subscribe(client, config, reply_topic)
             await client.publish(f"{base}/cmd", encode(body), 1, False, props)
             async for message in client.messages:
-                if getattr(message.properties, "CorrelationData", None) != correlation_data:
+                if props is not None:
+                    if getattr(message.properties, "CorrelationData", None) == correlation_data:
+                        return _decode_reply(message.payload)
                     continue
-                return _decode_reply(message.payload)
+                # cmd/result is shared: anyone's reply, or junk, may pass by first.
+                with contextlib.suppress(UplinkError):
+                    reply = _decode_reply(message.payload)
+                    if reply.get("id") == body.get("id"):
+                        return reply
     except TimeoutError as exc:
         if not connected:
             raise BrokerUnreachable(f"no connection to {config.url} within {timeout_s} s") from exc
@@ -61,8 +76,15 @@ async def request(
             f"no reply from {site!r} within {timeout_s} s (is the gateway online?)"
         ) from exc
     except aiomqtt.MqttError as exc:
-        raise BrokerUnreachable(f"cannot reach {config.url}: {exc}") from exc
+        raise _unreachable(config, exc) from exc
     raise BrokerUnreachable(f"connection to {config.url} closed before the reply")
+
+
+def _unreachable(config: MqttConfig, exc: aiomqtt.MqttError) -> UplinkError:
+    if isinstance(exc, protocol.SubscriptionRefused):
+        return UplinkError(str(exc).replace("this gateway", "this client"))
+    problem = protocol.refused_protocol(config, exc)
+    return BrokerUnreachable(problem or f"cannot reach {config.url}: {exc}")
 
 
 def _decode_reply(payload: Any) -> dict[str, Any]:
@@ -86,7 +108,7 @@ async def snapshot(config: MqttConfig, site: str, timeout_s: float) -> dict[str,
     found: dict[str, Any] = {}
     try:
         async with asyncio.timeout(timeout_s), _client_for(config, timeout_s) as client:
-            await client.subscribe(f"{base}/#", qos=1)
+            await protocol.subscribe(client, config, f"{base}/#")
             messages = client.messages
             while True:
                 try:
@@ -102,7 +124,7 @@ async def snapshot(config: MqttConfig, site: str, timeout_s: float) -> dict[str,
         if not found:
             raise BrokerUnreachable(f"no connection to {config.url} within {timeout_s} s") from exc
     except aiomqtt.MqttError as exc:
-        raise BrokerUnreachable(f"cannot reach {config.url}: {exc}") from exc
+        raise _unreachable(config, exc) from exc
     return found
 
 

@@ -27,10 +27,10 @@ import aiomqtt
 import structlog
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from gatewayd.kernel.backoff import Backoff
 from gatewayd.security.tls import ssl_context
+from gatewayd.uplink import protocol
 from gatewayd.uplink.admission import Admission, Incoming
 from gatewayd.uplink.config import MqttConfig
 from gatewayd.uplink.outbox import MemoryQueue, PublishQueue, PublishQueueFull
@@ -124,6 +124,7 @@ class Uplink:
         )  # fmt: skip
         self._last_connect = ""
         self._established = False
+        self._protocol_warned = False
 
     @property
     def connected(self) -> bool:
@@ -206,6 +207,7 @@ class Uplink:
                     self._session_lost(taken_over=reason == SESSION_TAKEN_OVER)
                 else:
                     self._stats["connect_failures"] += 1
+                    self._protocol_refused(exc)
                     log.warning(
                         "mqtt.connect_failed",
                         url=self._config.url,
@@ -257,10 +259,9 @@ class Uplink:
         """Subscribe to commands, say ``online``, schedule the retained topics."""
         # The session outlives connections, so a command planted as retained while we were
         # away is delivered as a live one unless its retain flag is kept: keep it (and skip
-        # the retained copy at subscription) so that _read_commands can ignore it.
-        options = SubscribeOptions(qos=1, retainAsPublished=True,
-                                   retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND)  # fmt: skip
-        await client.subscribe(f"{self.base}/cmd", options=options)
+        # the retained copy at subscription) so that _read_commands can ignore it. A refused
+        # SUBACK fails the connection: never `online` without a command subscription.
+        await protocol.subscribe(client, self._config, f"{self.base}/cmd", keep_retain_flag=True)
         await client.publish(f"{self.base}/availability", b"online", 1, True)
         if self._last_connect:
             self._stats["reconnects"] += 1
@@ -272,6 +273,13 @@ class Uplink:
         self._dirty_event.set()
         log.info("mqtt.connected", url=self._config.url, queued=len(self._queue))
         started()
+
+    def _protocol_refused(self, exc: aiomqtt.MqttError) -> None:
+        """Say once, plainly, that the broker refuses our MQTT version (and what to set)."""
+        problem = protocol.refused_protocol(self._config, exc)
+        if problem is not None and not self._protocol_warned:
+            self._protocol_warned = True
+            log.error("mqtt.protocol_refused", url=self._config.url, problem=problem)
 
     def _session_lost(self, *, taken_over: bool) -> None:
         """The broker ended our session; if it keeps doing so, someone may hold our id."""
@@ -298,10 +306,13 @@ class Uplink:
     def _make_client(self) -> aiomqtt.Client:
         cfg = self._config
         will = aiomqtt.Will(f"{self.base}/availability", b"offline", qos=1, retain=True)
-        connect = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        connect.MaximumPacketSize = MAX_PACKET_BYTES
-        # A persistent session: commands sent while the gateway reconnects wait at the broker.
-        connect.SessionExpiryInterval = cfg.session_expiry_s
+        connect: Properties | None = None
+        if cfg.protocol == "5":
+            connect = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            connect.MaximumPacketSize = MAX_PACKET_BYTES
+            # A persistent session: commands sent while the gateway reconnects wait at the
+            # broker (3.1.1: clean_session false, for as long as the broker keeps sessions).
+            connect.SessionExpiryInterval = cfg.session_expiry_s
         admit = self._admit
 
         class Intake(asyncio.Queue[aiomqtt.Message]):
@@ -317,13 +328,13 @@ class Uplink:
             username=cfg.username,
             password=cfg.password,
             identifier=self.identifier,
-            protocol=aiomqtt.ProtocolVersion.V5,
+            protocol=protocol.version(cfg),
             will=will,
             keepalive=cfg.keepalive_s,
             timeout=self._connect_timeout_s,
             tls_context=ssl_context(cfg.tls) if cfg.tls_enabled else None,
             properties=connect,
-            clean_start=False,
+            **protocol.session_options(cfg, persistent=True),
             queue_type=Intake,
         )
         # paho keeps its default window of 20 in flight (Mosquitto's Receive Maximum; a stricter
@@ -434,10 +445,12 @@ class Uplink:
     async def _reply(self, request: Properties | None, body: bytes) -> None:
         response_topic = getattr(request, "ResponseTopic", None)
         correlation = getattr(request, "CorrelationData", None)
-        props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-        props.ContentType = "application/json"
-        if correlation is not None:
-            props.CorrelationData = correlation
+        props: Properties | None = None
+        if self._config.protocol == "5":
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            props.ContentType = "application/json"
+            if correlation is not None:
+                props.CorrelationData = correlation
         topic = f"{self.base}/cmd/result"
         if valid_topic(response_topic) and self._may_reply_on(response_topic):
             topic = response_topic
@@ -463,7 +476,7 @@ class Uplink:
         ours = topic == prefix or topic.startswith(f"{prefix}/")
         return not ours or topic.startswith(f"{self.base}/cmd/reply/")
 
-    async def _try_publish(self, topic: str, body: bytes, props: Properties) -> bool:
+    async def _try_publish(self, topic: str, body: bytes, props: Properties | None) -> bool:
         await self._ready.wait()
         client = self._client
         if client is None:

@@ -11,7 +11,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiomqtt
 import pytest
@@ -65,7 +65,14 @@ def _with_test_actors(config: Config, key_dir: Path) -> Config:
     return config.model_copy(update={"security": security})
 
 
-def demo_config(broker: Mosquitto, state_dir: Path, *, poll_interval_ms: int = 100) -> Config:
+class HasUrl(Protocol):
+    """A broker a test started (Mosquitto, a NATS node): where clients connect."""
+
+    @property
+    def url(self) -> str: ...
+
+
+def demo_config(broker: HasUrl, state_dir: Path, *, poll_interval_ms: int = 100) -> Config:
     """The demo campus pointed at a test broker, polling fast so faults show quickly."""
     config = load_config(DEMO)
     devices = tuple(

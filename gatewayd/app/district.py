@@ -1,0 +1,429 @@
+"""``gatewayd district``: every school of a district at once, over the district brokers.
+
+``district.toml`` names the district actor (id and private key file), the district brokers
+and the schools (site ids, and brokers where they differ). ``status`` reads what the
+schools keep retained; ``lockdown``, ``release``, ... send one command per school, signed
+for that school's site, on every path to it, re-signed with a fresh ``ts`` and sent again
+until the school answers or the timeout; the school's replay check drops the duplicates
+(docs/district.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import re
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import aiomqtt
+from pydantic import Field, ValidationError
+
+from gatewayd.kernel.errors import ConfigError
+from gatewayd.kernel.validation import Model, describe_errors, read_toml
+from gatewayd.security.actors import ACTOR_ID_PATTERN
+from gatewayd.uplink import protocol
+from gatewayd.uplink.client import snapshot
+from gatewayd.uplink.config import MqttConfig
+from gatewayd.uplink.wire import UplinkError, encode
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+BROKER_URL = r"^mqtts?://[^/:|]+(:\d+)?/?$"
+#: Errors after which a resend may still succeed: a late copy (``expired``), or a copy of a
+#: command that arrived on another path (``replayed``: its own reply is on its way).
+NOT_FINAL = frozenset({"expired", "replayed"})
+ACTIONS = ("lockdown", "secure", "hold", "evacuate", "shelter", "release")
+
+
+class DistrictSection(Model):
+    #: The district actor: what the schools list in ``[[security.actors]]``, role district.
+    actor: str = Field(pattern=ACTOR_ID_PATTERN)
+    #: Its private key file (resolved against the district file's folder).
+    key: str
+    #: The district brokers every school is reached on, unless a school lists its own.
+    brokers: tuple[str, ...] = ()
+    prefix: str = Field(default="gatewayd", pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")
+    protocol: Literal["5", "3.1.1"] = "3.1.1"
+    #: A school whose heartbeat is older than this is shown stale.
+    stale_after_s: float = Field(default=15.0, gt=0)
+    #: How long a command is sent again before the school counts as unreachable.
+    timeout_s: float = Field(default=30.0, gt=0)
+    #: How long to wait for a reply before re-signing and sending again.
+    resend_s: float = Field(default=2.0, gt=0)
+
+
+class SchoolEntry(Model):
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")
+    name: str = ""
+    brokers: tuple[str, ...] = ()
+
+
+class DistrictFile(Model):
+    district: DistrictSection
+    schools: tuple[SchoolEntry, ...] = Field(min_length=1)
+
+
+@dataclass(frozen=True, slots=True)
+class District:
+    section: DistrictSection
+    schools: tuple[SchoolEntry, ...]
+    key_path: Path
+
+    def brokers_of(self, school: SchoolEntry) -> tuple[str, ...]:
+        return school.brokers or self.section.brokers
+
+    def mqtt(self, url: str) -> MqttConfig:
+        return MqttConfig(url=url, prefix=self.section.prefix, protocol=self.section.protocol)
+
+    def select(self, names: str) -> tuple[SchoolEntry, ...]:
+        """``all`` or ``ID,ID,...``; an unknown id is a usage error naming it."""
+        if names.strip() == "all":
+            return self.schools
+        wanted = [n.strip() for n in names.split(",") if n.strip()]
+        known = {s.id: s for s in self.schools}
+        unknown = [n for n in wanted if n not in known]
+        if unknown or not wanted:
+            raise ConfigError("--schools", [f"not a school of this district: {', '.join(unknown)}"
+                                            f" (known: {', '.join(known)})"])  # fmt: skip
+        return tuple(known[n] for n in wanted)
+
+
+def load_district(path: str | Path) -> District:
+    """Read and validate a district file; every problem named with its place."""
+    path = Path(path)
+    raw = read_toml(path)
+    try:
+        parsed = DistrictFile.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(str(path), describe_errors(exc, raw)) from exc
+    problems = []
+    for n, school in enumerate(parsed.schools):
+        brokers = school.brokers or parsed.district.brokers
+        if not brokers:
+            problems.append(f"schools[{n}]({school.id}).brokers: no broker (and none in"
+                            " [district] brokers)")  # fmt: skip
+        problems += [f"schools[{n}]({school.id}).brokers: not an mqtt:// URL: {b!r}"
+                     for b in brokers if not re.match(BROKER_URL, b)]  # fmt: skip
+    ids = [s.id for s in parsed.schools]
+    problems += [f"schools: {i!r} is listed twice" for i in sorted(set(ids)) if ids.count(i) > 1]
+    if problems:
+        raise ConfigError(str(path), problems)
+    key = Path(parsed.district.key)
+    return District(
+        parsed.district, parsed.schools, key if key.is_absolute() else path.parent / key
+    )
+
+
+# --- status -------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class SchoolStatus:
+    school: str
+    #: ``ok``, ``stale`` (heartbeat too old, or none) or ``unreachable`` (no broker answered).
+    verdict: str = "unreachable"
+    state: str | None = None
+    availability: str | None = None
+    doors: dict[str, int] = field(default_factory=dict)
+    heartbeat_age_s: float | None = None
+    #: Brokers that answered, of those configured.
+    reached: int = 0
+    brokers: int = 0
+
+    def as_json(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__slots__}
+
+
+async def school_status(district: District, school: SchoolEntry, timeout_s: float) -> SchoolStatus:
+    """The school as its freshest district path shows it."""
+    brokers = district.brokers_of(school)
+    status = SchoolStatus(school.id, brokers=len(brokers))
+    views = await asyncio.gather(
+        *(snapshot(district.mqtt(url), school.id, timeout_s) for url in brokers),
+        return_exceptions=True,
+    )
+    now = time.time()
+    best: float | None = None
+    for view in views:
+        if isinstance(view, BaseException):
+            if not isinstance(view, UplinkError):
+                raise view
+            continue
+        status.reached += 1
+        beat = view.get("heartbeat")
+        at = _epoch(beat.get("at")) if isinstance(beat, dict) else None
+        if best is not None and (at is None or at <= best):
+            continue
+        best = at
+        status.state = None
+        campus = view.get("state/campus")
+        if isinstance(campus, dict):
+            status.state = str(campus.get("state"))
+            status.doors = {k: int(v) for k, v in (campus.get("doors") or {}).items()}
+        if isinstance(view.get("availability"), str):
+            status.availability = view["availability"]
+        # state/campus changes the moment the state does; the heartbeat's copy lags a beat.
+        if status.state is None and isinstance(beat, dict) and isinstance(beat.get("state"), str):
+            status.state = beat["state"]
+    if status.reached:
+        status.heartbeat_age_s = None if best is None else round(max(0.0, now - best), 1)
+        fresh = best is not None and now - best <= district.section.stale_after_s
+        status.verdict = "ok" if fresh and status.availability == "online" else "stale"
+    return status
+
+
+def _epoch(text: object) -> float | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def format_status(rows: Sequence[SchoolStatus], *, color: bool) -> str:
+    head = f"{'SCHOOL':<20} {'STATE':<10} {'DOORS':<26} {'HEARTBEAT':<10} {'BROKERS':<8} STATUS"
+    lines = [head]
+    for r in rows:
+        doors = " ".join(f"{k} {v}" for k, v in r.doors.items() if v) or "-"
+        age = "-" if r.heartbeat_age_s is None else f"{r.heartbeat_age_s:g} s"
+        verdict = r.verdict.upper()
+        if color and r.verdict != "ok":
+            verdict = f"\x1b[31m{verdict}\x1b[0m"
+        lines.append(f"{r.school:<20} {r.state or '-':<10} {doors:<26} {age:<10}"
+                     f" {r.reached}/{r.brokers:<6} {verdict}")  # fmt: skip
+    return "\n".join(lines)
+
+
+# --- commands -----------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Outcome:
+    school: str
+    #: ``confirmed``, ``failed`` (the school refused, or doors did not confirm) or
+    #: ``unreachable`` (no final reply before the timeout).
+    result: str = "unreachable"
+    seconds: float | None = None
+    sends: int = 0
+    message: str = ""
+    reply: dict[str, Any] | None = None
+    #: Monotonic time of the first publish that reached a broker: what ``seconds`` counts from.
+    first_sent: float | None = None
+    decided: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"school": self.school, "result": self.result, "seconds": self.seconds,
+                "sends": self.sends, "message": self.message}  # fmt: skip
+
+
+class BrokerPath:
+    """One district broker: a connection kept up until the operation ends, replies routed."""
+
+    def __init__(self, district: District, url: str, outcomes: dict[str, Outcome]) -> None:
+        self.config = district.mqtt(url)
+        self.url = url
+        #: Command id -> its school's outcome, for the replies on ``cmd/result``.
+        self.waiting: dict[str, Outcome] = {}
+        self.sites = [s for s in outcomes]
+        self._outcomes = outcomes
+        self.client: aiomqtt.Client | None = None
+        self.up = asyncio.Event()
+
+    async def run(self) -> None:
+        while True:
+            client = aiomqtt.Client(
+                self.config.host, self.config.port, protocol=protocol.version(self.config),
+                identifier=f"gatewayd-district-{uuid.uuid4().hex[:12]}", timeout=3.0,
+            )  # fmt: skip
+            try:
+                async with client:
+                    for site in self.sites:
+                        topic = f"{self.config.prefix}/{site}/cmd/result"
+                        await protocol.subscribe(client, self.config, topic)
+                    self.client = client
+                    self.up.set()
+                    async for message in client.messages:
+                        self._reply(message.payload)
+            except aiomqtt.MqttError:
+                self.client = None
+                self.up.clear()
+                await asyncio.sleep(0.5)
+
+    def _reply(self, payload: Any) -> None:
+        try:
+            reply = json.loads(payload)
+        except (TypeError, ValueError):
+            return
+        if not isinstance(reply, dict) or reply.get("id") not in self.waiting:
+            return
+        outcome = self.waiting[reply["id"]]
+        if outcome.decided.is_set() or reply.get("error") in NOT_FINAL:
+            if not outcome.decided.is_set():
+                outcome.message = f"{reply.get('error')}: {reply.get('message')}"
+            return
+        outcome.reply = reply
+        outcome.result = "confirmed" if reply.get("ok") else "failed"
+        started = outcome.first_sent or time.monotonic()
+        outcome.seconds = round(time.monotonic() - started, 3)
+        outcome.message = str(reply.get("message") or reply.get("error") or "")
+        outcome.decided.set()
+
+    async def send(self, site: str, body: bytes) -> bool:
+        client = self.client
+        if client is None:
+            return False
+        try:
+            await client.publish(f"{self.config.prefix}/{site}/cmd", body, 1, False)
+        except aiomqtt.MqttError:
+            return False
+        return True
+
+
+async def district_command(
+    district: District,
+    schools: Sequence[SchoolEntry],
+    body: dict[str, Any],
+    key: Ed25519PrivateKey,
+    *,
+    timeout_s: float,
+    progress: Any = None,
+) -> list[Outcome]:
+    """Send ``body`` (no id, ts or sig yet) to every school; one outcome per school."""
+    from gatewayd.security.signing import signed
+
+    outcomes = {s.id: Outcome(s.id) for s in schools}
+    paths: dict[str, BrokerPath] = {}
+    for school in schools:
+        for url in district.brokers_of(school):
+            paths.setdefault(url, BrokerPath(district, url, {}))
+    for path in paths.values():
+        path.sites = [s.id for s in schools if path.url in district.brokers_of(s)]
+
+    async def one(school: SchoolEntry) -> None:
+        outcome = outcomes[school.id]
+        mine = [paths[u] for u in district.brokers_of(school)]
+        command_id = uuid.uuid4().hex
+        for path in mine:
+            path.waiting[command_id] = outcome
+        while not outcome.decided.is_set():
+            fresh = signed({**body, "id": command_id, "ts": time.time()}, key, site=school.id)
+            before = time.monotonic()
+            sent = [await path.send(school.id, encode(fresh)) for path in mine]
+            if any(sent):
+                outcome.sends += 1
+                outcome.first_sent = outcome.first_sent or before
+            elif not outcome.message:
+                outcome.message = "no district broker reached"
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(district.section.resend_s if any(sent) else 0.2):
+                    await outcome.decided.wait()
+        if progress is not None:
+            progress(outcome)
+
+    async with asyncio.TaskGroup() as group:
+        links = [group.create_task(p.run(), name=f"district:{p.url}") for p in paths.values()]
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s), asyncio.TaskGroup() as sends:
+                for school in schools:
+                    sends.create_task(one(school), name=f"district:{school.id}")
+        # Every school decided, or the time is up: end the connections.
+        for link in links:
+            link.cancel()
+    return [outcomes[s.id] for s in schools]
+
+
+def format_outcomes(outcomes: Sequence[Outcome], action: str, *, color: bool) -> str:
+    lines = [f"{'SCHOOL':<20} {'RESULT':<12} {'TIME':<9} {'SENDS':<6} MESSAGE"]
+    for o in outcomes:
+        result = o.result.upper()
+        if color and o.result != "confirmed":
+            result = f"\x1b[31m{result:<12}\x1b[0m"
+        seconds = "-" if o.seconds is None else f"{o.seconds:.2f} s"
+        lines.append(f"{o.school:<20} {result:<12} {seconds:<9} {o.sends:<6} {o.message[:60]}")
+    counts = {
+        r: sum(o.result == r for o in outcomes) for r in ("confirmed", "failed", "unreachable")
+    }
+    lines.append(f"{action}: " + ", ".join(f"{n} {r}" for r, n in counts.items()))
+    return "\n".join(lines)
+
+
+# --- the command line ----------------------------------------------------------------------
+
+
+def add_district_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    district = sub.add_parser("district", help="district operations: every school at once")
+    actions = district.add_subparsers(metavar="ACTION")
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = actions.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("-c", "--config", required=True, help="district.toml")
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        return p
+
+    p = command("status", "every school: campus state, doors, heartbeat age, reachability")
+    p.add_argument("--timeout", type=float, default=3.0, help="seconds per broker")
+    p.set_defaults(handler=_status)
+    for action in ACTIONS:
+        p = command(action, f"{action.upper()} on every selected school")
+        p.add_argument("--schools", required=True, help="all, or school ids: ID,ID,...")
+        p.add_argument("--scope", default="campus", help="scope in each school (default campus)")
+        p.add_argument("--timeout", type=float, default=None, help="seconds (default: file)")
+        if action == "shelter":
+            hazards = ["tornado", "hazmat", "earthquake", "severe_weather", "bomb"]
+            p.add_argument("--hazard", required=True, choices=hazards)
+        p.set_defaults(handler=_operate, action=action)
+
+
+def _status(args: argparse.Namespace) -> int:
+    district = load_district(args.config)
+
+    async def gather() -> list[SchoolStatus]:
+        return list(
+            await asyncio.gather(
+                *(school_status(district, s, args.timeout) for s in district.schools)
+            )
+        )
+
+    rows = asyncio.run(gather())
+    if args.json:
+        print(json.dumps([r.as_json() for r in rows], indent=2))
+    else:
+        print(format_status(rows, color=sys.stdout.isatty()))
+    return 0 if all(r.verdict == "ok" for r in rows) else 1
+
+
+def _operate(args: argparse.Namespace) -> int:
+    from gatewayd.security.keys import load_private_key
+
+    district = load_district(args.config)
+    schools = district.select(args.schools)
+    key = load_private_key(district.key_path)
+    body: dict[str, Any] = {"actor": district.section.actor, "action": args.action,
+                            "scope": args.scope, "params": {}}  # fmt: skip
+    if getattr(args, "hazard", None):
+        body["params"] = {"hazard": args.hazard}
+    timeout_s = args.timeout or district.section.timeout_s
+
+    def progress(outcome: Outcome) -> None:
+        if not args.json:
+            print(f"  {outcome.school}: {outcome.result} {outcome.message[:60]}", flush=True)
+
+    outcomes = asyncio.run(
+        district_command(district, schools, body, key, timeout_s=timeout_s, progress=progress)
+    )
+    if args.json:
+        print(json.dumps([o.as_json() for o in outcomes], indent=2))
+    else:
+        print(format_outcomes(outcomes, args.action, color=sys.stdout.isatty()))
+    return 0 if all(o.result == "confirmed" for o in outcomes) else 1
