@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from gatewayd.simulators.broker import free_port
+from gatewayd.simulators.broker import Mosquitto, free_port
 from tests.support.gateway import DEMO, Site, run_cli
 from tests.support.waiting import eventually
 
@@ -55,9 +55,32 @@ async def test_status_shows_scope_states_and_unsecured_doors(site: Site) -> None
     assert lines[0] == "gateway   online"
     row = next(line for line in lines if line.startswith("building/D"))
     assert row.split()[1:3] == ["lockdown", "building/D"]
-    assert any(line.startswith("D-104") and "open" in line for line in lines)
+    d104 = next(line for line in lines if line.startswith("D-104"))
+    assert "open" in d104 and " yes " in d104, d104  # words for people, not Python's True
+    assert not any(word in out for word in ("True", "False", "None"))
     code, out, _ = await run_cli("status", *opts(site), "--json")
     assert json.loads(out)["state/building/D"]["state"] == "lockdown"
+
+
+async def test_status_of_a_gateway_the_broker_does_not_know_names_the_broker_and_fails(
+    mosquitto: Mosquitto,
+) -> None:
+    # A broker with nothing retained for the demo site: no gateway has ever been there.
+    code, out, err = await run_cli("status", "-c", str(DEMO), "--mqtt", mosquitto.url)
+    assert code == 1, (out, err)
+    assert out.startswith("gateway   unknown")
+    assert mosquitto.url in err and "is this its broker?" in err
+
+
+async def test_a_closed_pipe_is_not_a_traceback(site: Site) -> None:
+    # `true` reads nothing and exits: every write the CLI makes meets a closed pipe, as when
+    # `head` has read its lines.
+    proc = await asyncio.create_subprocess_shell(
+        f"{sys.executable} -m gatewayd status {' '.join(opts(site))} --all | true",
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert b"Traceback" not in err and b"BrokenPipe" not in err, err.decode()
 
 
 async def test_unreachable_broker_is_a_clear_error_not_a_traceback() -> None:

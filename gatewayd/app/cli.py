@@ -39,6 +39,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         code: int = args.handler(args)
+        # Flushed here, where a closed pipe is caught, not at exit, where it is a traceback.
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Piped to `head`, which has read enough: not an error, and no traceback at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return EXIT_USAGE
@@ -380,10 +386,11 @@ def format_reply(reply: dict[str, Any]) -> str:
     doors = reply.get("doors", {})
     lat = reply.get("latency_ms") or {}
     head = "OK      " if reply.get("ok") else "PARTIAL "
-    lines = [
-        f"{head} {reply.get('action')} {reply.get('scope')}: {reply.get('message')}",
-        f"         on the wire {lat.get('on_wire')} ms, confirmed {lat.get('confirmed')} ms",
-    ]
+    lines = [f"{head} {reply.get('action')} {reply.get('scope')}: {reply.get('message')}"]
+    timings = [f"{name} {lat[key]} ms" for key, name in (("on_wire", "on the wire"),
+               ("confirmed", "confirmed")) if lat.get(key) is not None]  # fmt: skip
+    if timings:
+        lines.append("         " + ", ".join(timings))
     failed = doors.get("failed") or {}
     if failed:
         lines.append(f"{'DOOR':<12} PROBLEM")
@@ -395,11 +402,19 @@ def _status(args: argparse.Namespace) -> int:
     from gatewayd.uplink.client import snapshot
 
     config = load_operator_config(args.config)
-    retained = asyncio.run(snapshot(_mqtt(config, args.mqtt), config.site.id, 2.0))
+    mqtt = _mqtt(config, args.mqtt)
+    retained = asyncio.run(snapshot(mqtt, config.site.id, 2.0))
     if args.json:
         print(json.dumps(retained, indent=2, sort_keys=True))
-        return EXIT_OK
-    print(format_status(retained, show_all=args.all))
+    else:
+        print(format_status(retained, show_all=args.all))
+    if retained.get("availability") != "online":
+        where = f"{mqtt.url}, {mqtt.prefix}/{config.site.id}"
+        said = retained.get("availability")
+        print(f"gatewayd: the gateway is {said or 'unknown: nothing retained'} on {where}"
+              + ("" if said else " (is this its broker? --mqtt URL names another)"),
+              file=sys.stderr)  # fmt: skip
+        return EXIT_REFUSED
     return EXIT_OK
 
 
@@ -417,7 +432,7 @@ def _needs_attention(door: dict[str, Any]) -> bool:
 
 def format_status(retained: dict[str, Any], *, show_all: bool = False) -> str:
     lines = [f"gateway   {retained.get('availability', 'unknown (no retained availability)')}"]
-    lines.append(f"{'SCOPE':<16} {'STATE':<10} {'SOURCE':<14} SECURED  UNSECURED  UNKNOWN")
+    lines.append(f"{'SCOPE':<16} {'STATE':<10} {'SOURCE':<14} SECURED  UNSECURED  FAULTED  UNKNOWN")
     states = [(t, s) for t, s in retained.items() if t.startswith("state/") and isinstance(s, dict)]
     # Campus first, then buildings, then zones, as an operator reads a site.
     order = {"campus": 0, "building": 1, "zone": 2}
@@ -427,8 +442,8 @@ def format_status(retained: dict[str, Any], *, show_all: bool = False) -> str:
         lines.append(
             f"{state.get('scope', topic[6:]):<16} {state.get('state', '?'):<10}"
             f" {state.get('source') or '-':<14} {counts.get('secured', 0):>7}"
-            f"  {counts.get('unsecured', 0):>9}  {counts.get('unknown', 0):>7}"
-            + ("  DRILL" if state.get("drill") else "")
+            f"  {counts.get('unsecured', 0):>9}  {counts.get('faulted', 0):>7}"
+            f"  {counts.get('unknown', 0):>7}" + ("  DRILL" if state.get("drill") else "")
         )
     doors = [
         v for k, v in sorted(retained.items()) if k.startswith("door/") and isinstance(v, dict)
@@ -440,10 +455,15 @@ def format_status(retained: dict[str, Any], *, show_all: bool = False) -> str:
         for d in shown:
             lines.append(
                 f"{d.get('door', '?'):<10} {d.get('commanded') or '-':<10}"
-                f" {d.get('locked')!s:<7} {d.get('position', '?'):<8}"
+                f" {_yes_no(d.get('locked')):<7} {d.get('position') or '?':<8}"
                 f" {d.get('reason', '')}{'  ! ' + d['fault'] if d.get('fault') else ''}"
             )
     return "\n".join(lines)
+
+
+def _yes_no(value: object) -> str:
+    """A read-back for people: yes, no, or ? when the board has not said."""
+    return "yes" if value is True else "no" if value is False else "?"
 
 
 def _host_port(text: str) -> tuple[str, int]:

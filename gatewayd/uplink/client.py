@@ -73,7 +73,8 @@ async def request(
         if not connected:
             raise BrokerUnreachable(f"no connection to {config.url} within {timeout_s} s") from exc
         raise NoReply(
-            f"no reply from {site!r} within {timeout_s} s (is the gateway online?)"
+            f"no reply from {site!r} on {config.url} within {timeout_s} s (is the gateway"
+            " online, and is this its broker? --mqtt URL names another)"
         ) from exc
     except aiomqtt.MqttError as exc:
         raise _unreachable(config, exc) from exc
