@@ -315,7 +315,7 @@ def with_demo_actors(plan: CampusPlan) -> CampusPlan:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m gatewayd.simulators gen", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m gatewayd.simulators.campusgen", description=__doc__)
     parser.add_argument("--site", default="demo-school")
     parser.add_argument("--name", default="Lincoln High School (demo)")
     parser.add_argument("--doors", type=int, default=0, help="bench campus of N doors")
