@@ -253,7 +253,7 @@ def render(
     head = [
         f"# {name}: {len(out.doors)} doors on {len(out.boards)} relay boards"
         f" and {out.controllers} BACnet controllers.",
-        "# Written by `python -m gatewayd.simulators gen`. Each relay board: locks on coils 0..31,",
+        "# Written by `python -m gatewayd.simulators.campusgen`. Each relay board: locks on coils 0..31,",
         "# door position on inputs 0..31 (on = closed), lock sense on inputs 32..63 (on = locked),",
         "# alarm contacts from input 64. TOML wants top-level arrays before any [table].",
         "",
