@@ -115,8 +115,8 @@ def report(title: str, results: dict[str, Any], table: list[tuple[str, dict[str,
 def effective_campus(text: str, ports: dict[str, int], mqtt_url: str) -> str:
     """A campus file rewritten for the running simulators' ports and a private broker.
 
-    Works on the layout ``gatewayd.simulators.campusgen`` writes: ``port = N`` after ``id = "..."`` in each
-    ``[[devices]]`` table, and one ``url = ...`` under ``[mqtt]``.
+    Works on the layout ``gatewayd.simulators.campusgen`` writes: ``port = N`` after
+    ``id = "..."`` in each ``[[devices]]`` table, and one ``url = ...`` under ``[mqtt]``.
     """
     out: list[str] = []
     device: str | None = None

@@ -253,7 +253,8 @@ def render(
     head = [
         f"# {name}: {len(out.doors)} doors on {len(out.boards)} relay boards"
         f" and {out.controllers} BACnet controllers.",
-        "# Written by `python -m gatewayd.simulators.campusgen`. Each relay board: locks on coils 0..31,",
+        "# Written by `python -m gatewayd.simulators.campusgen`. Each relay board: locks on"
+        " coils 0..31,",
         "# door position on inputs 0..31 (on = closed), lock sense on inputs 32..63 (on = locked),",
         "# alarm contacts from input 64. TOML wants top-level arrays before any [table].",
         "",
@@ -315,7 +316,9 @@ def with_demo_actors(plan: CampusPlan) -> CampusPlan:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m gatewayd.simulators.campusgen", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m gatewayd.simulators.campusgen", description=__doc__
+    )
     parser.add_argument("--site", default="demo-school")
     parser.add_argument("--name", default="Lincoln High School (demo)")
     parser.add_argument("--doors", type=int, default=0, help="bench campus of N doors")
