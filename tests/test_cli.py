@@ -198,3 +198,15 @@ def test_log_format_is_chosen_on_the_command_line(argv: list[str], json_logs: bo
     from gatewayd.app.cli import _json_logs, _parser
 
     assert _json_logs(_parser().parse_args(argv)) is json_logs
+
+
+async def test_print_gives_a_signed_body_any_mqtt_client_can_send(site: Site) -> None:
+    code, out, err = await run_cli("lockdown", *opts(site), "--scope", "building/B", "--print")
+    assert code == 0, err
+    body = json.loads(out)
+    assert body["sig"] and body["actor"] == "demo-operator"
+    # Sent as is, as mosquitto_pub -m would: the gateway carries it out.
+    reply = await site.send_raw(out.strip().encode())
+    assert reply["ok"] is True, reply
+    assert all(site.coil(d.id) for d in site.config.doors
+               if d.building == "B" and d.kind == "classroom")  # fmt: skip

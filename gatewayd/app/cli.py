@@ -210,6 +210,12 @@ def _operator_options(p: argparse.ArgumentParser) -> None:
         help="your actor id (default $GATEWAYD_ACTOR, else the key file's name)",
     )
     p.add_argument("--json", action="store_true", help="print the raw reply")
+    p.add_argument(
+        "--print",
+        action="store_true",
+        dest="print_only",
+        help="print the signed command body and send nothing (for mosquitto_pub -m, scripts)",
+    )
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the reply")
     p.add_argument("--mqtt", default=None, help="broker URL (default: from the config)")
 
@@ -330,6 +336,10 @@ def _operate(args: argparse.Namespace) -> int:
     if getattr(args, "door", None):
         body["door"] = args.door
     body = signed(body, key, site=config.site.id)
+    if args.print_only:
+        # One line, valid for timestamp_window_s from now: paste it at once.
+        print(json.dumps(body, separators=(",", ":")))
+        return EXIT_OK
     reply = asyncio.run(request(_mqtt(config, args.mqtt), config.site.id, body, args.timeout))
     if args.json:
         print(json.dumps(reply, indent=2))
