@@ -14,9 +14,8 @@ from gatewayd.security.actors import Actor
 from gatewayd.security.keys import public_key_text, write_key_pair
 from gatewayd.security.roles import Role
 from gatewayd.service.config import Config
-from gatewayd.simulators.campus import CampusSim
 from gatewayd.simulators.nats import NatsServer, nats_binary
-from tests.support.gateway import DEMO, HasUrl, Site, actor_key, demo_config
+from tests.support.gateway import DEMO, HasUrl, Site, actor_key, demo_config, site_of
 
 __all__ = ["DISTRICT_ACTOR", "RefusingBroker", "campus_file", "nats", "school", "school_config"]
 
@@ -89,14 +88,8 @@ def campus_file(
 @contextlib.asynccontextmanager
 async def school(config: Config) -> AsyncIterator[Site]:
     """One school running in the test's loop: its simulated boards and its gateway."""
-    sim = CampusSim(config, free_ports=True, actuation_ms=2)
-    async with sim:
-        running = Site(sim, sim.config())
-        await running.start_gateway()
-        try:
-            yield running
-        finally:
-            await running.stop_gateway()
+    async with site_of(config) as running:
+        yield running
 
 
 class RefusingBroker:

@@ -196,9 +196,15 @@ async def running_site(
     mosquitto: Mosquitto, tmp_path: Path, *, actuation_ms: float = 2
 ) -> AsyncIterator[Site]:
     """The demo campus on simulators (bolts that take ``actuation_ms``) and its gateway."""
-    sim = CampusSim(demo_config(mosquitto, tmp_path / "state"), free_ports=True,
-                    actuation_ms=actuation_ms)  # fmt: skip
-    async with sim:
+    config = demo_config(mosquitto, tmp_path / "state")
+    async with site_of(config, actuation_ms=actuation_ms) as running:
+        yield running
+
+
+@contextlib.asynccontextmanager
+async def site_of(config: Config, *, actuation_ms: float = 2) -> AsyncIterator[Site]:
+    """A campus running in the test's loop: its simulated devices and its gateway."""
+    async with CampusSim(config, free_ports=True, actuation_ms=actuation_ms) as sim:
         running = Site(sim, sim.config())
         await running.start_gateway()
         try:
