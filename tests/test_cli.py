@@ -125,6 +125,17 @@ async def test_demo_runs_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
         code, out, _ = await run_cli(*words[words.index("lockdown") :])
         assert code == 0, out
         assert "lockdown building/A" in out
+        # The banner's one export line lets status, lockdown and audit verify run bare.
+        export = next(line for line in text.splitlines() if "export GATEWAYD_CONFIG=" in line)
+        assignments = export.split("export ", 1)[1].split()
+        env = {**os.environ, **dict(a.split("=", 1) for a in assignments)}
+        for bare in (["status"], ["lockdown", "--scope", "building/B"], ["audit", "verify"]):
+            done = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "gatewayd", *bare, env=env,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            bare_out, bare_err = await asyncio.wait_for(done.communicate(), 30)
+            assert done.returncode == 0, (bare, bare_out.decode(), bare_err.decode())
         proc.send_signal(signal.SIGINT)
         async with asyncio.timeout(15):
             await proc.wait()

@@ -221,6 +221,8 @@ def _operator_options(p: argparse.ArgumentParser) -> None:
 
 
 def _mqtt(config: OperatorConfig, url: str | None) -> MqttConfig:
+    """The broker: ``--mqtt``, else ``$GATEWAYD_MQTT`` (the demo prints it), else the file's."""
+    url = url or os.environ.get("GATEWAYD_MQTT") or None
     return config.mqtt if url is None else config.mqtt.model_copy(update={"url": url})
 
 

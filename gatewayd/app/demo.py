@@ -121,9 +121,13 @@ def print_welcome(
     devices = ", ".join(f"{dev}:{port}" for dev, port in ports.items())
     control = (
         f"\n  control   simulators' control interface on {control_at} (docs/simulators.md)"
-        f"\n  state     {config.state_dir}"
         if control_at
         else ""
+    )
+    # One line that lets every command below (and `audit verify`) run without flags.
+    env = (
+        f"export GATEWAYD_CONFIG={shlex.quote(str(path))} GATEWAYD_MQTT={mqtt.url}"
+        f" GATEWAYD_STATE_DIR={shlex.quote(config.state_dir)}"
     )
     print(
         f"""
@@ -135,7 +139,12 @@ Simulated devices on 127.0.0.1 (relay boards, BACnet controller, cameras, PSAP r
   lockdown  {exe} lockdown {opts} --scope building/A
   release   {exe} release {opts} --scope building/A
   one door  {exe} lock {opts} --door C-101
-  status    {exe} status {opts}{control}
+  status    {exe} status {opts}
+  audit     {exe} audit verify --file {shlex.quote(str(Path(config.state_dir) / "audit.log"))}
+  state     {config.state_dir}{control}
+
+  or, in another shell:  {env}
+  then:     {exe} status; {exe} lockdown --scope building/A; {exe} audit verify
 {demo_signins_text(console_url)}
 
 Ctrl-C stops the daemon, the simulators and the broker.
