@@ -49,7 +49,7 @@ from bacpypes3.apdu import (
 from bacpypes3.app import Application
 from bacpypes3.basetypes import PriorityValue, Segmentation, TimeStamp
 from bacpypes3.constructeddata import Any as AnyValue
-from bacpypes3.errors import SegmentationNotSupported
+from bacpypes3.errors import ExecutionError, SegmentationNotSupported
 from bacpypes3.ipv4.link import NormalLinkLayer
 from bacpypes3.local.binary import BinaryInputObject, BinaryOutputObject
 from bacpypes3.local.device import DeviceObject
@@ -96,14 +96,27 @@ class ApduSeen(NamedTuple):
     service: str
 
 
+#: What a controller says of itself on every object: in service, no alarm, normal polarity.
+_HEALTHY = {"statusFlags": [0, 0, 0, 0], "eventState": "normal", "outOfService": False,
+            "polarity": "normal"}  # fmt: skip
+#: Priority 6 is reserved for minimum on/off time (ASHRAE 135, 19.2.3): no client writes it.
+RESERVED_PRIORITY = 6
+
+
+def _is_present_value(attr: Any) -> bool:
+    return str(attr) in ("presentValue", "present-value", "85")
+
+
 class _Lock(BinaryOutputObject):  # type: ignore[misc]
     """A lock output that reports writes and present-value changes to its simulator."""
 
     async def write_property(
         self, attr: Any, value: Any, index: Any = None, priority: Any = None
     ) -> None:
+        if _is_present_value(attr) and priority == RESERVED_PRIORITY:
+            raise ExecutionError("property", "writeAccessDenied")
         sim = self.__dict__.get("_sim")
-        if sim is not None and str(attr) in ("presentValue", "present-value", "85"):
+        if sim is not None and _is_present_value(attr):
             sim._logged(self, value, priority or 16, "network")
         await super().write_property(attr, value, index, priority)
 
@@ -126,6 +139,18 @@ class _SimApplication(Application):  # type: ignore[misc]
         if name.startswith("do_") and name in object.__getattribute__(self, "hidden"):
             raise AttributeError(name)
         return super().__getattribute__(name)
+
+    async def do_WritePropertyRequest(self, apdu: Any) -> None:
+        """A door input's present value is the door's, not a client's (unless out of service)."""
+        obj = self.get_object_id(apdu.objectIdentifier)
+        if (
+            obj is not None
+            and isinstance(obj, BinaryInputObject)
+            and _is_present_value(apdu.propertyIdentifier)
+            and not obj.outOfService
+        ):
+            raise ExecutionError("property", "writeAccessDenied")
+        await super().do_WritePropertyRequest(apdu)
 
     async def indication(self, apdu: Any) -> None:
         sim = self.sim
@@ -281,7 +306,7 @@ class BacnetDeviceSim(Simulator[PriorityWrite, ApduSeen], DoorControls):
                 objectIdentifier=("binary-output", i),
                 objectName=f"lock-{i}",
                 relinquishDefault="inactive",
-                **({"presentValue": "inactive"} | kwargs),
+                **({"presentValue": "inactive"} | _HEALTHY | kwargs),
             )
             lock.__dict__["_sim"] = self
             self._locks.append(lock)
@@ -291,6 +316,7 @@ class BacnetDeviceSim(Simulator[PriorityWrite, ApduSeen], DoorControls):
                 objectIdentifier=("binary-input", i),
                 objectName=f"input-{i}",
                 presentValue="active" if bit else "inactive",
+                **_HEALTHY,
             )
             for i, bit in enumerate(bits)
         ]

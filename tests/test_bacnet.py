@@ -270,3 +270,22 @@ async def test_a_propped_door_reads_open_its_bolt_throws_and_it_is_not_secured(
     sim.release_door(0)
     await run.wait_for(changed("binary-input:0", True), 2, since=mark)
     assert sim.secured(0)
+
+
+async def test_the_simulator_refuses_what_a_real_controller_refuses(
+    sim: BacnetDeviceSim, start: Callable[..., Any]
+) -> None:
+    """A door input is the door's (a client cannot write it); priority 6 is reserved."""
+    from bacpypes3.primitivedata import ObjectIdentifier
+
+    from gatewayd.drivers.bacnet.transport import DeviceRefused
+
+    run = await start(sim)
+    await run.wait_for(online, 5)
+    link = run.driver._link  # the driver's own wire, to send what the driver never would
+    with pytest.raises(DeviceRefused, match=r"write-access-denied|writeAccessDenied"):
+        await link.write_present_value(ObjectIdentifier("binary-input:0"), False, 16)
+    assert sim.closed(0), "the door input kept the door's value"
+    with pytest.raises(DeviceRefused, match=r"write-access-denied|writeAccessDenied"):
+        await link.write_present_value(ObjectIdentifier("binary-output:0"), True, 6)
+    assert 6 not in sim.priority_array(0)
