@@ -200,7 +200,8 @@ class Uplink:
             try:
                 await self._connection(once)
             except aiomqtt.MqttError as exc:
-                reason, self._disconnect_reason = self._disconnect_reason or _reason(exc), None
+                reason = self._disconnect_reason or protocol.reason_code(exc)
+                self._disconnect_reason = None
                 if self._established:
                     log.warning("mqtt.disconnected", url=self._config.url, error=str(exc),
                                 reason=reason)  # fmt: skip
@@ -248,7 +249,7 @@ class Uplink:
             # with the broker's reason for ending it, which aiomqtt keeps apart (its message
             # iterator raises a plain "Disconnected during message iteration").
             leaf = first_leaf(group)
-            self._disconnect_reason = _broker_reason(client) or _reason(leaf)
+            self._disconnect_reason = _broker_reason(client) or protocol.reason_code(leaf)
             raise leaf from None
         finally:
             self._ready.clear()
@@ -489,13 +490,6 @@ class Uplink:
         return True
 
 
-def _reason(exc: aiomqtt.MqttError) -> int | None:
-    """The MQTT reason code a broker gave for ending the connection, if it gave one."""
-    rc = getattr(exc, "rc", None)
-    value = getattr(rc, "value", rc)
-    return value if isinstance(value, int) else None
-
-
 def _broker_reason(client: aiomqtt.Client) -> int | None:
     """The reason code of the DISCONNECT the broker sent, if it sent one."""
     # aiomqtt 2.x keeps it only on this future; read it defensively (None if it moves).
@@ -503,4 +497,4 @@ def _broker_reason(client: aiomqtt.Client) -> int | None:
     if not isinstance(future, asyncio.Future) or not future.done() or future.cancelled():
         return None
     exc = future.exception()
-    return _reason(exc) if isinstance(exc, aiomqtt.MqttError) else None
+    return protocol.reason_code(exc) if isinstance(exc, aiomqtt.MqttError) else None

@@ -40,10 +40,16 @@ def session_options(config: MqttConfig, *, persistent: bool) -> dict[str, Any]:
     return {"clean_session": not persistent}
 
 
+def reason_code(exc: BaseException) -> int | None:
+    """The MQTT reason (or 3.1.1 return) code a broker gave with an error, if it gave one."""
+    rc = getattr(exc, "rc", None)
+    value = getattr(rc, "value", rc)
+    return value if isinstance(value, int) else None
+
+
 def refused_protocol(config: MqttConfig, exc: BaseException) -> str | None:
     """The one clear sentence for a broker that refuses our protocol version, else None."""
-    rc = getattr(exc, "rc", None)
-    code = rc.value if isinstance(rc, ReasonCode) else rc
+    code = reason_code(exc)
     if config.protocol == "5" and code == UNSUPPORTED_PROTOCOL_V5:
         return (
             f"the broker at {config.url} refuses MQTT 5 (CONNACK 0x84, unsupported protocol"
