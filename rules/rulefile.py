@@ -22,11 +22,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from gatewayd.kernel.errors import ConfigError
 from gatewayd.kernel.siteinfo import Hazard, SrpState
-from gatewayd.kernel.validation import describe_errors, read_toml
+from gatewayd.kernel.validation import read_toml, validated
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 _FIELD = re.compile(r"\{([A-Za-z0-9_.]+)\}")
@@ -144,10 +144,7 @@ def load_rules(path: str | Path) -> RuleSet:
 
 
 def parse_rules(raw: Mapping[str, Any], source: str = "<rules>") -> RuleSet:
-    try:
-        parsed = RuleFile.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(source, describe_errors(exc, raw)) from exc
+    parsed = validated(RuleFile, raw, source)
     seen: set[str] = set()
     dupes = []
     for i, rule in enumerate(parsed.rule):

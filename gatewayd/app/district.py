@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import aiomqtt
-from pydantic import Field, ValidationError
+from pydantic import Field
 
 from gatewayd.kernel.errors import ConfigError
-from gatewayd.kernel.validation import Model, describe_errors, read_toml
+from gatewayd.kernel.validation import Model, read_toml, validated
 from gatewayd.security.actors import ACTOR_ID_PATTERN
 from gatewayd.uplink import protocol
 from gatewayd.uplink.client import snapshot
@@ -102,10 +102,7 @@ def load_district(path: str | Path) -> District:
     """Read and validate a district file; every problem named with its place."""
     path = Path(path)
     raw = read_toml(path)
-    try:
-        parsed = DistrictFile.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(str(path), describe_errors(exc, raw)) from exc
+    parsed = validated(DistrictFile, raw, str(path))
     problems = []
     for n, school in enumerate(parsed.schools):
         brokers = school.brokers or parsed.district.brokers

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import ConfigDict, ValidationError
+from pydantic import ConfigDict
 
-from gatewayd.kernel.errors import ConfigError
 from gatewayd.kernel.siteinfo import SiteConfig
-from gatewayd.kernel.validation import Model, describe_errors, read_toml
+from gatewayd.kernel.validation import Model, read_toml, validated
 from gatewayd.uplink.config import MqttConfig
 
 
@@ -31,8 +30,5 @@ def load_operator_config(path: str | Path) -> OperatorConfig:
     """Read a campus file's site and broker; raise :class:`ConfigError` naming what is wrong."""
     path = Path(path)
     raw = read_toml(path)
-    try:
-        config = OperatorConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(str(path), describe_errors(exc, raw)) from exc
+    config = validated(OperatorConfig, raw, str(path))
     return config.model_copy(update={"mqtt": config.mqtt.beside(path.resolve().parent)})

@@ -19,7 +19,7 @@ from gatewayd.kernel.driver import ID_PATTERN, DriverConfig
 from gatewayd.kernel.errors import BadPoint, ConfigError, DriverNotFound
 from gatewayd.kernel.registry import load_driver
 from gatewayd.kernel.siteinfo import SiteConfig
-from gatewayd.kernel.validation import Model, describe_errors, read_toml, where
+from gatewayd.kernel.validation import Model, describe_errors, read_toml, validated, where
 
 #: The top-level keys of a campus file that make up the site model.
 SITE_KEYS = ("site", "buildings", "zones", "devices", "doors", "inputs")
@@ -139,10 +139,7 @@ def load_site(path: str | Path) -> Site:
     path = Path(path)
     raw = read_toml(path)
     part = {k: raw[k] for k in SITE_KEYS if k in raw}
-    try:
-        parsed = SiteFile.model_validate(part)
-    except ValidationError as exc:
-        raise ConfigError(str(path), describe_errors(exc, raw)) from exc
+    parsed = validated(SiteFile, part, str(path), raw)
     devices, problems = check_site(parsed, raw)
     if problems:
         raise ConfigError(str(path), problems)

@@ -12,11 +12,13 @@ import tomllib
 import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from gatewayd.kernel.errors import CommandError, ConfigError, ErrorCode
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class Model(BaseModel):
@@ -35,6 +37,18 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(str(path), [f"not UTF-8 text: {exc}"]) from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(path), [f"TOML syntax error: {exc}"]) from exc
+
+
+def validated(model: type[M], data: Mapping[str, Any], source: str,
+              raw: Mapping[str, Any] | None = None) -> M:  # fmt: skip
+    """``data`` as ``model``, or a :class:`ConfigError` from ``source`` naming every problem.
+
+    ``raw`` is the whole document the problems are located in, when ``data`` is a part of it.
+    """
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(source, describe_errors(exc, raw if raw is not None else data)) from exc
 
 
 def where(loc: Sequence[int | str], raw: Any) -> str:
