@@ -72,21 +72,26 @@ class SmallController(Application):  # type: ignore[misc]
         await super().indication(apdu)
 
 
-@pytest.fixture
-async def controller() -> AsyncIterator[tuple[SmallController, str]]:
-    """The plain bacpypes3 controller: door ``i``'s lock on ``binary-output,i`` (relinquish
-    default inactive = unlocked) and its position on ``binary-input,i`` (active = closed)."""
-    address = f"127.0.0.1:{free_udp_port()}"
+class BareController(SmallController):
+    """Without SubscribeCOV as well."""
+
+    missing = SmallController.missing | {"do_SubscribeCOVRequest"}
+
+
+def controller_objects(address: str, doors: int, max_apdu: int) -> list[Any]:
+    """Door ``i``'s lock on ``binary-output,i`` (relinquish default inactive = unlocked), its
+    position on ``binary-input,i`` (active = closed); a device that cannot segment."""
     objects: list[Any] = [
         DeviceObject(
             objectIdentifier=("device", INSTANCE),
             objectName="foreign-controller",
             vendorIdentifier=999,
             segmentationSupported="no-segmentation",
+            maxApduLengthAccepted=max_apdu,
         ),
         NetworkPortObject(address, objectIdentifier=("network-port", 1), objectName="port"),
     ]
-    for i in range(DOORS):
+    for i in range(doors):
         objects.append(
             BinaryOutputObject(
                 objectIdentifier=("binary-output", i),
@@ -106,11 +111,33 @@ async def controller() -> AsyncIterator[tuple[SmallController, str]]:
                 **HEALTHY,
             )
         )
-    app = SmallController.from_object_list(objects)
+    return objects
+
+
+@pytest.fixture
+async def controllers() -> AsyncIterator[Callable[..., tuple[SmallController, str]]]:
+    """Plain bacpypes3 controllers on free loopback ports; every one closed at the end."""
+    apps: list[SmallController] = []
+
+    def make(
+        cls: type[SmallController] = SmallController, doors: int = DOORS, max_apdu: int = 1476
+    ) -> tuple[SmallController, str]:
+        address = f"127.0.0.1:{free_udp_port()}"
+        app = cls.from_object_list(controller_objects(address, doors, max_apdu))
+        apps.append(app)
+        return app, address
+
     try:
-        yield app, address
+        yield make
     finally:
-        app.close()
+        for app in apps:
+            app.close()
+
+
+def driver_config(address: str) -> BacnetConfig:
+    return BacnetConfig(id="foreign", driver="bacnet", address=address,
+                        device_instance=INSTANCE, local_address="127.0.0.1:0",
+                        poll_interval_ms=50, timeout_ms=500)  # fmt: skip
 
 
 def lock(door: int, value: bool, priority: int) -> WritePoints:
@@ -128,14 +155,12 @@ def present(app: Application, objid: str) -> int:
 
 
 async def test_the_driver_locks_and_unlocks_a_bacpypes3_controller_without_rpm(
-    controller: tuple[SmallController, str], harnesses: Harnesses
+    controllers: Callable[..., tuple[SmallController, str]], harnesses: Harnesses
 ) -> None:
-    app, address = controller
+    app, address = controllers()
     services = app.device_object.protocolServicesSupported
     assert not services[ServicesSupported.readPropertyMultiple], "the peer is as described"
-    config = BacnetConfig(id="foreign", driver="bacnet", address=address,
-                          device_instance=INSTANCE, local_address="127.0.0.1:0",
-                          poll_interval_ms=50, timeout_ms=500)  # fmt: skip
+    config = driver_config(address)
     run = await harnesses.start(lambda emit: BacnetDriver(config, POINTS, emit), app)
     event = await run.wait_for(health(Health.ONLINE), 5)
     assert isinstance(event, DeviceHealth)
@@ -163,6 +188,36 @@ async def test_the_driver_locks_and_unlocks_a_bacpypes3_controller_without_rpm(
     assert "WritePropertyRequest" in app.seen
     assert run.driver.statistics()["rpm"] == 0
     assert run.driver.health is Health.ONLINE
+
+
+async def test_a_bacpypes3_controller_with_everything_taken_away_is_locked_down_confirmed(
+    controllers: Callable[..., tuple[SmallController, str]], harnesses: Harnesses
+) -> None:
+    # No RPM, no COV, no segmentation, max-APDU 50, no time-of-device-restart. (bacpypes3
+    # sizes a reply by what the *client* accepts, so it still sends a 17-entry object list
+    # whole; the simulator's --max-apdu models a controller that cannot, in
+    # tests/test_bacnet_small.py and the contract suite.)
+    doors = 8
+    app, address = controllers(BareController, doors=doors, max_apdu=50)
+    points = frozenset({*(f"binary-output:{i}" for i in range(doors)), "binary-input:7"})
+    config = driver_config(address)
+    run = await harnesses.start(lambda emit: BacnetDriver(config, points, emit), app)
+    event = await run.wait_for(health(Health.ONLINE), 5)
+    assert isinstance(event, DeviceHealth)
+    assert "COV refused" in event.detail and "ReadProperty per property" in event.detail
+    assert run.driver.statistics()["missing_points"] == 0
+    writes = tuple(PointWrite(f"binary-output:{i}", True, 5) for i in range(doors))
+    result = await run.driver.execute(WritePoints(writes))
+    values = {v.point: v.value for v in result.values}
+    assert all(values[f"binary-output:{i}"] is True for i in range(doors)), values
+    assert all(slots(app, i) == {5: 1} for i in range(doors))
+    assert {"ReadPropertyMultipleRequest", "SubscribeCOVRequest"} & set(app.seen) == {
+        "SubscribeCOVRequest"
+    }, "RPM never asked; COV asked and refused"
+    # No COV: a door opened at the controller is found by the poll.
+    mark = run.mark()
+    app.get_object_id(ObjectIdentifier("binary-input,7")).presentValue = "inactive"
+    await run.wait_for(changed("binary-input:7", False), 5, since=mark)
 
 
 # --- our simulator, asked by a plain bacpypes3 client ---------------------------------------
