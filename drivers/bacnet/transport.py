@@ -80,6 +80,10 @@ CAST_ERRORS = (
     AbortException,
 )
 
+#: Elements an array read by index may have (a controller of 10,000 doors has 30,001
+#: objects); a larger count is a bad reply, not a million requests.
+MAX_ARRAY_ELEMENTS = 65_535
+
 #: An object and one of its properties.
 Ref = tuple[ObjectIdentifier, PropertyIdentifier]
 #: Called with each property value of a COV notification (object, property, value).
@@ -331,14 +335,14 @@ class BacnetLink:
         index: int | None = None,
     ) -> Any:
         """ReadProperty, checked: the ack must name what was asked and cast to ``datatype``."""
-        what = f"read {objid} {prop}"
+        what = f"read {objid} {prop}" + ("" if index is None else f"[{index}]")
         return self.cast(what, await self.read_any(objid, prop, index), datatype)
 
     async def read_any(
         self, objid: ObjectIdentifier, prop: PropertyIdentifier, index: int | None = None
     ) -> AnyValue:
         """ReadProperty of one property, its value left uncast (checked it is about it)."""
-        what = f"read {objid} {prop}"
+        what = f"read {objid} {prop}" + ("" if index is None else f"[{index}]")
         request = ReadPropertyRequest(objectIdentifier=objid, propertyIdentifier=prop)
         if index is not None:
             request.propertyArrayIndex = index
@@ -361,14 +365,18 @@ class BacnetLink:
         self, objid: ObjectIdentifier, prop: PropertyIdentifier, element: type
     ) -> list[Any]:
         """An array property whole, or, when its reply is too long for the device to send
-        unsegmented, its length (index 0) and then each element by index (ASHRAE 135,
-        15.5: how a client reads an object-list from a device that cannot segment)."""
+        unsegmented, its length (index 0) and then each element by index: how a BACnet
+        client reads the object-list of a device that cannot segment."""
         try:
             return list(await self.read(objid, prop, ArrayOf(element)))
         except DeviceRefused as exc:
             if not too_long(exc):
                 raise
         count = int(await self.read(objid, prop, Unsigned, index=0))
+        if count > MAX_ARRAY_ELEMENTS:
+            raise self._bad(
+                f"read {objid} {prop}: {count} elements, more than {MAX_ARRAY_ELEMENTS}"
+            )
         reads = (self.read(objid, prop, element, index=i) for i in range(1, count + 1))
         return await concurrently(reads)
 
