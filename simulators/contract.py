@@ -163,6 +163,8 @@ RIGS: dict[str, Callable[[], Rig]] = {
     "bacnet-no-rpm": partial(BacnetRig, rpm=False),
     "bacnet-no-cov": partial(BacnetRig, cov=False),
     "bacnet-small-apdu": partial(BacnetRig, max_apdu=128, segmentation=False),
+    # Everything taken away: the object list (13 objects) no longer fits in one reply.
+    "bacnet-bare": partial(BacnetRig, rpm=False, cov=False, max_apdu=50, segmentation=False),
     "modbus_relay": ModbusRelayRig,
     "onvif_camera": OnvifCameraRig,
     "psap_radio": PsapRadioRig,

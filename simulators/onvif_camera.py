@@ -297,6 +297,35 @@ class OnvifCameraSim(Simulator[PtzMove, HttpSeen]):
 
     # --- operations -----------------------------------------------------------------------
 
+    def _profile(self) -> str:
+        """The one media profile, with the configurations a Profile S camera's profile has:
+        its video source, a JPEG encoder at the frame size, and PTZ when it can move."""
+        width, height = self.frame_size
+        ptz = (
+            '<tt:PTZConfiguration token="ptz_config_1"><tt:Name>ptz</tt:Name>'
+            "<tt:UseCount>1</tt:UseCount><tt:NodeToken>ptz_node_1</tt:NodeToken>"
+            "</tt:PTZConfiguration>"
+            if self.ptz
+            else ""
+        )
+        return (
+            '<trt:Profiles token="profile_1" fixed="true"><tt:Name>main</tt:Name>'
+            '<tt:VideoSourceConfiguration token="video_source_config_1"><tt:Name>source</tt:Name>'
+            "<tt:UseCount>1</tt:UseCount><tt:SourceToken>VideoSource_1</tt:SourceToken>"
+            f'<tt:Bounds x="0" y="0" width="{width}" height="{height}"/>'
+            "</tt:VideoSourceConfiguration>"
+            '<tt:VideoEncoderConfiguration token="video_encoder_config_1">'
+            "<tt:Name>jpeg</tt:Name><tt:UseCount>1</tt:UseCount><tt:Encoding>JPEG</tt:Encoding>"
+            f"<tt:Resolution><tt:Width>{width}</tt:Width><tt:Height>{height}</tt:Height>"
+            "</tt:Resolution><tt:Quality>5</tt:Quality><tt:RateControl>"
+            "<tt:FrameRateLimit>5</tt:FrameRateLimit><tt:EncodingInterval>1</tt:EncodingInterval>"
+            "<tt:BitrateLimit>2048</tt:BitrateLimit></tt:RateControl><tt:Multicast>"
+            "<tt:Address><tt:Type>IPv4</tt:Type><tt:IPv4Address>0.0.0.0</tt:IPv4Address>"
+            "</tt:Address><tt:Port>0</tt:Port><tt:TTL>1</tt:TTL><tt:AutoStart>false"
+            "</tt:AutoStart></tt:Multicast><tt:SessionTimeout>PT60S</tt:SessionTimeout>"
+            f"</tt:VideoEncoderConfiguration>{ptz}</trt:Profiles>"
+        )
+
     async def _dispatch(self, req: Request, service: str) -> str:
         match req.operation:
             case "GetSystemDateAndTime":
@@ -314,10 +343,7 @@ class OnvifCameraSim(Simulator[PtzMove, HttpSeen]):
                     "<tds:HardwareId>sim</tds:HardwareId></tds:GetDeviceInformationResponse>"
                 )
             case "GetProfiles":
-                return (
-                    '<trt:GetProfilesResponse><trt:Profiles token="profile_1" fixed="true">'
-                    "<tt:Name>main</tt:Name></trt:Profiles></trt:GetProfilesResponse>"
-                )
+                return f"<trt:GetProfilesResponse>{self._profile()}</trt:GetProfilesResponse>"
             case "GetSnapshotUri":
                 return (
                     f"<trt:GetSnapshotUriResponse><trt:MediaUri><tt:Uri>{self.base_url}/snapshot.jpg"

@@ -31,8 +31,8 @@ async def small() -> AsyncIterator[Callable[..., Any]]:
     """Start simulators with a personality; every one is stopped at the end."""
     sims: list[BacnetDeviceSim] = []
 
-    async def make(**personality: Any) -> BacnetDeviceSim:
-        sim = BacnetDeviceSim(2, actuation_ms=1, device_instance=1301, **personality)
+    async def make(doors: int = 2, **personality: Any) -> BacnetDeviceSim:
+        sim = BacnetDeviceSim(doors, actuation_ms=1, device_instance=1301, **personality)
         await sim.start()
         sims.append(sim)
         return sim
@@ -140,3 +140,33 @@ async def test_a_reply_too_long_for_an_unsegmented_device_is_read_in_halves(
     assert sim.statistics()["too_long"] >= 1
     assert run.driver.statistics()["per_read"] < 5
     assert run.driver.health is Health.ONLINE
+
+
+async def test_a_device_with_everything_taken_away_reads_its_object_list_by_index(
+    small: Callable[..., Any], start: Callable[..., Any]
+) -> None:
+    # 4 doors: 13 objects, an object-list reply longer than the device's 50 bytes.
+    sim = await small(doors=4, rpm=False, cov=False, max_apdu=50, segmentation=False)
+    run = await start(sim)
+    await run.wait_for(online, 5)
+    assert sim.statistics()["too_long"] >= 1, "the whole object-list did not fit"
+    assert run.driver.statistics()["missing_points"] == 0
+    await lock_all_confirmed(run)
+    assert sim.locked(0) and sim.locked(1) and not sim.locked(2)
+    assert RPM not in services(sim)
+
+
+async def test_a_priority_array_too_long_for_the_device_is_read_slot_by_slot(
+    small: Callable[..., Any], start: Callable[..., Any]
+) -> None:
+    sim = await small(segmentation=False)
+    sim.operator_write(0, True, 8)
+    sim.operator_write(0, False, 5)
+    # Smaller than BACnet allows, so the 16-slot array (30 bytes here) cannot come whole,
+    # while one slot (16 bytes) can.
+    sim.max_apdu = 20
+    run = await start(sim)
+    await run.wait_for(online, 5)
+    assert sim.statistics()["too_long"] >= 1
+    # Slot 5 is among the gateway's priorities: adopted; slot 8 (an operator's) is not.
+    assert run.driver.held_priorities() == {"binary-output:0": (5,)}

@@ -1,8 +1,9 @@
 """Against software the project did not write: the Modbus driver on a pymodbus server.
 
 Our simulators could share a misreading of the protocol with our drivers; a server from the
-pymodbus project cannot. (The BACnet and ONVIF peers are in tests/test_bacnet_small.py's
-fallbacks and tests/test_onvif_camera_sim.py's library calls.)
+pymodbus project cannot. The BACnet peers (a plain bacpypes3 controller without RPM, and
+bacpypes3 client calls to our simulator) are in tests/test_foreign_bacnet.py; the ONVIF peer
+(the sync onvif-zeep client) in tests/test_foreign_onvif.py.
 """
 
 from __future__ import annotations

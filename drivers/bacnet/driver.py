@@ -13,9 +13,11 @@ each connect: without ReadPropertyMultiple in ``protocol-services-supported`` (o
 RPM is rejected as an unrecognized service) every read is one ReadProperty per property,
 remembered for the device and logged once; ``max-apdu-length-accepted`` sizes each RPM so
 its reply fits in one APDU, and a reply that still needs segmenting the device cannot do is
-read in halves; ``segmentation-supported`` decides whether requests accept a segmented
-reply. Points whose COV subscription is refused are polled at ``poll_interval_ms``; the
-device stays online and its health says how it is read.
+read in halves; an array (``object-list``, a ``priority-array``) too long for one
+unsegmented reply is read as its length and then element by element;
+``segmentation-supported`` decides whether requests accept a segmented reply. Points whose
+COV subscription is refused are polled at ``poll_interval_ms``; the device stays online and
+its health says how it is read.
 """
 
 from __future__ import annotations
@@ -27,14 +29,13 @@ from typing import Any
 
 import structlog
 from bacpypes3.basetypes import (
-    PriorityArray,
+    PriorityValue,
     PropertyIdentifier,
     Segmentation,
     ServicesSupported,
     TimeStamp,
 )
 from bacpypes3.constructeddata import Any as AnyValue
-from bacpypes3.constructeddata import ArrayOf
 from bacpypes3.primitivedata import ObjectIdentifier, Unsigned
 
 from gatewayd.drivers.bacnet.config import BacnetConfig
@@ -47,6 +48,7 @@ from gatewayd.drivers.bacnet.transport import (
     DeviceRefused,
     Ref,
     concurrently,
+    too_long,
 )
 from gatewayd.kernel.backoff import BackoffTimer
 from gatewayd.kernel.driver import Driver, Emit, Startup
@@ -231,25 +233,13 @@ class BacnetDriver(Driver[BacnetConfig]):
         self._missing = missing
 
     async def _read_object_list(self) -> list[ObjectIdentifier]:
-        object_list = ArrayOf(ObjectIdentifier)
-        try:
-            return list(await self._link.read(self._device, OBJECT_LIST, object_list))
-        except DeviceRefused as exc:
-            if "segmentation" not in exc.reason and "buffer-overflow" not in exc.reason:
-                raise
-        # Too long for one unsegmented reply: read its length, then the entries one by one.
-        count = int(await self._link.read(self._device, OBJECT_LIST, object_list, index=0))
-        reads = (
-            self._link.read(self._device, OBJECT_LIST, object_list, index=i)
-            for i in range(1, count + 1)
-        )
-        return await concurrently(reads)
+        return await self._link.read_array(self._device, OBJECT_LIST, ObjectIdentifier)
 
     async def _recover_priorities(self) -> None:
         """Learn which slots we hold from the priority arrays (ours = listed in config)."""
         outputs = [p for p in self._outputs if p not in self._missing]
         arrays = await concurrently(
-            self._link.read(object_id(p), PRIORITY_ARRAY, PriorityArray) for p in outputs
+            self._link.read_array(object_id(p), PRIORITY_ARRAY, PriorityValue) for p in outputs
         )
         for point, array in zip(outputs, arrays, strict=True):
             in_use = {i + 1 for i, slot in enumerate(array) if slot.null is None}
@@ -345,7 +335,7 @@ class BacnetDriver(Driver[BacnetConfig]):
             if exc.reason in NO_RPM:
                 self._no_rpm(exc.reason)
                 return await self._link.read_each(refs)
-            if "segmentation" not in exc.reason and "buffer-overflow" not in exc.reason:
+            if not too_long(exc):
                 raise
             if len(refs) == 1:
                 return await self._link.read_each(refs)

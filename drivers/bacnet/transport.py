@@ -50,11 +50,12 @@ from bacpypes3.basetypes import (
     ReadAccessSpecification,
 )
 from bacpypes3.constructeddata import Any as AnyValue
+from bacpypes3.constructeddata import ArrayOf
 from bacpypes3.errors import AbortException, RejectException, ServicesError
 from bacpypes3.ipv4.link import NormalLinkLayer
 from bacpypes3.local.device import DeviceObject
 from bacpypes3.pdu import Address, IPv4Address
-from bacpypes3.primitivedata import Null, ObjectIdentifier
+from bacpypes3.primitivedata import Null, ObjectIdentifier, Unsigned
 
 from gatewayd.kernel.errors import (
     BadDeviceReply,
@@ -78,6 +79,10 @@ CAST_ERRORS = (
     RejectException,
     AbortException,
 )
+
+#: Elements an array read by index may have (a controller of 10,000 doors has 30,001
+#: objects); a larger count is a bad reply, not a million requests.
+MAX_ARRAY_ELEMENTS = 65_535
 
 #: An object and one of its properties.
 Ref = tuple[ObjectIdentifier, PropertyIdentifier]
@@ -108,6 +113,11 @@ class DeviceRefused(DeviceError):
         super().__init__(message)
         #: ``error-class:error-code``, ``reject:reason`` or ``abort:reason``.
         self.reason = reason
+
+
+def too_long(exc: DeviceRefused) -> bool:
+    """The reply did not fit what the device can send (no segmentation, or a small APDU)."""
+    return "segmentation" in exc.reason or "buffer-overflow" in exc.reason
 
 
 def refusal(what: str, nack: BaseException) -> DeviceRefused:
@@ -325,25 +335,50 @@ class BacnetLink:
         index: int | None = None,
     ) -> Any:
         """ReadProperty, checked: the ack must name what was asked and cast to ``datatype``."""
-        what = f"read {objid} {prop}"
+        what = f"read {objid} {prop}" + ("" if index is None else f"[{index}]")
         return self.cast(what, await self.read_any(objid, prop, index), datatype)
 
     async def read_any(
         self, objid: ObjectIdentifier, prop: PropertyIdentifier, index: int | None = None
     ) -> AnyValue:
         """ReadProperty of one property, its value left uncast (checked it is about it)."""
-        what = f"read {objid} {prop}"
+        what = f"read {objid} {prop}" + ("" if index is None else f"[{index}]")
         request = ReadPropertyRequest(objectIdentifier=objid, propertyIdentifier=prop)
         if index is not None:
             request.propertyArrayIndex = index
         ack = await self.request(what, request)
         if not isinstance(ack, ReadPropertyACK):
             raise self._bad(f"{what}: reply is {type(ack).__name__}, not ReadPropertyACK")
-        if ack.objectIdentifier != objid or ack.propertyIdentifier != prop:
+        if (
+            ack.objectIdentifier != objid
+            or ack.propertyIdentifier != prop
+            or ack.propertyArrayIndex != index
+        ):
             about = f"{ack.objectIdentifier} {ack.propertyIdentifier}"
+            if ack.propertyArrayIndex is not None:
+                about += f"[{ack.propertyArrayIndex}]"
             raise self._bad(f"{what}: reply is about {about}")
         value: AnyValue = ack.propertyValue
         return value
+
+    async def read_array(
+        self, objid: ObjectIdentifier, prop: PropertyIdentifier, element: type
+    ) -> list[Any]:
+        """An array property whole, or, when its reply is too long for the device to send
+        unsegmented, its length (index 0) and then each element by index: how a BACnet
+        client reads the object-list of a device that cannot segment."""
+        try:
+            return list(await self.read(objid, prop, ArrayOf(element)))
+        except DeviceRefused as exc:
+            if not too_long(exc):
+                raise
+        count = int(await self.read(objid, prop, Unsigned, index=0))
+        if count > MAX_ARRAY_ELEMENTS:
+            raise self._bad(
+                f"read {objid} {prop}: {count} elements, more than {MAX_ARRAY_ELEMENTS}"
+            )
+        reads = (self.read(objid, prop, element, index=i) for i in range(1, count + 1))
+        return await concurrently(reads)
 
     async def read_each(self, refs: list[Ref]) -> dict[Ref, AnyValue | DeviceRefused]:
         """What :meth:`read_multiple` returns, with one ReadProperty per property (for devices
