@@ -28,6 +28,7 @@ from gatewayd.console.actions import (
     sign_envelope,
 )
 from gatewayd.console.config import ConsoleConfig, ConsoleUser, origin_of
+from gatewayd.console.feeds import atom
 from gatewayd.console.live import Live
 from gatewayd.console.passwords import is_demo_hash
 from gatewayd.console.sessions import Session, Sessions
@@ -111,6 +112,7 @@ class Console:
         app.router.add_get("/api/campus", self._campus)
         app.router.add_post("/api/command", self._command)
         app.router.add_get("/api/events", self._events)
+        app.router.add_get("/cap.atom", self._cap_feed)
         app.on_response_prepare.append(self._headers)
         app.on_shutdown.append(self._on_shutdown)
         return app
@@ -389,6 +391,18 @@ class Console:
                 "latency_ms": reply.get("latency_ms") if ok or reply.get("doors") else None,
             }
         )
+
+    # --- after the alarm -------------------------------------------------------------------
+
+    async def _cap_feed(self, request: web.Request) -> web.StreamResponse:
+        """The CAP alerts as Atom: open to all when ``[cap] scope = "Public"``, else signed in."""
+        cap = self.gateway.cap
+        if not cap.public:
+            self._session(request)
+        campus = self.gateway.campus
+        body = atom(cap, site=campus.site, site_name=campus.model.site.name,
+                    self_url=str(request.url))  # fmt: skip
+        return web.Response(body=body, content_type="application/atom+xml", charset="utf-8")
 
     # --- live updates --------------------------------------------------------------------------
 

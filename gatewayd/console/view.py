@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from gatewayd.console.feeds import CapSource
 from gatewayd.kernel.campus import Campus
 from gatewayd.kernel.doorstate import DoorState
 from gatewayd.kernel.scope import CAMPUS, Scope
@@ -27,6 +28,9 @@ class GatewayLike(Protocol):
 
     @property
     def policy(self) -> PolicyConfig: ...
+
+    @property
+    def cap(self) -> CapSource: ...
 
     async def handle_command(self, payload: bytes) -> dict[str, Any]: ...
 

@@ -48,6 +48,7 @@ from gatewayd.security.guard import open_guard
 from gatewayd.security.journal import daemon_record
 from gatewayd.security.keys import ServerKeys
 from gatewayd.service.actuation import Actuator
+from gatewayd.service.cap import CapAlerts
 from gatewayd.service.clock import ClockWatch
 from gatewayd.service.commands import CommandService
 from gatewayd.service.config import Config
@@ -157,6 +158,10 @@ class Gateway:
         )
         self.drift = DriftGuard(core, self.doors, self.tasks)
         self.publisher.listen(self.triggers.evaluate_rules)
+        #: CAP 1.2 alerts for signage and notification systems (gatewayd.service.cap).
+        self.cap = CapAlerts(self.campus, config.cap, self.uplink,
+                             actuating=lambda: self.doors.actuating)  # fmt: skip
+        self.publisher.listen(self.cap.event)
         self.doors.listen(doors=self.publisher.door_changed, inputs=self.triggers.input_changed,
                           drift=self.drift.drifted)  # fmt: skip
         self.clock = ClockWatch(config.security.timestamp_window_s, self._clock_stepped)
@@ -226,6 +231,7 @@ class Gateway:
             if self.config.console is not None:
                 group.create_task(self._console(self.config.console), name="gateway:console")
             group.create_task(self.expiry.run(), name="gateway:expiry")
+            group.create_task(self.cap.run(), name="gateway:cap")
             group.create_task(self._publish_heads(), name="gateway:heads")
             # Everything built so far lives as long as the daemon: keep the cyclic collector
             # from re-scanning it, so a full collection cannot stall a lockdown for tens of ms.
@@ -384,4 +390,5 @@ class Gateway:
             "uplink": self.uplink.statistics(),
             "devices": self.supervisor.statistics() if self.supervisor else {},
             "security": self.guard.statistics(),
+            "cap": self.cap.statistics(),
         }
