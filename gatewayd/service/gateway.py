@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
 from functools import partial
 from pathlib import Path
@@ -43,7 +43,7 @@ from gatewayd.rules.engine import Engine
 from gatewayd.rules.rulefile import RuleSet, load_rules
 from gatewayd.rules.sources import Source
 from gatewayd.security.anchor import HeadSigner
-from gatewayd.security.audit import AuditRecord
+from gatewayd.security.audit import AuditKind, AuditRecord
 from gatewayd.security.guard import open_guard
 from gatewayd.security.journal import daemon_record
 from gatewayd.security.keys import ServerKeys
@@ -162,6 +162,7 @@ class Gateway:
         self.cap = CapAlerts(self.campus, config.cap, self.uplink,
                              actuating=lambda: self.doors.actuating)  # fmt: skip
         self.publisher.listen(self.cap.event)
+        self.publisher.listen(self._record_action)
         self.doors.listen(doors=self.publisher.door_changed, inputs=self.triggers.input_changed,
                           drift=self.drift.drifted)  # fmt: skip
         self.clock = ClockWatch(config.security.timestamp_window_s, self._clock_stepped)
@@ -296,6 +297,17 @@ class Gateway:
         self.publisher.event("alarm", "gateway",
                              {"type": "bookkeeping", "healthy": healthy, "problem": problem},
                              life_safety=True)  # fmt: skip
+
+    def _record_action(self, event: Mapping[str, Any]) -> None:
+        """A rule's radio alert or snapshot, as it went: into the durable record (reports)."""
+        data = event.get("data") or {}
+        if event.get("kind") not in ("radio", "camera") or "rule" not in data:
+            return
+        self.guard.record(AuditKind.ACTION, f"device:{event.get('source')}",
+                          {**data, "kind": event.get("kind"), "device": event.get("source"),
+                           "device_drill": data.get("drill"), "drill": bool(event.get("drill")),
+                           "event": event.get("id"),
+                           "location": event.get("location") or {}})  # fmt: skip
 
     def _note_head(self, record: AuditRecord) -> None:
         self._head = (record.seq, record.hash)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from typing import Any
 
@@ -21,6 +22,9 @@ log = structlog.get_logger(__name__)
 LATENCY_WINDOW = 500
 #: Actuation reports kept (for status and tests).
 REPORTS_KEPT = 1000
+#: Above this many doors an outcome record keeps counts and failures, not each door's time
+#: (a record stays well under the audit log's record size).
+OUTCOME_DOORS_MAX = 2000
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -44,10 +48,23 @@ class Reporting:
         self.reports: deque[ActuationReport] = deque(maxlen=REPORTS_KEPT)
         self._latencies: deque[dict[str, float | None]] = deque(maxlen=LATENCY_WINDOW)
 
-    def record(self, report: ActuationReport, *, trigger: str, drill: bool = False) -> None:
-        """Keep a trigger's latencies; raise ``budget`` and ``door`` events when due."""
+    def record(
+        self,
+        report: ActuationReport,
+        *,
+        trigger: str,
+        drill: bool = False,
+        command: str | None = None,
+    ) -> None:
+        """Keep a trigger's latencies; raise ``budget`` and ``door`` events when due.
+
+        What the actuation did goes into the audit log as an ``outcome`` record (written on
+        the journal's thread, after the doors): the after-action report is built from it.
+        """
         self.reports.append(report)
         lat = report.latencies_ms()
+        if report.commanded:
+            self._record_outcome(report, lat, trigger=trigger, drill=drill, command=command)
         if report.commanded:
             self._latencies.append(lat)
         for door_id, why in report.failed.items():
@@ -98,6 +115,35 @@ class Reporting:
             )
         if len(self._latencies) % 50 == 0 and self._latencies:
             log.info("latency.statistics", **self.latency_statistics())
+
+    def _record_outcome(
+        self,
+        report: ActuationReport,
+        lat: dict[str, float | None],
+        *,
+        trigger: str,
+        drill: bool,
+        command: str | None,
+    ) -> None:
+        # The trigger's wall-clock time, from the monotonic clock the latencies use.
+        at = time.time() - (now_ns() - report.trigger_ns) / 1e9
+        data: dict[str, Any] = {
+            "trigger": trigger,
+            "command_id": command,
+            "drill": drill,
+            "at": round(at, 6),
+            "latency_ms": lat,
+            "commanded": len(report.commanded),
+            "confirmed": len(report.confirmed),
+            "failed": dict(report.failed),
+        }
+        if len(report.commanded) <= OUTCOME_DOORS_MAX:
+            data["commanded_doors"] = list(report.commanded)
+            data["confirmed_ms"] = {
+                door: round((t - report.trigger_ns) / 1e6, 3)
+                for door, t in report.confirmed_at_ns.items()
+            }
+        self._guard.record(AuditKind.OUTCOME, "system:report", data)
 
     def latency_statistics(self) -> dict[str, Any]:
         out: dict[str, Any] = {
