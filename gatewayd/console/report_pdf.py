@@ -31,7 +31,7 @@ GRID = TableStyle(
 )
 
 
-def _styles() -> dict[str, ParagraphStyle]:
+def styles() -> dict[str, ParagraphStyle]:
     sheet = getSampleStyleSheet()
     body = ParagraphStyle("body", parent=sheet["BodyText"])
     return {
@@ -67,7 +67,7 @@ def chart(rows: list[tuple[str, float | None]], title: str) -> Drawing:
     return drawing
 
 
-def _table(rows: list[list[Any]], widths: list[float], style: ParagraphStyle) -> Table:
+def table(rows: list[list[Any]], widths: list[float], style: ParagraphStyle) -> Table:
     cells = [[Paragraph(str(c), style) for c in row] for row in rows]
     table = Table(cells, colWidths=widths, repeatRows=1)
     table.setStyle(GRID)
@@ -75,43 +75,43 @@ def _table(rows: list[list[Any]], widths: list[float], style: ParagraphStyle) ->
 
 
 def write_pdf(report: Report, path: Path) -> Path:
-    styles = _styles()
+    sheet = styles()
     incident = report.incident
     story: list[Flowable] = []
-    tag = Table([[Paragraph(incident.tag, styles["tag"])]], colWidths=[40 * mm])
+    tag = Table([[Paragraph(incident.tag, sheet["tag"])]], colWidths=[40 * mm])
     tag.setStyle(TableStyle([("BACKGROUND", (0, 0), (-1, -1), BLUE if incident.drill else RED)]))
     summary = [["", ""], *[[k, v] for k, v in summary_rows(report)]]
     story += [
         tag,
-        Paragraph(f"After-action report #{incident.id}: {incident.title}", styles["title"]),
-        Paragraph(f"{report.site_name} ({report.site})", styles["body"]),
-        _table(summary, [55 * mm, 115 * mm], styles["small"]),
-        Paragraph("Time to secure", styles["h2"]),
+        Paragraph(f"After-action report #{incident.id}: {incident.title}", sheet["title"]),
+        Paragraph(f"{report.site_name} ({report.site})", sheet["body"]),
+        table(summary, [55 * mm, 115 * mm], sheet["small"]),
+        Paragraph("Time to secure", sheet["h2"]),
     ]
     scopes = report.buildings() + report.zones()
     rows: list[list[Any]] = [["scope", "doors", "confirmed", "failed", "time to secure"]]
     rows += [[t.scope, t.doors, t.confirmed, len(t.failed),
               "not secured" if t.ms is None else f"{t.ms:.1f} ms"] for t in scopes]  # fmt: skip
     story += [
-        _table(rows, [50 * mm, 25 * mm, 25 * mm, 25 * mm, 45 * mm], styles["small"]),
+        table(rows, [50 * mm, 25 * mm, 25 * mm, 25 * mm, 45 * mm], sheet["small"]),
         Spacer(1, 4 * mm),
         chart([(t.scope, t.ms) for t in scopes], "Time to secure, from the trigger"),
     ]
     if incident.failed:
-        story.append(Paragraph("Doors that failed", styles["h2"]))
+        story.append(Paragraph("Doors that failed", sheet["h2"]))
         failed = [["door", "why"], *[[d, w] for d, w in sorted(incident.failed.items())]]
-        story.append(_table(failed, [40 * mm, 130 * mm], styles["small"]))
+        story.append(table(failed, [40 * mm, 130 * mm], sheet["small"]))
     if incident.drill:
-        story.append(Paragraph("Previous drills", styles["h2"]))
+        story.append(Paragraph("Previous drills", sheet["h2"]))
         story.append(Paragraph(report.trend() or "No earlier drill with a time to secure.",
-                               styles["body"]))  # fmt: skip
+                               sheet["body"]))  # fmt: skip
         drills = [*report.previous_drills[-9:], incident]
         story.append(chart([(f"{d.started[:10]} #{d.id}", d.worst_secure_ms()) for d in drills],
                            "Slowest building, this drill and the previous ones"))  # fmt: skip
-    story.append(Paragraph("Timeline", styles["h2"]))
+    story.append(Paragraph("Timeline", sheet["h2"]))
     timeline: list[list[Any]] = [["time (UTC)", "what", "detail", "seq"]]
     timeline += [[s.ts, s.what, s.text, s.seq] for s in incident.steps]
-    story.append(_table(timeline, [38 * mm, 20 * mm, 100 * mm, 12 * mm], styles["small"]))
+    story.append(table(timeline, [38 * mm, 20 * mm, 100 * mm, 12 * mm], sheet["small"]))
     path.parent.mkdir(parents=True, exist_ok=True)
     doc = SimpleDocTemplate(str(path), pagesize=A4, title=f"After-action report #{incident.id}",
                             leftMargin=18 * mm, rightMargin=18 * mm)  # fmt: skip

@@ -81,6 +81,11 @@ def parse_config(raw: Mapping[str, Any], source: str = "<config>") -> Config:
         if policy.rules is not None:
             policy = policy.model_copy(update={"rules": _beside(base, policy.rules)})
         mqtt = mqtt.beside(base)
+        buildings = tuple(
+            b.model_copy(update={"plan": _beside(base, b.plan)}) if b.plan else b
+            for b in campus.buildings
+        )
+        campus = campus.model_copy(update={"buildings": buildings})
         if security.console_keys is not None:
             security = security.model_copy(
                 update={"console_keys": _beside(base, security.console_keys)}
