@@ -58,7 +58,7 @@ class SecureTime:
 class Incident:
     id: str
     started: str
-    drill: bool = True
+    drill: bool
     ended: str | None = None
     #: (state, scope) put during the incident, in order.
     states: list[tuple[str, str]] = field(default_factory=list)
@@ -113,46 +113,90 @@ def load_incidents(audit_path: Path, campus: Campus) -> list[Incident]:
     return incidents_of(read_records(audit_path), campus)
 
 
-def incidents_of(records: Iterable[Mapping[str, Any]], campus: Campus) -> list[Incident]:
-    found: list[Incident] = []
-    active: set[str] = set()
+@dataclass(slots=True)
+class _Track:
+    """Real incidents and drills are followed apart: a drill in one building while another
+    is locked down for real is a drill of its own, and never tags the real one."""
+
+    drill: bool
+    active: set[str] = field(default_factory=set)
     current: Incident | None = None
     #: The latest closed incident and when it closed (for late outcomes and actions).
     closed: tuple[Incident, float] | None = None
+
+    def owns(self, key: str) -> bool:
+        return key.startswith("drill:") == self.drill
+
+    def open_or_late(self, record: Mapping[str, Any]) -> Incident | None:
+        if self.current is not None:
+            return self.current
+        if self.closed is not None and _late_for(self.closed, record):
+            return self.closed[0]
+        return None
+
+
+def incidents_of(records: Iterable[Mapping[str, Any]], campus: Campus) -> list[Incident]:
+    found: list[Incident] = []
+    real, drill = _Track(drill=False), _Track(drill=True)
+    #: Command records by id, until the record of what they did says where they belong.
     waiting: dict[str, Mapping[str, Any]] = {}
     for record in records:
         data = record.get("data") or {}
+        kind = record.get("kind")
+        if kind == "command":
+            waiting[str(data.get("command"))] = record
+            if len(waiting) > 100:
+                waiting.pop(next(iter(waiting)))
+            continue
         change = data.get("change") or {}
         puts = [s for s in change.get("put", ()) if _incident_source(s)]
         removed = [k for k in change.get("removed", ()) if k.startswith(INCIDENT_PREFIXES)]
-        if current is None and puts:
-            current = Incident(id=str(record["seq"]), started=str(record["ts"]))
-            found.append(current)
-            closed = None
-            command = waiting.get(str(data.get("command")))
+        targets: list[tuple[_Track, Incident]] = []
+        for track in (real, drill):
+            mine = [s for s in puts if track.owns(str(s["key"]))]
+            gone = [k for k in removed if track.owns(k)]
+            if mine and track.current is None:
+                track.current = Incident(id=str(record["seq"]), started=str(record["ts"]),
+                                         drill=track.drill)  # fmt: skip
+                track.closed = None
+                found.append(track.current)
+            if (mine or gone) and track.current is not None:
+                for source in mine:
+                    track.active.add(str(source["key"]))
+                    track.current.states.append((str(source.get("state") or source.get("name")),
+                                                 str(source["scope"])))  # fmt: skip
+                track.active.difference_update(gone)
+                targets.append((track, track.current))
+        if not targets:
+            target = _other_target(record, real, drill)
+            if target is not None:
+                targets.append((real, target))
+        for _, incident in targets:
+            command = waiting.pop(str(data.get("command")), None)
             if command is not None:
-                _add(current, command, campus)
-            waiting.clear()
-        target = current
-        if target is None and closed is not None and _late_for(closed, record):
-            target = closed[0]
-        if target is None:
-            if record.get("kind") == "command":
-                # The command record comes just before the state record it leads to.
-                waiting = {str(data.get("command")): record}
-            continue
-        for source in puts:
-            active.add(str(source["key"]))
-            target.drill = target.drill and bool(source.get("drill"))
-            target.states.append((str(source.get("state") or source.get("name")),
-                                  str(source["scope"])))  # fmt: skip
-        active.difference_update(removed)
-        _add(target, record, campus)
-        if current is not None and not active and (removed or puts):
-            current.ended = str(record["ts"])
-            closed = (current, _epoch(current.ended))
-            current = None
+                _add(incident, command, campus)
+            _add(incident, record, campus)
+        for track, incident in targets:
+            if track.current is incident and not track.active:
+                incident.ended = str(record["ts"])
+                track.closed = (incident, _epoch(incident.ended))
+                track.current = None
+    found.sort(key=lambda i: int(i.id))
     return found
+
+
+def _other_target(record: Mapping[str, Any], real: _Track, drill: _Track) -> Incident | None:
+    """Where a record that changes no incident source belongs (an outcome, a radio alert...)."""
+    data = record.get("data") or {}
+    if record.get("kind") == "outcome":
+        for track in (real, drill):
+            for incident in (track.current, track.closed[0] if track.closed else None):
+                if incident is not None and str(data.get("command_id")) in incident.commands:
+                    return incident
+    if "drill" in data and record.get("kind") in ("outcome", "action", "budget"):
+        track = drill if data.get("drill") else real
+        return track.open_or_late(record)
+    return real.current or drill.current
 
 
 def _incident_source(source: Mapping[str, Any]) -> bool:

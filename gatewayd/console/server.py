@@ -27,8 +27,8 @@ from gatewayd.console.actions import (
     parse_request,
     sign_envelope,
 )
+from gatewayd.console.after import AfterPages
 from gatewayd.console.config import ConsoleConfig, ConsoleUser, origin_of
-from gatewayd.console.feeds import atom
 from gatewayd.console.live import Live
 from gatewayd.console.passwords import is_demo_hash
 from gatewayd.console.sessions import Session, Sessions
@@ -91,6 +91,8 @@ class Console:
         )
         self.signin = Signin(config)
         self.live = Live(gateway)
+        #: Reports, floor plans and the CAP feed (gatewayd.console.after).
+        self.after = AfterPages(gateway, self._session)
         #: ``http(s)://host:port/`` once listening.
         self.url: str | None = None
         #: Origins a POST may come from; set once the port is known (``config.origins``).
@@ -112,7 +114,7 @@ class Console:
         app.router.add_get("/api/campus", self._campus)
         app.router.add_post("/api/command", self._command)
         app.router.add_get("/api/events", self._events)
-        app.router.add_get("/cap.atom", self._cap_feed)
+        self.after.add_routes(app)
         app.on_response_prepare.append(self._headers)
         app.on_shutdown.append(self._on_shutdown)
         return app
@@ -391,18 +393,6 @@ class Console:
                 "latency_ms": reply.get("latency_ms") if ok or reply.get("doors") else None,
             }
         )
-
-    # --- after the alarm -------------------------------------------------------------------
-
-    async def _cap_feed(self, request: web.Request) -> web.StreamResponse:
-        """The CAP alerts as Atom: open to all when ``[cap] scope = "Public"``, else signed in."""
-        cap = self.gateway.cap
-        if not cap.public:
-            self._session(request)
-        campus = self.gateway.campus
-        body = atom(cap, site=campus.site, site_name=campus.model.site.name,
-                    self_url=str(request.url))  # fmt: skip
-        return web.Response(body=body, content_type="application/atom+xml", charset="utf-8")
 
     # --- live updates --------------------------------------------------------------------------
 

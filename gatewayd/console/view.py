@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Protocol
 
 from gatewayd.console.feeds import CapSource
@@ -31,6 +32,9 @@ class GatewayLike(Protocol):
 
     @property
     def cap(self) -> CapSource: ...
+
+    @property
+    def audit_path(self) -> Path: ...
 
     async def handle_command(self, payload: bytes) -> dict[str, Any]: ...
 

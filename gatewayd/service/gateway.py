@@ -187,6 +187,11 @@ class Gateway:
         return self.publisher.scope_state(scope)
 
     @property
+    def audit_path(self) -> Path:
+        """The audit log (the after-action reports are read from it)."""
+        return self.journal.audit_path
+
+    @property
     def reports(self) -> list[ActuationReport]:
         return list(self.reporting.reports)
 
