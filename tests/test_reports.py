@@ -131,3 +131,25 @@ async def test_report_list_and_since_name_every_incident(site: Site, tmp_path: P
     assert code == 2 and "not a date" in err
     code, _, err = await run_cli(*base, "--incident", "999999")
     assert code == 1 and "no incident" in err
+
+
+async def test_responder_pack_has_every_plan_door_room_reader_and_camera(tmp_path: Path) -> None:
+    code, _, err = await run_cli("report", "-c", str(DEMO), "--responder-pack", "--out",
+                                   str(tmp_path))  # fmt: skip
+    assert code == 0, err
+    pdf = PdfReader(tmp_path / "responder-pack.pdf")
+    text = "\n".join(page.extract_text() for page in pdf.pages)
+    from gatewayd.console.plans import load_plans
+    from gatewayd.service.config import load_config
+
+    config = load_config(DEMO)
+    for door in config.doors:
+        assert door.id in text and door.room in text, door.id
+    plans = load_plans(config)
+    for plan in plans.values():
+        for marker in plan.readers + plan.cameras:
+            assert marker.id in text, marker.id
+    for building in config.buildings:
+        assert f"Building {building.id}: {building.name}" in text
+    # Each door id is on its plan (drawn by svglib, labelled) and in its building's table.
+    assert all(text.count(door.id) >= 2 for door in config.doors)
