@@ -246,22 +246,18 @@ def _securing(outcome: Mapping[str, Any]) -> bool:
 
 def secure_times(outcome: Mapping[str, Any], campus: Campus) -> dict[str, SecureTime]:
     """Per building and zone of an outcome: doors, confirmed, the last confirmation, failures."""
-    confirmed_ms: Mapping[str, float] = outcome.get("confirmed_ms") or {}
     failed: Mapping[str, str] = outcome.get("failed") or {}
-    groups: dict[str, list[str]] = {}
-    for door_id in outcome.get("commanded_doors") or ():
-        door = campus.doors.get(str(door_id))
-        if door is None:
-            continue
-        groups.setdefault(f"building/{door.building}", []).append(door.id)
-        if door.zone:
-            groups.setdefault(f"zone/{door.zone}", []).append(door.id)
     out = {}
-    for scope, doors in sorted(groups.items()):
-        times = [float(confirmed_ms[d]) for d in doors if d in confirmed_ms]
-        bad = {d: str(failed[d]) for d in doors if d in failed}
-        ms = max(times) if times and not bad and len(times) == len(doors) else None
-        out[scope] = SecureTime(scope, len(doors), len(times), ms, bad)
+    for scope, figures in (outcome.get("scopes") or {}).items():
+        kind, _, ident = str(scope).partition("/")
+        bad = {}
+        for door_id, why in failed.items():
+            door = campus.doors.get(door_id)
+            if door is not None and ident == (door.building if kind == "building" else door.zone):
+                bad[door_id] = str(why)
+        ms = figures.get("ms")
+        out[str(scope)] = SecureTime(str(scope), int(figures["doors"]), int(figures["confirmed"]),
+                                     None if ms is None else float(ms), bad)  # fmt: skip
     return out
 
 
