@@ -36,14 +36,19 @@ class AfterPages:
     def __init__(self, gateway: GatewayLike, require_session: RequireSession) -> None:
         self.gateway = gateway
         self._session = require_session
-        #: Floor plans by building; a plan that cannot be read leaves the page without it.
-        self.plans: dict[str, Plan] = {}
+        #: Floor plans by building, read at the first request; a plan that cannot be read
+        #: leaves the page without it (and says why).
+        self.plans: dict[str, Plan] | None = None
         self.plan_problems: list[str] = []
-        try:
-            self.plans = load_plans(gateway.campus.model)
-        except ConfigError as exc:
-            self.plan_problems = exc.problems
-            log.error("console.plans_unreadable", problems=exc.problems)
+
+    def _load_plans(self) -> dict[str, Plan]:
+        if self.plans is None:
+            try:
+                self.plans = load_plans(self.gateway.campus.model)
+            except ConfigError as exc:
+                self.plans, self.plan_problems = {}, exc.problems
+                log.error("console.plans_unreadable", problems=exc.problems)
+        return self.plans
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/cap.atom", self._cap_feed)
@@ -57,11 +62,12 @@ class AfterPages:
 
     async def _plans(self, request: web.Request) -> web.StreamResponse:
         self._session(request)
+        plans = await asyncio.to_thread(self._load_plans)
         return web.json_response(
             {
                 "plans": {
                     b: {"svg": p.svg, "doors": sorted(p.doors), "rooms": len(p.rooms)}
-                    for b, p in self.plans.items()
+                    for b, p in plans.items()
                 },
                 "problems": self.plan_problems,
             }
