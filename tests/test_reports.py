@@ -10,6 +10,7 @@ from typing import Any
 from pypdf import PdfReader
 
 from gatewayd.console.incidents import load_incidents
+from gatewayd.console.report import duration_s
 from gatewayd.kernel.campus import Campus
 from gatewayd.security.audit import read_records
 from tests.support.gateway import DEMO, Site, run_cli
@@ -93,6 +94,15 @@ async def test_drill_report_figures_match_the_audit_log_and_the_replies(
     assert first.secure["building/B"].ms == run["first"]["latency_ms"]["confirmed"]
     assert second.commanded == len(drill["doors"]["commanded"])
     assert second.failed == drill["doors"]["failed"]
+
+    # It runs from the drill's state record to the release's, by their audit timestamps.
+    def state_ts(command_id: str) -> str:
+        return next(str(r["ts"]) for r in records(site)
+                    if r["kind"] == "state" and r["data"].get("command") == command_id)  # fmt: skip
+
+    assert (second.started, second.ended) == (state_ts(drill["id"]), state_ts(run["release"]["id"]))
+    took = duration_s(second)
+    assert took is not None and took > 0
     # The timeline is the audit log's, time for time.
     stamps = {r["seq"]: r["ts"] for r in records(site)}
     assert all(stamps[s.seq] == s.ts for s in second.steps)
