@@ -166,3 +166,9 @@ def test_every_alert_kind_validates_against_the_oasis_schema() -> None:
     assert len(str(kinds[-1]["cap_references"]).split()) == 5
     assert str(kinds[0]["cap_sent"]) == "2026-12-03T12:00:00+00:00"
     assert sent == [m.xml for m in alerts.messages]
+    # Unprefixed, whatever other module (the floor plans' SVG) loaded ElementTree first:
+    # subscribers that match on text see <msgType>, not <ns0:msgType>.
+    import gatewayd.console.plans  # noqa: F401
+
+    assert all(b'<alert xmlns="urn:oasis:names:tc:emergency:cap:1.2">' in m for m in sent)
+    assert all(b"<msgType>" in m for m in sent)

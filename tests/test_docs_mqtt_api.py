@@ -75,5 +75,5 @@ async def test_cap_example_receives_an_alert_and_its_cancel(site: Site) -> None:
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode == 0, err.decode()
+    assert proc.returncode == 0, (out.decode(), err.decode())
     assert out.decode().split() == ["1", "1"], out

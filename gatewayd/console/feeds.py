@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from typing import Protocol
 from xml.etree import ElementTree as ET
 
+from gatewayd.console.plans import with_default_namespace
+
 ATOM_NS = "http://www.w3.org/2005/Atom"
 
 
@@ -67,5 +69,7 @@ def atom(source: CapSource, *, site: str, site_name: str, self_url: str) -> byte
         add(entry, "title", title)
         add(entry, "updated", message.sent)
         content = add(entry, "content", type="text/xml")
-        content.append(ET.fromstring(message.xml))
+        alert = ET.fromstring(message.xml)
+        content.append(with_default_namespace(alert, alert.tag[1:].split("}")[0]))
+    with_default_namespace(feed, ATOM_NS)
     return bytes(ET.tostring(feed, encoding="utf-8", xml_declaration=True))

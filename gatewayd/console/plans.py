@@ -31,8 +31,6 @@ ALLOWED_ATTRS = frozenset(
      "transform", "class", "viewBox", "data-door", "data-reader", "data-camera", "opacity"}
 )  # fmt: skip
 
-ET.register_namespace("", SVG_NS)
-
 
 class SiteLike(Protocol):
     @property
@@ -123,9 +121,27 @@ def parse_plan(path: Path, building: str, doors: list[Door]) -> Plan:
         problems.append(f"{len(missing)} doors of building {building} have no marker: {named}")
     if problems:
         raise ConfigError(str(path), problems)
-    return Plan(building, str(path), ET.tostring(root, encoding="unicode"), width, height,
+    return Plan(building, str(path), svg_text(root), width, height,
                 markers["door"], rooms, list(markers["reader"].values()),
                 list(markers["camera"].values()))  # fmt: skip
+
+
+def with_default_namespace(element: ET.Element, namespace: str) -> ET.Element:
+    """Elements of ``namespace`` written unprefixed under an ``xmlns`` (in place).
+
+    ElementTree's own ``default_namespace`` refuses unprefixed attributes, and its global
+    prefix registry is shared by every module: the tree says what it means instead.
+    """
+    prefix = f"{{{namespace}}}"
+    for node in element.iter():
+        if node.tag.startswith(prefix):
+            node.tag = node.tag[len(prefix) :]
+    element.set("xmlns", namespace)
+    return element
+
+
+def svg_text(root: ET.Element) -> str:
+    return ET.tostring(with_default_namespace(root, SVG_NS), encoding="unicode")
 
 
 def _clean(element: ET.Element) -> None:

@@ -18,7 +18,7 @@ from reportlab.lib.units import mm
 from reportlab.platypus import Flowable, PageBreak, Paragraph, SimpleDocTemplate, Spacer
 from svglib.svglib import svg2rlg
 
-from gatewayd.console.plans import SVG_NS, Plan
+from gatewayd.console.plans import SVG_NS, Plan, svg_text
 from gatewayd.console.report_pdf import styles, table
 from gatewayd.kernel.campus import Campus
 
@@ -41,7 +41,7 @@ def labelled_svg(plan: Plan) -> bytes:
                 "x": f"{marker.x + 8:.1f}", "y": f"{marker.y + 14:.1f}", "font-size": "8",
                 "fill": "#00838f" if what == "camera" else "#6a1b9a"})  # fmt: skip
             label.text = marker.id
-    return bytes(ET.tostring(root, encoding="utf-8"))
+    return svg_text(root).encode()
 
 
 def plan_drawing(plan: Plan) -> Drawing:

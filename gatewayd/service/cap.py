@@ -41,7 +41,9 @@ PENDING_MAX = 1000
 #: While doors are being written, CAP waits this long first: the doors go before the notice.
 YIELD_TO_DOORS_S = 0.05
 
-ET.register_namespace("", CAP_NS)
+# A prefix of our own, never the global default: another module's default namespace (the
+# floor plans' SVG) would otherwise take it over. Alerts are written with CAP as the default.
+ET.register_namespace("cap", CAP_NS)
 
 
 class CapConfig(Model):
@@ -349,7 +351,9 @@ class CapAlerts:
         for text in areas:
             area = ET.SubElement(info, f"{{{CAP_NS}}}area")
             add(area, "areaDesc", text)
-        return bytes(ET.tostring(alert, encoding="utf-8", xml_declaration=True))
+        return bytes(
+            ET.tostring(alert, encoding="utf-8", xml_declaration=True, default_namespace=CAP_NS)
+        )
 
     @property
     def public(self) -> bool:
