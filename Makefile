@@ -9,6 +9,8 @@ $(BIN)/gatewayd: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	# capparselib pins lxml==4.6.3 (no wheel for 3.11, no build here); it runs on our lxml.
+	$(BIN)/pip install --quiet --no-deps 'capparselib==0.6.6'
 	@touch $@
 
 deps: $(BIN)/gatewayd

@@ -57,3 +57,23 @@ async def test_every_example_is_carried_out_by_the_gateway(site: Site) -> None:
     await eventually(lambda: engine.get("responder:door/A-101") is not None)
     assert engine.get("srp:campus").state == "shelter"  # type: ignore[union-attr]
     assert engine.get("manual:door/A-101") is not None
+
+
+def cap_examples() -> str:
+    section = DOC.read_text(encoding="utf-8").split("#### CAP examples to paste", 1)[1]
+    section = section.split("\n## ", 1)[0]
+    setup = "PORT=1883\nC=configs/demo-campus.toml\n"
+    return setup + "\n".join(re.findall(r"```sh\n(.*?)```", section, re.DOTALL))
+
+
+@pytest.mark.skipif(shutil.which("mosquitto_sub") is None, reason="needs mosquitto-clients")
+async def test_cap_example_receives_an_alert_and_its_cancel(site: Site) -> None:
+    script = cap_examples().replace("PORT=1883", f"PORT={site.config.mqtt.port}")
+    script = script.replace(".venv/bin/gatewayd", f"{sys.executable} -m gatewayd")
+    proc = await asyncio.create_subprocess_exec(
+        "bash", "-euo", "pipefail", "-c", script, cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, (out.decode(), err.decode())
+    assert out.decode().split() == ["1", "1"], out

@@ -155,7 +155,15 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_status)
     _security_commands(sub)
     _district_commands(sub)
+    _report_commands(sub)
     return parser
+
+
+def _report_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``report``: after-action reports and the responder pack (gatewayd.app.reports)."""
+    from gatewayd.app.reports import add_report_command
+
+    add_report_command(sub)
 
 
 def _district_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -252,7 +260,25 @@ def _check(args: argparse.Namespace) -> int:
         print(f"WARNING   fire alarm verification delay {config.policy.fire_verification_s} s")
     for warning in check_warnings(config):
         print(f"WARNING   {warning}")
+    _check_plans(config)
     return _check_security(config)
+
+
+def _check_plans(config: Config) -> None:
+    """Floor plans (``[[buildings]] plan``): read and matched to the doors, or each problem."""
+    from gatewayd.console.plans import load_plans
+
+    try:
+        plans = load_plans(config)
+    except ConfigError as exc:
+        # A plan is for people: a wrong one is loud here, and never keeps the doors from
+        # running (the console shows the buildings without it).
+        for problem in exc.problems:
+            print(f"WARNING   {problem}")
+        return
+    if plans:
+        doors = sum(len(p.doors) for p in plans.values())
+        print(f"plans     {len(plans)} buildings, {doors} door markers")
 
 
 def check_warnings(config: Config) -> list[str]:

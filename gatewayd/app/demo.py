@@ -124,6 +124,7 @@ def print_welcome(
         if control_at
         else ""
     )
+    report_opts = f"-c {shlex.quote(str(path))} --state-dir {shlex.quote(config.state_dir)}"
     # One line that lets every command below (and `audit verify`) run without flags.
     env = (
         f"export GATEWAYD_CONFIG={shlex.quote(str(path))} GATEWAYD_MQTT={mqtt.url}"
@@ -141,6 +142,8 @@ Simulated devices on 127.0.0.1 (relay boards, BACnet controller, cameras, PSAP r
   one door  {exe} lock {opts} --door C-101
   status    {exe} status {opts}
   audit     {exe} audit verify --file {shlex.quote(str(Path(config.state_dir) / "audit.log"))}
+  report    {exe} report {report_opts} --last   (HTML + PDF in reports/; --responder-pack)
+  CAP       mosquitto_sub -h {mqtt.host} -p {mqtt.port} -V mqttv5 -t '{topic}/cap'
   state     {config.state_dir}{control}
 
   or, in another shell:  {env}

@@ -27,6 +27,7 @@ from gatewayd.console.actions import (
     parse_request,
     sign_envelope,
 )
+from gatewayd.console.after import AfterPages
 from gatewayd.console.config import ConsoleConfig, ConsoleUser, origin_of
 from gatewayd.console.live import Live
 from gatewayd.console.passwords import is_demo_hash
@@ -90,6 +91,8 @@ class Console:
         )
         self.signin = Signin(config)
         self.live = Live(gateway)
+        #: Reports, floor plans and the CAP feed (gatewayd.console.after).
+        self.after = AfterPages(gateway, self._session)
         #: ``http(s)://host:port/`` once listening.
         self.url: str | None = None
         #: Origins a POST may come from; set once the port is known (``config.origins``).
@@ -111,6 +114,7 @@ class Console:
         app.router.add_get("/api/campus", self._campus)
         app.router.add_post("/api/command", self._command)
         app.router.add_get("/api/events", self._events)
+        self.after.add_routes(app)
         app.on_response_prepare.append(self._headers)
         app.on_shutdown.append(self._on_shutdown)
         return app

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Protocol
 
+from gatewayd.console.feeds import CapSource
 from gatewayd.kernel.campus import Campus
 from gatewayd.kernel.doorstate import DoorState
 from gatewayd.kernel.scope import CAMPUS, Scope
@@ -27,6 +29,12 @@ class GatewayLike(Protocol):
 
     @property
     def policy(self) -> PolicyConfig: ...
+
+    @property
+    def cap(self) -> CapSource: ...
+
+    @property
+    def audit_path(self) -> Path: ...
 
     async def handle_command(self, payload: bytes) -> dict[str, Any]: ...
 

@@ -36,6 +36,9 @@ class Building(Model):
     id: str = Field(pattern=ID_PATTERN)
     name: str
     floors: tuple[str, ...] = ("1",)
+    #: An SVG floor plan (relative to the campus file): door markers by id, room numbers,
+    #: readers and cameras (docs/console.md, "Floor plans").
+    plan: str | None = None
 
 
 class Zone(Model):

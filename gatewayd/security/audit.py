@@ -52,6 +52,10 @@ class AuditKind(StrEnum):
     OVERRIDE = "override"
     FIRE = "fire"
     BUDGET = "budget"
+    #: What one actuation did: doors commanded, confirmed (when), failed (why).
+    OUTCOME = "outcome"
+    #: What a rule's device action did: a radio alert and its acknowledgement, a snapshot.
+    ACTION = "action"
     #: The daemon itself: start-up, stop, a safety state rebuilt, a clock step.
     DAEMON = "daemon"
     #: The log's own events: a torn last line removed, a cut detected, a rotation.

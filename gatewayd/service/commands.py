@@ -381,7 +381,8 @@ class CommandService:
     ) -> dict[str, Any]:  # fmt: skip
         core = self._core
         report = await core.actuator.apply(doors, trigger_ns)
-        core.reporting.record(report, trigger=f"{command.action} {scope}", drill=drill)
+        core.reporting.record(report, trigger=f"{command.action} {scope}", drill=drill,
+                              command=command.id)  # fmt: skip
         log.info(
             "command.done",
             id=command.id,

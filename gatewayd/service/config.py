@@ -21,6 +21,7 @@ from gatewayd.kernel.site import SITE_KEYS, Site, SiteFile, check_site
 from gatewayd.kernel.validation import describe_errors, read_toml
 from gatewayd.rules.config import PolicyConfig
 from gatewayd.security.actors import SecurityConfig
+from gatewayd.service.cap import CapConfig
 from gatewayd.uplink.config import MqttConfig
 
 
@@ -33,6 +34,8 @@ class CampusFile(SiteFile):
     security: SecurityConfig = SecurityConfig()
     #: The web console; off unless the section is present.
     console: ConsoleConfig | None = None
+    #: CAP 1.2 alerts on ``<prefix>/<site>/cap`` (on unless ``enabled = false``).
+    cap: CapConfig = CapConfig()
     #: Where the safety state and outbox live; relative to the config file.
     state_dir: str = "var"
 
@@ -47,6 +50,7 @@ class Config(Site):
     security: SecurityConfig = SecurityConfig()
     #: The web console; off unless the section is present.
     console: ConsoleConfig | None = None
+    cap: CapConfig = CapConfig()
 
 
 def load_config(path: str | Path) -> Config:
@@ -77,6 +81,11 @@ def parse_config(raw: Mapping[str, Any], source: str = "<config>") -> Config:
         if policy.rules is not None:
             policy = policy.model_copy(update={"rules": _beside(base, policy.rules)})
         mqtt = mqtt.beside(base)
+        buildings = tuple(
+            b.model_copy(update={"plan": _beside(base, b.plan)}) if b.plan else b
+            for b in campus.buildings
+        )
+        campus = campus.model_copy(update={"buildings": buildings})
         if security.console_keys is not None:
             security = security.model_copy(
                 update={"console_keys": _beside(base, security.console_keys)}
@@ -86,6 +95,7 @@ def parse_config(raw: Mapping[str, Any], source: str = "<config>") -> Config:
         policy=policy,
         security=security,
         console=campus.console,
+        cap=campus.cap,
         site=campus.site,
         mqtt=mqtt,
         buildings=campus.buildings,

@@ -52,6 +52,8 @@ class ActuationReport:
     on_wire_ns: int | None = None
     #: When the last door confirmed.
     confirmed_ns: int | None = None
+    #: When each confirmed door confirmed (the after-action report's time to secure).
+    confirmed_at_ns: dict[str, int] = field(default_factory=dict)
 
     def latencies_ms(self) -> dict[str, float | None]:
         def ms(t: int | None) -> float | None:
@@ -280,6 +282,7 @@ class DoorService:
                 report.confirmed.append(door_id)
                 report.failed.pop(door_id, None)
                 report.confirmed_ns = max(report.confirmed_ns or 0, at_ns)
+                report.confirmed_at_ns[door_id] = at_ns
                 self._changed(state)
             else:
                 pending.append(door_id)

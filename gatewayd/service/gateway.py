@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
 from functools import partial
 from pathlib import Path
@@ -43,11 +43,12 @@ from gatewayd.rules.engine import Engine
 from gatewayd.rules.rulefile import RuleSet, load_rules
 from gatewayd.rules.sources import Source
 from gatewayd.security.anchor import HeadSigner
-from gatewayd.security.audit import AuditRecord
+from gatewayd.security.audit import AuditKind, AuditRecord
 from gatewayd.security.guard import open_guard
 from gatewayd.security.journal import daemon_record
 from gatewayd.security.keys import ServerKeys
 from gatewayd.service.actuation import Actuator
+from gatewayd.service.cap import CapAlerts
 from gatewayd.service.clock import ClockWatch
 from gatewayd.service.commands import CommandService
 from gatewayd.service.config import Config
@@ -157,6 +158,11 @@ class Gateway:
         )
         self.drift = DriftGuard(core, self.doors, self.tasks)
         self.publisher.listen(self.triggers.evaluate_rules)
+        #: CAP 1.2 alerts for signage and notification systems (gatewayd.service.cap).
+        self.cap = CapAlerts(self.campus, config.cap, self.uplink,
+                             actuating=lambda: self.doors.actuating)  # fmt: skip
+        self.publisher.listen(self.cap.event)
+        self.publisher.listen(self._record_action)
         self.doors.listen(doors=self.publisher.door_changed, inputs=self.triggers.input_changed,
                           drift=self.drift.drifted)  # fmt: skip
         self.clock = ClockWatch(config.security.timestamp_window_s, self._clock_stepped)
@@ -179,6 +185,11 @@ class Gateway:
 
     def scope_state(self, scope: Scope) -> dict[str, Any]:
         return self.publisher.scope_state(scope)
+
+    @property
+    def audit_path(self) -> Path:
+        """The audit log (the after-action reports are read from it)."""
+        return self.journal.audit_path
 
     @property
     def reports(self) -> list[ActuationReport]:
@@ -226,6 +237,7 @@ class Gateway:
             if self.config.console is not None:
                 group.create_task(self._console(self.config.console), name="gateway:console")
             group.create_task(self.expiry.run(), name="gateway:expiry")
+            group.create_task(self.cap.run(), name="gateway:cap")
             group.create_task(self._publish_heads(), name="gateway:heads")
             # Everything built so far lives as long as the daemon: keep the cyclic collector
             # from re-scanning it, so a full collection cannot stall a lockdown for tens of ms.
@@ -290,6 +302,17 @@ class Gateway:
         self.publisher.event("alarm", "gateway",
                              {"type": "bookkeeping", "healthy": healthy, "problem": problem},
                              life_safety=True)  # fmt: skip
+
+    def _record_action(self, event: Mapping[str, Any]) -> None:
+        """A rule's radio alert or snapshot, as it went: into the durable record (reports)."""
+        data = event.get("data") or {}
+        if event.get("kind") not in ("radio", "camera") or "rule" not in data:
+            return
+        self.guard.record(AuditKind.ACTION, f"device:{event.get('source')}",
+                          {**data, "kind": event.get("kind"), "device": event.get("source"),
+                           "device_drill": data.get("drill"), "drill": bool(event.get("drill")),
+                           "event": event.get("id"),
+                           "location": event.get("location") or {}})  # fmt: skip
 
     def _note_head(self, record: AuditRecord) -> None:
         self._head = (record.seq, record.hash)
@@ -384,4 +407,5 @@ class Gateway:
             "uplink": self.uplink.statistics(),
             "devices": self.supervisor.statistics() if self.supervisor else {},
             "security": self.guard.statistics(),
+            "cap": self.cap.statistics(),
         }

@@ -148,6 +148,16 @@ class Uplink:
             )
             raise
 
+    def publish_message(self, topic_suffix: str, payload: bytes, *, life_safety: bool) -> None:
+        """Queue a non-JSON message (a CAP alert on ``cap``) through the same durable outbox."""
+        check_suffix(topic_suffix)
+        try:
+            self._queue.put(topic_suffix, payload, life_safety=life_safety)
+        except PublishQueueFull:
+            self._stats["rejected_life_safety"] += 1
+            log.critical("mqtt.life_safety_overflow", topic=topic_suffix, queued=len(self._queue))
+            raise
+
     def set_retained(self, topic_suffix: str, payload: Mapping[str, Any] | str) -> None:
         """Keep ``payload`` as the retained value of ``topic_suffix``; publish it when connected."""
         check_suffix(topic_suffix)

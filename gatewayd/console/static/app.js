@@ -10,7 +10,8 @@ const SRP = [
 const WORD_MARK = { locked: "■", unlocked: "□", open: "◇", unknown: "?", faulted: "✕" };
 const ENTRY_KINDS = ["exterior", "egress"];
 
-const app = { me: null, layout: null, doors: {}, scopes: {}, feed: [], stream: null };
+const app = { me: null, layout: null, doors: {}, scopes: {}, feed: [], stream: null, plans: {} };
+const PLAN_MARK = { secured: "S", unsecured: "U", unknown: "?", override: "O", drill: "D" };
 
 // --- small helpers -----------------------------------------------------------------------
 
@@ -107,6 +108,8 @@ function signedOut(message) {
   $("signin-name").value = "";
   $("scope-cards").replaceChildren();
   $("buildings").replaceChildren();
+  $("plan-view").replaceChildren();
+  $("plans-panel").hidden = true;
   $("feed-list").replaceChildren();
   $("result").textContent = "";
   $("resp-result").textContent = "";
@@ -131,6 +134,72 @@ async function signedIn(me) {
   applySnapshot(campus);
   $("app-view").hidden = false;
   connect();
+  await loadPlans();
+}
+
+// --- floor plans -------------------------------------------------------------------------
+
+async function loadPlans() {
+  const reply = await api("/api/plans");
+  app.plans = reply.plans || {};
+  const ids = Object.keys(app.plans);
+  $("plan-problems").textContent = (reply.problems || []).join("; ");
+  $("plans-panel").hidden = ids.length === 0 && !(reply.problems || []).length;
+  $("plan-building").replaceChildren(...ids.map((b) => option(b, "Building " + b)));
+  showPlan();
+}
+
+function showPlan() {
+  const plan = app.plans[$("plan-building").value];
+  const view = $("plan-view");
+  if (!plan) { view.replaceChildren(); return; }
+  // The server cleaned the SVG to drawing elements only (no script, link or style).
+  const doc = new DOMParser().parseFromString(plan.svg, "image/svg+xml");
+  const svg = document.importNode(doc.documentElement, true);
+  svg.removeAttribute("width");
+  svg.removeAttribute("height");
+  svg.setAttribute("role", "img");
+  svg.setAttribute("aria-label", "Floor plan of building " + $("plan-building").value);
+  for (const marker of svg.querySelectorAll("[data-door]")) {
+    const letter = document.createElementNS("http://www.w3.org/2000/svg", "text");
+    letter.setAttribute("x", marker.getAttribute("cx") || marker.getAttribute("x"));
+    letter.setAttribute("y", String(Number(marker.getAttribute("cy") || marker.getAttribute("y")) + 4));
+    letter.setAttribute("class", "plan-letter");
+    letter.setAttribute("text-anchor", "middle");
+    letter.dataset.letterFor = marker.dataset.door;
+    marker.after(letter);
+  }
+  view.replaceChildren(svg);
+  for (const id of plan.doors) renderPlanDoor(id);
+}
+
+function planState(live) {
+  if (!live || live.status === "unknown" || live.state === "unknown") return "unknown";
+  const reason = live.reason || "";
+  if (live.override || reason.startsWith("responder") || /^(un)?lock \(/.test(reason)) {
+    return "override";
+  }
+  if (live.drill || reason.startsWith("DRILL")) return "drill";
+  return live.status === "secured" ? "secured" : "unsecured";
+}
+
+function renderPlanDoor(id) {
+  const marker = $("plan-view").querySelector('[data-door="' + CSS.escape(id) + '"]');
+  if (!marker) return;
+  const state = planState(app.doors[id]);
+  marker.setAttribute("class", "plan-door p-" + state);
+  marker.dataset.state = state;
+  const letter = $("plan-view").querySelector('[data-letter-for="' + CSS.escape(id) + '"]');
+  if (letter) letter.textContent = PLAN_MARK[state];
+  renderPlanCounts();
+}
+
+function renderPlanCounts() {
+  const markers = $("plan-view").querySelectorAll("[data-door]");
+  const counts = {};
+  for (const m of markers) counts[m.dataset.state] = (counts[m.dataset.state] || 0) + 1;
+  $("plan-counts").textContent = Object.keys(PLAN_MARK)
+    .filter((k) => counts[k]).map((k) => counts[k] + " " + k).join(", ");
 }
 
 function bindStatic() {
@@ -154,6 +223,7 @@ function bindStatic() {
   $("resp-floor").addEventListener("change", renderResponder);
   $("drill-start").addEventListener("click", () => askDrill());
   $("drill-end").addEventListener("click", () => askAction("release", true));
+  $("plan-building").addEventListener("change", showPlan);
 }
 
 // --- live updates ------------------------------------------------------------------------
@@ -269,6 +339,7 @@ function renderDoor(id) {
   }
   if (live.fault) why += " · " + live.fault;
   tile.querySelector(".why").textContent = why;
+  renderPlanDoor(id);
 }
 
 function renderScopes() {
