@@ -20,7 +20,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gatewayd.app.cli import main, schedule_lines
+from gatewayd.app.cli import main
+from gatewayd.app.reload import schedule_lines
 from gatewayd.kernel.campus import Campus
 from gatewayd.kernel.errors import ConfigError
 from gatewayd.kernel.scope import CAMPUS, Scope
@@ -482,3 +483,22 @@ async def test_the_console_shows_each_schedule_and_its_next_transitions(
             ("ends", "2026-12-07T08:15:00-06:00"),
             ("begins", "2026-12-08T07:30:00-06:00"),
         ]
+
+
+def test_reload_of_a_bad_file_prints_every_problem_and_signals_nobody(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "campus.toml"
+    bad.write_text(
+        DEMO.read_text(encoding="utf-8").replace(
+            'timezone = "America/Chicago"', 'timezone = "Nowhere/Land"'
+        ),
+        encoding="utf-8",
+    )
+    (tmp_path / "demo-rules.toml").write_text(
+        (DEMO.parent / "demo-rules.toml").read_text(encoding="utf-8"), encoding="utf-8"
+    )
+    # --pid 1 would be init: a bad file must stop before any signal is sent.
+    assert main(["reload", "-c", str(bad), "--pid", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "schedules.timezone" in err and "Nowhere/Land" in err

@@ -10,11 +10,12 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gatewayd.app.opconfig import OperatorConfig, load_operator_config
+from gatewayd.app.reload import add_reload_command, schedule_lines
 from gatewayd.kernel.errors import ConfigError, GatewayError
 from gatewayd.uplink.config import MqttConfig
 
@@ -78,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     p = command("check", "validate a campus config and print a summary")
     p.set_defaults(handler=_check)
 
-    _reload_command(command)
+    add_reload_command(command)
 
     p = sub.add_parser("demo", help="run the demo campus: simulators, a private broker, daemon")
     p.add_argument("-c", "--config", default=None, help="campus file (default: the demo campus)")
@@ -158,18 +159,6 @@ def _parser() -> argparse.ArgumentParser:
     _security_commands(sub)
     _district_commands(sub)
     return parser
-
-
-def _reload_command(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
-    p = command("reload", "validate the campus file, then have the running daemon apply it"
-                " (schedules change live; SIGHUP)")  # fmt: skip
-    p.add_argument(
-        "--pid",
-        type=int,
-        default=None,
-        help="the daemon's process id (default: from its pid file in the state dir)",
-    )
-    p.set_defaults(handler=_reload)
 
 
 def _district_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -271,47 +260,6 @@ def _check(args: argparse.Namespace) -> int:
     return _check_security(config)
 
 
-def schedule_lines(config: Config, wall_s: float | None = None) -> list[str]:
-    """The schedules and the next transitions of each, as ``check`` and ``reload`` print them."""
-    from gatewayd.rules.schedules import Calendar, describe
-
-    if config.schedules is None:
-        return []
-    schedules = config.schedules
-    calendar = Calendar(schedules)
-    head = (f"schedules {len(calendar.windows)} windows in {schedules.timezone};"
-            f" {len(schedules.closed_days())} holidays")  # fmt: skip
-    upcoming = calendar.transitions(time.time() if wall_s is None else wall_s, 4)
-    return [head, *(f"  next    {line}" for line in describe(upcoming))]
-
-
-def _reload(args: argparse.Namespace) -> int:
-    import signal
-
-    from gatewayd.app.daemon import pid_path
-    from gatewayd.service.config import load_config
-
-    config = load_config(args.config)
-    for line in schedule_lines(config):
-        print(line)
-    pid = args.pid
-    if pid is None:
-        path = pid_path(config)
-        try:
-            pid = int(path.read_text(encoding="ascii").strip())
-        except (OSError, ValueError) as exc:
-            print(f"gatewayd: no running daemon found ({path}: {exc}); under systemd:"
-                  " systemctl reload gatewayd", file=sys.stderr)  # fmt: skip
-            return EXIT_REFUSED
-    try:
-        os.kill(pid, signal.SIGHUP)
-    except OSError as exc:
-        print(f"gatewayd: cannot signal daemon {pid}: {exc}", file=sys.stderr)
-        return EXIT_REFUSED
-    print(f"reload    sent SIGHUP to daemon {pid}; the audit log records what changed")
-    return EXIT_OK
-
-
 def check_warnings(config: Config) -> list[str]:
     """What is valid but probably not meant: a site nobody can command, unverifiable doors."""
     warnings = []
@@ -371,6 +319,10 @@ def summary(config: Config) -> str:
         f"doors     {len(config.doors)} in {len(config.zones)} zones;"
         f" {len(config.inputs)} alarm inputs"
     )
+    if config.air_handlers:
+        hazards = ", ".join(sorted(config.policy.shelter_air_hazards)) or "no hazard"
+        lines.append(f"air       {len(config.air_handlers)} air handlers; SHELTER for {hazards}"
+                     " stops their fans and closes outside air")  # fmt: skip
     return "\n".join(lines)
 
 

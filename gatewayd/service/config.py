@@ -101,6 +101,7 @@ def parse_config(raw: Mapping[str, Any], source: str = "<config>") -> Config:
         devices=tuple(devices.values()),
         doors=campus.doors,
         inputs=campus.inputs,
+        air_handlers=campus.air_handlers,
         state_dir=str(state_dir),
     )
 

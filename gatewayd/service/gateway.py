@@ -49,6 +49,7 @@ from gatewayd.security.guard import open_guard
 from gatewayd.security.journal import daemon_record
 from gatewayd.security.keys import ServerKeys
 from gatewayd.service.actuation import Actuator
+from gatewayd.service.air import AirService
 from gatewayd.service.clock import ClockWatch
 from gatewayd.service.commands import CommandService
 from gatewayd.service.config import Config, load_config, restart_needed
@@ -166,6 +167,10 @@ class Gateway:
         #: Door schedules at the schedule priority (``[schedules]``); ``clock`` is the wall
         #: clock they follow (a test injects one).
         self.schedules = Scheduler(core, config.schedules, clock=clock)
+        #: SHELTER's air: fans stopped, outside air closed (``[[air_handlers]]``).
+        self.air = AirService(core, self.drivers)
+        self.actuator.listen(self.air.changed)
+        self.publisher.air_summary = self.air.summary
         self.publisher.listen(self.triggers.evaluate_rules)
         self.doors.listen(doors=self.publisher.door_changed, inputs=self.triggers.input_changed,
                           drift=self.drift.drifted)  # fmt: skip
@@ -241,6 +246,7 @@ class Gateway:
                 group.create_task(self._console(self.config.console), name="gateway:console")
             group.create_task(self.expiry.run(), name="gateway:expiry")
             group.create_task(self.schedules.run(), name="gateway:schedules")
+            group.create_task(self.air.run(), name="gateway:air")
             group.create_task(self._publish_heads(), name="gateway:heads")
             # Everything built so far lives as long as the daemon: keep the cyclic collector
             # from re-scanning it, so a full collection cannot stall a lockdown for tens of ms.
@@ -387,6 +393,7 @@ class Gateway:
             match event:
                 case PointChanged():
                     self.doors.on_point(event)
+                    self.air.on_point(event)
                 case DeviceHealth():
                     if self.doors.on_health(event):
                         # A board that was away may have rebooted into its default coil
@@ -431,6 +438,7 @@ class Gateway:
             "actuations": self.doors.actuations,
             "drift": self.drift.statistics(),
             "schedules": self.schedules.statistics(),
+            "air": self.air.statistics(),
             "bus": self.bus.statistics(),
             "uplink": self.uplink.statistics(),
             "devices": self.supervisor.statistics() if self.supervisor else {},
