@@ -15,7 +15,9 @@ responder override and an operator's lock or unlock beat it, and it holds again 
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -36,6 +38,11 @@ KEY_PREFIX = "schedule:"
 ACTOR = "system:schedule"
 #: Where an RRULE counts from when a window names no ``first_day`` (INTERVAL, COUNT).
 DEFAULT_FIRST_DAY = dt.date(2024, 1, 1)
+#: Window starts are expanded for this long around the wall clock (then looked up by
+#: bisection), and again when the clock comes within the margin of the horizon's end.
+HORIZON_BACK_S = 2 * 86_400.0
+HORIZON_AHEAD_S = 400 * 86_400.0
+HORIZON_MARGIN_S = 35 * 86_400.0
 #: Longest holiday range one entry may name (a typo like 2026 -> 2062 is an error).
 MAX_HOLIDAY_RANGE_DAYS = 366
 
@@ -193,19 +200,48 @@ class Transition:
 
 
 class Window:
-    """A window compiled: its RRULE set over the site's zone, holidays as EXDATEs."""
+    """A window compiled: its RRULE set over the site's zone, holidays as EXDATEs.
+
+    Expanding an RRULE walks from its first day, so the starts are expanded once for a
+    horizon around the wall clock (:data:`HORIZON_BACK_S` before, :data:`HORIZON_AHEAD_S`
+    after) and looked up by bisection; a clock that leaves the horizon expands it again.
+    """
 
     def __init__(self, config: WindowConfig, zone: ZoneInfo, closed: frozenset[dt.date]) -> None:
         self.config = config
         self.zone = zone
         first = dt.datetime.combine(config.first_day, config.start, zone)
-        rules = rrulestr(config.rrule, dtstart=first, forceset=True, cache=True)
+        rules = rrulestr(config.rrule, dtstart=first, forceset=True)
         assert isinstance(rules, rruleset)
         if config.holidays:
             for day in sorted(closed):
                 rules.exdate(dt.datetime.combine(day, config.start, zone))
         self._rules = rules
         self._overnight = config.end <= config.start
+        #: Starts inside the horizon (local datetimes, epoch seconds) and the horizon's
+        #: bounds, replaced as one value: a thread may expand while the loop reads.
+        self._cache: tuple[list[dt.datetime], list[float], float, float] = ([], [], math.inf,
+                                                                            -math.inf)  # fmt: skip
+
+    def stale(self, wall_s: float) -> bool:
+        """Whether ``wall_s`` is outside the expanded horizon (or near its end)."""
+        _, _, low, high = self._cache
+        return not low + HORIZON_BACK_S / 2 <= wall_s <= high - HORIZON_MARGIN_S
+
+    def prepare(self, wall_s: float) -> None:
+        """Expand the starts around ``wall_s`` if needed (slow: tens of ms; off the loop)."""
+        if not self.stale(wall_s):
+            return
+        start = dt.datetime.fromtimestamp(wall_s - HORIZON_BACK_S, self.zone)
+        end = dt.datetime.fromtimestamp(wall_s + HORIZON_AHEAD_S, self.zone)
+        starts = list(self._rules.between(start, end, inc=True))
+        self._cache = (starts, [s.timestamp() for s in starts], start.timestamp(),
+                       end.timestamp())  # fmt: skip
+
+    def _lookup(self, wall_s: float) -> tuple[list[dt.datetime], list[float]]:
+        self.prepare(wall_s)
+        starts, epochs, _, _ = self._cache
+        return starts, epochs
 
     def _occurrence(self, start_local: dt.datetime) -> Occurrence:
         day = start_local.date() + dt.timedelta(days=1 if self._overnight else 0)
@@ -215,14 +251,28 @@ class Window:
 
     def active_at(self, wall_s: float) -> Occurrence | None:
         """The occurrence in force at ``wall_s`` (epoch seconds), if any."""
-        now = dt.datetime.fromtimestamp(wall_s, self.zone)
+        starts, epochs = self._lookup(wall_s)
         # The latest start at or before now is the only one that can hold (a window is
         # shorter than a day, and a rule recurs at most daily at one time).
-        last = self._rules.before(now, inc=True)
-        if last is None:
+        i = bisect.bisect_right(epochs, wall_s)
+        if i == 0:
             return None
-        occurrence = self._occurrence(last)
+        occurrence = self._occurrence(starts[i - 1])
         return occurrence if occurrence.start <= wall_s < occurrence.end else None
+
+    def _starts_after(self, wall_s: float, count: int) -> list[dt.datetime]:
+        starts, epochs = self._lookup(wall_s)
+        i = bisect.bisect_right(epochs, wall_s)
+        found = starts[i : i + count]
+        # A rare rule (yearly, or ending soon) may have fewer starts in the horizon.
+        cursor = found[-1] if found else dt.datetime.fromtimestamp(wall_s, self.zone)
+        while len(found) < count:
+            start = self._rules.after(cursor, inc=False)
+            if start is None:
+                break
+            found.append(start)
+            cursor = start
+        return found
 
     def transitions(self, wall_s: float, count: int) -> list[Transition]:
         """The next ``count`` begins and ends after ``wall_s``."""
@@ -232,17 +282,12 @@ class Window:
         if current is not None:
             out.append(Transition(current.end, current.end_local, self.config.id, "ends",
                                   action, doors))  # fmt: skip
-        cursor = dt.datetime.fromtimestamp(wall_s, self.zone)
-        while len(out) < count:
-            start = self._rules.after(cursor, inc=False)
-            if start is None:
-                break
+        for start in self._starts_after(wall_s, (count + 1) // 2):
             occurrence = self._occurrence(start)
             out.append(Transition(occurrence.start, start, self.config.id, "begins", action,
                                   doors))  # fmt: skip
             out.append(Transition(occurrence.end, occurrence.end_local, self.config.id, "ends",
                                   action, doors))  # fmt: skip
-            cursor = start
         return sorted(out, key=lambda t: t.at)[:count]
 
 
@@ -255,6 +300,14 @@ class Calendar:
         if config is not None:
             zone, closed = config.zone, config.closed_days()
             self.windows = {w.id: Window(w, zone, closed) for w in config.windows}
+
+    def stale(self, wall_s: float) -> bool:
+        return any(w.stale(wall_s) for w in self.windows.values())
+
+    def prepare(self, wall_s: float) -> None:
+        """Expand every window around ``wall_s`` (run it off the event loop)."""
+        for window in self.windows.values():
+            window.prepare(wall_s)
 
     def active(self, wall_s: float) -> dict[str, Occurrence]:
         found = {}

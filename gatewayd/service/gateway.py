@@ -179,6 +179,8 @@ class Gateway:
         self.console: Console | None = None
         self.supervisor: Supervisor | None = None
         self.started_at = time.time()
+        #: Set once start-up is over (doors re-asserted, uplink up): reloads wait for it.
+        self._ready = False
         if self.policy.fire_verification_s:
             log.warning(
                 "policy.fire_verification_delay",
@@ -258,6 +260,7 @@ class Gateway:
                 devices=len(self.drivers),
                 ms=round((now_ns() - t0) / 1e6, 1),
             )
+            self._ready = True
             ready()
             await asyncio.Event().wait()
 
@@ -357,6 +360,10 @@ class Gateway:
         and the log as needing a restart. A file that does not validate changes nothing.
         Audited either way.
         """
+        if not self._ready:
+            # Before start-up has re-asserted the doors, nothing may change under it.
+            log.warning("gateway.reload_too_early", actor=actor)
+            return {"ok": False, "problems": ["the gateway is still starting; reload again"]}
         try:
             if config is None:
                 config = await asyncio.to_thread(load_config, self.config.source)

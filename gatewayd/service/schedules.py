@@ -77,7 +77,10 @@ class Scheduler:
         """Take new schedules; what they hold now is in force when this returns."""
         before = set(self.calendar.windows)
         old = {i: w.config for i, w in self.calendar.windows.items()}
-        self.calendar = Calendar(config)
+        calendar = Calendar(config)
+        # Expanding the rules takes tens of milliseconds per window: never on the loop.
+        await asyncio.to_thread(calendar.prepare, self._clock())
+        self.calendar = calendar
         new = {i: w.config for i, w in self.calendar.windows.items()}
         self.reloads += 1
         summary = {
@@ -110,6 +113,9 @@ class Scheduler:
 
     async def _reconcile(self, *, actuate: bool, why: str) -> None:
         wall = self._clock()
+        if self.calendar.stale(wall):
+            # At start-up, after a clock step, about once a year: off the loop.
+            await asyncio.to_thread(self.calendar.prepare, wall)
         self.evaluations += 1
         wanted = self.calendar.sources(wall)
         held = {k: s for k, s in self._core.engine.sources.items() if k.startswith(KEY_PREFIX)}
