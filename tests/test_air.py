@@ -42,22 +42,33 @@ async def test_hazmat_shelter_stops_the_fans_closes_outside_air_and_release_give
     states = await mqtt_collect(f"{SITE}/state/building/A")
     reply = await site.command("shelter", scope="building/A", params={"hazard": "hazmat"})
     assert reply["ok"] is True, reply
-    await eventually(lambda: not air.running(0) and not air.damper_open(0), timeout_s=10,
-                     message="AHU-1's fan stopped and its outside air closed")  # fmt: skip
+    await eventually(
+        lambda: not air.running(0) and not air.damper_open(0),
+        timeout_s=10,
+        message="AHU-1's fan stopped and its outside air closed",
+    )
     # Through the priority array, at the lockdown priority; building B's unit is untouched.
     assert air.priority_array(FAN_A) == {5: False}
     assert air.priority_array(DAMPER_A) == {5: False}
     assert air.running(1) and air.priority_array(AIR_BASE + 2) == {}
-    secured = await states.wait_for(lambda m: (m.json().get("air") or {}).get("secured") == 1,
-                                    timeout_s=10)  # fmt: skip
+    secured = await states.wait_for(
+        lambda m: (m.json().get("air") or {}).get("secured") == 1, timeout_s=10
+    )
     assert secured.json()["air_unsecured"] == []
-    assert air_of(site, "campus")["air"] == {"secured": 1, "unsecured": 0, "unknown": 0,
-                                             "released": 1}  # fmt: skip
+    assert air_of(site, "campus")["air"] == {
+        "secured": 1,
+        "unsecured": 0,
+        "unknown": 0,
+        "released": 1,
+    }
 
     reply = await site.command("release", scope="building/A")
     assert reply["ok"] is True, reply
-    await eventually(lambda: air.running(0) and air.damper_open(0), timeout_s=10,
-                     message="the building's own controls have the air again")  # fmt: skip
+    await eventually(
+        lambda: air.running(0) and air.damper_open(0),
+        timeout_s=10,
+        message="the building's own controls have the air again",
+    )
     assert air.priority_array(FAN_A) == {} and air.priority_array(DAMPER_A) == {}
     await eventually(lambda: air_of(site, "building/A")["air"]["released"] == 1, timeout_s=10)
 
@@ -82,13 +93,19 @@ async def test_a_fire_alarm_takes_the_air_back_from_a_hazmat_shelter_and_returns
     await eventually(lambda: not air.running(0) and not air.running(1), timeout_s=10)
     site.sim.boards["relay-a1"].set_input(64, True)  # fire-A: building A
     # The fire alarm system's smoke control owns building A's air: the gateway lets go.
-    await eventually(lambda: air.priority_array(FAN_A) == {}, timeout_s=10,
-                     message="the gateway relinquished AHU-1 during the fire alarm")  # fmt: skip
+    await eventually(
+        lambda: air.priority_array(FAN_A) == {},
+        timeout_s=10,
+        message="the gateway relinquished AHU-1 during the fire alarm",
+    )
     assert air.priority_array(DAMPER_A) == {}
     assert air.priority_array(AIR_BASE + 2) == {5: False}  # building B still sheltered
     site.sim.boards["relay-a1"].set_input(64, False)
-    await eventually(lambda: air.priority_array(FAN_A) == {5: False}, timeout_s=10,
-                     message="fire reset: the shelter has the air again")  # fmt: skip
+    await eventually(
+        lambda: air.priority_array(FAN_A) == {5: False},
+        timeout_s=10,
+        message="fire reset: the shelter has the air again",
+    )
     await eventually(lambda: not air.running(0), timeout_s=10)
 
 
@@ -121,3 +138,25 @@ def test_air_handlers_are_checked_where_they_point_and_need_a_priority_array() -
     assert "air_handlers[0](ahu-a).fan.device: 'relay-a1' has no priority array" in problems
     assert "air_handlers[0](ahu-a).damper.point" in problems
     assert "air_handlers[0](ahu-a): damper and damper_status go together" in problems
+
+
+async def test_a_controller_that_vanishes_leaves_its_units_unknown_until_it_is_back(
+    site: Site,
+) -> None:
+    sim = site.sim.devices["bacnet-hvac"]
+    assert isinstance(sim, BacnetDeviceSim)
+    await site.command("shelter", scope="building/A", params={"hazard": "hazmat"})
+    await eventually(lambda: air_of(site, "building/A")["air"]["secured"] == 1, timeout_s=10)
+    await sim.vanish()
+    await eventually(
+        lambda: air_of(site, "building/A")["air"]["unknown"] == 1,
+        timeout_s=20,
+        message="an offline controller's unit is not counted secured",
+    )
+    await sim.reappear()
+    await eventually(
+        lambda: air_of(site, "building/A")["air"]["secured"] == 1,
+        timeout_s=20,
+        message="back online: commanded again and read back secured",
+    )
+    assert sim.air.priority_array(FAN_A) == {5: False}

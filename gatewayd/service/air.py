@@ -26,7 +26,7 @@ import structlog
 
 from gatewayd.kernel.driver import AnyDriver
 from gatewayd.kernel.errors import DeviceError
-from gatewayd.kernel.events import PointChanged, PointWrite, WritePoints
+from gatewayd.kernel.events import DeviceHealth, Health, PointChanged, PointWrite, WritePoints
 from gatewayd.kernel.scope import Scope
 from gatewayd.kernel.site import AirHandler
 from gatewayd.rules.arbitration import Priority
@@ -104,6 +104,20 @@ class AirService:
             log.info("air.status", unit=unit_id, status=after, fan=state.fan_running,
                      damper=state.damper_open)  # fmt: skip
             self._mark(unit_id)
+
+    def on_health(self, event: DeviceHealth) -> None:
+        """A controller that is offline leaves its units unknown; back, they are commanded again."""
+        online = event.health is not Health.OFFLINE
+        for unit_id, unit in self.units.items():
+            if unit.fan.device != event.device:
+                continue
+            state = self.states[unit_id]
+            if not online and state.fault is None:
+                state.fault = f"device {event.device} offline"
+                self._mark(unit_id)
+            elif online and state.fault is not None:
+                # Re-commanded by the next reconcile (a fault always is), then read back.
+                self._wake.set()
 
     # --- what is wanted ------------------------------------------------------------------------
 

@@ -402,6 +402,7 @@ class Gateway:
                     self.doors.on_point(event)
                     self.air.on_point(event)
                 case DeviceHealth():
+                    self.air.on_health(event)
                     if self.doors.on_health(event):
                         # A board that was away may have rebooted into its default coil
                         # state: write what is decided now, as at start-up.
