@@ -295,7 +295,7 @@ function renderScopes() {
     el("p", { class: "counts", textContent: "secured " + (counts.secured || 0) +
       " · unsecured " + (counts.unsecured || 0) + " · faulted " + (counts.faulted || 0) +
       " · unknown " + (counts.unknown || 0) }),
-    s.air ? el("p", { class: "counts air", textContent: "air secured " + s.air.secured +
+    s.air ? el("p", { class: "air-counts", textContent: "air secured " + s.air.secured +
       " · unsecured " + s.air.unsecured + " · unknown " + s.air.unknown +
       " · released " + s.air.released }) : null,
     s.source && s.source !== scope
