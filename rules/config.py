@@ -42,6 +42,9 @@ class PolicyConfig(Model):
     evacuate_interior: bool = True
     #: SHELTER door actions per hazard; hazards not listed lock exterior doors.
     shelter: dict[Hazard, DoorActions] = Field(default_factory=_shelter_defaults)
+    #: SHELTER for these hazards also stops the air handlers' fans and closes outside air
+    #: (``[[air_handlers]]``); release gives the air back to the building's controls.
+    shelter_air_hazards: frozenset[Hazard] = frozenset({Hazard.HAZMAT})
     #: A fire alarm releases every door, not only egress doors.
     fire_release_all: bool = False
     #: Seconds a fire alarm must stay active before doors release (fire authority approval).

@@ -93,6 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="cannot segment: a reply over --max-apdu is aborted",
     )
+    bacnet.add_argument(
+        "--air-units",
+        type=int,
+        default=0,
+        metavar="N",
+        help="air handlers (fan + outside-air damper each) from instance 1000",
+    )
     # Coil write logs are a relay-board matter.
     for p in (radio, camera, bacnet):
         p.set_defaults(write_log=None)
@@ -185,6 +192,7 @@ def build(args: argparse.Namespace) -> tuple[dict[str, Simulated], CampusSim[Sit
             cov=not args.no_cov,
             max_apdu=args.max_apdu,
             segmentation=not args.no_segmentation,
+            air_units=args.air_units,
         )
     return {args.id: sim}, None
 

@@ -58,6 +58,7 @@ from bacpypes3.primitivedata import CharacterString, Null, ObjectIdentifier, Rea
 
 from gatewayd.drivers.bacnet.points import Point, parse_point
 from gatewayd.kernel.errors import BadPoint
+from gatewayd.simulators.bacnet_air import AirHandlers
 from gatewayd.simulators.base import Simulator
 from gatewayd.simulators.doors import DoorControls, DoorMechanics, Signal
 
@@ -196,6 +197,7 @@ class BacnetDeviceSim(Simulator[PriorityWrite, ApduSeen], DoorControls):
         cov: bool = True,
         max_apdu: int = MAX_APDU,
         segmentation: bool = True,
+        air_units: int = 0,
     ) -> None:
         if not 1 <= doors <= 10_000:
             raise ValueError(f"doors must be 1..10000, got {doors}")
@@ -217,6 +219,8 @@ class BacnetDeviceSim(Simulator[PriorityWrite, ApduSeen], DoorControls):
         self._inputs: list[Any] = []
         self._app: _SimApplication | None = None
         self._restarts = 0
+        #: Air handlers on this controller (simulators/bacnet_air.py), from instance 1000.
+        self.air = AirHandlers(air_units)
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -236,6 +240,7 @@ class BacnetDeviceSim(Simulator[PriorityWrite, ApduSeen], DoorControls):
             "cov": self.cov,
             "max_apdu": self.max_apdu,
             "segmentation": self.segmentation,
+            "air_units": self.air.count,
         }
 
     async def _close(self) -> None:
@@ -245,6 +250,7 @@ class BacnetDeviceSim(Simulator[PriorityWrite, ApduSeen], DoorControls):
 
     def _stopped(self) -> None:
         self.mechanics.cancel()
+        self.air.cancel()
 
     async def _open(self) -> int:
         sock = await self._bind()
@@ -320,7 +326,7 @@ class BacnetDeviceSim(Simulator[PriorityWrite, ApduSeen], DoorControls):
             )
             for i, bit in enumerate(bits)
         ]
-        return [device, *self._locks, *self._inputs]
+        return [device, *self._locks, *self._inputs, *self.air.objects()]
 
     # --- doors and the operator -------------------------------------------------------------
 

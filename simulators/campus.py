@@ -64,6 +64,19 @@ def _doors_on(config: Site, device: str) -> int:
     return sum(1 for door in config.doors if door.lock.device == device)
 
 
+def _air_units_on(config: Site, device: str) -> int:
+    """Air handlers the controller must model: enough for the highest instance used."""
+    from gatewayd.simulators.bacnet_air import AIR_BASE
+
+    instances = [
+        int(ref.point.rsplit(":", 1)[-1].rsplit(",", 1)[-1])
+        for unit in config.air_handlers
+        for ref in (unit.fan, unit.fan_status, unit.damper, unit.damper_status)
+        if ref is not None and ref.device == device
+    ]
+    return max(((i - AIR_BASE) // 2 + 1 for i in instances if i >= AIR_BASE), default=0)
+
+
 class CampusSim(Generic[S]):
     """One simulator per device of a campus config, sized from it."""
 
@@ -140,6 +153,7 @@ class CampusSim(Generic[S]):
         host, _, port = dev.address.rpartition(":")
         return BacnetDeviceSim(
             max(1, _doors_on(self._config, dev.id)),
+            air_units=_air_units_on(self._config, dev.id),
             host=self._host or host,
             port=self._port(int(port)),
             device_instance=dev.device_instance,

@@ -71,6 +71,62 @@ budget_ms = 100
 rules = "demo-rules.toml"
 """
 
+DEMO_SCHEDULES = """\
+# Door schedules (docs/rules.md, "Door schedules"): wall-clock windows in the site's zone at
+# the schedule priority (12): every SRP state, a fire alarm and a responder override beat them.
+[schedules]
+timezone = "America/Chicago"
+# Days without school: no window opens a door (each is an EXDATE of every window).
+holidays = ["2026-11-26/2026-11-27", "2026-12-21/2027-01-01", "2027-01-18"]
+
+[[schedules.windows]]
+id = "main-arrival"
+name = "Main entrance, morning arrival"
+doors = ["A-116"]
+start = "07:30"
+end = "08:15"
+rrule = "FREQ=WEEKLY;BYDAY=MO,TU,WE,TH,FR"
+
+[[schedules.windows]]
+id = "main-dismissal"
+name = "Main entrance, dismissal"
+doors = ["A-116", "A-117"]
+start = "14:45"
+end = "15:30"
+rrule = "FREQ=WEEKLY;BYDAY=MO,TU,WE,TH,FR"
+"""
+
+DEMO_AIR = """\
+# The building automation controller: air handlers (docs/rules.md, "Shelter and the air").
+[[devices]]
+id = "bacnet-hvac"
+driver = "bacnet"
+address = "127.0.0.1:15040"
+device_instance = 3100
+local_address = "127.0.0.1:0"
+
+# SHELTER for hazmat stops each fan and closes its outside air through the controller's
+# priority array (priority 5), read back by the fan's current switch and the damper's end
+# switch; release relinquishes, and a fire alarm's smoke control always has the air.
+[[air_handlers]]
+id = "ahu-a"
+name = "AHU-1, Main Building"
+building = "A"
+fan = { device = "bacnet-hvac", point = "binary-output:1000" }
+fan_status = { device = "bacnet-hvac", point = "binary-input:1000" }
+damper = { device = "bacnet-hvac", point = "binary-output:1001" }
+damper_status = { device = "bacnet-hvac", point = "binary-input:1001" }
+
+[[air_handlers]]
+id = "ahu-b"
+name = "AHU-2, Science Wing"
+building = "B"
+fan = { device = "bacnet-hvac", point = "binary-output:1002" }
+fan_status = { device = "bacnet-hvac", point = "binary-input:1002" }
+damper = { device = "bacnet-hvac", point = "binary-output:1003" }
+damper_status = { device = "bacnet-hvac", point = "binary-input:1003" }
+"""
+
 
 def _doors(plan: BuildingPlan) -> Iterator[tuple[str, str, str, str, str]]:
     """(door id, room, floor, zone, kind) for a building."""
@@ -294,7 +350,12 @@ def demo_security() -> str:
 
 def demo_plan() -> CampusPlan:
     """The demo campus with its policy and the DEMO actors."""
-    return CampusPlan(DEMO.buildings, DEMO.cameras, DEMO.radio, (DEMO_POLICY, demo_security()))
+    return CampusPlan(
+        DEMO.buildings,
+        DEMO.cameras,
+        DEMO.radio,
+        (DEMO_POLICY, DEMO_SCHEDULES, DEMO_AIR, demo_security()),
+    )
 
 
 def bench_plans(doors: int, per_board: int) -> CampusPlan:

@@ -20,6 +20,7 @@ pytest_plugins = [
     "tests.support.console",
     "tests.support.disk",
     "tests.support.district",
+    "tests.support.daemon",
 ]
 
 # Timing on a shared 2-core machine is noisy: no per-example deadline.

@@ -137,7 +137,9 @@ def test_console_passwd_prints_a_hash_that_verifies(
 def _no_gateway() -> Any:
     """Enough of a gateway for checks that never reach it."""
     return SimpleNamespace(
-        doors=SimpleNamespace(doors={}), campus=SimpleNamespace(doors={}, all_scopes=list)
+        doors=SimpleNamespace(doors={}),
+        campus=SimpleNamespace(doors={}, all_scopes=list),
+        upcoming_schedules=list,
     )
 
 

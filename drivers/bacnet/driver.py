@@ -80,6 +80,7 @@ class BacnetDriver(Driver[BacnetConfig]):
     """Locks on binary outputs (through the priority array), doors on binary inputs."""
 
     config_model = BacnetConfig
+    priority_array = True
 
     def __init__(self, config: BacnetConfig, points: frozenset[str], emit: Emit) -> None:
         super().__init__(config, points, emit)
@@ -457,6 +458,8 @@ class BacnetDriver(Driver[BacnetConfig]):
     async def _write_one(self, write: Write) -> int:
         """Command our new slot first, then relinquish the slots we held before."""
         objid = object_id(write.point)
+        if write.relinquish:
+            return await self._relinquish(objid, write)
         on_wire_ns = await self._link.write_present_value(objid, write.value, write.priority)
         held = self._held.setdefault(write.point, set())
         held.add(write.priority)
@@ -464,6 +467,17 @@ class BacnetDriver(Driver[BacnetConfig]):
             await self._link.write_present_value(objid, None, stale)
             held.discard(stale)
             self._counts["relinquished"] += 1
+        return on_wire_ns
+
+    async def _relinquish(self, objid: ObjectIdentifier, write: Write) -> int:
+        """Null every slot we hold (and the asked one, held or not: a restart may hide it)."""
+        held = self._held.pop(write.point, set())
+        on_wire_ns: int | None = None
+        for slot in sorted(held | {write.priority}):
+            sent = await self._link.write_present_value(objid, None, slot)
+            on_wire_ns = sent if on_wire_ns is None else on_wire_ns
+            self._counts["relinquished"] += 1
+        assert on_wire_ns is not None
         return on_wire_ns
 
     async def _read_now(self, points: list[Point]) -> CommandResult:

@@ -59,6 +59,8 @@ class Write:
     point: Point
     value: bool
     priority: int
+    #: Relinquish every slot the gateway holds on this output (value unused).
+    relinquish: bool = False
 
 
 def plan_writes(writes: Iterable[PointWrite], known: frozenset[Point]) -> list[Write]:
@@ -72,10 +74,11 @@ def plan_writes(writes: Iterable[PointWrite], known: frozenset[Point]) -> list[W
             raise BadPoint(f"{point} is not a point of this device's campus bindings")
         if not 1 <= write.priority <= 16:
             raise BadPoint(f"{point}: priority {write.priority} is outside 1..16")
+        planned = Write(point, write.value, write.priority, write.relinquish)
         earlier = out.get(point)
-        if earlier is not None and earlier != Write(point, write.value, write.priority):
+        if earlier is not None and earlier != planned:
             raise BadPoint(f"{point} is written twice with different values in one command")
-        out[point] = Write(point, write.value, write.priority)
+        out[point] = planned
     if not out:
         raise BadPoint("a write command needs at least one binary-output")
     return sorted(out.values(), key=lambda w: w.point)

@@ -115,6 +115,9 @@ class PointTable:
         out: dict[int, bool] = {}
         for write in writes:
             point = parse_point(write.point)
+            if write.relinquish:
+                # A coil has no priority array: "give it back" has no safe meaning here.
+                raise BadPoint(f"{write.point!r}: a relay coil cannot be relinquished")
             if point.kind != "coil":
                 raise BadPoint(f"{write.point!r} is an input and cannot be written")
             if point.address >= self._config.coils:

@@ -10,11 +10,12 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gatewayd.app.opconfig import OperatorConfig, load_operator_config
+from gatewayd.app.reload import add_reload_command, schedule_lines
 from gatewayd.kernel.errors import ConfigError, GatewayError
 from gatewayd.uplink.config import MqttConfig
 
@@ -78,6 +79,8 @@ def _parser() -> argparse.ArgumentParser:
     p = command("check", "validate a campus config and print a summary")
     p.set_defaults(handler=_check)
 
+    add_reload_command(command)
+
     p = sub.add_parser("demo", help="run the demo campus: simulators, a private broker, daemon")
     p.add_argument("-c", "--config", default=None, help="campus file (default: the demo campus)")
     p.add_argument("--mqtt", default=None, help="use this broker instead of a private Mosquitto")
@@ -98,6 +101,32 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(handler=_demo)
 
+    _door_commands(command)
+
+    p = command("drill", "run a drill: scoped, timed, dry-run unless --live")
+    p.add_argument(
+        "--state", required=True, choices=["hold", "secure", "lockdown", "evacuate", "shelter"]
+    )
+    p.add_argument("--scope", required=True, help="campus, building/<id> or zone/<id>")
+    p.add_argument("--duration", type=float, required=True, metavar="SECONDS")
+    p.add_argument("--live", action="store_true", help="actuate doors (default: dry run)")
+    p.add_argument("--hazard", default=None, help="for a shelter drill")
+    _operator_options(p)
+    p.set_defaults(handler=_operate, action="drill")
+
+    p = command("status", "show the campus state and doors as the broker holds them")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--mqtt", default=None, help="broker URL (default: from the config)")
+    p.add_argument("--all", action="store_true", help="list every door, not only exceptions")
+    p.set_defaults(handler=_status)
+    _security_commands(sub)
+    _district_commands(sub)
+    _report_commands(sub)
+    return parser
+
+
+def _door_commands(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    """The SRP states, ``release``, ``lock`` and ``unlock``: one signed command each."""
     for action, help_text in (
         ("lockdown", "LOCKDOWN a scope: classroom, interior (and perimeter) doors locked"),
         ("secure", "SECURE a scope: exterior doors locked"),
@@ -136,27 +165,6 @@ def _parser() -> argparse.ArgumentParser:
             )
         _operator_options(p)
         p.set_defaults(handler=_operate, action=action)
-
-    p = command("drill", "run a drill: scoped, timed, dry-run unless --live")
-    p.add_argument(
-        "--state", required=True, choices=["hold", "secure", "lockdown", "evacuate", "shelter"]
-    )
-    p.add_argument("--scope", required=True, help="campus, building/<id> or zone/<id>")
-    p.add_argument("--duration", type=float, required=True, metavar="SECONDS")
-    p.add_argument("--live", action="store_true", help="actuate doors (default: dry run)")
-    p.add_argument("--hazard", default=None, help="for a shelter drill")
-    _operator_options(p)
-    p.set_defaults(handler=_operate, action="drill")
-
-    p = command("status", "show the campus state and doors as the broker holds them")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--mqtt", default=None, help="broker URL (default: from the config)")
-    p.add_argument("--all", action="store_true", help="list every door, not only exceptions")
-    p.set_defaults(handler=_status)
-    _security_commands(sub)
-    _district_commands(sub)
-    _report_commands(sub)
-    return parser
 
 
 def _report_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -261,6 +269,8 @@ def _check(args: argparse.Namespace) -> int:
     for warning in check_warnings(config):
         print(f"WARNING   {warning}")
     _check_plans(config)
+    for line in schedule_lines(config):
+        print(line)
     return _check_security(config)
 
 
@@ -340,6 +350,10 @@ def summary(config: Config) -> str:
         f"doors     {len(config.doors)} in {len(config.zones)} zones;"
         f" {len(config.inputs)} alarm inputs"
     )
+    if config.air_handlers:
+        hazards = ", ".join(sorted(config.policy.shelter_air_hazards)) or "no hazard"
+        lines.append(f"air       {len(config.air_handlers)} air handlers; SHELTER for {hazards}"
+                     " stops their fans and closes outside air")  # fmt: skip
     return "\n".join(lines)
 
 

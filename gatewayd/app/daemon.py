@@ -9,6 +9,8 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -26,6 +28,8 @@ STOP_DEADLINE_S = 5.0
 
 #: Exit status after a fatal error (the unit restarts the daemon).
 EX_FATAL = 1
+#: The daemon's process id, in the state dir, while it runs.
+PID_FILE = "gatewayd.pid"
 
 
 def run_daemon(config: Config) -> int:
@@ -82,6 +86,17 @@ async def serve(config: Config, on_ready: Callable[[Gateway], None] | None = Non
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
+    reloads: set[asyncio.Task[Any]] = set()
+
+    def on_reload() -> None:
+        # systemd's ExecReload and `gatewayd reload` send SIGHUP: schedules change live.
+        log.info("daemon.reload", signal="SIGHUP")
+        task = loop.create_task(gateway.reload(actor="system:sighup"), name="reload")
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_reload)
+    pid_file = write_pid_file(config)
 
     def ready() -> None:
         doors = len(gateway.campus.doors)
@@ -102,8 +117,22 @@ async def serve(config: Config, on_ready: Callable[[Gateway], None] | None = Non
         pass
     finally:
         notifier.close()
+        with contextlib.suppress(OSError):
+            pid_file.unlink()
     log.info("daemon.stopped")
     return 0
+
+
+def pid_path(config: Config) -> Path:
+    """Where the running daemon writes its process id (``gatewayd reload`` reads it)."""
+    return Path(config.state_dir) / PID_FILE
+
+
+def write_pid_file(config: Config) -> Path:
+    path = pid_path(config)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.write_text(f"{os.getpid()}\n", encoding="ascii")
+    return path
 
 
 def start_problems(config: Config) -> list[str]:

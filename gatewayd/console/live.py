@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections import defaultdict, deque
 from datetime import UTC, datetime
 from typing import Any
@@ -25,6 +26,8 @@ FEED_SIZE = 200
 #: Messages waiting per page; a page that falls this far behind is disconnected, and its
 #: browser reconnects and starts again from a fresh snapshot.
 SUBSCRIBER_QUEUE = 64
+#: How often the door schedules' next transitions are computed again (they change slowly).
+SCHEDULES_S = 5.0
 #: The srp states that are an incident rather than normal running.
 _CALM = frozenset({"normal", None})
 
@@ -43,6 +46,9 @@ class Live:
         self.doors: dict[str, dict[str, Any]] = {}
         self.scopes: dict[str, dict[str, Any]] = {}
         self.feed: deque[dict[str, Any]] = deque(maxlen=FEED_SIZE)
+        #: Each door schedule with its next transitions (docs/rules.md, "Door schedules").
+        self.schedules: list[dict[str, Any]] = []
+        self._schedules_at = float("-inf")
         self._subscribers: set[asyncio.Queue[Message]] = set()
         self._seq = itertools.count(1)
         #: Pages dropped for falling behind, since start.
@@ -80,7 +86,8 @@ class Live:
         queue.put_nowait(None)
 
     def snapshot(self) -> dict[str, Any]:
-        return {"doors": self.doors, "scopes": self.scopes, "feed": list(self.feed)}
+        return {"doors": self.doors, "scopes": self.scopes, "feed": list(self.feed),
+                "schedules": self.schedules}  # fmt: skip
 
     # --- polling ---------------------------------------------------------------------------
 
@@ -104,6 +111,17 @@ class Live:
             self._broadcast("scopes", changed_scopes)
         for entry in entries:
             self.add_feed(entry)
+        self._refresh_schedules()
+
+    def _refresh_schedules(self) -> None:
+        now = time.monotonic()
+        if now - self._schedules_at < SCHEDULES_S:
+            return
+        self._schedules_at = now
+        schedules = self.gateway.upcoming_schedules()
+        if schedules != self.schedules:
+            self.schedules = schedules
+            self._broadcast("schedules", schedules)
 
     def add_feed(self, entry: dict[str, Any]) -> dict[str, Any]:
         """Number, stamp, keep and push one feed entry."""

@@ -40,6 +40,8 @@ class GatewayLike(Protocol):
 
     def scope_state(self, scope: Scope) -> dict[str, Any]: ...
 
+    def upcoming_schedules(self) -> list[dict[str, Any]]: ...
+
 
 def door_word(state: DoorState) -> str:
     """``locked``, ``unlocked``, ``open``, ``unknown`` or ``faulted``: what the page shows."""

@@ -65,6 +65,21 @@ class Campus:
             point = drivers[alarm.point.device].parse_point(alarm.point.point)
             self.points[alarm.point.device].add(point)
             self.point_roles[(alarm.point.device, point)] = (alarm.id, "input")
+        #: Air handlers by id, and (device, point) -> (air handler id, role) for read-back.
+        self.air = {a.id: a for a in config.air_handlers}
+        self.air_roles: dict[tuple[str, str], tuple[str, str]] = {}
+        self.air_bindings: dict[str, dict[str, tuple[str, str]]] = {}
+        for unit in config.air_handlers:
+            binding: dict[str, tuple[str, str]] = {}
+            for role in ("fan", "fan_status", "damper", "damper_status"):
+                ref = getattr(unit, role)
+                if ref is None:
+                    continue
+                point = drivers[ref.device].parse_point(ref.point)
+                self.points[ref.device].add(point)
+                self.air_roles[(ref.device, point)] = (unit.id, role)
+                binding[role] = (ref.device, point)
+            self.air_bindings[unit.id] = binding
         self.buildings = {b.id: b for b in config.buildings}
         self.zones = {z.id: z for z in config.zones}
 

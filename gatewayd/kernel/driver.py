@@ -132,6 +132,10 @@ class Driver(abc.ABC, Generic[ConfigT]):
     #: True when concurrent writes reach the device in the order :meth:`execute` was called
     #: (the driver may merge them); the door service then does not serialise them itself.
     ordered_writes: ClassVar[bool] = False
+    #: True when the device keeps a priority array, so a write can be relinquished
+    #: (``PointWrite.relinquish``) and the device falls back to its own lower priorities.
+    #: Air handlers need it: the gateway must give the air back to the building's controls.
+    priority_array: ClassVar[bool] = False
 
     def __init__(self, config: ConfigT, points: frozenset[str], emit: Emit) -> None:
         #: This device's validated settings.

@@ -40,6 +40,9 @@ class PointWrite:
     #: Priority in the BACnet sense (1 highest, 16 lowest); drivers without a priority
     #: array ignore it because the core already arbitrated.
     priority: int = 16
+    #: Give the output back: relinquish every slot the gateway holds (``value`` is unused).
+    #: Only a driver with ``priority_array`` accepts it; any other refuses the command.
+    relinquish: bool = False
 
 
 @dataclass(frozen=True, slots=True)

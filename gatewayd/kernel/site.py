@@ -22,7 +22,7 @@ from gatewayd.kernel.siteinfo import SiteConfig
 from gatewayd.kernel.validation import Model, describe_errors, read_toml, validated, where
 
 #: The top-level keys of a campus file that make up the site model.
-SITE_KEYS = ("site", "buildings", "zones", "devices", "doors", "inputs")
+SITE_KEYS = ("site", "buildings", "zones", "devices", "doors", "inputs", "air_handlers")
 
 
 class DoorKind(StrEnum):
@@ -93,6 +93,24 @@ class AlarmInput(Model):
     active_high: bool = True
 
 
+class AirHandler(Model):
+    """An air handler: its supply fan and outside-air damper, commanded and read back.
+
+    SHELTER for a hazard the policy names stops the fan and closes the damper (docs/rules.md,
+    "Shelter and the air"). Commands are outputs (on = fan runs, damper open); statuses are
+    inputs (a current switch on the fan, an end switch on the damper; on = running, open).
+    """
+
+    id: str = Field(pattern=ID_PATTERN)
+    name: str = ""
+    building: str
+    zone: str | None = None
+    fan: PointRef
+    fan_status: PointRef
+    damper: PointRef | None = None
+    damper_status: PointRef | None = None
+
+
 class SiteFile(Model):
     """The site part of a campus file as written; devices stay raw until their drivers check."""
 
@@ -102,6 +120,7 @@ class SiteFile(Model):
     devices: tuple[dict[str, Any], ...] = ()
     doors: tuple[Door, ...] = ()
     inputs: tuple[AlarmInput, ...] = ()
+    air_handlers: tuple[AirHandler, ...] = ()
 
 
 class Site(Model):
@@ -113,6 +132,7 @@ class Site(Model):
     devices: tuple[DriverConfig, ...]
     doors: tuple[Door, ...]
     inputs: tuple[AlarmInput, ...]
+    air_handlers: tuple[AirHandler, ...] = ()
 
     def device(self, device_id: str) -> DriverConfig:
         for dev in self.devices:
@@ -153,6 +173,7 @@ def load_site(path: str | Path) -> Site:
         devices=tuple(devices.values()),
         doors=parsed.doors,
         inputs=parsed.inputs,
+        air_handlers=parsed.air_handlers,
     )
 
 
@@ -268,6 +289,49 @@ def _check_references(
             problems.append(f"{at}.building: unknown building {alarm.building!r}")
         if alarm.point.device not in broken:
             _check_point(f"{at}.point", alarm.point, devices, problems, output=False)
+    _check_air(campus, devices, broken, used_outputs, problems)
+
+
+def _check_air(
+    campus: SiteFile,
+    devices: Mapping[str, DriverConfig],
+    broken: set[str],
+    used_outputs: dict[tuple[str, str], str],
+    problems: list[str],
+) -> None:
+    """Air handlers: their building and zone, and outputs on devices with a priority array."""
+    buildings = {b.id: b for b in campus.buildings}
+    zones = {z.id for z in campus.zones}
+    _unique("air_handlers", [a.id for a in campus.air_handlers], problems)
+    for i, unit in enumerate(campus.air_handlers):
+        at = f"air_handlers[{i}]({unit.id})"
+        if unit.building not in buildings:
+            problems.append(f"{at}.building: unknown building {unit.building!r}"
+                            f" (expected one of: {_names(buildings)})")  # fmt: skip
+        if unit.zone is not None and unit.zone not in zones:
+            problems.append(f"{at}.zone: unknown zone {unit.zone!r}")
+        if (unit.damper is None) != (unit.damper_status is None):
+            problems.append(f"{at}: damper and damper_status go together (a damper is verified)")
+        refs = (
+            ("fan", unit.fan, True),
+            ("fan_status", unit.fan_status, False),
+            ("damper", unit.damper, True),
+            ("damper_status", unit.damper_status, False),
+        )
+        for field, ref, output in refs:
+            if ref is None or ref.device in broken:
+                continue
+            point = _check_point(f"{at}.{field}", ref, devices, problems, output=output)
+            if output and point is not None:
+                if not load_driver(devices[ref.device].driver).priority_array:
+                    problems.append(
+                        f"{at}.{field}.device: {ref.device!r} has no priority array; the"
+                        " gateway must be able to give the air back (use BACnet)"
+                    )
+                    continue
+                other = used_outputs.setdefault((ref.device, point), unit.id)
+                if other != unit.id:
+                    problems.append(f"{at}.{field}: {ref.device}/{point} already drives {other!r}")
 
 
 def _check_point(

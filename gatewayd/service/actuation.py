@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from gatewayd.rules.engine import Engine
@@ -16,9 +16,16 @@ class Actuator:
     def __init__(self, engine: Engine, doors: DoorService) -> None:
         self._engine = engine
         self._doors = doors
+        self._listeners: list[Callable[[], None]] = []
+
+    def listen(self, listener: Callable[[], None]) -> None:
+        """Be told (synchronously, never awaited) that the sources may have changed."""
+        self._listeners.append(listener)
 
     async def apply(self, doors: Iterable[str], trigger_ns: int) -> ActuationReport:
         """Actuate what the engine decides now; the door topic names override and drill."""
+        for listener in self._listeners:
+            listener()
         decisions = self._engine.decide_all(doors)
         targets = {
             d: Target(dec.locked, dec.reason, int(dec.priority)) for d, dec in decisions.items()

@@ -20,6 +20,7 @@ from gatewayd.kernel.errors import ConfigError
 from gatewayd.kernel.site import SITE_KEYS, Site, SiteFile, check_site
 from gatewayd.kernel.validation import describe_errors, read_toml
 from gatewayd.rules.config import PolicyConfig
+from gatewayd.rules.schedules import SchedulesConfig, check_doors
 from gatewayd.security.actors import SecurityConfig
 from gatewayd.service.cap import CapConfig
 from gatewayd.uplink.config import MqttConfig
@@ -36,6 +37,8 @@ class CampusFile(SiteFile):
     console: ConsoleConfig | None = None
     #: CAP 1.2 alerts on ``<prefix>/<site>/cap`` (on unless ``enabled = false``).
     cap: CapConfig = CapConfig()
+    #: Door schedules and the holiday calendar (docs/rules.md, "Door schedules").
+    schedules: SchedulesConfig | None = None
     #: Where the safety state and outbox live; relative to the config file.
     state_dir: str = "var"
 
@@ -51,6 +54,8 @@ class Config(Site):
     #: The web console; off unless the section is present.
     console: ConsoleConfig | None = None
     cap: CapConfig = CapConfig()
+    #: Door schedules and the holiday calendar; none unless the section is present.
+    schedules: SchedulesConfig | None = None
 
 
 def load_config(path: str | Path) -> Config:
@@ -69,6 +74,8 @@ def parse_config(raw: Mapping[str, Any], source: str = "<config>") -> Config:
         raise ConfigError(source, [*describe_errors(exc, raw, model=CampusFile),
                                    *_site_problems(raw)]) from exc  # fmt: skip
     devices, problems = check_site(campus, raw)
+    if campus.schedules is not None:
+        problems += check_doors(campus.schedules, (d.id for d in campus.doors))
     if problems:
         raise ConfigError(source, problems)
     # systemd's StateDirectory= is passed in the environment and wins over the file.
@@ -96,6 +103,7 @@ def parse_config(raw: Mapping[str, Any], source: str = "<config>") -> Config:
         security=security,
         console=campus.console,
         cap=campus.cap,
+        schedules=campus.schedules,
         site=campus.site,
         mqtt=mqtt,
         buildings=campus.buildings,
@@ -103,6 +111,7 @@ def parse_config(raw: Mapping[str, Any], source: str = "<config>") -> Config:
         devices=tuple(devices.values()),
         doors=campus.doors,
         inputs=campus.inputs,
+        air_handlers=campus.air_handlers,
         state_dir=str(state_dir),
     )
 
@@ -142,3 +151,14 @@ def with_state_dir(config: Config, state_dir: Path) -> Config:
         for dev in config.devices
     )
     return config.model_copy(update={"devices": devices, "state_dir": str(state_dir)})
+
+
+#: What a reload applies without a restart.
+LIVE_SECTIONS = frozenset({"schedules"})
+
+
+def restart_needed(running: Config, new: Config) -> list[str]:
+    """The sections of ``new`` that differ from the running config and need a restart."""
+    # Paths and the state dir are resolved the same way for both; compare as loaded.
+    fields = set(Config.model_fields) - LIVE_SECTIONS - {"source"}
+    return sorted(f for f in fields if getattr(running, f) != getattr(new, f))

@@ -27,7 +27,7 @@ from gatewayd.kernel.bus import Bus
 from gatewayd.kernel.campus import Campus
 from gatewayd.kernel.command import MAX_COMMAND_BYTES
 from gatewayd.kernel.driver import AnyDriver
-from gatewayd.kernel.errors import GatewayError
+from gatewayd.kernel.errors import ConfigError, GatewayError
 from gatewayd.kernel.events import (
     CameraEvent,
     DeviceFault,
@@ -41,6 +41,7 @@ from gatewayd.kernel.scope import CAMPUS, Scope
 from gatewayd.rules.actions import ActionSink
 from gatewayd.rules.engine import Engine
 from gatewayd.rules.rulefile import RuleSet, load_rules
+from gatewayd.rules.schedules import KEY_PREFIX as SCHEDULE_PREFIX
 from gatewayd.rules.sources import Source
 from gatewayd.security.anchor import HeadSigner
 from gatewayd.security.audit import AuditKind, AuditRecord
@@ -48,10 +49,11 @@ from gatewayd.security.guard import open_guard
 from gatewayd.security.journal import daemon_record
 from gatewayd.security.keys import ServerKeys
 from gatewayd.service.actuation import Actuator
+from gatewayd.service.air import AirService
 from gatewayd.service.cap import CapAlerts
 from gatewayd.service.clock import ClockWatch
 from gatewayd.service.commands import CommandService
-from gatewayd.service.config import Config
+from gatewayd.service.config import Config, load_config, restart_needed
 from gatewayd.service.core import Core
 from gatewayd.service.dispatch import DeviceSink
 from gatewayd.service.doors import ActuationReport, DoorService
@@ -60,6 +62,7 @@ from gatewayd.service.drills import Drills
 from gatewayd.service.expiry import Expiry
 from gatewayd.service.publisher import Publisher
 from gatewayd.service.reporting import Reporting
+from gatewayd.service.schedules import Scheduler, WallClock
 from gatewayd.service.supervisor import Supervisor
 from gatewayd.service.tasks import Tasks
 from gatewayd.service.triggers import Triggers
@@ -78,7 +81,12 @@ class Gateway:
     """One campus gateway; run it with :meth:`run`."""
 
     def __init__(
-        self, config: Config, *, sink: ActionSink | None = None, rules: RuleSet | None = None
+        self,
+        config: Config,
+        *,
+        sink: ActionSink | None = None,
+        rules: RuleSet | None = None,
+        clock: WallClock = time.time,
     ) -> None:
         self.config = config
         self.policy = config.policy
@@ -157,11 +165,7 @@ class Gateway:
             tasks=self.tasks,
         )
         self.drift = DriftGuard(core, self.doors, self.tasks)
-        self.publisher.listen(self.triggers.evaluate_rules)
-        #: CAP 1.2 alerts for signage and notification systems (gatewayd.service.cap).
-        self.cap = CapAlerts(self.campus, config.cap, self.uplink,
-                             actuating=lambda: self.doors.actuating)  # fmt: skip
-        self.publisher.listen(self.cap.event)
+        self._site_services(core, config, clock)
         self.publisher.listen(self._record_action)
         self.doors.listen(doors=self.publisher.door_changed, inputs=self.triggers.input_changed,
                           drift=self.drift.drifted)  # fmt: skip
@@ -170,12 +174,29 @@ class Gateway:
         self.console: Console | None = None
         self.supervisor: Supervisor | None = None
         self.started_at = time.time()
+        #: Set once start-up is over (doors re-asserted, uplink up): reloads wait for it.
+        self._ready = False
         if self.policy.fire_verification_s:
             log.warning(
                 "policy.fire_verification_delay",
                 seconds=self.policy.fire_verification_s,
                 note="fire alarms release egress doors only after this delay",
             )
+
+    def _site_services(self, core: Core, config: Config, clock: WallClock) -> None:
+        """Schedules, shelter air and CAP alerts: built on the core, fed by the publisher."""
+        #: Door schedules at the schedule priority (``[schedules]``); ``clock`` is the wall
+        #: clock they follow (a test injects one).
+        self.schedules = Scheduler(core, config.schedules, clock=clock)
+        #: SHELTER's air: fans stopped, outside air closed (``[[air_handlers]]``).
+        self.air = AirService(core, self.drivers)
+        self.actuator.listen(self.air.changed)
+        self.publisher.air_summary = self.air.summary
+        self.publisher.listen(self.triggers.evaluate_rules)
+        #: CAP 1.2 alerts for signage and notification systems (gatewayd.service.cap).
+        self.cap = CapAlerts(self.campus, config.cap, self.uplink,
+                             actuating=lambda: self.doors.actuating)  # fmt: skip
+        self.publisher.listen(self.cap.event)
 
     # --- what the outside calls ------------------------------------------------------------
 
@@ -185,6 +206,10 @@ class Gateway:
 
     def scope_state(self, scope: Scope) -> dict[str, Any]:
         return self.publisher.scope_state(scope)
+
+    def upcoming_schedules(self) -> list[dict[str, Any]]:
+        """Each door schedule, whether it holds now, and its next transitions."""
+        return self.schedules.upcoming()
 
     @property
     def audit_path(self) -> Path:
@@ -238,6 +263,8 @@ class Gateway:
                 group.create_task(self._console(self.config.console), name="gateway:console")
             group.create_task(self.expiry.run(), name="gateway:expiry")
             group.create_task(self.cap.run(), name="gateway:cap")
+            group.create_task(self.schedules.run(), name="gateway:schedules")
+            group.create_task(self.air.run(), name="gateway:air")
             group.create_task(self._publish_heads(), name="gateway:heads")
             # Everything built so far lives as long as the daemon: keep the cyclic collector
             # from re-scanning it, so a full collection cannot stall a lockdown for tens of ms.
@@ -249,6 +276,7 @@ class Gateway:
                 devices=len(self.drivers),
                 ms=round((now_ns() - t0) / 1e6, 1),
             )
+            self._ready = True
             ready()
             await asyncio.Event().wait()
 
@@ -263,7 +291,12 @@ class Gateway:
         restored: list[Source] = []
         fire: list[Source] = []
         unreadable: list[str] = []
+        # A schedule is the config and the clock, not state: re-derived below, never restored
+        # (a window that ended while the daemon was down must not open its doors again).
+        self.schedules.forget(list(recovered.sources))
         for key, body in recovered.sources.items():
+            if key.startswith(SCHEDULE_PREFIX):
+                continue
             try:
                 source = Source.from_json(body)
                 self.campus.resolve(source.scope)
@@ -275,6 +308,7 @@ class Gateway:
             self.engine.put(source)
         ended = self.expiry.drop_expired()
         self.triggers.restore_fire(fire)
+        await self.schedules.prime()
         problems = recovered.problems + [f"source not restored: {u}" for u in unreadable]
         daemon_record(self.journal, "started", sources=len(restored), fire_rows=len(fire),
                       expired=[s.key for s in ended], rebuilt=recovered.rebuilt,
@@ -337,11 +371,44 @@ class Gateway:
         self.publisher.event("command", "mqtt", data, life_safety=False)
 
     def _clock_stepped(self, step_s: float) -> None:
+        self.schedules.clock_stepped(step_s)
         self.publisher.event("alarm", "gateway",
                              {"type": "clock_step", "step_s": round(step_s, 3),
                               "window_s": self.clock.threshold_s},
                              life_safety=True)  # fmt: skip
         daemon_record(self.journal, "clock_stepped", step_s=round(step_s, 3))
+
+    async def reload(
+        self, config: Config | None = None, *, actor: str = "system:reload"
+    ) -> dict[str, Any]:
+        """Re-read the campus file (or take ``config``) and apply what can change live.
+
+        Schedules take effect at once; any other section that differs is named in the answer
+        and the log as needing a restart. A file that does not validate changes nothing.
+        Audited either way.
+        """
+        if not self._ready:
+            # Before start-up has re-asserted the doors, nothing may change under it.
+            log.warning("gateway.reload_too_early", actor=actor)
+            return {"ok": False, "problems": ["the gateway is still starting; reload again"]}
+        try:
+            if config is None:
+                config = await asyncio.to_thread(load_config, self.config.source)
+        except ConfigError as exc:
+            log.error("gateway.reload_refused", source=self.config.source, problems=exc.problems)
+            daemon_record(self.journal, "reload_refused", actor=actor, problems=exc.problems)
+            self.publisher.event("alarm", "gateway",
+                                 {"type": "reload_refused", "problems": exc.problems},
+                                 life_safety=False)  # fmt: skip
+            return {"ok": False, "problems": exc.problems}
+        restart = restart_needed(self.config, config)
+        schedules = await self.schedules.reload(config.schedules, actor=actor)
+        self.config = self.config.model_copy(update={"schedules": config.schedules})
+        daemon_record(self.journal, "reloaded", actor=actor, schedules=schedules,
+                      restart_needed=restart)  # fmt: skip
+        if restart:
+            log.warning("gateway.reload_partial", restart_needed=restart)
+        return {"ok": True, "schedules": schedules, "restart_needed": restart}
 
     async def _reassert_device(self, device: str) -> None:
         report = await self.actuator.apply(self.doors.doors_on(device), now_ns())
@@ -360,7 +427,9 @@ class Gateway:
             match event:
                 case PointChanged():
                     self.doors.on_point(event)
+                    self.air.on_point(event)
                 case DeviceHealth():
+                    self.air.on_health(event)
                     if self.doors.on_health(event):
                         # A board that was away may have rebooted into its default coil
                         # state: write what is decided now, as at start-up.
@@ -403,6 +472,8 @@ class Gateway:
             "uptime_s": round(time.time() - self.started_at, 1),
             "actuations": self.doors.actuations,
             "drift": self.drift.statistics(),
+            "schedules": self.schedules.statistics(),
+            "air": self.air.statistics(),
             "bus": self.bus.statistics(),
             "uplink": self.uplink.statistics(),
             "devices": self.supervisor.statistics() if self.supervisor else {},

@@ -79,6 +79,8 @@ class Publisher:
         self._wake = asyncio.Event()
         #: A state change or a restart marked many topics: gather before publishing.
         self._bulk = False
+        #: The air handlers' counts for a scope's state topic (empty when it has none).
+        self.air_summary: Callable[[Scope], dict[str, Any]] | None = None
 
     def listen(self, listener: EventListener) -> None:
         self._listeners.append(listener)
@@ -136,6 +138,11 @@ class Publisher:
             self._dirty_scopes.update(
                 s for s in self._campus.all_scopes() if inside & set(self._campus.resolve(s))
             )
+
+    def mark_counts(self, scope: Scope) -> None:
+        """Something a scope counts changed (an air handler's read-back): it and its parents."""
+        self._dirty_scopes.update(self.ancestors(scope))
+        self._wake.set()
 
     def mark_everything(self) -> None:
         """After a (re)start: every door and scope topic goes out again."""
@@ -209,6 +216,7 @@ class Publisher:
             "dry_run": winner.dry_run if winner else False,
             "until": utc_iso(winner.expires_at) if winner and winner.expires_at else None,
             **self._doors.summary(self._campus.resolve(scope)),
+            **(self.air_summary(scope) if self.air_summary else {}),
             "updated_at": utc_iso(),
         }
 

@@ -72,9 +72,17 @@ class HasUrl(Protocol):
     def url(self) -> str: ...
 
 
-def demo_config(broker: HasUrl, state_dir: Path, *, poll_interval_ms: int = 100) -> Config:
-    """The demo campus pointed at a test broker, polling fast so faults show quickly."""
+def demo_config(
+    broker: HasUrl, state_dir: Path, *, poll_interval_ms: int = 100, schedules: bool = False
+) -> Config:
+    """The demo campus pointed at a test broker, polling fast so faults show quickly.
+
+    Its door schedules follow the real clock, so they are left out unless ``schedules``: a
+    test that meets the morning window would see the main entrance unlocked.
+    """
     config = load_config(DEMO)
+    if not schedules:
+        config = config.model_copy(update={"schedules": None})
     devices = tuple(
         d.model_copy(update={"poll_interval_ms": poll_interval_ms, "timeout_ms": 300})
         if isinstance(d, ModbusRelayConfig)
@@ -202,11 +210,16 @@ async def running_site(
 
 
 @contextlib.asynccontextmanager
-async def site_of(config: Config, *, actuation_ms: float = 2) -> AsyncIterator[Site]:
-    """A campus running in the test's loop: its simulated devices and its gateway."""
+async def site_of(
+    config: Config, *, actuation_ms: float = 2, **collaborators: Any
+) -> AsyncIterator[Site]:
+    """A campus running in the test's loop: its simulated devices and its gateway.
+
+    ``collaborators`` go to the gateway (a sink, rules, the wall clock its schedules follow).
+    """
     async with CampusSim(config, free_ports=True, actuation_ms=actuation_ms) as sim:
         running = Site(sim, sim.config())
-        await running.start_gateway()
+        await running.start_gateway(**collaborators)
         try:
             yield running
         finally:

@@ -251,6 +251,10 @@ function connect() {
     app.feed = app.feed.slice(-200);
     renderFeed();
   });
+  stream.addEventListener("schedules", (e) => {
+    app.schedules = JSON.parse(e.data);
+    renderSchedules();
+  });
   stream.addEventListener("signed_out", () => signedOut("Your session has expired."));
   stream.addEventListener("error", async () => {
     $("conn").textContent = "Connection lost: reconnecting…";
@@ -265,6 +269,8 @@ function applySnapshot(snap) {
   app.doors = snap.doors;
   app.scopes = snap.scopes;
   app.feed = snap.feed;
+  app.schedules = snap.schedules || [];
+  renderSchedules();
   for (const id of Object.keys(app.doors)) renderDoor(id);
   renderScopes();
   renderFeed();
@@ -360,6 +366,9 @@ function renderScopes() {
     el("p", { class: "counts", textContent: "secured " + (counts.secured || 0) +
       " · unsecured " + (counts.unsecured || 0) + " · faulted " + (counts.faulted || 0) +
       " · unknown " + (counts.unknown || 0) }),
+    s.air ? el("p", { class: "air-counts", textContent: "air secured " + s.air.secured +
+      " · unsecured " + s.air.unsecured + " · unknown " + s.air.unknown +
+      " · released " + s.air.released }) : null,
     s.source && s.source !== scope
       ? el("p", { class: "src", textContent: "set on " + s.source }) : null));
   }
@@ -369,6 +378,19 @@ function renderScopes() {
   banner("drill-banner", drills, (s) => "DRILL — NOT A REAL INCIDENT: " + s.state + " drill on " +
     scopeName(s.scope) + (s.dry_run ? " (dry run, doors do not move)" : " (doors move)") +
     (s.until ? " until " + when(s.until) : ""));
+}
+
+function renderSchedules() {
+  const list = app.schedules || [];
+  $("schedules").hidden = list.length === 0;
+  $("schedule-list").replaceChildren(...list.map((w) => {
+    const next = w.next.map((t) => new Date(t.at).toLocaleString() + " " +
+      (t.edge === "begins" ? t.action + "s" : "back to normal")).join(" · ");
+    return el("li", { "data-schedule": w.id, class: w.active ? "active" : "" },
+      el("strong", { textContent: (w.name || w.id) + (w.active ? " — IN FORCE" : "") }),
+      el("span", { textContent: " " + w.action + " " + w.doors.join(", ") + ". Next: " +
+        (next || "none") }));
+  }));
 }
 
 function banner(id, items, text) {
