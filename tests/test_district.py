@@ -5,19 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from gatewayd.app.bridge import bridge_config
 from gatewayd.simulators.broker import Mosquitto
 from gatewayd.simulators.nats import NatsServer
 from gatewayd.uplink.client import request, snapshot
 from gatewayd.uplink.config import MqttConfig
 from tests.support.district import (
-    DISTRICT_ACTOR,
+    bridged_broker,
     campus_file,
-    district_key,
+    district_file,
     school,
     school_config,
 )
@@ -76,17 +74,6 @@ async def test_bridge_config_is_one_persistent_311_bridge_per_district_broker(
     assert code == 2 and "not an mqtt://host[:port] URL: 'x'" in out + _
 
 
-@contextlib.asynccontextmanager
-async def bridged_broker(site: str, districts: list[str]) -> AsyncIterator[Mosquitto]:
-    """The school's own Mosquitto, with the configuration bridge-config writes."""
-    broker = Mosquitto(extra_config=bridge_config("gatewayd", site, districts))
-    await broker.__aenter__()
-    try:
-        yield broker
-    finally:
-        await broker.__aexit__(None, None, None)
-
-
 async def test_a_command_at_the_district_reaches_the_gateway_over_the_bridge_and_its_reply_returns(
     nats: NatsServer, tmp_path: Path
 ) -> None:
@@ -114,17 +101,6 @@ async def test_a_command_at_the_district_reaches_the_gateway_over_the_bridge_and
             reply = await request(district, "demo-school", body, timeout_s=15)
             assert reply["id"] == "d-1" and reply["ok"], reply
             assert all(site.coil(d.id) for d in site.config.doors if d.kind == "classroom")
-
-
-def district_file(folder: Path, sites: list[str], url: str, **extra: object) -> Path:
-    key = district_key(folder / "keys")
-    lines = ["[district]", f'actor = "{DISTRICT_ACTOR}"', f'key = "{key}"', f'brokers = ["{url}"]']
-    lines += [f"{k} = {json.dumps(v)}" for k, v in extra.items()]
-    for site in sites:
-        lines += ["", "[[schools]]", f'id = "{site}"']
-    path = folder / "district.toml"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
 
 
 async def test_district_lockdown_confirmed_by_every_school_and_a_cut_school_reported_unreachable(

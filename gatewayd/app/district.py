@@ -1,7 +1,8 @@
 """``gatewayd district``: every school of a district at once, over the district brokers.
 
 ``district.toml`` names the district actor (id and private key file), the district brokers
-and the schools (site ids, and brokers where they differ). ``status`` reads what the
+(``mqtt://h1:1883|h2:1883|h3:1883``: the nodes of one clustered broker, tried in turn) and
+the schools (site ids, and brokers where they differ). ``status`` reads what the
 schools keep retained; ``lockdown``, ``release``, ... send one command per school, signed
 for that school's site, on every path to it, re-signed with a fresh ``ts`` and sent again
 until the school answers or the timeout; the school's replay check drops the duplicates
@@ -38,7 +39,8 @@ from gatewayd.uplink.wire import UplinkError, encode
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-BROKER_URL = r"^mqtts?://[^/:|]+(:\d+)?/?$"
+#: One node: ``mqtt://host[:port]``; a clustered broker's nodes are joined with ``|``.
+NODE_URL = r"^mqtt://[^/:|\s]+(:\d{1,5})?/?$"
 #: Errors after which a resend may still succeed: a late copy (``expired``), or a copy of a
 #: command that arrived on another path (``replayed``: its own reply is on its way).
 NOT_FINAL = frozenset({"expired", "replayed"})
@@ -82,8 +84,9 @@ class District:
     def brokers_of(self, school: SchoolEntry) -> tuple[str, ...]:
         return school.brokers or self.section.brokers
 
-    def mqtt(self, url: str) -> MqttConfig:
-        return MqttConfig(url=url, prefix=self.section.prefix, protocol=self.section.protocol)
+    def mqtt(self, node: str) -> MqttConfig:
+        """The MQTT settings for one node (``mqtt://host:port``) of a district broker."""
+        return MqttConfig(url=node, prefix=self.section.prefix, protocol=self.section.protocol)
 
     def select(self, names: str) -> tuple[SchoolEntry, ...]:
         """``all`` or ``ID,ID,...``; an unknown id is a usage error naming it."""
@@ -98,6 +101,16 @@ class District:
         return tuple(known[n] for n in wanted)
 
 
+def nodes_of(url: str) -> list[str]:
+    """``mqtt://h1:1883|h2:1883`` -> ``["mqtt://h1:1883", "mqtt://h2:1883"]``."""
+    found = []
+    for n, given in enumerate(url.split("|")):
+        node = given.strip()
+        # The scheme is said once: mqtt://n1:4883|n2:4883|n3:4883.
+        found.append(f"mqtt://{node}" if n and "://" not in node else node)
+    return found
+
+
 def load_district(path: str | Path) -> District:
     """Read and validate a district file; every problem named with its place."""
     path = Path(path)
@@ -109,8 +122,12 @@ def load_district(path: str | Path) -> District:
         if not brokers:
             problems.append(f"schools[{n}]({school.id}).brokers: no broker (and none in"
                             " [district] brokers)")  # fmt: skip
-        problems += [f"schools[{n}]({school.id}).brokers: not an mqtt:// URL: {b!r}"
-                     for b in brokers if not re.match(BROKER_URL, b)]  # fmt: skip
+        nodes = [(b, node) for b in brokers for node in nodes_of(b)]
+        problems += [
+            f"schools[{n}]({school.id}).brokers: not an mqtt://host[:port] URL: {node!r} (in {b!r})"
+            for b, node in nodes
+            if not re.match(NODE_URL, node)
+        ]
     ids = [s.id for s in parsed.schools]
     problems += [f"schools: {i!r} is listed twice" for i in sorted(set(ids)) if ids.count(i) > 1]
     if problems:
@@ -146,7 +163,7 @@ async def school_status(district: District, school: SchoolEntry, timeout_s: floa
     brokers = district.brokers_of(school)
     status = SchoolStatus(school.id, brokers=len(brokers))
     views = await asyncio.gather(
-        *(snapshot(district.mqtt(url), school.id, timeout_s) for url in brokers),
+        *(broker_snapshot(district, url, school.id, timeout_s) for url in brokers),
         return_exceptions=True,
     )
     now = time.time()
@@ -177,6 +194,20 @@ async def school_status(district: District, school: SchoolEntry, timeout_s: floa
         fresh = best is not None and now - best <= district.section.stale_after_s
         status.verdict = "ok" if fresh and status.availability == "online" else "stale"
     return status
+
+
+async def broker_snapshot(
+    district: District, url: str, site: str, timeout_s: float
+) -> dict[str, Any]:
+    """The school's retained topics from the first node of ``url`` that answers."""
+    problem: UplinkError | None = None
+    for node in nodes_of(url):
+        try:
+            return await snapshot(district.mqtt(node), site, timeout_s)
+        except UplinkError as exc:
+            problem = exc
+    assert problem is not None
+    raise problem
 
 
 def _epoch(text: object) -> float | None:
@@ -217,47 +248,76 @@ class Outcome:
     reply: dict[str, Any] | None = None
     #: Monotonic time of the first publish that reached a broker: what ``seconds`` counts from.
     first_sent: float | None = None
+    #: The district broker node the deciding reply came through.
+    via: str | None = None
     decided: asyncio.Event = field(default_factory=asyncio.Event)
 
     def as_json(self) -> dict[str, Any]:
         return {"school": self.school, "result": self.result, "seconds": self.seconds,
-                "sends": self.sends, "message": self.message}  # fmt: skip
+                "sends": self.sends, "message": self.message, "via": self.via}  # fmt: skip
 
 
 class BrokerPath:
-    """One district broker: a connection kept up until the operation ends, replies routed."""
+    """One district broker: a connection kept up until the operation ends, replies routed.
 
-    def __init__(self, district: District, url: str, outcomes: dict[str, Outcome]) -> None:
-        self.config = district.mqtt(url)
+    A clustered broker's nodes are tried in turn until one takes the connection. The session
+    is persistent (one client id for the whole operation): a reply the school sent while
+    this path was moving to another node waits in the broker's session instead of being
+    lost, which matters because every later copy of the command is refused as ``replayed``
+    and so never brings its own answer.
+    """
+
+    def __init__(self, district: District, url: str, sites: Sequence[str]) -> None:
         self.url = url
+        self.nodes = [district.mqtt(node) for node in nodes_of(url)]
+        self.prefix = district.section.prefix
         #: Command id -> its school's outcome, for the replies on ``cmd/result``.
         self.waiting: dict[str, Outcome] = {}
-        self.sites = [s for s in outcomes]
-        self._outcomes = outcomes
+        self.sites = list(sites)
+        self.identifier = f"gatewayd-district-{uuid.uuid4().hex[:12]}"
         self.client: aiomqtt.Client | None = None
+        #: The node connected to now (``mqtt://host:port``), None while none is.
+        self.node: str | None = None
+        #: Connections made (a reconnect to a surviving node counts again).
+        self.connections = 0
         self.up = asyncio.Event()
 
+    def _client(self, config: MqttConfig, *, persistent: bool) -> aiomqtt.Client:
+        return aiomqtt.Client(
+            config.host, config.port, protocol=protocol.version(config),
+            identifier=self.identifier, timeout=3.0,
+            **protocol.session_options(config, persistent=persistent),
+        )  # fmt: skip
+
     async def run(self) -> None:
+        attempt = 0
         while True:
-            client = aiomqtt.Client(
-                self.config.host, self.config.port, protocol=protocol.version(self.config),
-                identifier=f"gatewayd-district-{uuid.uuid4().hex[:12]}", timeout=3.0,
-            )  # fmt: skip
+            config = self.nodes[attempt % len(self.nodes)]
+            attempt += 1
             try:
-                async with client:
+                async with self._client(config, persistent=True) as client:
                     for site in self.sites:
-                        topic = f"{self.config.prefix}/{site}/cmd/result"
-                        await protocol.subscribe(client, self.config, topic)
-                    self.client = client
+                        await protocol.subscribe(client, config, f"{self.prefix}/{site}/cmd/result")
+                    self.client, self.node = client, config.url
+                    self.connections += 1
                     self.up.set()
                     async for message in client.messages:
-                        self._reply(message.payload)
+                        self._reply(message.payload, config.url)
             except aiomqtt.MqttError:
-                self.client = None
+                self.client, self.node = None, None
                 self.up.clear()
-                await asyncio.sleep(0.5)
+                # A full round of nodes refused: pause before the next one.
+                if attempt % len(self.nodes) == 0:
+                    await asyncio.sleep(0.5)
 
-    def _reply(self, payload: Any) -> None:
+    async def forget_session(self) -> None:
+        """End the persistent session at the broker (best effort: it also expires there)."""
+        for config in self.nodes:
+            with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+                async with asyncio.timeout(3), self._client(config, persistent=False):
+                    return
+
+    def _reply(self, payload: Any, node: str) -> None:
         try:
             reply = json.loads(payload)
         except (TypeError, ValueError):
@@ -274,6 +334,7 @@ class BrokerPath:
         started = outcome.first_sent or time.monotonic()
         outcome.seconds = round(time.monotonic() - started, 3)
         outcome.message = str(reply.get("message") or reply.get("error") or "")
+        outcome.via = node
         outcome.decided.set()
 
     async def send(self, site: str, body: bytes) -> bool:
@@ -281,7 +342,7 @@ class BrokerPath:
         if client is None:
             return False
         try:
-            await client.publish(f"{self.config.prefix}/{site}/cmd", body, 1, False)
+            await client.publish(f"{self.prefix}/{site}/cmd", body, 1, False)
         except aiomqtt.MqttError:
             return False
         return True
@@ -295,17 +356,23 @@ async def district_command(
     *,
     timeout_s: float,
     progress: Any = None,
+    paths_out: list[BrokerPath] | None = None,
 ) -> list[Outcome]:
-    """Send ``body`` (no id, ts or sig yet) to every school; one outcome per school."""
+    """Send ``body`` (no id, ts or sig yet) to every school; one outcome per school.
+
+    ``progress(outcome)`` is called after every send and when a school is decided;
+    ``paths_out`` receives the broker paths (for a live view of where each one is connected).
+    """
     from gatewayd.security.signing import signed
 
     outcomes = {s.id: Outcome(s.id) for s in schools}
-    paths: dict[str, BrokerPath] = {}
-    for school in schools:
-        for url in district.brokers_of(school):
-            paths.setdefault(url, BrokerPath(district, url, {}))
-    for path in paths.values():
-        path.sites = [s.id for s in schools if path.url in district.brokers_of(s)]
+    urls = list(dict.fromkeys(u for s in schools for u in district.brokers_of(s)))
+    paths = {
+        url: BrokerPath(district, url, [s.id for s in schools if url in district.brokers_of(s)])
+        for url in urls
+    }
+    if paths_out is not None:
+        paths_out.extend(paths.values())
 
     async def one(school: SchoolEntry) -> None:
         outcome = outcomes[school.id]
@@ -316,12 +383,16 @@ async def district_command(
         while not outcome.decided.is_set():
             fresh = signed({**body, "id": command_id, "ts": time.time()}, key, site=school.id)
             before = time.monotonic()
-            sent = [await path.send(school.id, encode(fresh)) for path in mine]
+            payload = encode(fresh)
+            # Every path at once: a path whose node hangs never delays the others.
+            sent = await asyncio.gather(*(path.send(school.id, payload) for path in mine))
             if any(sent):
                 outcome.sends += 1
                 outcome.first_sent = outcome.first_sent or before
             elif not outcome.message:
                 outcome.message = "no district broker reached"
+            if progress is not None:
+                progress(outcome)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(district.section.resend_s if any(sent) else 0.2):
                     await outcome.decided.wait()
@@ -334,9 +405,13 @@ async def district_command(
             async with asyncio.timeout(timeout_s), asyncio.TaskGroup() as sends:
                 for school in schools:
                     sends.create_task(one(school), name=f"district:{school.id}")
-        # Every school decided, or the time is up: end the connections.
+        # Every school decided, or the time is up: end the connections and their sessions.
         for link in links:
             link.cancel()
+    await asyncio.gather(*(p.forget_session() for p in paths.values()))
+    for outcome in outcomes.values():
+        if not outcome.decided.is_set() and not outcome.message:
+            outcome.message = "no answer"
     return [outcomes[s.id] for s in schools]
 
 
