@@ -5,10 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import re
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from gatewayd.simulators.broker import Mosquitto
+from gatewayd.simulators.broker import Mosquitto, free_port
 from gatewayd.simulators.nats import NatsServer
 from gatewayd.uplink.client import request, snapshot
 from gatewayd.uplink.config import MqttConfig
@@ -145,6 +149,9 @@ async def test_district_lockdown_confirmed_by_every_school_and_a_cut_school_repo
             return {r["school"]: r["verdict"] for r in await status()}["school-c"] == "stale"
 
         await eventually(c_stale, timeout_s=30, interval_s=0.2)
+        # Stale from the heartbeat's age alone: the district still holds C's `online`.
+        row = {r["school"]: r for r in await status()}["school-c"]
+        assert (row["availability"], row["reached"]) == ("online", 1), row
         code, out, err = await run_cli("district", "release", "-c", str(district),
                                        "--schools", "all", "--timeout", "6")  # fmt: skip
         assert code == 1, out + err
@@ -169,3 +176,36 @@ async def test_an_unknown_school_is_a_usage_error_naming_it(tmp_path: Path) -> N
     code, _, err = await run_cli("district", "lockdown", "-c", str(district), "--schools", "nope")
     assert code == 2
     assert "not a school of this district: nope" in err
+
+
+def run_on_terminal(*args: str, timeout_s: float = 60) -> tuple[int, str]:
+    """``python -m gatewayd ARGS`` with a pseudo-terminal as its output, as a person sees it."""
+    main, child = os.openpty()
+    env = {**os.environ, "COLUMNS": "160", "TERM": "xterm"}
+    proc = subprocess.Popen([sys.executable, "-m", "gatewayd", *args], stdin=subprocess.DEVNULL,
+                            stdout=child, stderr=child, env=env)  # fmt: skip
+    os.close(child)
+    chunks = []
+    with contextlib.suppress(OSError):
+        # EIO once the child has exited and closed its side.
+        while chunk := os.read(main, 65536):
+            chunks.append(chunk)
+    os.close(main)
+    code = proc.wait(timeout=timeout_s)
+    return code, b"".join(chunks).decode(errors="replace")
+
+
+async def test_on_a_terminal_the_lockdown_shows_a_live_table_and_an_unreachable_school_with_times(
+    tmp_path: Path,
+) -> None:
+    # Nothing listens there: the school can never be reached.
+    district = district_file(tmp_path, ["school-x"], f"mqtt://127.0.0.1:{free_port()}")
+    code, out = await asyncio.to_thread(
+        run_on_terminal, "district", "lockdown", "-c", str(district), "--schools", "all",
+        "--timeout", "2",
+    )  # fmt: skip
+    assert code == 1, out
+    assert "district lockdown: 0/1 schools answered" in out
+    assert re.search(r"school-x\s.*UNREACHABLE", out), out
+    assert re.search(r"\b2 s tried\b", out), out
+    assert "lockdown: 0 confirmed, 0 failed, 1 unreachable; not confirmed: school-x" in out

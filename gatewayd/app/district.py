@@ -19,7 +19,7 @@ import re
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -219,20 +219,6 @@ def _epoch(text: object) -> float | None:
         return None
 
 
-def format_status(rows: Sequence[SchoolStatus], *, color: bool) -> str:
-    head = f"{'SCHOOL':<20} {'STATE':<10} {'DOORS':<26} {'HEARTBEAT':<10} {'BROKERS':<8} STATUS"
-    lines = [head]
-    for r in rows:
-        doors = " ".join(f"{k} {v}" for k, v in r.doors.items() if v) or "-"
-        age = "-" if r.heartbeat_age_s is None else f"{r.heartbeat_age_s:g} s"
-        verdict = r.verdict.upper()
-        if color and r.verdict != "ok":
-            verdict = f"\x1b[31m{verdict}\x1b[0m"
-        lines.append(f"{r.school:<20} {r.state or '-':<10} {doors:<26} {age:<10}"
-                     f" {r.reached}/{r.brokers:<6} {verdict}")  # fmt: skip
-    return "\n".join(lines)
-
-
 # --- commands -----------------------------------------------------------------------------
 
 
@@ -250,11 +236,14 @@ class Outcome:
     first_sent: float | None = None
     #: The district broker node the deciding reply came through.
     via: str | None = None
+    #: For a school never decided: how long it was tried, from the first send (or start).
+    gave_up_s: float | None = None
     decided: asyncio.Event = field(default_factory=asyncio.Event)
 
     def as_json(self) -> dict[str, Any]:
         return {"school": self.school, "result": self.result, "seconds": self.seconds,
-                "sends": self.sends, "message": self.message, "via": self.via}  # fmt: skip
+                "sends": self.sends, "message": self.message, "via": self.via,
+                "gave_up_s": self.gave_up_s}  # fmt: skip
 
 
 class BrokerPath:
@@ -355,24 +344,25 @@ async def district_command(
     key: Ed25519PrivateKey,
     *,
     timeout_s: float,
-    progress: Any = None,
-    paths_out: list[BrokerPath] | None = None,
+    progress: Callable[[Outcome], None] | None = None,
+    watch: Callable[[Sequence[Outcome]], None] | None = None,
 ) -> list[Outcome]:
     """Send ``body`` (no id, ts or sig yet) to every school; one outcome per school.
 
-    ``progress(outcome)`` is called after every send and when a school is decided;
-    ``paths_out`` receives the broker paths (for a live view of where each one is connected).
+    ``watch(outcomes)`` is called once, before anything is sent (a live view keeps them);
+    ``progress(outcome)`` after every send and when a school is decided.
     """
     from gatewayd.security.signing import signed
 
+    started = time.monotonic()
     outcomes = {s.id: Outcome(s.id) for s in schools}
+    if watch is not None:
+        watch(list(outcomes.values()))
     urls = list(dict.fromkeys(u for s in schools for u in district.brokers_of(s)))
     paths = {
         url: BrokerPath(district, url, [s.id for s in schools if url in district.brokers_of(s)])
         for url in urls
     }
-    if paths_out is not None:
-        paths_out.extend(paths.values())
 
     async def one(school: SchoolEntry) -> None:
         outcome = outcomes[school.id]
@@ -410,24 +400,10 @@ async def district_command(
             link.cancel()
     await asyncio.gather(*(p.forget_session() for p in paths.values()))
     for outcome in outcomes.values():
-        if not outcome.decided.is_set() and not outcome.message:
-            outcome.message = "no answer"
+        if not outcome.decided.is_set():
+            outcome.gave_up_s = round(time.monotonic() - (outcome.first_sent or started), 1)
+            outcome.message = outcome.message or "no answer"
     return [outcomes[s.id] for s in schools]
-
-
-def format_outcomes(outcomes: Sequence[Outcome], action: str, *, color: bool) -> str:
-    lines = [f"{'SCHOOL':<20} {'RESULT':<12} {'TIME':<9} {'SENDS':<6} MESSAGE"]
-    for o in outcomes:
-        result = o.result.upper()
-        if color and o.result != "confirmed":
-            result = f"\x1b[31m{result:<12}\x1b[0m"
-        seconds = "-" if o.seconds is None else f"{o.seconds:.2f} s"
-        lines.append(f"{o.school:<20} {result:<12} {seconds:<9} {o.sends:<6} {o.message[:60]}")
-    counts = {
-        r: sum(o.result == r for o in outcomes) for r in ("confirmed", "failed", "unreachable")
-    }
-    lines.append(f"{action}: " + ", ".join(f"{n} {r}" for r, n in counts.items()))
-    return "\n".join(lines)
 
 
 # --- the command line ----------------------------------------------------------------------
@@ -471,11 +447,14 @@ def _status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([r.as_json() for r in rows], indent=2))
     else:
+        from gatewayd.app.district_view import format_status
+
         print(format_status(rows, color=sys.stdout.isatty()))
     return 0 if all(r.verdict == "ok" for r in rows) else 1
 
 
 def _operate(args: argparse.Namespace) -> int:
+    from gatewayd.app.district_view import LiveTable, PlainProgress, format_outcomes
     from gatewayd.security.keys import load_private_key
 
     district = load_district(args.config)
@@ -486,16 +465,34 @@ def _operate(args: argparse.Namespace) -> int:
     if getattr(args, "hazard", None):
         body["params"] = {"hazard": args.hazard}
     timeout_s = args.timeout or district.section.timeout_s
+    terminal = sys.stdout.isatty()
 
-    def progress(outcome: Outcome) -> None:
-        if not args.json:
-            print(f"  {outcome.school}: {outcome.result} {outcome.message[:60]}", flush=True)
+    async def operate() -> list[Outcome]:
+        if args.json:
+            return await district_command(district, schools, body, key, timeout_s=timeout_s)
+        if not terminal:
+            plain = PlainProgress(sys.stdout)
+            return await district_command(district, schools, body, key, timeout_s=timeout_s,
+                                          progress=plain.progress)  # fmt: skip
+        tables: list[LiveTable] = []
 
-    outcomes = asyncio.run(
-        district_command(district, schools, body, key, timeout_s=timeout_s, progress=progress)
-    )
+        def watch(outcomes: Sequence[Outcome]) -> None:
+            tables.append(LiveTable(args.action, outcomes, sys.stdout).__enter__())
+
+        try:
+            return await district_command(district, schools, body, key, timeout_s=timeout_s,
+                                          watch=watch)  # fmt: skip
+        finally:
+            for table in tables:
+                table.__exit__()
+
+    outcomes = asyncio.run(operate())
     if args.json:
         print(json.dumps([o.as_json() for o in outcomes], indent=2))
+    elif terminal:
+        from gatewayd.app.district_view import summary
+
+        print(summary(outcomes, args.action))
     else:
-        print(format_outcomes(outcomes, args.action, color=sys.stdout.isatty()))
+        print(format_outcomes(outcomes, args.action, color=False))
     return 0 if all(o.result == "confirmed" for o in outcomes) else 1
