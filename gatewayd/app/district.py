@@ -73,6 +73,8 @@ class SchoolEntry(Model):
 class DistrictFile(Model):
     district: DistrictSection
     schools: tuple[SchoolEntry, ...] = Field(min_length=1)
+    #: ``gatewayd district console`` (validated there: gatewayd.app.district_console).
+    console: dict[str, Any] = Field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +82,9 @@ class District:
     section: DistrictSection
     schools: tuple[SchoolEntry, ...]
     key_path: Path
+    #: ``[console]`` as written; :func:`gatewayd.app.district_console.console_settings`.
+    console: dict[str, Any] = field(default_factory=dict)
+    source: str = "district.toml"
 
     def brokers_of(self, school: SchoolEntry) -> tuple[str, ...]:
         return school.brokers or self.section.brokers
@@ -133,9 +138,8 @@ def load_district(path: str | Path) -> District:
     if problems:
         raise ConfigError(str(path), problems)
     key = Path(parsed.district.key)
-    return District(
-        parsed.district, parsed.schools, key if key.is_absolute() else path.parent / key
-    )
+    key_path = key if key.is_absolute() else path.parent / key
+    return District(parsed.district, parsed.schools, key_path, parsed.console, str(path))
 
 
 # --- status -------------------------------------------------------------------------------
@@ -419,6 +423,10 @@ def add_district_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
         p.add_argument("--json", action="store_true", help="machine-readable output")
         return p
 
+    p = command("console", "the district view and buttons in a browser (signed-in users)")
+    p.add_argument("--host", default=None, help="listen here (default: [console] host)")
+    p.add_argument("--port", type=int, default=None, help="port (default: [console] port)")
+    p.set_defaults(handler=_console)
     p = command("status", "every school: campus state, doors, heartbeat age, reachability")
     p.add_argument("--timeout", type=float, default=3.0, help="seconds per broker")
     p.set_defaults(handler=_status)
@@ -451,6 +459,26 @@ def _status(args: argparse.Namespace) -> int:
 
         print(format_status(rows, color=sys.stdout.isatty()))
     return 0 if all(r.verdict == "ok" for r in rows) else 1
+
+
+def _console(args: argparse.Namespace) -> int:
+    from gatewayd.app.district_console import DistrictConsole, console_settings
+    from gatewayd.security.keys import load_private_key
+
+    district = load_district(args.config)
+    config, refresh_s = console_settings(district.console, district.source,
+                                         actor=district.section.actor)  # fmt: skip
+    changes = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    config = config.model_copy(update=changes)
+    console = DistrictConsole(district, config, load_private_key(district.key_path),
+                              refresh_s=refresh_s)  # fmt: skip
+
+    def started() -> None:
+        print(f"district console on {console.url} ({len(district.schools)} schools)", flush=True)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(console.run(started))
+    return 0
 
 
 def _operate(args: argparse.Namespace) -> int:
