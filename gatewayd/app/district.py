@@ -44,6 +44,9 @@ NODE_URL = r"^mqtt://[^/:|\s]+(:\d{1,5})?/?$"
 #: Errors after which a resend may still succeed: a late copy (``expired``), or a copy of a
 #: command that arrived on another path (``replayed``: its own reply is on its way).
 NOT_FINAL = frozenset({"expired", "replayed"})
+#: Longer than the 4 s nats-server 2.9 waits on its JetStream API before refusing a
+#: connection: giving up sooner abandons a session load half done and starts over.
+CONNECT_TIMEOUT_S = 8.0
 ACTIONS = ("lockdown", "secure", "hold", "evacuate", "shelter", "release")
 
 
@@ -278,7 +281,7 @@ class BrokerPath:
     def _client(self, config: MqttConfig, *, persistent: bool) -> aiomqtt.Client:
         return aiomqtt.Client(
             config.host, config.port, protocol=protocol.version(config),
-            identifier=self.identifier, timeout=3.0,
+            identifier=self.identifier, timeout=CONNECT_TIMEOUT_S,
             **protocol.session_options(config, persistent=persistent),
         )  # fmt: skip
 
@@ -462,23 +465,9 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _console(args: argparse.Namespace) -> int:
-    from gatewayd.app.district_console import DistrictConsole, console_settings
-    from gatewayd.security.keys import load_private_key
+    from gatewayd.app.district_console import console_command
 
-    district = load_district(args.config)
-    config, refresh_s = console_settings(district.console, district.source,
-                                         actor=district.section.actor)  # fmt: skip
-    changes = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
-    config = config.model_copy(update=changes)
-    console = DistrictConsole(district, config, load_private_key(district.key_path),
-                              refresh_s=refresh_s)  # fmt: skip
-
-    def started() -> None:
-        print(f"district console on {console.url} ({len(district.schools)} schools)", flush=True)
-
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(console.run(started))
-    return 0
+    return console_command(args, load_district(args.config))
 
 
 def _operate(args: argparse.Namespace) -> int:

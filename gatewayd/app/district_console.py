@@ -10,6 +10,7 @@ listed in ``[[console.users]]`` of district.toml, with hashes from ``gatewayd co
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import hmac
@@ -292,3 +293,22 @@ async def _json(request: web.Request) -> dict[str, Any]:
             return body
     raise web.HTTPBadRequest(text='{"ok": false, "error": "bad_request"}',
                              content_type="application/json")  # fmt: skip
+
+
+def console_command(args: argparse.Namespace, district: District) -> int:
+    """``gatewayd district console``: serve until interrupted."""
+    from gatewayd.security.keys import load_private_key
+
+    config, refresh_s = console_settings(district.console, district.source,
+                                         actor=district.section.actor)  # fmt: skip
+    changes = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    config = config.model_copy(update=changes)
+    console = DistrictConsole(district, config, load_private_key(district.key_path),
+                              refresh_s=refresh_s)  # fmt: skip
+
+    def started() -> None:
+        print(f"district console on {console.url} ({len(district.schools)} schools)", flush=True)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(console.run(started))
+    return 0
