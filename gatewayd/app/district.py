@@ -44,9 +44,8 @@ NODE_URL = r"^mqtt://[^/:|\s]+(:\d{1,5})?/?$"
 #: Errors after which a resend may still succeed: a late copy (``expired``), or a copy of a
 #: command that arrived on another path (``replayed``: its own reply is on its way).
 NOT_FINAL = frozenset({"expired", "replayed"})
-#: Longer than the 4 s nats-server 2.9 waits on its JetStream API before refusing a
-#: connection: giving up sooner abandons a session load half done and starts over.
-CONNECT_TIMEOUT_S = 8.0
+#: How long one node may take to accept the connection before the next node is tried.
+CONNECT_TIMEOUT_S = 3.0
 ACTIONS = ("lockdown", "secure", "hold", "evacuate", "shelter", "release")
 
 
