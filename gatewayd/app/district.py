@@ -44,6 +44,7 @@ NODE_URL = r"^mqtt://[^/:|\s]+(:\d{1,5})?/?$"
 #: Errors after which a resend may still succeed: a late copy (``expired``), or a copy of a
 #: command that arrived on another path (``replayed``: its own reply is on its way).
 NOT_FINAL = frozenset({"expired", "replayed"})
+NO_BROKER = "no district broker reached"
 #: How long one node may take to accept the connection before the next node is tried.
 CONNECT_TIMEOUT_S = 3.0
 ACTIONS = ("lockdown", "secure", "hold", "evacuate", "shelter", "release")
@@ -385,8 +386,10 @@ async def district_command(
             if any(sent):
                 outcome.sends += 1
                 outcome.first_sent = outcome.first_sent or before
+                if outcome.message == NO_BROKER:
+                    outcome.message = ""
             elif not outcome.message:
-                outcome.message = "no district broker reached"
+                outcome.message = NO_BROKER
             if progress is not None:
                 progress(outcome)
             with contextlib.suppress(TimeoutError):
