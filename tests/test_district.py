@@ -5,19 +5,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+import os
+import re
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from gatewayd.app.bridge import bridge_config
-from gatewayd.simulators.broker import Mosquitto
+from gatewayd.simulators.broker import Mosquitto, free_port
 from gatewayd.simulators.nats import NatsServer
 from gatewayd.uplink.client import request, snapshot
 from gatewayd.uplink.config import MqttConfig
 from tests.support.district import (
-    DISTRICT_ACTOR,
+    bridged_broker,
     campus_file,
-    district_key,
+    district_file,
     school,
     school_config,
 )
@@ -76,17 +78,6 @@ async def test_bridge_config_is_one_persistent_311_bridge_per_district_broker(
     assert code == 2 and "not an mqtt://host[:port] URL: 'x'" in out + _
 
 
-@contextlib.asynccontextmanager
-async def bridged_broker(site: str, districts: list[str]) -> AsyncIterator[Mosquitto]:
-    """The school's own Mosquitto, with the configuration bridge-config writes."""
-    broker = Mosquitto(extra_config=bridge_config("gatewayd", site, districts))
-    await broker.__aenter__()
-    try:
-        yield broker
-    finally:
-        await broker.__aexit__(None, None, None)
-
-
 async def test_a_command_at_the_district_reaches_the_gateway_over_the_bridge_and_its_reply_returns(
     nats: NatsServer, tmp_path: Path
 ) -> None:
@@ -114,17 +105,6 @@ async def test_a_command_at_the_district_reaches_the_gateway_over_the_bridge_and
             reply = await request(district, "demo-school", body, timeout_s=15)
             assert reply["id"] == "d-1" and reply["ok"], reply
             assert all(site.coil(d.id) for d in site.config.doors if d.kind == "classroom")
-
-
-def district_file(folder: Path, sites: list[str], url: str, **extra: object) -> Path:
-    key = district_key(folder / "keys")
-    lines = ["[district]", f'actor = "{DISTRICT_ACTOR}"', f'key = "{key}"', f'brokers = ["{url}"]']
-    lines += [f"{k} = {json.dumps(v)}" for k, v in extra.items()]
-    for site in sites:
-        lines += ["", "[[schools]]", f'id = "{site}"']
-    path = folder / "district.toml"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
 
 
 async def test_district_lockdown_confirmed_by_every_school_and_a_cut_school_reported_unreachable(
@@ -169,6 +149,9 @@ async def test_district_lockdown_confirmed_by_every_school_and_a_cut_school_repo
             return {r["school"]: r["verdict"] for r in await status()}["school-c"] == "stale"
 
         await eventually(c_stale, timeout_s=30, interval_s=0.2)
+        # Stale from the heartbeat's age alone: the district still holds C's `online`.
+        row = {r["school"]: r for r in await status()}["school-c"]
+        assert (row["availability"], row["reached"]) == ("online", 1), row
         code, out, err = await run_cli("district", "release", "-c", str(district),
                                        "--schools", "all", "--timeout", "6")  # fmt: skip
         assert code == 1, out + err
@@ -193,3 +176,36 @@ async def test_an_unknown_school_is_a_usage_error_naming_it(tmp_path: Path) -> N
     code, _, err = await run_cli("district", "lockdown", "-c", str(district), "--schools", "nope")
     assert code == 2
     assert "not a school of this district: nope" in err
+
+
+def run_on_terminal(*args: str, timeout_s: float = 60) -> tuple[int, str]:
+    """``python -m gatewayd ARGS`` with a pseudo-terminal as its output, as a person sees it."""
+    main, child = os.openpty()
+    env = {**os.environ, "COLUMNS": "160", "TERM": "xterm"}
+    proc = subprocess.Popen([sys.executable, "-m", "gatewayd", *args], stdin=subprocess.DEVNULL,
+                            stdout=child, stderr=child, env=env)  # fmt: skip
+    os.close(child)
+    chunks = []
+    with contextlib.suppress(OSError):
+        # EIO once the child has exited and closed its side.
+        while chunk := os.read(main, 65536):
+            chunks.append(chunk)
+    os.close(main)
+    code = proc.wait(timeout=timeout_s)
+    return code, b"".join(chunks).decode(errors="replace")
+
+
+async def test_on_a_terminal_the_lockdown_shows_a_live_table_and_an_unreachable_school_with_times(
+    tmp_path: Path,
+) -> None:
+    # Nothing listens there: the school can never be reached.
+    district = district_file(tmp_path, ["school-x"], f"mqtt://127.0.0.1:{free_port()}")
+    code, out = await asyncio.to_thread(
+        run_on_terminal, "district", "lockdown", "-c", str(district), "--schools", "all",
+        "--timeout", "2",
+    )  # fmt: skip
+    assert code == 1, out
+    assert "district lockdown: 0/1 schools answered" in out
+    assert re.search(r"school-x\s.*UNREACHABLE", out), out
+    assert re.search(r"\b2 s tried\b", out), out
+    assert "lockdown: 0 confirmed, 0 failed, 1 unreachable; not confirmed: school-x" in out

@@ -1,7 +1,8 @@
 """``gatewayd district``: every school of a district at once, over the district brokers.
 
 ``district.toml`` names the district actor (id and private key file), the district brokers
-and the schools (site ids, and brokers where they differ). ``status`` reads what the
+(``mqtt://h1:1883|h2:1883|h3:1883``: the nodes of one clustered broker, tried in turn) and
+the schools (site ids, and brokers where they differ). ``status`` reads what the
 schools keep retained; ``lockdown``, ``release``, ... send one command per school, signed
 for that school's site, on every path to it, re-signed with a fresh ``ts`` and sent again
 until the school answers or the timeout; the school's replay check drops the duplicates
@@ -18,7 +19,7 @@ import re
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -38,10 +39,14 @@ from gatewayd.uplink.wire import UplinkError, encode
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-BROKER_URL = r"^mqtts?://[^/:|]+(:\d+)?/?$"
+#: One node: ``mqtt://host[:port]``; a clustered broker's nodes are joined with ``|``.
+NODE_URL = r"^mqtt://[^/:|\s]+(:\d{1,5})?/?$"
 #: Errors after which a resend may still succeed: a late copy (``expired``), or a copy of a
 #: command that arrived on another path (``replayed``: its own reply is on its way).
 NOT_FINAL = frozenset({"expired", "replayed"})
+NO_BROKER = "no district broker reached"
+#: How long one node may take to accept the connection before the next node is tried.
+CONNECT_TIMEOUT_S = 3.0
 ACTIONS = ("lockdown", "secure", "hold", "evacuate", "shelter", "release")
 
 
@@ -57,7 +62,7 @@ class DistrictSection(Model):
     #: A school whose heartbeat is older than this is shown stale.
     stale_after_s: float = Field(default=15.0, gt=0)
     #: How long a command is sent again before the school counts as unreachable.
-    timeout_s: float = Field(default=30.0, gt=0)
+    timeout_s: float = Field(default=60.0, gt=0)
     #: How long to wait for a reply before re-signing and sending again.
     resend_s: float = Field(default=2.0, gt=0)
 
@@ -71,6 +76,8 @@ class SchoolEntry(Model):
 class DistrictFile(Model):
     district: DistrictSection
     schools: tuple[SchoolEntry, ...] = Field(min_length=1)
+    #: ``gatewayd district console`` (validated there: gatewayd.app.district_console).
+    console: dict[str, Any] = Field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,12 +85,16 @@ class District:
     section: DistrictSection
     schools: tuple[SchoolEntry, ...]
     key_path: Path
+    #: ``[console]`` as written; :func:`gatewayd.app.district_console.console_settings`.
+    console: dict[str, Any] = field(default_factory=dict)
+    source: str = "district.toml"
 
     def brokers_of(self, school: SchoolEntry) -> tuple[str, ...]:
         return school.brokers or self.section.brokers
 
-    def mqtt(self, url: str) -> MqttConfig:
-        return MqttConfig(url=url, prefix=self.section.prefix, protocol=self.section.protocol)
+    def mqtt(self, node: str) -> MqttConfig:
+        """The MQTT settings for one node (``mqtt://host:port``) of a district broker."""
+        return MqttConfig(url=node, prefix=self.section.prefix, protocol=self.section.protocol)
 
     def select(self, names: str) -> tuple[SchoolEntry, ...]:
         """``all`` or ``ID,ID,...``; an unknown id is a usage error naming it."""
@@ -98,6 +109,16 @@ class District:
         return tuple(known[n] for n in wanted)
 
 
+def nodes_of(url: str) -> list[str]:
+    """``mqtt://h1:1883|h2:1883`` -> ``["mqtt://h1:1883", "mqtt://h2:1883"]``."""
+    found = []
+    for n, given in enumerate(url.split("|")):
+        node = given.strip()
+        # The scheme is said once: mqtt://n1:4883|n2:4883|n3:4883.
+        found.append(f"mqtt://{node}" if n and "://" not in node else node)
+    return found
+
+
 def load_district(path: str | Path) -> District:
     """Read and validate a district file; every problem named with its place."""
     path = Path(path)
@@ -109,16 +130,19 @@ def load_district(path: str | Path) -> District:
         if not brokers:
             problems.append(f"schools[{n}]({school.id}).brokers: no broker (and none in"
                             " [district] brokers)")  # fmt: skip
-        problems += [f"schools[{n}]({school.id}).brokers: not an mqtt:// URL: {b!r}"
-                     for b in brokers if not re.match(BROKER_URL, b)]  # fmt: skip
+        nodes = [(b, node) for b in brokers for node in nodes_of(b)]
+        problems += [
+            f"schools[{n}]({school.id}).brokers: not an mqtt://host[:port] URL: {node!r} (in {b!r})"
+            for b, node in nodes
+            if not re.match(NODE_URL, node)
+        ]
     ids = [s.id for s in parsed.schools]
     problems += [f"schools: {i!r} is listed twice" for i in sorted(set(ids)) if ids.count(i) > 1]
     if problems:
         raise ConfigError(str(path), problems)
     key = Path(parsed.district.key)
-    return District(
-        parsed.district, parsed.schools, key if key.is_absolute() else path.parent / key
-    )
+    key_path = key if key.is_absolute() else path.parent / key
+    return District(parsed.district, parsed.schools, key_path, parsed.console, str(path))
 
 
 # --- status -------------------------------------------------------------------------------
@@ -146,7 +170,7 @@ async def school_status(district: District, school: SchoolEntry, timeout_s: floa
     brokers = district.brokers_of(school)
     status = SchoolStatus(school.id, brokers=len(brokers))
     views = await asyncio.gather(
-        *(snapshot(district.mqtt(url), school.id, timeout_s) for url in brokers),
+        *(broker_snapshot(district, url, school.id, timeout_s) for url in brokers),
         return_exceptions=True,
     )
     now = time.time()
@@ -179,6 +203,20 @@ async def school_status(district: District, school: SchoolEntry, timeout_s: floa
     return status
 
 
+async def broker_snapshot(
+    district: District, url: str, site: str, timeout_s: float
+) -> dict[str, Any]:
+    """The school's retained topics from the first node of ``url`` that answers."""
+    problem: UplinkError | None = None
+    for node in nodes_of(url):
+        try:
+            return await snapshot(district.mqtt(node), site, timeout_s)
+        except UplinkError as exc:
+            problem = exc
+    assert problem is not None
+    raise problem
+
+
 def _epoch(text: object) -> float | None:
     if not isinstance(text, str):
         return None
@@ -186,20 +224,6 @@ def _epoch(text: object) -> float | None:
         return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
     except ValueError:
         return None
-
-
-def format_status(rows: Sequence[SchoolStatus], *, color: bool) -> str:
-    head = f"{'SCHOOL':<20} {'STATE':<10} {'DOORS':<26} {'HEARTBEAT':<10} {'BROKERS':<8} STATUS"
-    lines = [head]
-    for r in rows:
-        doors = " ".join(f"{k} {v}" for k, v in r.doors.items() if v) or "-"
-        age = "-" if r.heartbeat_age_s is None else f"{r.heartbeat_age_s:g} s"
-        verdict = r.verdict.upper()
-        if color and r.verdict != "ok":
-            verdict = f"\x1b[31m{verdict}\x1b[0m"
-        lines.append(f"{r.school:<20} {r.state or '-':<10} {doors:<26} {age:<10}"
-                     f" {r.reached}/{r.brokers:<6} {verdict}")  # fmt: skip
-    return "\n".join(lines)
 
 
 # --- commands -----------------------------------------------------------------------------
@@ -217,47 +241,79 @@ class Outcome:
     reply: dict[str, Any] | None = None
     #: Monotonic time of the first publish that reached a broker: what ``seconds`` counts from.
     first_sent: float | None = None
+    #: The district broker node the deciding reply came through.
+    via: str | None = None
+    #: For a school never decided: how long it was tried, from the first send (or start).
+    gave_up_s: float | None = None
     decided: asyncio.Event = field(default_factory=asyncio.Event)
 
     def as_json(self) -> dict[str, Any]:
         return {"school": self.school, "result": self.result, "seconds": self.seconds,
-                "sends": self.sends, "message": self.message}  # fmt: skip
+                "sends": self.sends, "message": self.message, "via": self.via,
+                "gave_up_s": self.gave_up_s}  # fmt: skip
 
 
 class BrokerPath:
-    """One district broker: a connection kept up until the operation ends, replies routed."""
+    """One district broker: a connection kept up until the operation ends, replies routed.
 
-    def __init__(self, district: District, url: str, outcomes: dict[str, Outcome]) -> None:
-        self.config = district.mqtt(url)
+    A clustered broker's nodes are tried in turn until one takes the connection. The session
+    is persistent (one client id for the whole operation): a reply the school sent while
+    this path was moving to another node waits in the broker's session instead of being
+    lost, which matters because every later copy of the command is refused as ``replayed``
+    and so never brings its own answer.
+    """
+
+    def __init__(self, district: District, url: str, sites: Sequence[str]) -> None:
         self.url = url
+        self.nodes = [district.mqtt(node) for node in nodes_of(url)]
+        self.prefix = district.section.prefix
         #: Command id -> its school's outcome, for the replies on ``cmd/result``.
         self.waiting: dict[str, Outcome] = {}
-        self.sites = [s for s in outcomes]
-        self._outcomes = outcomes
+        self.sites = list(sites)
+        self.identifier = f"gatewayd-district-{uuid.uuid4().hex[:12]}"
         self.client: aiomqtt.Client | None = None
+        #: The node connected to now (``mqtt://host:port``), None while none is.
+        self.node: str | None = None
+        #: Connections made (a reconnect to a surviving node counts again).
+        self.connections = 0
         self.up = asyncio.Event()
 
+    def _client(self, config: MqttConfig, *, persistent: bool) -> aiomqtt.Client:
+        return aiomqtt.Client(
+            config.host, config.port, protocol=protocol.version(config),
+            identifier=self.identifier, timeout=CONNECT_TIMEOUT_S,
+            **protocol.session_options(config, persistent=persistent),
+        )  # fmt: skip
+
     async def run(self) -> None:
+        attempt = 0
         while True:
-            client = aiomqtt.Client(
-                self.config.host, self.config.port, protocol=protocol.version(self.config),
-                identifier=f"gatewayd-district-{uuid.uuid4().hex[:12]}", timeout=3.0,
-            )  # fmt: skip
+            config = self.nodes[attempt % len(self.nodes)]
+            attempt += 1
             try:
-                async with client:
+                async with self._client(config, persistent=True) as client:
                     for site in self.sites:
-                        topic = f"{self.config.prefix}/{site}/cmd/result"
-                        await protocol.subscribe(client, self.config, topic)
-                    self.client = client
+                        await protocol.subscribe(client, config, f"{self.prefix}/{site}/cmd/result")
+                    self.client, self.node = client, config.url
+                    self.connections += 1
                     self.up.set()
                     async for message in client.messages:
-                        self._reply(message.payload)
+                        self._reply(message.payload, config.url)
             except aiomqtt.MqttError:
-                self.client = None
+                self.client, self.node = None, None
                 self.up.clear()
-                await asyncio.sleep(0.5)
+                # A full round of nodes refused: pause before the next one.
+                if attempt % len(self.nodes) == 0:
+                    await asyncio.sleep(0.5)
 
-    def _reply(self, payload: Any) -> None:
+    async def forget_session(self) -> None:
+        """End the persistent session at the broker (best effort: it also expires there)."""
+        for config in self.nodes:
+            with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+                async with asyncio.timeout(3), self._client(config, persistent=False):
+                    return
+
+    def _reply(self, payload: Any, node: str) -> None:
         try:
             reply = json.loads(payload)
         except (TypeError, ValueError):
@@ -274,6 +330,7 @@ class BrokerPath:
         started = outcome.first_sent or time.monotonic()
         outcome.seconds = round(time.monotonic() - started, 3)
         outcome.message = str(reply.get("message") or reply.get("error") or "")
+        outcome.via = node
         outcome.decided.set()
 
     async def send(self, site: str, body: bytes) -> bool:
@@ -281,7 +338,7 @@ class BrokerPath:
         if client is None:
             return False
         try:
-            await client.publish(f"{self.config.prefix}/{site}/cmd", body, 1, False)
+            await client.publish(f"{self.prefix}/{site}/cmd", body, 1, False)
         except aiomqtt.MqttError:
             return False
         return True
@@ -294,18 +351,25 @@ async def district_command(
     key: Ed25519PrivateKey,
     *,
     timeout_s: float,
-    progress: Any = None,
+    progress: Callable[[Outcome], None] | None = None,
+    watch: Callable[[Sequence[Outcome]], None] | None = None,
 ) -> list[Outcome]:
-    """Send ``body`` (no id, ts or sig yet) to every school; one outcome per school."""
+    """Send ``body`` (no id, ts or sig yet) to every school; one outcome per school.
+
+    ``watch(outcomes)`` is called once, before anything is sent (a live view keeps them);
+    ``progress(outcome)`` after every send and when a school is decided.
+    """
     from gatewayd.security.signing import signed
 
+    started = time.monotonic()
     outcomes = {s.id: Outcome(s.id) for s in schools}
-    paths: dict[str, BrokerPath] = {}
-    for school in schools:
-        for url in district.brokers_of(school):
-            paths.setdefault(url, BrokerPath(district, url, {}))
-    for path in paths.values():
-        path.sites = [s.id for s in schools if path.url in district.brokers_of(s)]
+    if watch is not None:
+        watch(list(outcomes.values()))
+    urls = list(dict.fromkeys(u for s in schools for u in district.brokers_of(s)))
+    paths = {
+        url: BrokerPath(district, url, [s.id for s in schools if url in district.brokers_of(s)])
+        for url in urls
+    }
 
     async def one(school: SchoolEntry) -> None:
         outcome = outcomes[school.id]
@@ -316,12 +380,18 @@ async def district_command(
         while not outcome.decided.is_set():
             fresh = signed({**body, "id": command_id, "ts": time.time()}, key, site=school.id)
             before = time.monotonic()
-            sent = [await path.send(school.id, encode(fresh)) for path in mine]
+            payload = encode(fresh)
+            # Every path at once: a path whose node hangs never delays the others.
+            sent = await asyncio.gather(*(path.send(school.id, payload) for path in mine))
             if any(sent):
                 outcome.sends += 1
                 outcome.first_sent = outcome.first_sent or before
+                if outcome.message == NO_BROKER:
+                    outcome.message = ""
             elif not outcome.message:
-                outcome.message = "no district broker reached"
+                outcome.message = NO_BROKER
+            if progress is not None:
+                progress(outcome)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(district.section.resend_s if any(sent) else 0.2):
                     await outcome.decided.wait()
@@ -334,25 +404,15 @@ async def district_command(
             async with asyncio.timeout(timeout_s), asyncio.TaskGroup() as sends:
                 for school in schools:
                     sends.create_task(one(school), name=f"district:{school.id}")
-        # Every school decided, or the time is up: end the connections.
+        # Every school decided, or the time is up: end the connections and their sessions.
         for link in links:
             link.cancel()
+    await asyncio.gather(*(p.forget_session() for p in paths.values()))
+    for outcome in outcomes.values():
+        if not outcome.decided.is_set():
+            outcome.gave_up_s = round(time.monotonic() - (outcome.first_sent or started), 1)
+            outcome.message = outcome.message or "no answer"
     return [outcomes[s.id] for s in schools]
-
-
-def format_outcomes(outcomes: Sequence[Outcome], action: str, *, color: bool) -> str:
-    lines = [f"{'SCHOOL':<20} {'RESULT':<12} {'TIME':<9} {'SENDS':<6} MESSAGE"]
-    for o in outcomes:
-        result = o.result.upper()
-        if color and o.result != "confirmed":
-            result = f"\x1b[31m{result:<12}\x1b[0m"
-        seconds = "-" if o.seconds is None else f"{o.seconds:.2f} s"
-        lines.append(f"{o.school:<20} {result:<12} {seconds:<9} {o.sends:<6} {o.message[:60]}")
-    counts = {
-        r: sum(o.result == r for o in outcomes) for r in ("confirmed", "failed", "unreachable")
-    }
-    lines.append(f"{action}: " + ", ".join(f"{n} {r}" for r, n in counts.items()))
-    return "\n".join(lines)
 
 
 # --- the command line ----------------------------------------------------------------------
@@ -368,6 +428,10 @@ def add_district_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
         p.add_argument("--json", action="store_true", help="machine-readable output")
         return p
 
+    p = command("console", "the district view and buttons in a browser (signed-in users)")
+    p.add_argument("--host", default=None, help="listen here (default: [console] host)")
+    p.add_argument("--port", type=int, default=None, help="port (default: [console] port)")
+    p.set_defaults(handler=_console)
     p = command("status", "every school: campus state, doors, heartbeat age, reachability")
     p.add_argument("--timeout", type=float, default=3.0, help="seconds per broker")
     p.set_defaults(handler=_status)
@@ -396,11 +460,20 @@ def _status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([r.as_json() for r in rows], indent=2))
     else:
+        from gatewayd.app.district_view import format_status
+
         print(format_status(rows, color=sys.stdout.isatty()))
     return 0 if all(r.verdict == "ok" for r in rows) else 1
 
 
+def _console(args: argparse.Namespace) -> int:
+    from gatewayd.app.district_console import console_command
+
+    return console_command(args, load_district(args.config))
+
+
 def _operate(args: argparse.Namespace) -> int:
+    from gatewayd.app.district_view import LiveTable, PlainProgress, format_outcomes
     from gatewayd.security.keys import load_private_key
 
     district = load_district(args.config)
@@ -411,16 +484,34 @@ def _operate(args: argparse.Namespace) -> int:
     if getattr(args, "hazard", None):
         body["params"] = {"hazard": args.hazard}
     timeout_s = args.timeout or district.section.timeout_s
+    terminal = sys.stdout.isatty()
 
-    def progress(outcome: Outcome) -> None:
-        if not args.json:
-            print(f"  {outcome.school}: {outcome.result} {outcome.message[:60]}", flush=True)
+    async def operate() -> list[Outcome]:
+        if args.json:
+            return await district_command(district, schools, body, key, timeout_s=timeout_s)
+        if not terminal:
+            plain = PlainProgress(sys.stdout)
+            return await district_command(district, schools, body, key, timeout_s=timeout_s,
+                                          progress=plain.progress)  # fmt: skip
+        tables: list[LiveTable] = []
 
-    outcomes = asyncio.run(
-        district_command(district, schools, body, key, timeout_s=timeout_s, progress=progress)
-    )
+        def watch(outcomes: Sequence[Outcome]) -> None:
+            tables.append(LiveTable(args.action, outcomes, sys.stdout).__enter__())
+
+        try:
+            return await district_command(district, schools, body, key, timeout_s=timeout_s,
+                                          watch=watch)  # fmt: skip
+        finally:
+            for table in tables:
+                table.__exit__()
+
+    outcomes = asyncio.run(operate())
     if args.json:
         print(json.dumps([o.as_json() for o in outcomes], indent=2))
+    elif terminal:
+        from gatewayd.app.district_view import summary
+
+        print(summary(outcomes, args.action))
     else:
-        print(format_outcomes(outcomes, args.action, color=sys.stdout.isatty()))
+        print(format_outcomes(outcomes, args.action, color=False))
     return 0 if all(o.result == "confirmed" for o in outcomes) else 1

@@ -4,20 +4,37 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from gatewayd.app.bridge import bridge_config
 from gatewayd.security.actors import Actor
 from gatewayd.security.keys import public_key_text, write_key_pair
 from gatewayd.security.roles import Role
 from gatewayd.service.config import Config
-from gatewayd.simulators.nats import NatsServer, nats_binary
-from tests.support.gateway import DEMO, HasUrl, Site, actor_key, demo_config, site_of
+from gatewayd.simulators.broker import Mosquitto
+from gatewayd.simulators.nats import NatsServer, nats_binary, nats_cluster, start_cluster
+from tests.support.gateway import DEMO, HasUrl, Site, actor_key, demo_config, run_cli, site_of
 
-__all__ = ["DISTRICT_ACTOR", "RefusingBroker", "campus_file", "nats", "school", "school_config"]
+__all__ = [
+    "DISTRICT_ACTOR",
+    "RefusingBroker",
+    "audit_records",
+    "bridged_broker",
+    "campus_file",
+    "cluster_url",
+    "district_file",
+    "district_status",
+    "nats",
+    "nats3",
+    "school",
+    "school_config",
+]
 
 #: The district operations actor the test schools trust (its key: ``actor_key(...)``).
 DISTRICT_ACTOR = "district-ops"
@@ -34,6 +51,62 @@ def nats() -> Iterator[NatsServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def nats3() -> Iterator[list[NatsServer]]:
+    """A 3-node nats-server cluster (JetStream, MQTT streams R3) on free loopback ports."""
+    if nats_binary() is None:
+        pytest.fail("nats-server is not installed (.ci/run installs it)")
+    nodes = nats_cluster(3)
+    try:
+        start_cluster(nodes)
+        yield nodes
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+def cluster_url(nodes: list[NatsServer]) -> str:
+    """One district broker made of ``nodes``: ``mqtt://h:p1|h:p2|h:p3``."""
+    return "mqtt://" + "|".join(f"{n.host}:{n.mqtt_port}" for n in nodes)
+
+
+@contextlib.asynccontextmanager
+async def bridged_broker(site: str, districts: list[str]) -> AsyncIterator[Mosquitto]:
+    """The school's own Mosquitto, with the configuration bridge-config writes."""
+    async with Mosquitto(extra_config=bridge_config("gatewayd", site, districts)) as broker:
+        yield broker
+
+
+def district_file(folder: Path, sites: list[str], *urls: str, **extra: object) -> Path:
+    """A district.toml for ``sites``, every school on the brokers ``urls``."""
+    key = district_key(folder / "keys")
+    brokers = ", ".join(json.dumps(u) for u in urls)
+    lines = ["[district]", f'actor = "{DISTRICT_ACTOR}"', f'key = "{key}"']
+    lines.append(f"brokers = [{brokers}]")
+    lines += [f"{k} = {json.dumps(v)}" for k, v in extra.items()]
+    for site in sites:
+        lines += ["", "[[schools]]", f'id = "{site}"']
+    path = folder / "district.toml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+async def district_status(district: Path) -> dict[str, dict[str, Any]]:
+    """``gatewayd district status --json``, by school."""
+    _, out, err = await run_cli("district", "status", "-c", str(district), "--json")
+    try:
+        rows: list[dict[str, Any]] = json.loads(out)
+    except ValueError as exc:
+        raise AssertionError(f"district status printed no JSON: {out}{err}") from exc
+    return {str(r["school"]): r for r in rows}
+
+
+def audit_records(site: Site) -> list[dict[str, Any]]:
+    """The school gateway's audit log, record by record."""
+    path = Path(site.config.state_dir) / site.config.security.audit_log
+    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def school_config(
