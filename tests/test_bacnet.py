@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -289,3 +290,20 @@ async def test_the_simulator_refuses_what_a_real_controller_refuses(
     with pytest.raises(DeviceRefused, match=r"write-access-denied|writeAccessDenied"):
         await link.write_present_value(ObjectIdentifier("binary-output:0"), True, 6)
     assert 6 not in sim.priority_array(0)
+
+
+def test_the_shared_applications_open_from_a_second_event_loop() -> None:
+    # The registry is module-level; a lock it used in one loop must not refuse the next
+    # (the demo campus's two BACnet controllers share one local address and contend).
+    async def two_at_once(instance: int) -> None:
+        apps = await asyncio.gather(
+            APPLICATIONS.acquire(LOCAL, instance), APPLICATIONS.acquire(LOCAL, instance)
+        )
+        assert apps[0] is apps[1]
+        assert APPLICATIONS.users(LOCAL) == 2
+        APPLICATIONS.release(LOCAL)
+        APPLICATIONS.release(LOCAL)
+        assert APPLICATIONS.users(LOCAL) == 0
+
+    asyncio.run(two_at_once(1401))
+    asyncio.run(two_at_once(1402))

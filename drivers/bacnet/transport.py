@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -211,11 +212,23 @@ class ApplicationRegistry:
 
     def __init__(self) -> None:
         self._apps: dict[str, _Shared] = {}
-        self._lock = asyncio.Lock()
+        self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def _lock(self) -> asyncio.Lock:
+        # One lock per event loop: the registry lives at module level, and an asyncio.Lock
+        # that ever made a task wait is bound to that loop for good (a second loop, as in
+        # tests or an embedding program, would get "bound to a different event loop").
+        loop = asyncio.get_running_loop()
+        lock = self._locks.get(loop)
+        if lock is None:
+            lock = self._locks[loop] = asyncio.Lock()
+        return lock
 
     async def acquire(self, local_address: str, device_instance: int) -> GatewayApplication:
         """The application bound to ``local_address``, opened by the first caller."""
-        async with self._lock:
+        async with self._lock():
             shared = self._apps.get(local_address)
             if shared is None:
                 shared = _Shared(await self._open(local_address, device_instance), device_instance)
