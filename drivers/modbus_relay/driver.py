@@ -51,6 +51,8 @@ class _Job:
 
     writes: Mapping[int, bool] = field(default_factory=dict)
     points: Sequence[Point] = ()
+    #: Read the written coils back (False: the FC15 acknowledgement stands for them).
+    coils_back: bool = True
 
 
 class ModbusRelayDriver(Driver[ModbusRelayConfig]):
@@ -184,7 +186,11 @@ class ModbusRelayDriver(Driver[ModbusRelayConfig]):
         # Validate before queueing: a bad command must not hold up a good one.
         match command:
             case WritePoints():
-                job = _Job(writes=self._table.coil_writes(command.writes))
+                back = command.read_back
+                job = _Job(
+                    writes=self._table.coil_writes(command.writes),
+                    coils_back=back is None or any(p.startswith("coil:") for p in back),
+                )
             case ReadPoints():
                 job = _Job(points=self._table.spans_of(command.points)[0])
         self._counts["commands"] += 1
@@ -220,15 +226,18 @@ class ModbusRelayDriver(Driver[ModbusRelayConfig]):
             writes.update(job.writes)
         wanted = [p for job in jobs for p in job.points]
         on_wire_ns = 0
+        found: dict[Point, bool] = {}
         if writes:
             on_wire_ns = await self._write(writes)
-        coil_span = Span.covering([*writes, *(p.address for p in wanted if p.kind == "coil")])
+            # The board acknowledged these values; a read confirms them only where asked.
+            found.update({Point("coil", a): v for a, v in writes.items()})
+        back = [a for job in jobs if job.coils_back for a in job.writes]
+        coil_span = Span.covering([*back, *(p.address for p in wanted if p.kind == "coil")])
         inputs = [p.address for p in wanted if p.kind == "input"]
         if writes and self._table.input_span is not None:
             # Confirmation needs every watched input (position, lock sense, alarms).
             inputs += [self._table.input_span.start, self._table.input_span.stop - 1]
         input_span = Span.covering(inputs)
-        found: dict[Point, bool] = {}
         reads: tuple[tuple[Kind, Span | None], ...] = (("coil", coil_span), ("input", input_span))
         for kind, span in reads:
             if span is None:

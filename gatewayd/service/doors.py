@@ -118,6 +118,31 @@ class DoorService:
 
     # --- events from drivers -----------------------------------------------------------------
 
+    def on_points(self, events: Sequence[PointChanged]) -> None:
+        """Many point events in arrival order: door values folded in once per device.
+
+        A lockdown's read-backs come back as two thousand events that mostly say what the
+        door table knows already; one pass per device costs a fraction of one per event.
+        Alarm inputs are passed on in place, after the door values that came before them.
+        """
+        values: dict[str, list[PointValue]] = defaultdict(list)
+        roles = self.campus.point_roles
+        for event in events:
+            route = roles.get((event.device, event.point))
+            if route is None:
+                continue
+            if route[1] == "input":
+                self._apply_all(values)
+                self.on_point(event)
+            else:
+                values[event.device].append(PointValue(event.point, event.value))
+        self._apply_all(values)
+
+    def _apply_all(self, values: dict[str, list[PointValue]]) -> None:
+        for device, found in values.items():
+            self._apply(device, found)
+        values.clear()
+
     def on_point(self, event: PointChanged) -> None:
         route = self.campus.point_roles.get((event.device, event.point))
         if route is None:
@@ -240,7 +265,8 @@ class DoorService:
                 )
                 for d in door_ids
             )
-            result = await driver.execute(WritePoints(writes))
+            back = frozenset(self._readback_point(d) for d in door_ids)
+            result = await driver.execute(WritePoints(writes, back))
         self._apply(device, result.values)
         return result
 
