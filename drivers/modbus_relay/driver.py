@@ -90,6 +90,12 @@ class ModbusRelayDriver(Driver[ModbusRelayConfig]):
             self._run_batch, lambda: self._lane.hold(COMMAND), MAX_QUEUED
         )
         self._max_wait_ms = 0.0
+        #: When the coils are read next in a poll (None: the next poll).
+        self._coils_due_ns: int | None = None
+        self._coil_interval_ns = config.coil_poll_interval_ms * 1_000_000
+        self._poll_ns = config.poll_interval_ms * 1_000_000
+        #: When coils were last read from the board (any span).
+        self._coils_read_ns = 0
 
     @classmethod
     def parse_point(cls, raw: str) -> str:
@@ -114,6 +120,7 @@ class ModbusRelayDriver(Driver[ModbusRelayConfig]):
             while True:
                 if self._link.connected:
                     await self._poll_once()
+                    _raise_if_cancelling()
                     await asyncio.sleep(poll_s)
                 else:
                     await asyncio.sleep(self._reconnect.next_s())
@@ -130,16 +137,26 @@ class ModbusRelayDriver(Driver[ModbusRelayConfig]):
             return
         # The board may have rebooted or been written by someone else while we were away.
         self._coils.forget()
+        self._coils_due_ns = None
         if self._link.connects > 1:
             self._counts["reconnects"] += 1
         self._log.info("modbus.connected", host=self.config.host, port=self.config.port)
 
+    def _poll_plan(self, now_ns: int) -> list[tuple[Kind, Span]]:
+        """This poll's reads: the inputs, and the coils when they are due (or all there is)."""
+        reads = self._table.poll_reads()
+        if len(reads) < 2 or self._coils_due_ns is None or now_ns >= self._coils_due_ns:
+            return reads
+        return [(kind, span) for kind, span in reads if kind != "coil"]
+
     async def _poll_once(self) -> None:
-        """Read every span the campus watches, one lane hold per transaction."""
+        """Read what is due this poll, one lane hold per transaction."""
         try:
-            for kind, span in self._table.poll_reads():
+            for kind, span in self._poll_plan(time.monotonic_ns()):
                 async with self._lane.hold(POLL):
                     bits = await self._read(kind, span)
+                    if kind == "coil" and span == self._table.coil_span:
+                        self._coils_due_ns = time.monotonic_ns() + self._coil_interval_ns
                 self._absorb(kind, span, bits)
         except DeviceError as exc:
             self._counts["poll_failures"] += 1
@@ -153,6 +170,7 @@ class ModbusRelayDriver(Driver[ModbusRelayConfig]):
         if kind == "coil":
             bits = await self._link.read_coils(span.start, span.count)
             self._coils.update(span.start, bits)
+            self._coils_read_ns = time.monotonic_ns()
             return bits
         return await self._link.read_inputs(span.start, span.count)
 
@@ -271,11 +289,16 @@ class ModbusRelayDriver(Driver[ModbusRelayConfig]):
         """Read-modify-write the span of touched coils with one FC15; return the ack's time."""
         span = Span.covering(writes)
         assert span is not None
-        if not self._coils.known(span):
+        # Coils in the span that no command names are written back as the board holds them:
+        # read them first unless this poll cycle has (coils are read less often than inputs).
+        stale = time.monotonic_ns() - self._coils_read_ns > self._poll_ns
+        if not self._coils.known(span) or (span.count > len(writes) and stale):
             await self._read("coil", span)
         values = self._coils.merged(span, writes)
         acked_ns = await self._link.write_coils(span.start, values)
         self._coils.update(span.start, values)
+        # What the board acknowledged is read back for real in the next poll.
+        self._coils_due_ns = None
         self._counts["writes"] += 1
         self._log.info(
             "modbus.group_write",
@@ -305,3 +328,14 @@ class ModbusRelayDriver(Driver[ModbusRelayConfig]):
             "health": str(self.health),
             "last_error": self._link_health.last_error,
         }
+
+
+def _raise_if_cancelling() -> None:
+    """Re-raise a cancellation that pymodbus swallowed.
+
+    On Python 3.11 a cancel that lands as a reply arrives is dropped inside pymodbus's
+    ``asyncio.wait_for``; the task still counts it. Honoured here, so a stop never hangs.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
