@@ -90,6 +90,8 @@ class ModbusRelayDriver(Driver[ModbusRelayConfig]):
             self._run_batch, lambda: self._lane.hold(COMMAND), MAX_QUEUED
         )
         self._max_wait_ms = 0.0
+        #: The last bits read per (kind, span): a poll that reads the same is skipped at once.
+        self._last_bits: dict[tuple[Kind, Span], list[bool]] = {}
         #: When the coils are read next in a poll (None: the next poll).
         self._coils_due_ns: int | None = None
         self._coil_interval_ns = config.coil_poll_interval_ms * 1_000_000
@@ -138,6 +140,7 @@ class ModbusRelayDriver(Driver[ModbusRelayConfig]):
         # The board may have rebooted or been written by someone else while we were away.
         self._coils.forget()
         self._coils_due_ns = None
+        self._last_bits.clear()
         if self._link.connects > 1:
             self._counts["reconnects"] += 1
         self._log.info("modbus.connected", host=self.config.host, port=self.config.port)
@@ -176,6 +179,14 @@ class ModbusRelayDriver(Driver[ModbusRelayConfig]):
 
     def _absorb(self, kind: Kind, span: Span, bits: list[bool]) -> None:
         """Emit PointChanged for watched points in a validated reply that changed."""
+        # Most polls read what the last one read: one list comparison, not one per point.
+        key = (kind, span)
+        if self._last_bits.get(key) == bits:
+            return
+        # Another span of this kind may overlap this one: only this read stands for its bits.
+        for other in [k for k in self._last_bits if k[0] == kind]:
+            del self._last_bits[other]
+        self._last_bits[key] = bits
         for point in self._table.watched(kind, span):
             self._values.update(point, bits[point.address - span.start])
 

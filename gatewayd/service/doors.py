@@ -267,8 +267,19 @@ class DoorService:
             )
             back = frozenset(self._readback_point(d) for d in door_ids)
             result = await driver.execute(WritePoints(writes, back))
-        self._apply(device, result.values)
+        # The result reads every watched input of the board, but it speaks only for these
+        # doors: a merged batch may be answered after later batches confirmed other doors,
+        # whose newer values reach the table through the driver's events, in read order.
+        own = self._points_of(door_ids)
+        self._apply(device, [v for v in result.values if v.point in own])
         return result
+
+    def _points_of(self, door_ids: Sequence[str]) -> set[str]:
+        points: set[str] = set()
+        for door_id in door_ids:
+            binding = self.campus.bindings[door_id]
+            points.update(p for p in (binding.lock, binding.sense, binding.position) if p)
+        return points
 
     async def _confirm(
         self, device: str, door_ids: list[str], result: CommandResult, report: ActuationReport
