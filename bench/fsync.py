@@ -12,8 +12,9 @@ Per command: fsyncs finished between the publish and the last coil write of the 
 ("before the doors") and between the publish and the reply ("before the reply"), and the
 latencies publish -> last coil write and publish -> reply. A lockdown should need none before
 its doors and none before its reply (the reply says whether its records are on disk yet); a
-release (it unlocks, so it is recorded first) one before its doors. SQLite syncs from C (the outbox, the journal's index) and is neither
-counted nor slowed here; neither is on the command path by design.
+release (it unlocks, so it is recorded first) one before its doors. SQLite syncs from C (the
+outbox, the journal's index) and is neither counted nor slowed here; neither is on the command
+path by design.
 
     python -m bench.fsync --cycles 40
 """
