@@ -85,6 +85,12 @@ async def one_command(
     door_ns = await last_write_ns(ctl, boards, sent_ns, replied_ns)
     if door_ns is None:
         raise RuntimeError(f"{action} wrote no coil: {reply}")
+    # The reply does not wait for the disk: give the journal its group (bounded) before
+    # counting what it wrote for this command.
+    for _ in range(500):
+        if gateway.journal.stats["fsyncs"] > journal_before:
+            break
+        await asyncio.sleep(0.01)
     syncs = probe.between(sent_ns, replied_ns)
     arrived_ns, handled_ns = timeline.seen[str(reply["id"])]
     return {
