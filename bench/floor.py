@@ -13,6 +13,13 @@ private Mosquitto beside them. Against those same boards, in this one run:
   (the board's own log) and publish -> reply received.
 - **32 separate door commands to one board**, published at once: first publish -> last coil
   written, daemon against the naive bridge.
+- **Input flip -> MQTT** at the poll interval: a door's position input flipped through the
+  simulators' control interface -> the door's retained topic (daemon) or the bridge's
+  ``naive/input/...`` message, flips spaced at random against the poll's phase.
+- **50 commands/s for 10 s** to the 32 doors of one board: publish -> coil written, and the CPU
+  the process used meanwhile (``/proc/<pid>/stat``).
+- **Idle with 20 boards** polled at the poll interval (a campus of its own, its own
+  simulators): CPU and resident memory of the daemon against the bridge polling the same boards.
 
     python -m bench.floor [--doors 1024] [--cycles 30] [--quick]
 """
@@ -23,6 +30,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -283,8 +291,9 @@ def daemon_campus(tmp: Path, template: Path, ports: dict[str, int], url: str) ->
 
 
 async def gateway_single(
-    path: Path, *, state_dir: Path, mq: Mosquitto, control: Control, n: int
+    path: Path, *, state_dir: Path, mq: Mosquitto, control: Control, args: argparse.Namespace
 ) -> dict[str, Any]:
+    n = args.commands
     config = load_config(path)
     board = boards_of(config)[0]
     doors = [d.id for d in config.doors if d.lock.device == board.device][:32]
@@ -316,33 +325,57 @@ async def gateway_single(
                 listener.cancel()
                 await asyncio.gather(listener, return_exceptions=True)
             route = Route("gateway", f"{base}/cmd", f"{base}/cmd/reply/bench", body)
-            return await single_door(
+            out = await single_door(
                 route, client=client, control=control, board=board, doors=doors, n=n
             )
+            out["rate"] = await rate_run(route, client=client, control=control, board=board,
+                                         doors=doors, pid=daemon.pid, args=args)  # fmt: skip
+            return out
 
         result: dict[str, Any] = await with_client(mq.url, run)
+        position = door_position(config, doors[0])
+        word = {True: "closed", False: "open"}
+
+        def door_flipped(_topic: str, payload: bytes, value: bool) -> bool:
+            return bool(json.loads(payload).get("position") == word[value])
+
+        result["input_flip_to_mqtt"] = await input_flips(
+            mq.url, f"{base}/door/{doors[0]}", flipped=door_flipped, control=control,
+            position=position, n=args.flips,
+        )  # fmt: skip
     finally:
         await daemon.stop()
     return result
 
 
-async def naive_single(config: Config, mq: Mosquitto, control: Control, n: int) -> dict[str, Any]:
+async def start_bridge(
+    mq: Mosquitto, boards: Sequence[Board], *, poll_ms: int, inputs: int
+) -> asyncio.subprocess.Process:
+    args = [f"--board={b.device}={b.host}:{b.port}" for b in boards]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.naive_bridge", "--mqtt", mq.url, *args,
+        f"--poll-ms={poll_ms}", f"--inputs={inputs}", stdout=subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    async with asyncio.timeout(20):
+        assert (await proc.stdout.readline()).strip() == b"ready"
+    return proc
+
+
+def board_inputs(config: Config, device: str) -> int:
+    return int(next(d for d in config.devices if d.id == device).inputs)  # type: ignore[attr-defined]
+
+
+async def naive_single(
+    config: Config, mq: Mosquitto, control: Control, args: argparse.Namespace
+) -> dict[str, Any]:
+    n = args.commands
     board = boards_of(config)[0]
     doors = [d.id for d in config.doors if d.lock.device == board.device][:32]
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bench.naive_bridge",
-        "--mqtt",
-        mq.url,
-        "--board",
-        f"{board.device}={board.host}:{board.port}",
-        stdout=subprocess.PIPE,
-    )
-    assert proc.stdout is not None
+    # Commands without polling (the bridge's best case: its poll thread takes the GIL from
+    # paho's); the flips with it.
+    proc = await start_bridge(mq, [board], poll_ms=0, inputs=0)
     try:
-        async with asyncio.timeout(20):
-            assert (await proc.stdout.readline()).strip() == b"ready"
 
         def body(_door: str, coil: int, value: bool) -> dict[str, Any]:
             return {"id": uuid.uuid4().hex, "board": board.device, "coil": coil, "value": value}
@@ -352,10 +385,192 @@ async def naive_single(config: Config, mq: Mosquitto, control: Control, n: int) 
             mq.url,
             lambda c: single_door(route, client=c, control=control, board=board, doors=doors, n=n),
         )
+        result["rate"] = await with_client(
+            mq.url,
+            lambda c: rate_run(
+                route, client=c, control=control, board=board, doors=doors, pid=proc.pid, args=args
+            ),
+        )
+    finally:
+        proc.terminate()
+        await proc.wait()
+    proc = await start_bridge(
+        mq, [board], poll_ms=args.poll_ms, inputs=board_inputs(config, board.device)
+    )
+    try:
+        position = door_position(config, doors[0])
+
+        def naive_flipped(topic: str, payload: bytes, value: bool) -> bool:
+            return topic.endswith(f"/{position[1]}") and json.loads(payload) is value
+
+        result["input_flip_to_mqtt"] = await input_flips(
+            mq.url, f"naive/input/{board.device}/#", flipped=naive_flipped, control=control,
+            position=position, n=args.flips,
+        )  # fmt: skip
     finally:
         proc.terminate()
         await proc.wait()
     return result
+
+
+def door_position(config: Config, door_id: str) -> tuple[str, int]:
+    """(device, input address) of a door's position contact."""
+    door = next(d for d in config.doors if d.id == door_id)
+    assert door.position is not None, f"{door_id} has no position input"
+    return door.position.device, int(door.position.point.split(":")[1])
+
+
+async def input_flips(
+    url: str,
+    topic: str,
+    *,
+    flipped: Any,  # Callable[[str, bytes, bool], bool]
+    control: Control,
+    position: tuple[str, int],
+    n: int,
+) -> dict[str, float]:
+    """Flip a door's position ``n`` times; each time until ``flipped(topic, payload, value)``."""
+    host, port = url.removeprefix("mqtt://").rsplit(":", 1)
+    samples: list[float] = []
+    want: list[tuple[bool, asyncio.Future[int]]] = []
+    async with aiomqtt.Client(host, int(port), protocol=aiomqtt.ProtocolVersion.V5) as client:
+        nodelay(client)
+
+        async def listen() -> None:
+            async for message in client.messages:
+                payload = message.payload if isinstance(message.payload, bytes) else b""
+                for value, future in want:
+                    if not future.done() and flipped(str(message.topic), payload, value):
+                        future.set_result(time.monotonic_ns())
+
+        await client.subscribe(topic, qos=1)
+        listener = asyncio.create_task(listen())
+        device, address = position
+        try:
+            await asyncio.sleep(0.3)
+            # An even count: the door ends closed, as it started (the next side starts there).
+            for i in range(2 * ((n + 2) // 2)):
+                value = i % 2 == 1  # open first (doors start closed), then closed again
+                future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+                want[:] = [(value, future)]
+                t0 = time.monotonic_ns()
+                await control.ask("input", device=device, input=f"input:{address}", value=value)
+                seen = await asyncio.wait_for(future, 10)
+                if i:
+                    samples.append((seen - t0) / 1e6)
+                # Spaced at random against the poll's phase.
+                await asyncio.sleep(random.uniform(0.15, 0.35))
+        finally:
+            listener.cancel()
+            await asyncio.gather(listener, return_exceptions=True)
+    return percentiles(samples)
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used (``/proc/<pid>/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return float("nan")
+
+
+async def usage(pid: int, seconds: float) -> dict[str, float]:
+    """CPU % (of one core) over ``seconds``, and resident memory at the end."""
+    cpu0, t0 = cpu_s(pid), time.monotonic()
+    await asyncio.sleep(seconds)
+    return {
+        "cpu_percent": round(100 * (cpu_s(pid) - cpu0) / (time.monotonic() - t0), 2),
+        "rss_mb": rss_mb(pid),
+    }
+
+
+async def rate_run(
+    path: Route,
+    *,
+    client: aiomqtt.Client,
+    control: Control,
+    board: Board,
+    doors: list[str],
+    pid: int,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    """``args.rate`` commands/s for ``args.rate_s`` s over the board's doors: publish -> coil."""
+    requester = Requester(client, path.reply_base + "/rate")
+    listener = asyncio.create_task(requester.listen())
+    await asyncio.sleep(0.2)
+    lo = board.coils[0]
+    asked: list[tuple[int, int, bool]] = []
+    futures: list[asyncio.Future[int]] = []
+    total = int(args.rate * args.rate_s)
+    try:
+        cpu0, started = cpu_s(pid), time.monotonic()
+        for k in range(total):
+            await asyncio.sleep(max(0.0, started + k / args.rate - time.monotonic()))
+            door = k % len(doors)
+            value = (k // len(doors)) % 2 == 0
+            sent, future = await requester.send(
+                path.topic, path.body(doors[door], lo + door, value)
+            )
+            asked.append((sent, lo + door, value))
+            futures.append(future)
+        await asyncio.wait_for(asyncio.gather(*futures), 30)
+        cpu = 100 * (cpu_s(pid) - cpu0) / (time.monotonic() - started)
+        writes = await control.ask("writes", device=board.device)
+    finally:
+        listener.cancel()
+        await asyncio.gather(listener, return_exceptions=True)
+    hits = first_writes(writes, asked)
+    coil_ms = [(at - sent) / 1e6 for (sent, _, _), at in zip(asked, hits, strict=True) if at]
+    return {
+        "commands": total,
+        "publish_to_coil": percentiles(coil_ms),
+        "missing_writes": sum(at is None for at in hits),
+        "cpu_percent": round(cpu, 2),
+    }
+
+
+async def idle_side_by_side(tmp: Path, mq: Mosquitto, args: argparse.Namespace) -> dict[str, Any]:
+    """A campus of ``args.idle_boards`` boards polled at the poll interval, nothing else."""
+    template = tmp / "idle.toml"
+    template.write_text(
+        render(
+            "bench", f"Idle bench, {args.idle_boards} boards",
+            with_demo_actors(bench_plans(32 * args.idle_boards, 32)),
+            base_port=21000, poll_interval_ms=args.poll_ms, demo=True,
+        )
+    )  # fmt: skip
+    out: dict[str, Any] = {"boards": args.idle_boards, "seconds": args.idle_s}
+    async with SimProcess(template, actuation_ms=args.actuation_ms) as sim:
+        base = load_config(template)
+        config = with_ports(base, sim.ports)
+        boards = boards_of(config)
+        proc = await start_bridge(
+            mq, boards, poll_ms=args.poll_ms, inputs=board_inputs(config, boards[0].device)
+        )
+        try:
+            await asyncio.sleep(1.0)
+            out["naive"] = await usage(proc.pid, args.idle_s)
+        finally:
+            proc.terminate()
+            await proc.wait()
+        path = tmp / "idle-daemon.toml"
+        path.write_text(effective_campus(template.read_text(), sim.ports, mq.url))
+        daemon = await DaemonProcess(path, {"GATEWAYD_STATE_DIR": str(tmp / "idle-state")}).start()
+        try:
+            # Start-up (imports, first polls, re-assertion, retained topics) is not idle.
+            await asyncio.sleep(4.0)
+            out["gateway"] = await usage(daemon.pid, args.idle_s)
+        finally:
+            await daemon.stop()
+    out["ratio_cpu"] = round(
+        out["gateway"]["cpu_percent"] / max(out["naive"]["cpu_percent"], 0.01), 2
+    )
+    return out
 
 
 # --- the run ------------------------------------------------------------------------------
@@ -399,11 +614,13 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             control = Control(sim.control_port)
             floor = await floor_cycles(config, args.cycles)
             gw = await gateway_cycles(config, args.cycles)
-            naive = await naive_single(config, mq, control, args.commands)
+            naive = await naive_single(config, mq, control, args)
             path = daemon_campus(tmp, template, sim.ports, mq.url)
             daemon = await gateway_single(
-                path, state_dir=tmp / "dstate", mq=mq, control=control, n=args.commands
+                path, state_dir=tmp / "dstate", mq=mq, control=control, args=args
             )
+        async with Mosquitto() as mq:
+            idle = await idle_side_by_side(tmp, mq, args)
     load_after = os.getloadavg()
     lock: dict[str, Any] = {
         "floor": {
@@ -422,7 +639,16 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     single = {"naive": naive, "gateway": daemon}
     single["ratio"] = {
         k: {q: ratio(daemon[k], naive[k], q) for q in ("p50", "p99")}
-        for k in ("publish_to_coil", "publish_to_reply", "burst_32_all_written")
+        for k in (
+            "publish_to_coil",
+            "publish_to_reply",
+            "burst_32_all_written",
+            "input_flip_to_mqtt",
+        )
+    }
+    single["ratio"]["rate_publish_to_coil"] = {
+        q: ratio(daemon["rate"]["publish_to_coil"], naive["rate"]["publish_to_coil"], q)
+        for q in ("p50", "p99")
     }
     return {
         "bench": "floor",
@@ -435,6 +661,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "failed_doors": int(gw["failed_doors"][0]),
         "lockdown_ms": lock,
         "single_door_ms": single,
+        "idle": idle,
+        "rate_per_s": args.rate,
+        "rate_s": args.rate_s,
         "load_average": {"before": load_before, "after": load_after},
         "ratio_target": RATIO_TARGET,
     }
@@ -463,6 +692,27 @@ def summary(results: dict[str, Any]) -> None:
         ("burst_32_all_written", "32 commands, one board: all written"),
     ):
         row(name, single["naive"][key], single["gateway"][key])
+    row(
+        f"input flip -> MQTT (poll {results['poll_interval_ms']} ms)",
+        single["naive"]["input_flip_to_mqtt"],
+        single["gateway"]["input_flip_to_mqtt"],
+    )
+    rate = f"{results['rate_per_s']:g}/s for {results['rate_s']:g} s: publish -> coil"
+    row(
+        rate,
+        single["naive"]["rate"]["publish_to_coil"],
+        single["gateway"]["rate"]["publish_to_coil"],
+    )
+    print(
+        f"{'  CPU % during it':<40} naive {single['naive']['rate']['cpu_percent']:>6.1f}"
+        f"   gateway {single['gateway']['rate']['cpu_percent']:>6.1f}"
+    )
+    idle = results["idle"]
+    naive_idle, gw_idle = idle["naive"], idle["gateway"]
+    print(f"idle, {idle['boards']} boards polled at {results['poll_interval_ms']} ms:"
+          f" CPU % naive {naive_idle['cpu_percent']:.1f}, gateway {gw_idle['cpu_percent']:.1f}"
+          f" (x{idle['ratio_cpu']}); RSS MB naive {naive_idle['rss_mb']}, gateway"
+          f" {gw_idle['rss_mb']}")  # fmt: skip
     before, after = results["load_average"]["before"], results["load_average"]["after"]
     print(
         f"load average before {before[0]:.2f} {before[1]:.2f}, after {after[0]:.2f} {after[1]:.2f}"
@@ -479,10 +729,16 @@ def main() -> None:
     parser.add_argument("--commands", type=int, default=40, help="single-door commands per side")
     parser.add_argument("--poll-ms", type=int, default=100, help="device poll interval")
     parser.add_argument("--actuation-ms", type=float, default=0.0, help="simulated bolt travel")
+    parser.add_argument("--flips", type=int, default=30, help="input flips per side")
+    parser.add_argument("--rate", type=float, default=50.0, help="commands/s in the rate row")
+    parser.add_argument("--rate-s", type=float, default=10.0, help="seconds of the rate row")
+    parser.add_argument("--idle-boards", type=int, default=20)
+    parser.add_argument("--idle-s", type=float, default=10.0, help="seconds measured idle")
     parser.add_argument("--quick", action="store_true", help="a small smoke run (tests)")
     args = parser.parse_args()
     if args.quick:
         args.doors, args.cycles, args.commands = 64, 2, 4
+        args.flips, args.rate_s, args.idle_boards, args.idle_s = 4, 1.0, 2, 1.0
     configure("warning", json=False)
     summary(asyncio.run(main_async(args)))
 

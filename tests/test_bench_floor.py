@@ -32,11 +32,20 @@ def test_floor_bench_quick_measures_gateway_and_floor_side_by_side() -> None:
         assert single["publish_to_coil"]["n"] == results["commands"]
         assert single["publish_to_reply"]["n"] == results["commands"]
         assert single["burst_32_all_written"]["n"] >= 2
+        assert single["input_flip_to_mqtt"]["n"] >= 4
+        assert single["rate"]["missing_writes"] == 0, single["rate"]
+        assert single["rate"]["publish_to_coil"]["n"] == single["rate"]["commands"]
+        assert single["rate"]["cpu_percent"] >= 0
+        idle = results["idle"][side]
+        assert idle["rss_mb"] > 0 and idle["cpu_percent"] >= 0
     assert set(results["single_door_ms"]["ratio"]) == {
         "publish_to_coil",
         "publish_to_reply",
         "burst_32_all_written",
+        "input_flip_to_mqtt",
+        "rate_publish_to_coil",
     }
     assert len(results["load_average"]["before"]) == 3
     assert "lockdown: every door confirmed" in human
     assert "load average" in human
+    assert "input flip -> MQTT" in human and "idle, 2 boards" in human

@@ -23,7 +23,7 @@ from gatewayd.kernel.events import (
 from gatewayd.simulators.faults import Corruption
 from tests.support.harness import changed
 from tests.support.harness import health as health_is
-from tests.support.modbus import StartDriver
+from tests.support.modbus import StartDriver, board_points
 from tests.support.waiting import eventually
 
 
@@ -150,6 +150,62 @@ async def test_wrong_function_code_in_reply_is_refused(start_driver: StartDriver
     run.sim.faults.corrupt = 1.0
     with pytest.raises(BadDeviceReply, match="function code"):
         await run.driver.execute(lock(1))
+
+
+async def test_a_poll_is_one_read_of_the_inputs_and_coils_come_at_the_safety_interval(
+    start_driver: StartDriver,
+) -> None:
+    run = await start_driver(poll_interval_ms=20, coil_poll_interval_ms=400)
+    await run.wait_for(health_is(Health.ONLINE))
+    polls = int(run.driver.statistics()["polls"])
+    before = run.sim.statistics()
+    await eventually(lambda: int(run.driver.statistics()["polls"]) >= polls + 20, timeout_s=30)
+    after = run.sim.statistics()
+    inputs = after["read_inputs"] - before["read_inputs"]
+    coils = after["read_coils"] - before["read_coils"]
+    assert inputs >= 20
+    # One coil read per 400 ms against one input read per 20 ms (and a poll no slower).
+    assert coils * 5 <= inputs, (coils, inputs)
+
+
+async def test_a_coil_changed_behind_the_gateways_back_is_seen_within_the_safety_interval(
+    start_driver: StartDriver,
+) -> None:
+    # No lock sense watched for door 3: only its coil can tell.
+    points = board_points() - {"input:11"}
+    run = await start_driver(points, poll_interval_ms=20, coil_poll_interval_ms=300)
+    await run.wait_for(health_is(Health.ONLINE))
+    seen = len(run.events)
+    # What another master on the network does to the lock output.
+    run.sim.mechanics.drive(3, True)
+    await run.wait_for(changed("coil:3", True), since=seen, timeout_s=10)
+
+
+async def test_coils_are_read_every_poll_when_the_board_has_no_inputs_to_watch(
+    start_driver: StartDriver,
+) -> None:
+    run = await start_driver({f"coil:{i}" for i in range(8)}, coil_poll_interval_ms=5000)
+    await run.wait_for(health_is(Health.ONLINE))
+    before = run.sim.statistics()
+    polls = int(run.driver.statistics()["polls"])
+    await eventually(lambda: int(run.driver.statistics()["polls"]) >= polls + 5, timeout_s=30)
+    after = run.sim.statistics()
+    assert after["read_coils"] - before["read_coils"] >= 5
+    assert after["read_inputs"] == before["read_inputs"]
+
+
+async def test_the_poll_after_a_write_reads_the_coils_back(start_driver: StartDriver) -> None:
+    run = await start_driver(poll_interval_ms=20, coil_poll_interval_ms=60_000)
+    await run.wait_for(health_is(Health.ONLINE))
+    await eventually(lambda: int(run.driver.statistics()["polls"]) >= 3, timeout_s=30)
+    before = run.sim.statistics()
+    await run.driver.execute(WritePoints((PointWrite("coil:2", True),), frozenset({"input:10"})))
+    polls = int(run.driver.statistics()["polls"])
+    await eventually(lambda: int(run.driver.statistics()["polls"]) >= polls + 2, timeout_s=30)
+    after = run.sim.statistics()
+    # The write confirmed from its lock sense (no coil read of its own), then a poll read them.
+    assert after["read_coils"] - before["read_coils"] >= 1
+    assert run.sim.coils()[2] is True
 
 
 # --- commands ---------------------------------------------------------------------------------

@@ -220,3 +220,21 @@ def test_deciding_doors_together_matches_deciding_each_alone(sources: list[Sourc
         e.put(source)
     together = e.decide_all(CAMPUS_MODEL.doors)
     assert together == {d: e.decide(d) for d in CAMPUS_MODEL.doors}
+
+
+@given(any_sources, st.one_of(srp_sources, overrides))
+def test_a_new_source_that_only_locks_never_leaves_a_door_unlocked(
+    sources: list[Source], new: Source
+) -> None:
+    # Engine.unlocks answers "none" for such a change without deciding the doors: hold it to
+    # what deciding every door before and after says.
+    e = engine()
+    for source in sources:
+        e.put(source)
+    if new.key in e.sources or not all(effect.locked for effect in new.effects):
+        return
+    before = e.decide_all(CAMPUS_MODEL.doors)
+    assert e.unlocks(Change(put=(new,))) == []
+    e.put(new)
+    after = e.decide_all(CAMPUS_MODEL.doors)
+    assert not [d for d in before if before[d].locked and not after[d].locked]

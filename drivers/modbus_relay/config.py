@@ -27,6 +27,12 @@ class ModbusRelayConfig(ReconnectConfig, DriverConfig):
     #: Number of discrete inputs on the board (input:0 .. input:inputs-1).
     inputs: int = Field(default=0, ge=0, le=MAX_INPUTS)
     poll_interval_ms: int = Field(default=250, ge=10, le=60_000)
+    #: On a board whose inputs are watched, each poll is one read of the inputs; the coils
+    #: are read at this slower safety interval, and in the first poll after a write: a coil
+    #: changed behind the gateway's back shows within it. Equal to ``poll_interval_ms`` (or
+    #: lower): coils every poll, two requests each. A board with no watched inputs reads its
+    #: coils every poll whatever this says (docs/drivers/modbus-relay.md).
+    coil_poll_interval_ms: int = Field(default=1000, ge=10, le=600_000)
     #: Deadline of one request, from send to decoded reply; also bounds a connect attempt.
     timeout_ms: int = Field(default=500, ge=10, le=10_000)
     #: Consecutive failed transactions before the board is reported offline.

@@ -51,6 +51,8 @@ class _Job:
 
     writes: Mapping[int, bool] = field(default_factory=dict)
     points: Sequence[Point] = ()
+    #: Read the written coils back (False: the FC15 acknowledgement stands for them).
+    coils_back: bool = True
 
 
 class ModbusRelayDriver(Driver[ModbusRelayConfig]):
@@ -88,6 +90,14 @@ class ModbusRelayDriver(Driver[ModbusRelayConfig]):
             self._run_batch, lambda: self._lane.hold(COMMAND), MAX_QUEUED
         )
         self._max_wait_ms = 0.0
+        #: The last bits read per (kind, span): a poll that reads the same is skipped at once.
+        self._last_bits: dict[tuple[Kind, Span], list[bool]] = {}
+        #: When the coils are read next in a poll (None: the next poll).
+        self._coils_due_ns: int | None = None
+        self._coil_interval_ns = config.coil_poll_interval_ms * 1_000_000
+        self._poll_ns = config.poll_interval_ms * 1_000_000
+        #: When coils were last read from the board (any span).
+        self._coils_read_ns = 0
 
     @classmethod
     def parse_point(cls, raw: str) -> str:
@@ -112,6 +122,7 @@ class ModbusRelayDriver(Driver[ModbusRelayConfig]):
             while True:
                 if self._link.connected:
                     await self._poll_once()
+                    _raise_if_cancelling()
                     await asyncio.sleep(poll_s)
                 else:
                     await asyncio.sleep(self._reconnect.next_s())
@@ -128,16 +139,27 @@ class ModbusRelayDriver(Driver[ModbusRelayConfig]):
             return
         # The board may have rebooted or been written by someone else while we were away.
         self._coils.forget()
+        self._coils_due_ns = None
+        self._last_bits.clear()
         if self._link.connects > 1:
             self._counts["reconnects"] += 1
         self._log.info("modbus.connected", host=self.config.host, port=self.config.port)
 
+    def _poll_plan(self, now_ns: int) -> list[tuple[Kind, Span]]:
+        """This poll's reads: the inputs, and the coils when they are due (or all there is)."""
+        reads = self._table.poll_reads()
+        if len(reads) < 2 or self._coils_due_ns is None or now_ns >= self._coils_due_ns:
+            return reads
+        return [(kind, span) for kind, span in reads if kind != "coil"]
+
     async def _poll_once(self) -> None:
-        """Read every span the campus watches, one lane hold per transaction."""
+        """Read what is due this poll, one lane hold per transaction."""
         try:
-            for kind, span in self._table.poll_reads():
+            for kind, span in self._poll_plan(time.monotonic_ns()):
                 async with self._lane.hold(POLL):
                     bits = await self._read(kind, span)
+                    if kind == "coil" and span == self._table.coil_span:
+                        self._coils_due_ns = time.monotonic_ns() + self._coil_interval_ns
                 self._absorb(kind, span, bits)
         except DeviceError as exc:
             self._counts["poll_failures"] += 1
@@ -151,11 +173,20 @@ class ModbusRelayDriver(Driver[ModbusRelayConfig]):
         if kind == "coil":
             bits = await self._link.read_coils(span.start, span.count)
             self._coils.update(span.start, bits)
+            self._coils_read_ns = time.monotonic_ns()
             return bits
         return await self._link.read_inputs(span.start, span.count)
 
     def _absorb(self, kind: Kind, span: Span, bits: list[bool]) -> None:
         """Emit PointChanged for watched points in a validated reply that changed."""
+        # Most polls read what the last one read: one list comparison, not one per point.
+        key = (kind, span)
+        if self._last_bits.get(key) == bits:
+            return
+        # Another span of this kind may overlap this one: only this read stands for its bits.
+        for other in [k for k in self._last_bits if k[0] == kind]:
+            del self._last_bits[other]
+        self._last_bits[key] = bits
         for point in self._table.watched(kind, span):
             self._values.update(point, bits[point.address - span.start])
 
@@ -184,7 +215,11 @@ class ModbusRelayDriver(Driver[ModbusRelayConfig]):
         # Validate before queueing: a bad command must not hold up a good one.
         match command:
             case WritePoints():
-                job = _Job(writes=self._table.coil_writes(command.writes))
+                back = command.read_back
+                job = _Job(
+                    writes=self._table.coil_writes(command.writes),
+                    coils_back=back is None or any(p.startswith("coil:") for p in back),
+                )
             case ReadPoints():
                 job = _Job(points=self._table.spans_of(command.points)[0])
         self._counts["commands"] += 1
@@ -220,15 +255,18 @@ class ModbusRelayDriver(Driver[ModbusRelayConfig]):
             writes.update(job.writes)
         wanted = [p for job in jobs for p in job.points]
         on_wire_ns = 0
+        found: dict[Point, bool] = {}
         if writes:
             on_wire_ns = await self._write(writes)
-        coil_span = Span.covering([*writes, *(p.address for p in wanted if p.kind == "coil")])
+            # The board acknowledged these values; a read confirms them only where asked.
+            found.update({Point("coil", a): v for a, v in writes.items()})
+        back = [a for job in jobs if job.coils_back for a in job.writes]
+        coil_span = Span.covering([*back, *(p.address for p in wanted if p.kind == "coil")])
         inputs = [p.address for p in wanted if p.kind == "input"]
         if writes and self._table.input_span is not None:
             # Confirmation needs every watched input (position, lock sense, alarms).
             inputs += [self._table.input_span.start, self._table.input_span.stop - 1]
         input_span = Span.covering(inputs)
-        found: dict[Point, bool] = {}
         reads: tuple[tuple[Kind, Span | None], ...] = (("coil", coil_span), ("input", input_span))
         for kind, span in reads:
             if span is None:
@@ -262,11 +300,16 @@ class ModbusRelayDriver(Driver[ModbusRelayConfig]):
         """Read-modify-write the span of touched coils with one FC15; return the ack's time."""
         span = Span.covering(writes)
         assert span is not None
-        if not self._coils.known(span):
+        # Coils in the span that no command names are written back as the board holds them:
+        # read them first unless this poll cycle has (coils are read less often than inputs).
+        stale = time.monotonic_ns() - self._coils_read_ns > self._poll_ns
+        if not self._coils.known(span) or (span.count > len(writes) and stale):
             await self._read("coil", span)
         values = self._coils.merged(span, writes)
         acked_ns = await self._link.write_coils(span.start, values)
         self._coils.update(span.start, values)
+        # What the board acknowledged is read back for real in the next poll.
+        self._coils_due_ns = None
         self._counts["writes"] += 1
         self._log.info(
             "modbus.group_write",
@@ -296,3 +339,14 @@ class ModbusRelayDriver(Driver[ModbusRelayConfig]):
             "health": str(self.health),
             "last_error": self._link_health.last_error,
         }
+
+
+def _raise_if_cancelling() -> None:
+    """Re-raise a cancellation that pymodbus swallowed.
+
+    On Python 3.11 a cancel that lands as a reply arrives is dropped inside pymodbus's
+    ``asyncio.wait_for``; the task still counts it. Honoured here, so a stop never hangs.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

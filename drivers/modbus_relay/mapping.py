@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -29,8 +30,12 @@ class Point:
         return f"{self.kind}:{self.address}"
 
 
+@functools.lru_cache(maxsize=8192)
 def parse_point(raw: str) -> Point:
-    """Parse ``coil:N`` or ``input:N`` (case and leading zeros are normalised away)."""
+    """Parse ``coil:N`` or ``input:N`` (case and leading zeros are normalised away).
+
+    Cached: a lockdown parses every door's coil again, the same few thousand strings.
+    """
     match = _POINT.fullmatch(raw.strip().lower())
     if match is None:
         raise BadPoint(f"{raw!r}: {EXPECTED}")

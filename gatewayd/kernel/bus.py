@@ -46,6 +46,13 @@ class Subscription(Generic[T]):
         self.delivered += 1
         return self._items.popleft()
 
+    def take(self, limit: int) -> list[T]:
+        """Up to ``limit`` queued items at once, oldest first; never waits."""
+        items = self._items
+        out = [items.popleft() for _ in range(min(limit, len(items)))]
+        self.delivered += len(out)
+        return out
+
     def __aiter__(self) -> AsyncIterator[T]:
         return self._iterate()
 

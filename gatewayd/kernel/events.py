@@ -50,6 +50,10 @@ class WritePoints:
     """Write many outputs of one device as one group action, then read them back."""
 
     writes: tuple[PointWrite, ...]
+    #: The points that confirm the writes (a lock sense, else the output itself); None: every
+    #: written output. A driver may leave out reading back an output nobody asked for: the
+    #: device's acknowledgement of the write stands for it.
+    read_back: frozenset[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,18 +27,34 @@ class Actuator:
         for listener in self._listeners:
             listener()
         decisions = self._engine.decide_all(doors)
-        targets = {
-            d: Target(dec.locked, dec.reason, int(dec.priority)) for d, dec in decisions.items()
-        }
-        detail: dict[str, dict[str, Any]] = {}
+        # Doors alike share one decision: build its target once.
+        made: dict[int, Target] = {}
+        targets = {}
         for door_id, dec in decisions.items():
-            held_by = self._engine.get(dec.claim.source) if dec.claim else None
-            if held_by is None:
+            target = made.get(id(dec))
+            if target is None:
+                target = made[id(dec)] = Target(dec.locked, dec.reason, int(dec.priority))
+            targets[door_id] = target
+        detail: dict[str, dict[str, Any]] = {}
+        # A thousand doors held by one lockdown share its claim: look each source up once.
+        extra: dict[str, dict[str, Any] | None] = {}
+        for door_id, dec in decisions.items():
+            if dec.claim is None:
                 continue
-            if held_by.name == "responder" and held_by.expires_at is not None:
-                detail[door_id] = {
-                    "override": {"actor": held_by.actor, "until": utc_iso(held_by.expires_at)}
-                }
-            elif held_by.drill:
-                detail[door_id] = {"drill": True}
+            source = dec.claim.source
+            if source not in extra:
+                extra[source] = self._detail(source)
+            if (found := extra[source]) is not None:
+                detail[door_id] = found
         return await self._doors.actuate(targets, trigger_ns=trigger_ns, detail=detail)
+
+    def _detail(self, source: str) -> dict[str, Any] | None:
+        """What a door's topic says of the source holding it: an override, a drill."""
+        held_by = self._engine.get(source)
+        if held_by is None:
+            return None
+        if held_by.name == "responder" and held_by.expires_at is not None:
+            return {"override": {"actor": held_by.actor, "until": utc_iso(held_by.expires_at)}}
+        if held_by.drill:
+            return {"drill": True}
+        return None

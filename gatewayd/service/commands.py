@@ -4,8 +4,10 @@
 guard (signature, role, replay) admits a command before :meth:`CommandService.run_command`
 sees it, every change of a safety source goes through :meth:`Core.commit` (recorded first if it
 unlocks a door, at once otherwise), and every decision carries the command's ``actor`` into
-the audit log. The reply goes out once the records of what it did are on disk, or says they
-are not.
+the audit log. The reply goes out as soon as the outcome is known, without waiting for the
+disk: it says whether the records of what it did are on disk yet (``recorded``), and a record
+that cannot be written is never dropped quietly (the journal keeps and retries it, and an
+``alarm`` of type ``bookkeeping`` says so).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any
 
 import structlog
@@ -42,7 +45,7 @@ from gatewayd.rules.policy import (
     state_of,
 )
 from gatewayd.rules.sources import Effect, Source
-from gatewayd.security.audit import AuditKind
+from gatewayd.security.audit import AuditKind, AuditRecord
 from gatewayd.security.guard import is_unauthenticated
 from gatewayd.security.journal import Pending
 from gatewayd.security.roles import Authority
@@ -56,9 +59,8 @@ log = structlog.get_logger(__name__)
 SRP_ACTIONS = frozenset(
     {Action.HOLD, Action.SECURE, Action.LOCKDOWN, Action.EVACUATE, Action.SHELTER}
 )
-#: How long a reply waits for the records of what was done to reach the disk.
-REPLY_RECORD_WAIT_S = 1.0
-
+#: A record's future, from the writer thread or wrapped onto the loop.
+_Settled = Future[AuditRecord] | asyncio.Future[AuditRecord]
 #: (scope, doors to actuate, extra reply fields) of one decided command.
 Decided = tuple[Scope, list[str], dict[str, Any]]
 
@@ -137,7 +139,7 @@ class CommandService:
             log.warning("command.refused", id=command.id, actor=command.actor,
                         action=str(command.action), error=exc.code,
                         message=str(exc))  # fmt: skip
-        reply["recorded"] = await _recorded(records)
+        reply["recorded"] = self._recorded(command, records)
         if command.action is not Action.STATUS:
             self._core.publisher.event(
                 "command",
@@ -148,11 +150,52 @@ class CommandService:
                     "scope": command.scope or (f"door/{command.door}" if command.door else None),
                     **{k: reply[k] for k in ("ok", "error", "message") if k in reply},
                     "latency_ms": reply.get("latency_ms"),
+                    "recorded": reply["recorded"],
                 },
                 life_safety=reply.get("error") is None,
                 drill=bool(reply.get("drill")),
             )
         return reply
+
+    def _recorded(self, command: Command, records: list[Pending]) -> bool | None:
+        """On disk now (True), not written (False: an alarm says why), or queued (None).
+
+        The reply never waits for the disk: an fsync that a busy disk holds for hundreds of
+        milliseconds would hold every reply with it. A record still queued is followed to the
+        end; one that fails is alarmed, never dropped without a word.
+        """
+        state: bool | None = True
+        for pending in records:
+            if not pending.future.done():
+                state = False if state is False else None
+                asyncio.wrap_future(pending.future).add_done_callback(
+                    lambda done: self._settled(command, done)
+                )
+            elif not _written(pending.future):
+                state = False
+                self._record_failed(command, pending.future)
+        if state is None and not self._core.guard.journal.healthy:
+            # Queued behind a disk that fails: kept and retried, not on disk (the
+            # bookkeeping alarm is out already).
+            state = False
+        return state
+
+    def _settled(self, command: Command, done: asyncio.Future[AuditRecord]) -> None:
+        if not _written(done):
+            self._record_failed(command, done)
+
+    def _record_failed(self, command: Command, future: _Settled) -> None:
+        error = "cancelled" if future.cancelled() else str(future.exception())
+        log.critical("command.record_failed", id=command.id, actor=command.actor,
+                     action=str(command.action), error=error)  # fmt: skip
+        self._core.publisher.event(
+            "alarm",
+            "gateway",
+            {"type": "bookkeeping", "healthy": self._core.guard.journal.healthy,
+             "problem": f"the audit record of command {command.id} was not written: {error}",
+             "command": command.id},
+            life_safety=True,
+        )  # fmt: skip
 
     async def run_system(self, command: Command) -> dict[str, Any]:
         """Run a command the gateway gives itself: audited as ``system``, no signature."""
@@ -437,7 +480,6 @@ class CommandService:
         }
 
 
-async def _recorded(records: list[Pending]) -> bool:
-    """Whether every record of a command is on disk (waiting a little for the last group)."""
-    written = await asyncio.gather(*(r.written(REPLY_RECORD_WAIT_S) for r in records))
-    return all(written)
+def _written(future: _Settled) -> bool:
+    """A settled record future that holds the written record (not cancelled, not failed)."""
+    return not future.cancelled() and future.exception() is None

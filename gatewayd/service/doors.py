@@ -120,6 +120,31 @@ class DoorService:
 
     # --- events from drivers -----------------------------------------------------------------
 
+    def on_points(self, events: Sequence[PointChanged]) -> None:
+        """Many point events in arrival order: door values folded in once per device.
+
+        A lockdown's read-backs come back as two thousand events that mostly say what the
+        door table knows already; one pass per device costs a fraction of one per event.
+        Alarm inputs are passed on in place, after the door values that came before them.
+        """
+        values: dict[str, list[PointValue]] = defaultdict(list)
+        roles = self.campus.point_roles
+        for event in events:
+            route = roles.get((event.device, event.point))
+            if route is None:
+                continue
+            if route[1] == "input":
+                self._apply_all(values)
+                self.on_point(event)
+            else:
+                values[event.device].append(PointValue(event.point, event.value))
+        self._apply_all(values)
+
+    def _apply_all(self, values: dict[str, list[PointValue]]) -> None:
+        for device, found in values.items():
+            self._apply(device, found)
+        values.clear()
+
     def on_point(self, event: PointChanged) -> None:
         route = self.campus.point_roles.get((event.device, event.point))
         if route is None:
@@ -242,9 +267,21 @@ class DoorService:
                 )
                 for d in door_ids
             )
-            result = await driver.execute(WritePoints(writes))
-        self._apply(device, result.values)
+            back = frozenset(self._readback_point(d) for d in door_ids)
+            result = await driver.execute(WritePoints(writes, back))
+        # The result reads every watched input of the board, but it speaks only for these
+        # doors: a merged batch may be answered after later batches confirmed other doors,
+        # whose newer values reach the table through the driver's events, in read order.
+        own = self._points_of(door_ids)
+        self._apply(device, [v for v in result.values if v.point in own])
         return result
+
+    def _points_of(self, door_ids: Sequence[str]) -> set[str]:
+        points: set[str] = set()
+        for door_id in door_ids:
+            binding = self.campus.bindings[door_id]
+            points.update(p for p in (binding.lock, binding.sense, binding.position) if p)
+        return points
 
     async def _confirm(
         self, device: str, door_ids: list[str], result: CommandResult, report: ActuationReport

@@ -76,6 +76,9 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
+#: Driver events routed between two turns of the event loop at most.
+PUMP_BATCH = 512
+
 
 class Gateway:
     """One campus gateway; run it with :meth:`run`."""
@@ -421,36 +424,56 @@ class Gateway:
         )
 
     async def _pump_events(self) -> None:
-        """Route what the drivers report: door table, alarm inputs, events."""
-        publish = self.publisher.event
-        async for event in self._events:
-            match event:
-                case PointChanged():
-                    self.doors.on_point(event)
+        """Route what the drivers report: door table, alarm inputs, events.
+
+        What queued is taken together: runs of point changes are folded into the door table
+        in one pass, and the loop is given back between batches, so a lockdown's read-backs
+        never hold up the writes still going out.
+        """
+        events = self._events
+        while True:
+            batch = [await events.get(), *events.take(PUMP_BATCH - 1)]
+            points: list[PointChanged] = []
+            for event in batch:
+                if isinstance(event, PointChanged):
+                    points.append(event)
                     self.air.on_point(event)
-                case DeviceHealth():
-                    self.air.on_health(event)
-                    if self.doors.on_health(event):
-                        # A board that was away may have rebooted into its default coil
-                        # state: write what is decided now, as at start-up.
-                        self.tasks.spawn(
-                            self._reassert_device(event.device), f"reassert:{event.device}"
-                        )
-                    publish("device", event.device,
-                            {"health": str(event.health), "detail": event.detail},
-                            life_safety=False)  # fmt: skip
-                    log.info("device.health", device=event.device, health=str(event.health),
-                             detail=event.detail)  # fmt: skip
-                case CameraEvent():
-                    publish("camera", event.device,
-                            {"topic": event.topic, "active": event.active, **event.data},
-                            life_safety=event.topic == "tamper")  # fmt: skip
-                case DeviceFault():
-                    publish("device", event.device,
-                            {"fault": event.error, "detail": event.detail},
-                            life_safety=True)  # fmt: skip
-                    log.warning("device.fault", device=event.device, error=event.error,
-                                detail=event.detail)  # fmt: skip
+                    continue
+                if points:
+                    self.doors.on_points(points)
+                    points = []
+                self._route(event)
+            if points:
+                self.doors.on_points(points)
+            await asyncio.sleep(0)
+
+    def _route(self, event: DriverEvent) -> None:
+        """One event that is not a point change: device health, camera, fault."""
+        publish = self.publisher.event
+        match event:
+            case DeviceHealth():
+                self.air.on_health(event)
+                if self.doors.on_health(event):
+                    # A board that was away may have rebooted into its default coil
+                    # state: write what is decided now, as at start-up.
+                    self.tasks.spawn(
+                        self._reassert_device(event.device), f"reassert:{event.device}"
+                    )
+                publish("device", event.device,
+                        {"health": str(event.health), "detail": event.detail},
+                        life_safety=False)  # fmt: skip
+                log.info("device.health", device=event.device, health=str(event.health),
+                         detail=event.detail)  # fmt: skip
+            case CameraEvent():
+                publish("camera", event.device,
+                        {"topic": event.topic, "active": event.active, **event.data},
+                        life_safety=event.topic == "tamper")  # fmt: skip
+            case DeviceFault():
+                publish("device", event.device,
+                        {"fault": event.error, "detail": event.detail},
+                        life_safety=True)  # fmt: skip
+                log.warning("device.fault", device=event.device, error=event.error,
+                            detail=event.detail)  # fmt: skip
 
     async def _console(self, config: ConsoleConfig) -> None:
         """Serve the web console; a page that cannot start never stops the doors."""
