@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from gatewayd.kernel.driver import DriverConfig
 from gatewayd.kernel.events import DeviceCommand, PointWrite, WritePoints
 from gatewayd.simulators.onvif_rig import OnvifCameraRig
+from gatewayd.simulators.osdp_reader import OsdpReaderRig
 from gatewayd.simulators.psap_radio import PsapRadioRig
 
 RIG_GROUP = "gatewayd.rigs"
@@ -165,6 +166,7 @@ RIGS: dict[str, Callable[[], Rig]] = {
     "bacnet-small-apdu": partial(BacnetRig, max_apdu=128, segmentation=False),
     "modbus_relay": ModbusRelayRig,
     "onvif_camera": OnvifCameraRig,
+    "osdp_reader": OsdpReaderRig,
     "psap_radio": PsapRadioRig,
 }
 
