@@ -2,10 +2,10 @@
 
 The reader listens on a pty (``os.openpty()``; the driver opens :attr:`OsdpReaderSim.url`,
 the slave's path) or on TCP (``socket://127.0.0.1:PORT``). libosdp runs on a thread of its
-own, refreshed every few milliseconds; bytes cross between it and the event loop through a
-locked buffer (line to reader) and ``call_soon_threadsafe`` (reader to line), and every
-command the reader obeys is handed to the loop the same way, so the simulator's state is only
-ever touched on the loop.
+own, refreshed every few milliseconds, which also carries the line (the pty's master end, or
+the TCP socket): like hardware, the reader never waits for the event loop. Every command the
+reader obeys is handed to the loop with ``call_soon_threadsafe``, so the simulator's state is
+only ever changed on the loop.
 
 A test presents a card (:meth:`present_card`), keys a PIN (:meth:`key_pin`), opens the cover
 (:meth:`set_tamper`) or fails the power (:meth:`set_power`), and reads what the gateway showed:
@@ -21,6 +21,8 @@ import asyncio
 import contextlib
 import os
 import queue
+import socket
+import struct
 import threading
 import time
 import tty
@@ -33,7 +35,7 @@ from gatewayd.drivers.osdp_reader.config import OsdpReaderConfig
 from gatewayd.drivers.osdp_reader.mapping import COLOR_NAMES
 from gatewayd.kernel.driver import DriverConfig
 from gatewayd.kernel.events import DeviceCommand, Indication, ReaderSignal
-from gatewayd.simulators.base import Simulator, close_tcp_server, tcp_server
+from gatewayd.simulators.base import Simulator
 
 Mode = Literal["pty", "tcp"]
 #: How often the reader's libosdp thread runs.
@@ -73,40 +75,129 @@ class Presented(NamedTuple):
     value: str
 
 
-class _PdChannel(osdp.Channel):  # type: ignore[misc]  # osdp is untyped
-    """libosdp's side of the line: reads what the loop buffered, writes through the loop."""
+class _PtyLine:
+    """The reader's end (master) of a pty pair, read and written by the reader's thread."""
 
-    def __init__(self, sim: OsdpReaderSim) -> None:
-        super().__init__()
-        self._sim = sim
-        self._inbox = bytearray()
-        self._lock = threading.Lock()
-
-    def feed(self, data: bytes) -> None:
-        with self._lock:
-            self._inbox += data
+    def __init__(self) -> None:
+        self.master, self._slave = os.openpty()
+        # Raw: no echo, no CR/LF translation, whoever opens the slave and whenever.
+        tty.setraw(self._slave)
+        os.set_blocking(self.master, False)
+        #: The path the driver opens.
+        self.path = os.ttyname(self._slave)
+        self.port = 0
 
     def read(self, max_bytes: int) -> bytes:
-        with self._lock:
-            data = bytes(self._inbox[:max_bytes])
-            del self._inbox[:max_bytes]
+        try:
+            return os.read(self.master, max_bytes)
+        except (BlockingIOError, InterruptedError):
+            return b""
+        except OSError:
+            # EIO: nobody has the slave open; our own slave fd normally prevents it.
+            return b""
+
+    def write(self, data: bytes) -> None:
+        with contextlib.suppress(OSError):
+            os.write(self.master, data)
+
+    def close(self) -> None:
+        os.close(self.master)
+        os.close(self._slave)
+
+
+class _TcpLine:
+    """A TCP port the panel connects to (one client at a time; a new one replaces the old)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self._listener = socket.create_server((host, port), reuse_port=False)
+        self._listener.setblocking(False)
+        self.port: int = self._listener.getsockname()[1]
+        self._client: socket.socket | None = None
+
+    def read(self, max_bytes: int) -> bytes:
+        with contextlib.suppress(BlockingIOError, InterruptedError):
+            client, _ = self._listener.accept()
+            client.setblocking(False)
+            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._drop()
+            self._client = client
+        if self._client is None:
+            return b""
+        try:
+            data = self._client.recv(max_bytes)
+        except (BlockingIOError, InterruptedError):
+            return b""
+        except OSError:
+            data = b""
+        if not data:
+            self._drop()
         return data
 
+    def write(self, data: bytes) -> None:
+        if self._client is not None:
+            try:
+                self._client.sendall(data)
+            except OSError:
+                self._drop()
+
+    def _drop(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            # RST, as a reader losing power.
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            client.close()
+
+    def close(self) -> None:
+        self._drop()
+        self._listener.close()
+
+
+_Line = _PtyLine | _TcpLine
+
+
+class _PdChannel(osdp.Channel):  # type: ignore[misc]  # osdp is untyped
+    """libosdp's side of the line, on the reader's thread; the faults apply to what it sends."""
+
+    def __init__(self, sim: OsdpReaderSim, line: _Line) -> None:
+        super().__init__()
+        self._sim = sim
+        self._line = line
+
+    def read(self, max_bytes: int) -> bytes:
+        return self._line.read(max_bytes)
+
     def write(self, buf: bytes) -> int:
-        self._sim._from_thread(self._sim._send, bytes(buf))
+        data = bytes(buf)
+        faults = self._sim.faults
+        if faults.hang or faults.roll(faults.drop):
+            self._sim._from_thread(self._sim._count, "dropped")
+            return len(buf)
+        if faults.roll(faults.corrupt) and len(data) > 6:
+            self._sim._from_thread(self._sim._count, "garbled")
+            middle = len(data) // 2
+            data = data[:middle] + bytes([data[middle] ^ 0x5A]) + data[middle + 1 :]
+        if faults.delay_ms > 0:
+            # A slow reader: its one thread answers late.
+            time.sleep(faults.delay_ms / 1000)
+        self._line.write(data)
         return len(buf)
 
     def flush(self) -> None:
-        with self._lock:
-            self._inbox.clear()
+        while self._line.read(1024):
+            pass
 
 
 class _Peripheral:
-    """libosdp's peripheral device and the thread that refreshes it."""
+    """libosdp's peripheral device and the thread that refreshes it and carries its line.
 
-    def __init__(self, sim: OsdpReaderSim, channel: _PdChannel) -> None:
+    The whole reader runs on this thread, as hardware runs apart from the gateway: a busy
+    event loop never makes it late. The loop only hands it events and hears its commands.
+    """
+
+    def __init__(self, sim: OsdpReaderSim, line: _Line) -> None:
         flags = [osdp.LibFlag.InstallMode] if sim.install_mode else [osdp.LibFlag.EnforceSecure]
-        info = osdp.PDInfo(sim.address, channel, scbk=sim.scbk, name=sim.name[:16],
+        self._channel = _PdChannel(sim, line)
+        info = osdp.PDInfo(sim.address, self._channel, scbk=sim.scbk, name=sim.name[:16],
                            flags=flags)  # fmt: skip
         osdp_sys.set_loglevel(osdp.LogLevel.Emergency)
         self._ctx = osdp_sys.PeripheralDevice(
@@ -114,6 +205,7 @@ class _Peripheral:
         )
         self._ctx.set_command_callback(self._on_command)
         self._sim = sim
+        self.line = line
         self._events: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._ended = asyncio.Event()
@@ -126,7 +218,7 @@ class _Peripheral:
         self._events.put(event)
 
     def online(self) -> tuple[bool, bool]:
-        # Read on the loop: two flags the C side keeps; no call into the state machine.
+        # Two flags the C side keeps; no call into the state machine.
         return bool(self._ctx.is_online()), bool(self._ctx.is_sc_active())
 
     async def stop(self) -> None:
@@ -141,6 +233,7 @@ class _Peripheral:
         try:
             self._refresh_until_stopped()
         finally:
+            self.line.close()
             with contextlib.suppress(RuntimeError):
                 self._loop.call_soon_threadsafe(self._ended.set)
 
@@ -158,62 +251,6 @@ class _Peripheral:
     def _on_command(self, command: dict[str, Any]) -> tuple[int, None]:
         self._sim._from_thread(self._sim._obeyed, dict(command), time.monotonic_ns())
         return 0, None
-
-
-class _PtyEnd:
-    """The reader's end (master) of a pty pair."""
-
-    def __init__(self, sim: OsdpReaderSim) -> None:
-        self._sim = sim
-        self.master, self._slave = os.openpty()
-        tty.setraw(self._slave)
-        os.set_blocking(self.master, False)
-        self.path = os.ttyname(self._slave)
-        asyncio.get_running_loop().add_reader(self.master, self._readable)
-
-    def _readable(self) -> None:
-        try:
-            data = os.read(self.master, 4096)
-        except (BlockingIOError, InterruptedError, OSError):
-            return
-        self._sim._received(data)
-
-    def write(self, data: bytes) -> None:
-        with contextlib.suppress(BlockingIOError, InterruptedError, OSError):
-            os.write(self.master, data)
-
-    def close(self) -> None:
-        asyncio.get_running_loop().remove_reader(self.master)
-        os.close(self.master)
-        os.close(self._slave)
-
-
-class _TcpClient(asyncio.Protocol):
-    """The panel's TCP connection (one at a time: a new one replaces the old)."""
-
-    def __init__(self, sim: OsdpReaderSim) -> None:
-        self._sim = sim
-        self.transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        old, self._sim._client = self._sim._client, self
-        if old is not None and old.transport is not None:
-            old.transport.abort()
-        self.transport = transport
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._sim._client is self:
-            self._sim._client = None
-        self.transport = None
-
-    def data_received(self, data: bytes) -> None:
-        if self._sim._client is self:
-            self._sim._received(data)
-
-    def write(self, data: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
 
 
 class OsdpReaderSim(Simulator[Signal, Presented]):
@@ -249,10 +286,7 @@ class OsdpReaderSim(Simulator[Signal, Presented]):
         self.last_led = "off"
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pd: _Peripheral | None = None
-        self._channel: _PdChannel | None = None
-        self._pty: _PtyEnd | None = None
-        self._server: asyncio.Server | None = None
-        self._client: _TcpClient | None = None
+        self._pty_path: str | None = None
         self._tamper = False
         self._power_fault = False
 
@@ -262,9 +296,9 @@ class OsdpReaderSim(Simulator[Signal, Presented]):
     def url(self) -> str:
         """What the driver's ``url`` should be: the pty slave path or ``socket://``."""
         if self.mode == "pty":
-            if self._pty is None:
+            if self._pty_path is None:
                 raise RuntimeError("start the reader before asking for its pty path")
-            return self._pty.path
+            return self._pty_path
         return f"socket://{self.host}:{self._port}"
 
     def _about(self) -> dict[str, Any]:
@@ -272,26 +306,20 @@ class OsdpReaderSim(Simulator[Signal, Presented]):
 
     async def _open(self) -> int:
         self._loop = asyncio.get_running_loop()
-        self._channel = _PdChannel(self)
-        self._pd = _Peripheral(self, self._channel)
+        line: _Line
         if self.mode == "pty":
-            self._pty = _PtyEnd(self)
-            return 0
-        self._server, port = await tcp_server(self.host, self._port, lambda: _TcpClient(self))
-        return port
+            line = _PtyLine()
+            self._pty_path = line.path
+        else:
+            line = _TcpLine(self.host, self._port)
+        self._pd = _Peripheral(self, line)
+        return line.port
 
     async def _close(self) -> None:
         pd, self._pd = self._pd, None
         if pd is not None:
+            # The thread closes the line (the pty, the socket) on its way out.
             await pd.stop()
-        pty, self._pty = self._pty, None
-        if pty is not None:
-            pty.close()
-        server, self._server = self._server, None
-        client, self._client = self._client, None
-        transports = [client.transport] if client and client.transport else []
-        await close_tcp_server(server, transports)
-        self._channel = None
 
     async def vanish(self) -> None:
         """Lose power: stop answering and listening (TCP only; a pty uses ``faults.hang``)."""
@@ -361,29 +389,8 @@ class OsdpReaderSim(Simulator[Signal, Presented]):
         with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(callback, *args)
 
-    def _received(self, data: bytes) -> None:
-        if self._channel is not None:
-            self._channel.feed(data)
-
-    def _send(self, data: bytes) -> None:
-        faults = self.faults
-        if faults.hang or faults.roll(faults.drop):
-            self.counts["dropped"] += 1
-            return
-        if faults.roll(faults.corrupt) and len(data) > 6:
-            self.counts["garbled"] += 1
-            middle = len(data) // 2
-            data = data[:middle] + bytes([data[middle] ^ 0x5A]) + data[middle + 1 :]
-        if faults.delay_ms > 0:
-            self._later(faults.delay_ms / 1000, lambda: self._write(data))
-        else:
-            self._write(data)
-
-    def _write(self, data: bytes) -> None:
-        if self._pty is not None:
-            self._pty.write(data)
-        elif self._client is not None:
-            self._client.write(data)
+    def _count(self, name: str) -> None:
+        self.counts[name] += 1
 
     def _obeyed(self, command: dict[str, Any], ns: int) -> None:
         code = command.get("command")

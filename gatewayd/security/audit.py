@@ -52,6 +52,8 @@ class AuditKind(StrEnum):
     OVERRIDE = "override"
     FIRE = "fire"
     BUDGET = "budget"
+    #: A credential at a reader: granted (with the unlock it made) or refused, and why.
+    ACCESS = "access"
     #: The daemon itself: start-up, stop, a safety state rebuilt, a clock step.
     DAEMON = "daemon"
     #: The log's own events: a torn last line removed, a cut detected, a rotation.

@@ -21,6 +21,12 @@ from gatewayd.kernel.site import SITE_KEYS, Site, SiteFile, check_site
 from gatewayd.kernel.validation import describe_errors, read_toml
 from gatewayd.rules.config import PolicyConfig
 from gatewayd.security.actors import SecurityConfig
+from gatewayd.security.credentials import (
+    AccessConfig,
+    Credential,
+    duplicate_problems,
+    load_credentials,
+)
 from gatewayd.uplink.config import MqttConfig
 
 
@@ -33,6 +39,8 @@ class CampusFile(SiteFile):
     security: SecurityConfig = SecurityConfig()
     #: The web console; off unless the section is present.
     console: ConsoleConfig | None = None
+    #: Card readers' credentials (docs/drivers/osdp.md); no card opens a door without it.
+    access: AccessConfig | None = None
     #: Where the safety state and outbox live; relative to the config file.
     state_dir: str = "var"
 
@@ -47,6 +55,9 @@ class Config(Site):
     security: SecurityConfig = SecurityConfig()
     #: The web console; off unless the section is present.
     console: ConsoleConfig | None = None
+    access: AccessConfig | None = None
+    #: Every credential: ``[access]``'s own and its credentials file's.
+    credentials: tuple[Credential, ...] = ()
 
 
 def load_config(path: str | Path) -> Config:
@@ -81,8 +92,22 @@ def parse_config(raw: Mapping[str, Any], source: str = "<config>") -> Config:
             security = security.model_copy(
                 update={"console_keys": _beside(base, security.console_keys)}
             )
+    credentials: tuple[Credential, ...] = ()
+    if campus.access is not None:
+        folder = Path(source).resolve().parent if source != "<config>" else None
+        credentials = load_credentials(campus.access, folder)
+        problems = duplicate_problems(credentials, (d.id for d in campus.doors))
+        if campus.access.responder_unlock_s > policy.responder_max_s:
+            problems.append(
+                f"access.responder_unlock_s: {campus.access.responder_unlock_s:g}"
+                f" exceeds policy.responder_max_s {policy.responder_max_s:g}"
+            )
+        if problems:
+            raise ConfigError(source, problems)
     return Config(
         source=source,
+        access=campus.access,
+        credentials=credentials,
         policy=policy,
         security=security,
         console=campus.console,

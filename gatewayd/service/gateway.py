@@ -30,10 +30,12 @@ from gatewayd.kernel.driver import AnyDriver
 from gatewayd.kernel.errors import GatewayError
 from gatewayd.kernel.events import (
     CameraEvent,
+    CredentialRead,
     DeviceFault,
     DeviceHealth,
     DriverEvent,
     PointChanged,
+    ReaderReport,
     now_ns,
 )
 from gatewayd.kernel.registry import load_driver
@@ -44,9 +46,11 @@ from gatewayd.rules.rulefile import RuleSet, load_rules
 from gatewayd.rules.sources import Source
 from gatewayd.security.anchor import HeadSigner
 from gatewayd.security.audit import AuditRecord
+from gatewayd.security.credentials import CredentialStore
 from gatewayd.security.guard import open_guard
 from gatewayd.security.journal import daemon_record
 from gatewayd.security.keys import ServerKeys
+from gatewayd.service.access import AccessService
 from gatewayd.service.actuation import Actuator
 from gatewayd.service.clock import ClockWatch
 from gatewayd.service.commands import CommandService
@@ -155,6 +159,11 @@ class Gateway:
             rules=self.rules,
             tasks=self.tasks,
         )
+        store = CredentialStore(config.access, config.credentials) if config.access else None
+        #: Cards and PINs at readers; readers showing their door's state.
+        self.access = AccessService(core, store, expiry=self.expiry, tasks=self.tasks,
+                                    drivers=self.drivers)  # fmt: skip
+        self.doors.listen_doors(self.access.door_changed)
         self.drift = DriftGuard(core, self.doors, self.tasks)
         self.publisher.listen(self.triggers.evaluate_rules)
         self.doors.listen(doors=self.publisher.door_changed, inputs=self.triggers.input_changed,
@@ -349,6 +358,11 @@ class Gateway:
                             life_safety=False)  # fmt: skip
                     log.info("device.health", device=event.device, health=str(event.health),
                              detail=event.detail)  # fmt: skip
+                    self.access.reader_health(event)
+                case CredentialRead():
+                    self.access.credential(event)
+                case ReaderReport():
+                    self.access.report(event)
                 case CameraEvent():
                     publish("camera", event.device,
                             {"topic": event.topic, "active": event.active, **event.data},
