@@ -123,3 +123,17 @@ def test_digest_tool_prints_lines_for_a_credentials_file(
     out = capsys.readouterr().out
     assert out == f'card = "{card_digest(KEY, "1000001")}"\n'
     assert main(["--site-key", "00", "1"]) == 2
+
+
+def test_a_bad_key_is_named_but_never_repeated_in_the_error() -> None:
+    raw = read_toml(DEMO)
+    raw["policy"].pop("rules")
+    secret = "z" * 31 + "q"
+    raw["devices"][9]["scbk"] = secret
+    raw["access"]["site_key"] = "y" * 64
+    with pytest.raises(ConfigError) as caught:
+        parse_config(raw)
+    text = str(caught.value)
+    assert "devices[9](reader-a-main).scbk: Value error, scbk must be hex digits" in text
+    assert "access.site_key: Value error, site_key must be hex digits" in text
+    assert secret not in text and "y" * 64 not in text
