@@ -52,6 +52,7 @@ KEY = bytes.fromhex("8f2a6c1e9b3d4a5f7e0c2b4d6a8e1f3c")
 TRIAL_TIMEOUT_S = 5.0
 #: The unlock of each trial: short, so the door relocks before the next.
 UNLOCK_S = 0.3
+LOCKDOWN_SETTLE_S = 2.0
 
 
 async def raw(trials: int) -> list[float]:
@@ -146,6 +147,9 @@ async def campus(trials: int) -> dict[str, dict[str, list[float]]]:
                         command_bytes("lockdown", config.site.id, scope="building/A")
                     )
                     assert reply["ok"], reply
+                    # What the lockdown sets off (radio alert, camera snapshots) settles first:
+                    # the figure is a card's, not the lockdown's aftermath.
+                    await asyncio.sleep(LOCKDOWN_SETTLE_S)
                     responder = await through_gateway(gateway, ctl, reader="reader-a101",
                                                       card="1000001", door="A-101", coil=0,
                                                       trials=trials)  # fmt: skip

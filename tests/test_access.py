@@ -129,3 +129,17 @@ async def test_a_fire_alarm_still_releases_egress_while_a_responder_card_is_used
     # The classroom relocks when the override ends; the fire keeps egress open.
     await eventually(lambda: site.coil("A-101"), timeout_s=10, message="A-101 relocked")
     assert not site.coil("A-119")
+
+
+async def test_an_opened_reader_cover_is_a_loud_device_event(
+    access_site: Site, mqtt_collect: Callable[[str], Awaitable[Collector]]
+) -> None:
+    events = await mqtt_collect("gatewayd/demo-school/event/device")
+    readers(access_site)[MAIN].set_tamper(True)
+    message = await events.wait_for(
+        lambda m: m.json()["data"].get("reader") == "tamper", timeout_s=5
+    )
+    body = message.json()
+    assert body["source"] == MAIN
+    assert body["data"] == {"reader": "tamper", "active": True, "door": "A-116"}
+    assert body["location"]["room"] == "A116"

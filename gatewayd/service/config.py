@@ -56,7 +56,8 @@ class Config(Site):
     #: The web console; off unless the section is present.
     console: ConsoleConfig | None = None
     access: AccessConfig | None = None
-    #: Every credential: ``[access]``'s own and its credentials file's.
+    #: Every credential: ``[access]``'s own and its credentials file's (only the former for a
+    #: document parsed without its file).
     credentials: tuple[Credential, ...] = ()
 
 
@@ -94,8 +95,13 @@ def parse_config(raw: Mapping[str, Any], source: str = "<config>") -> Config:
             )
     credentials: tuple[Credential, ...] = ()
     if campus.access is not None:
-        folder = Path(source).resolve().parent if source != "<config>" else None
-        credentials = load_credentials(campus.access, folder)
+        # A document without its file (a test's, a tool's) has nothing to find a credentials
+        # file beside: it carries only the credentials written in it.
+        credentials = (
+            load_credentials(campus.access, Path(source).resolve().parent)
+            if source != "<config>"
+            else campus.access.credentials
+        )
         problems = duplicate_problems(credentials, (d.id for d in campus.doors))
         if campus.access.responder_unlock_s > policy.responder_max_s:
             problems.append(
