@@ -146,7 +146,7 @@ class OsdpReaderDriver(Driver[OsdpReaderConfig]):
         self._set_health(Health.OFFLINE, reason)
 
     async def _close(self) -> None:
-        link, self._link = self._link, None
+        link = self._link
         self._online = False
         for waiting in self._pending.values():
             for future in waiting:
@@ -154,7 +154,10 @@ class OsdpReaderDriver(Driver[OsdpReaderConfig]):
                     future.set_exception(DeviceOffline(f"{self.device_id}: link closed"))
         self._pending.clear()
         if link is not None:
+            # Forgotten only once stopped: a cancelled stop is finished by the next _close.
             await link.stop()
+            if self._link is link:
+                self._link = None
 
     # --- what the thread reports ----------------------------------------------------------
 

@@ -144,16 +144,20 @@ class PanelLink:
         self._commands.put(command)
 
     async def stop(self) -> None:
-        """End the thread (bounded, without blocking the loop) and close the line."""
+        """End the thread (bounded, without blocking the loop) and close the line.
+
+        Idempotent: a stop cancelled while it waits leaves the thread known, so the next stop
+        (the driver's ``finally``) waits for it again and nothing outlives the driver.
+        """
         self._stop.set()
-        thread, self._thread = self._thread, None
-        if thread is not None:
+        if self._thread is not None:
             try:
                 async with asyncio.timeout(STOP_TIMEOUT_S):
                     await self._ended.wait()
             except TimeoutError:
                 # A daemon thread stuck in the library; the line is closed under it anyway.
                 log.error("osdp.thread_stuck", device=self._config.id, timeout_s=STOP_TIMEOUT_S)
+            self._thread = None
         channel, self._channel = self._channel, None
         if channel is not None:
             channel.close()
