@@ -22,6 +22,9 @@ class Priority(IntEnum):
     #: The SPEC's responder level. A responder override must pre-empt the lockdown family for
     #: its one door, so its claim is made at LOCKDOWN with the top rank (docs/rules.md).
     RESPONDER = 8
+    #: A credential's momentary unlock at a reader in normal state: below the whole lockdown
+    #: family, so no lockdown is ever opened by it (docs/drivers/osdp.md).
+    ACCESS = 9
     #: An operator's lock/unlock of one door.
     MANUAL = 10
     SCHEDULE = 12

@@ -153,6 +153,20 @@ def responder_override(scope: Scope, *, actor: str, since: float, until: float) 
     )
 
 
+def access_grant(scope: Scope, *, actor: str, since: float, until: float) -> Source:
+    """A credential's momentary unlock of one door; every SRP state and fire alarm beats it."""
+    return Source(
+        key=f"access:{scope}",
+        scope=scope,
+        priority=Priority.ACCESS,
+        effects=(Effect(frozenset(), False),),
+        name="access",
+        actor=actor,
+        since=since,
+        expires_at=until,
+    )
+
+
 def fire_source(policy: PolicyConfig, input_id: str, scope: Scope, *, since: float) -> Source:
     """Life safety: egress (or every) door released while the fire alarm input is active."""
     kinds = frozenset() if policy.fire_release_all else frozenset({DoorKind.EGRESS})

@@ -5,7 +5,9 @@
 (``--control 127.0.0.1:0`` adds the control interface, docs/simulators.md);
 ``python -m gatewayd.simulators radio --tcp-port 0`` (or ``--pty``) runs a PSAP radio interface;
 ``python -m gatewayd.simulators camera --port 0`` runs an ONVIF camera (its device service url
-in ``urls``).
+in ``urls``);
+``python -m gatewayd.simulators reader --scbk HEX --tcp-port 0`` (or ``--pty``) runs an OSDP
+card reader (libosdp peripheral device; ``--install-mode`` for a reader not paired yet).
 When everything listens, one JSON line ``{"ready": true, "ports": {...}}`` goes to stdout
 (the only thing ever written there); logs go to stderr.
 """
@@ -33,7 +35,7 @@ from gatewayd.simulators.relay_board import RelayBoardSim
 log = structlog.get_logger("simulators")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one subcommand after another
     parser = argparse.ArgumentParser(
         prog="python -m gatewayd.simulators", description="Run simulators."
     )
@@ -70,6 +72,16 @@ def build_parser() -> argparse.ArgumentParser:
     camera.add_argument("--password", default="secret")
     camera.add_argument("--no-ptz", action="store_true", help="a fixed camera")
     camera.add_argument("--id", default="camera", help="key of the port and url in the ready line")
+    reader = sub.add_parser("reader", help="an OSDP card reader (libosdp peripheral device)")
+    where = reader.add_mutually_exclusive_group()
+    where.add_argument("--tcp-port", type=int, default=0, help="listen here (0: a free port)")
+    where.add_argument("--pty", action="store_true", help="a pty pair instead of TCP")
+    reader.add_argument("--host", default="127.0.0.1")
+    reader.add_argument("--address", type=int, default=0, help="OSDP address 0..126")
+    reader.add_argument("--scbk", type=scbk, default=None, help="secure channel key, 32 hex digits")
+    reader.add_argument("--install-mode", action="store_true", help="accept the default key")
+    reader.add_argument("--door", default="", help="door it is mounted at (control interface)")
+    reader.add_argument("--id", default="reader", help="key of the port and url in the ready line")
     bacnet = sub.add_parser("bacnet", help="a BACnet/IP door controller (bacpypes3)")
     bacnet.add_argument("--host", default="127.0.0.1")
     bacnet.add_argument("--port", type=int, default=47809, help="0 picks a free port")
@@ -101,9 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="air handlers (fan + outside-air damper each) from instance 1000",
     )
     # Coil write logs are a relay-board matter.
-    for p in (radio, camera, bacnet):
+    for p in (radio, camera, bacnet, reader):
         p.set_defaults(write_log=None)
-    for p in (board, radio, camera, bacnet):
+    for p in (board, radio, camera, bacnet, reader):
         p.add_argument(
             "--control",
             type=host_port,
@@ -120,6 +132,17 @@ def build_parser() -> argparse.ArgumentParser:
             help="on exit, write every coil write as JSON lines (for crash tests)",
         )
     return parser
+
+
+def scbk(text: str) -> bytes:
+    """A 16-byte key written as 32 hex digits, for argparse's ``type=``."""
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        key = b""
+    if len(key) != 16:
+        raise argparse.ArgumentTypeError(f"expected 32 hex digits, got {text!r}")
+    return key
 
 
 def configure_logging(level: str, *, json_logs: bool) -> None:
@@ -166,6 +189,19 @@ def build(args: argparse.Namespace) -> tuple[dict[str, Simulated], CampusSim[Sit
         sim = PsapRadioSim(
             "pty" if args.pty else "tcp", host=args.host, port=args.tcp_port, name=args.id
         )
+    elif args.command == "reader":
+        from gatewayd.simulators.osdp_reader import OsdpReaderSim
+
+        sim = OsdpReaderSim(
+            "pty" if args.pty else "tcp",
+            scbk=args.scbk,
+            address=args.address,
+            install_mode=args.install_mode,
+            door=args.door,
+            host=args.host,
+            port=args.tcp_port,
+            name=args.id,
+        )
     elif args.command == "camera":
         # Imported here: OpenCV and aiohttp load only when a camera is asked for.
         from gatewayd.simulators.onvif_camera import OnvifCameraSim
@@ -201,8 +237,12 @@ def url_of(sim: Simulated) -> str | None:
     """Where a client connects, for the devices whose port alone does not say it."""
     if isinstance(sim, PsapRadioSim):
         return sim.url
-    device_url = getattr(sim, "device_url", None)
-    return device_url if isinstance(device_url, str) else None
+    # A reader's url (pty path or socket://), a camera's device service url.
+    for attr in ("url", "device_url"):
+        value = getattr(sim, attr, None)
+        if isinstance(value, str):
+            return value
+    return None
 
 
 async def serve(args: argparse.Namespace) -> None:

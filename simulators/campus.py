@@ -1,6 +1,7 @@
 """Every simulated device of a campus config, each listening where the config says (or anywhere).
 
-Relay boards (Modbus TCP), BACnet controllers, ONVIF cameras and the PSAP radio are started
+Relay boards (Modbus TCP), BACnet controllers, ONVIF cameras, the PSAP radio and OSDP card
+readers are started
 from the devices a campus file declares, sized from it; :meth:`CampusSim.config` returns the
 campus pointed at where they actually listen.
 """
@@ -35,11 +36,12 @@ def _endpoint(dev: DriverConfig, port: int, host: str | None) -> dict[str, Any]:
     """The config fields that say where a device listens, pointed at ``host:port``."""
     # A device's config module is loaded already (the registry validated it): cheap imports.
     from gatewayd.drivers.bacnet.config import BacnetConfig
+    from gatewayd.drivers.osdp_reader.config import OsdpReaderConfig
     from gatewayd.drivers.psap_radio.config import PsapRadioConfig
 
     if isinstance(dev, BacnetConfig):
         return {"address": f"{host or dev.address.rsplit(':', 1)[0]}:{port}"}
-    if isinstance(dev, PsapRadioConfig):
+    if isinstance(dev, PsapRadioConfig | OsdpReaderConfig):
         return {"url": f"socket://{host or '127.0.0.1'}:{port}"}
     return {"port": port, **({"host": host} if host else {})}
 
@@ -141,6 +143,8 @@ class CampusSim(Generic[S]):
                 return self._camera(dev, host)
             case "psap_radio":
                 return self._radio(dev)
+            case "osdp_reader":
+                return self._reader(dev)
             case _:
                 log.warning("no_simulator", device=dev.id, driver=dev.driver)
                 return None
@@ -181,6 +185,17 @@ class CampusSim(Generic[S]):
         assert isinstance(dev, PsapRadioConfig)
         port = int(dev.url.rsplit(":", 1)[1]) if dev.url.startswith("socket://") else 0
         return PsapRadioSim("tcp", port=self._port(port), name=dev.id)
+
+    def _reader(self, dev: DriverConfig) -> Simulated:
+        from gatewayd.drivers.osdp_reader.config import OsdpReaderConfig
+        from gatewayd.simulators.osdp_reader import OsdpReaderSim
+
+        assert isinstance(dev, OsdpReaderConfig)
+        port = int(dev.url.rsplit(":", 1)[1]) if dev.url.startswith("socket://") else 0
+        door = next((d.id for d in self._config.doors if dev.id in d.readers), "")
+        # Paired already: the simulated reader holds the key the campus gives it.
+        return OsdpReaderSim("tcp", scbk=dev.key, address=dev.address, door=door,
+                             port=self._port(port), name=dev.id)  # fmt: skip
 
     @property
     def ports(self) -> dict[str, int]:

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from gatewayd.kernel.driver import DriverConfig
 from gatewayd.kernel.events import DeviceCommand, PointWrite, WritePoints
 from gatewayd.simulators.onvif_rig import OnvifCameraRig
+from gatewayd.simulators.osdp_reader import OsdpReaderRig
 from gatewayd.simulators.psap_radio import PsapRadioRig
 
 RIG_GROUP = "gatewayd.rigs"
@@ -167,6 +168,7 @@ RIGS: dict[str, Callable[[], Rig]] = {
     "bacnet-bare": partial(BacnetRig, rpm=False, cov=False, max_apdu=50, segmentation=False),
     "modbus_relay": ModbusRelayRig,
     "onvif_camera": OnvifCameraRig,
+    "osdp_reader": OsdpReaderRig,
     "psap_radio": PsapRadioRig,
 }
 

@@ -16,6 +16,10 @@ ignored. The ops (docs/simulators.md has examples):
 - ``camera_event`` (``device``, ``topic``, optional ``active`` and ``source``): a camera
   event into every live pull-point subscription; ``topic`` is ``motion``, ``tamper``,
   ``digital_input`` or a ``tns1:`` topic.
+- ``readers``: every OSDP card reader, ``[{"id", "door", "led", ...}]``, ``led`` the steady
+  colour it was last told to show (``off``, ``red``, ``green``, ``amber``).
+- ``card`` (``reader``, ``card``) / ``pin`` (``reader``, ``pin``): present a card number or key
+  a PIN (then ``#``) at a reader.
 - ``devices``: every simulated device with its kind, port and whether it listens.
 - ``statistics`` (``device``): the device's counters.
 
@@ -32,12 +36,15 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gatewayd.kernel.site import AlarmInput, Door, Site
 from gatewayd.simulators.base import Listener
 from gatewayd.simulators.campus import CampusSim, Simulated
 from gatewayd.simulators.doors import DoorControls
+
+if TYPE_CHECKING:
+    from gatewayd.simulators.osdp_reader import OsdpReaderSim
 
 #: Longest request line accepted, in bytes (requests are small; this bounds a client's cost).
 MAX_LINE = 8192
@@ -55,6 +62,9 @@ OPS: Mapping[str, tuple[frozenset[str], frozenset[str]]] = {
     "vanish": (frozenset({"device"}), frozenset()),
     "reappear": (frozenset({"device"}), frozenset()),
     "camera_event": (frozenset({"device", "topic"}), frozenset({"active", "source"})),
+    "readers": (frozenset(), frozenset()),
+    "card": (frozenset({"reader", "card"}), frozenset()),
+    "pin": (frozenset({"reader", "pin"}), frozenset()),
     "devices": (frozenset(), frozenset()),
     "statistics": (frozenset({"device"}), frozenset()),
 }
@@ -205,6 +215,10 @@ class ControlServer(Listener):
                 return await self._power(request, on=op == "reappear")
             case "camera_event":
                 return self._camera_event(request)
+            case "readers":
+                return [sim.describe() for sim in self._readers().values()]
+            case "card" | "pin":
+                return self._present(request, op)
             case "devices":
                 return {
                     ident: {"kind": sim.kind, "port": sim.port, "listening": sim.listening}
@@ -277,6 +291,24 @@ class ControlServer(Listener):
         source = _text(request, "source") if "source" in request else "VideoSource_1"
         queued = sim.inject(full, active, source)
         return {"device": ident, "topic": full, "active": active, "subscriptions": queued}
+
+    def _readers(self) -> dict[str, OsdpReaderSim]:
+        from gatewayd.simulators.osdp_reader import OsdpReaderSim
+
+        return {i: d for i, d in self.devices.items() if isinstance(d, OsdpReaderSim)}
+
+    def _present(self, request: Mapping[str, Any], op: str) -> dict[str, Any]:
+        ident = _text(request, "reader")
+        readers = self._readers()
+        sim = readers.get(ident)
+        if sim is None:
+            raise ControlError(f"unknown reader {ident!r}; readers are {_names(readers)}")
+        value = _text(request, op)
+        try:
+            sim.present_card(value) if op == "card" else sim.key_pin(value)
+        except (ValueError, RuntimeError) as exc:
+            raise ControlError(f"reader {ident}: {exc}") from exc
+        return {"reader": ident, "door": sim.door, "presented": op}
 
     # --- lookups --------------------------------------------------------------------------
 

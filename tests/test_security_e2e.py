@@ -320,13 +320,15 @@ async def test_fire_alarm_releases_egress_when_the_disk_is_full(
 
 async def test_daemon_refuses_demo_keys_outside_demo_mode(tmp_path: Path) -> None:
     campus = tmp_path / "campus.toml"
-    (tmp_path / "demo-rules.toml").write_text((DEMO.parent / "demo-rules.toml").read_text())
+    for beside in ("demo-rules.toml", "demo-credentials.toml"):
+        (tmp_path / beside).write_text((DEMO.parent / beside).read_text())
     text = DEMO.read_text()
     assert "demo = true" in text
     campus.write_text(text.replace("demo = true", "demo = false", 1))
     code, _, err = await run_cli("run", "-c", str(campus), "--log-level", "critical")
     assert code == EX_CONFIG, err
     assert "refusing to start: actors use the shipped DEMO keys" in err
+    assert "access.site_key is the shipped DEMO key" in err
     code, out, _ = await run_cli("check", "-c", str(campus))
     assert code == EX_CONFIG
     assert "ERROR     actors use the shipped DEMO keys" in out

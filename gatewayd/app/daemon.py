@@ -15,7 +15,7 @@ from typing import Any
 import structlog
 
 from gatewayd.app.sdnotify import Notifier
-from gatewayd.security.startup import EX_CONFIG, refuse_unsafe
+from gatewayd.security.startup import EX_CONFIG, refuse_demo_access, refuse_unsafe
 from gatewayd.security.tls import TlsError, ssl_context
 from gatewayd.service.config import Config
 from gatewayd.service.gateway import Gateway
@@ -144,6 +144,7 @@ def start_problems(config: Config) -> list[str]:
         config.mqtt.password,
         config.mqtt.tls.verify,
     )
+    problems += refuse_demo_access(config.site.demo, config.access, config.devices)
     if config.mqtt.tls_enabled:
         try:
             ssl_context(config.mqtt.tls)

@@ -89,7 +89,37 @@ class GotoPreset:
     preset: str
 
 
-DeviceCommand = WritePoints | ReadPoints | SendAlert | TakeSnapshot | GotoPreset
+class Indication(StrEnum):
+    """What a card reader shows: the door's state (steady) or the answer to a card (brief)."""
+
+    #: No active safety state: the reader is dark, waiting for a card.
+    IDLE = "idle"
+    #: The door is held by a lockdown-family state: red, steady.
+    LOCKDOWN = "lockdown"
+    #: A responder override holds the door unlocked: green, steady.
+    RESPONDER = "responder"
+    #: The door is not confirmed (or its controller is faulted): amber, steady.
+    FAULT = "fault"
+    #: A credential was accepted: a brief green flash and one beep.
+    GRANTED = "granted"
+    #: A credential was refused: a brief red flash and three buzzes.
+    REFUSED = "refused"
+    #: The card needs its PIN: a brief amber flash.
+    PIN_WANTED = "pin_wanted"
+
+
+#: Indications shown briefly on top of the steady one, which the reader returns to.
+BRIEF_INDICATIONS = frozenset({Indication.GRANTED, Indication.REFUSED, Indication.PIN_WANTED})
+
+
+@dataclass(frozen=True, slots=True)
+class ReaderSignal:
+    """Show an indication on a card reader's LED and buzzer; acknowledged by the reader."""
+
+    indication: Indication
+
+
+DeviceCommand = WritePoints | ReadPoints | SendAlert | TakeSnapshot | GotoPreset | ReaderSignal
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,4 +185,30 @@ class CameraEvent:
     ts_ns: int = field(default_factory=now_ns)
 
 
-DriverEvent = PointChanged | DeviceHealth | DeviceFault | CameraEvent
+@dataclass(frozen=True, slots=True)
+class CredentialRead:
+    """A card or a PIN presented at a reader. ``value`` is secret: hash it, never publish it."""
+
+    device: str
+    #: ``card`` (a card number, decimal) or ``pin`` (the digits keyed, without terminator).
+    kind: str
+    value: str = field(repr=False)
+    #: Bits the card carried (0 for a PIN or a card read as text).
+    bits: int = 0
+    ts_ns: int = field(default_factory=now_ns)
+
+
+@dataclass(frozen=True, slots=True)
+class ReaderReport:
+    """A reader's own condition: its tamper switch, or its power supply."""
+
+    device: str
+    #: ``tamper`` or ``power`` (``active``: the cover is open, the power is failing).
+    report: str
+    active: bool
+    ts_ns: int = field(default_factory=now_ns)
+
+
+DriverEvent = (
+    PointChanged | DeviceHealth | DeviceFault | CameraEvent | CredentialRead | ReaderReport
+)

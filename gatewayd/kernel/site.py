@@ -17,6 +17,7 @@ from pydantic import Field, TypeAdapter, ValidationError
 
 from gatewayd.kernel.driver import ID_PATTERN, DriverConfig
 from gatewayd.kernel.errors import BadPoint, ConfigError, DriverNotFound
+from gatewayd.kernel.events import ReaderSignal
 from gatewayd.kernel.registry import load_driver
 from gatewayd.kernel.siteinfo import SiteConfig
 from gatewayd.kernel.validation import Model, describe_errors, read_toml, validated, where
@@ -76,6 +77,9 @@ class Door(Model):
     #: How long the bolt takes to move once its output is written: a read-back that did not
     #: yet confirm is next read this long after the device acknowledged the write.
     actuation_ms: int = Field(default=0, ge=0, le=10_000)
+    #: Card readers at this door (device ids): what they read may unlock it, and they show
+    #: its state (docs/drivers/osdp.md).
+    readers: tuple[str, ...] = ()
 
 
 class InputKind(StrEnum):
@@ -283,6 +287,7 @@ def _check_references(
                     problems.append(
                         f"{at}.lock: {ref.device}/{point} already drives door {other!r}"
                     )
+    _check_readers(campus, devices, broken, problems)
     for i, alarm in enumerate(campus.inputs):
         at = f"inputs[{i}]({alarm.id})"
         if alarm.building is not None and alarm.building not in buildings:
@@ -332,6 +337,29 @@ def _check_air(
                 other = used_outputs.setdefault((ref.device, point), unit.id)
                 if other != unit.id:
                     problems.append(f"{at}.{field}: {ref.device}/{point} already drives {other!r}")
+
+
+def _check_readers(
+    campus: SiteFile, devices: Mapping[str, DriverConfig], broken: set[str], problems: list[str]
+) -> None:
+    """Each door's readers are devices that show a reader signal, each at one door only."""
+    mounted: dict[str, str] = {}
+    for i, door in enumerate(campus.doors):
+        for j, reader in enumerate(door.readers):
+            at = f"doors[{i}]({door.id}).readers[{j}]"
+            if reader in broken:
+                continue
+            device = devices.get(reader)
+            if device is None:
+                problems.append(f"{at}: unknown device {reader!r} (expected one of: "
+                                f"{_names(devices)})")  # fmt: skip
+                continue
+            if ReaderSignal not in load_driver(device.driver).commands:
+                problems.append(f"{at}: {reader!r} ({device.driver}) is not a card reader")
+                continue
+            other = mounted.setdefault(reader, door.id)
+            if other != door.id:
+                problems.append(f"{at}: reader {reader!r} is already at door {other!r}")
 
 
 def _check_point(

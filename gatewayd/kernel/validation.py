@@ -20,6 +20,9 @@ from gatewayd.kernel.errors import CommandError, ConfigError, ErrorCode
 
 M = TypeVar("M", bound=BaseModel)
 
+#: Field names whose values a validation error never repeats.
+SECRET_FIELDS = ("password", "secret", "scbk", "site_key")
+
 
 class Model(BaseModel):
     """Base of every config model: unknown keys are errors, values are frozen."""
@@ -96,6 +99,10 @@ def _expectation(err: Mapping[str, Any]) -> str:
     if kind == "extra_forbidden":
         return f"unknown field (value {_short(err.get('input'))})"
     message = str(err["msg"])
+    field = str(err["loc"][-1]) if err["loc"] else ""
+    if field.endswith(SECRET_FIELDS):
+        # A key or password in an error message would end up in logs and terminals.
+        return f"{message} (value not shown: a secret)"
     return f"{message} (got {_short(err.get('input'))})"
 
 

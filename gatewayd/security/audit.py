@@ -56,6 +56,8 @@ class AuditKind(StrEnum):
     OUTCOME = "outcome"
     #: What a rule's device action did: a radio alert and its acknowledgement, a snapshot.
     ACTION = "action"
+    #: A credential at a reader: granted (with the unlock it made) or refused, and why.
+    ACCESS = "access"
     #: The daemon itself: start-up, stop, a safety state rebuilt, a clock step.
     DAEMON = "daemon"
     #: The log's own events: a torn last line removed, a cut detected, a rotation.

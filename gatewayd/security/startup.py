@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable
 
+from pydantic import SecretStr
+
+from gatewayd.kernel.driver import DriverConfig
 from gatewayd.security.actors import SecurityConfig
+from gatewayd.security.credentials import AccessConfig
 from gatewayd.security.keys import is_demo_key
 
 #: Passwords that ship in examples and tutorials; refused outside demo mode.
@@ -54,6 +59,30 @@ def refuse_unsafe(
         )
     if not tls_verify:
         problems.append("mqtt.tls.verify is off: the broker could be anyone")
+    return problems
+
+
+#: The reader keys (SCBK) of configs/demo-campus.toml: public, refused outside demo mode.
+DEMO_READER_KEYS = frozenset(f"d3a0c1e2b4f60718293a4b5c6d7e8f9{n}" for n in range(10))
+
+
+def refuse_demo_access(
+    site_demo: bool, access: AccessConfig | None, devices: Iterable[DriverConfig]
+) -> list[str]:
+    """The shipped demo site key and demo reader keys, refused outside demo mode."""
+    if site_demo:
+        return []
+    problems = []
+    if access is not None and access.is_demo:
+        problems.append("access.site_key is the shipped DEMO key: anyone can make its cards")
+    demo = sorted(
+        d.id
+        for d in devices
+        if isinstance(key := getattr(d, "scbk", None), SecretStr)
+        and key.get_secret_value().lower() in DEMO_READER_KEYS
+    )
+    if demo:
+        problems.append(f"readers use the shipped DEMO secure channel keys: {', '.join(demo)}")
     return problems
 
 

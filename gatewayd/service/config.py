@@ -23,6 +23,12 @@ from gatewayd.rules.config import PolicyConfig
 from gatewayd.rules.schedules import SchedulesConfig, check_doors
 from gatewayd.security.actors import SecurityConfig
 from gatewayd.service.cap import CapConfig
+from gatewayd.security.credentials import (
+    AccessConfig,
+    Credential,
+    duplicate_problems,
+    load_credentials,
+)
 from gatewayd.uplink.config import MqttConfig
 
 
@@ -39,6 +45,8 @@ class CampusFile(SiteFile):
     cap: CapConfig = CapConfig()
     #: Door schedules and the holiday calendar (docs/rules.md, "Door schedules").
     schedules: SchedulesConfig | None = None
+    #: Card readers' credentials (docs/drivers/osdp.md); no card opens a door without it.
+    access: AccessConfig | None = None
     #: Where the safety state and outbox live; relative to the config file.
     state_dir: str = "var"
 
@@ -56,6 +64,10 @@ class Config(Site):
     cap: CapConfig = CapConfig()
     #: Door schedules and the holiday calendar; none unless the section is present.
     schedules: SchedulesConfig | None = None
+    access: AccessConfig | None = None
+    #: Every credential: ``[access]``'s own and its credentials file's (only the former for a
+    #: document parsed without its file).
+    credentials: tuple[Credential, ...] = ()
 
 
 def load_config(path: str | Path) -> Config:
@@ -97,8 +109,27 @@ def parse_config(raw: Mapping[str, Any], source: str = "<config>") -> Config:
             security = security.model_copy(
                 update={"console_keys": _beside(base, security.console_keys)}
             )
+    credentials: tuple[Credential, ...] = ()
+    if campus.access is not None:
+        # A document without its file (a test's, a tool's) has nothing to find a credentials
+        # file beside: it carries only the credentials written in it.
+        credentials = (
+            load_credentials(campus.access, Path(source).resolve().parent)
+            if source != "<config>"
+            else campus.access.credentials
+        )
+        problems = duplicate_problems(credentials, (d.id for d in campus.doors))
+        if campus.access.responder_unlock_s > policy.responder_max_s:
+            problems.append(
+                f"access.responder_unlock_s: {campus.access.responder_unlock_s:g}"
+                f" exceeds policy.responder_max_s {policy.responder_max_s:g}"
+            )
+        if problems:
+            raise ConfigError(source, problems)
     return Config(
         source=source,
+        access=campus.access,
+        credentials=credentials,
         policy=policy,
         security=security,
         console=campus.console,

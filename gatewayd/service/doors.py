@@ -118,6 +118,10 @@ class DoorService:
         if drift is not None:
             self._drift_listeners.append(drift)
 
+    def listen_doors(self, doors: DoorListener) -> None:
+        """Be told of every door change (and nothing else)."""
+        self._door_listeners.append(doors)
+
     # --- events from drivers -----------------------------------------------------------------
 
     def on_points(self, events: Sequence[PointChanged]) -> None:
@@ -194,7 +198,8 @@ class DoorService:
                 elif state.fault and state.fault.startswith("device "):
                     state.fault = None
                 self._changed(state)
-        return online and was_offline
+        # A device that drives no door (a card reader) has nothing to re-assert.
+        return online and was_offline and event.device in self._doors_by_device
 
     # --- actuation -----------------------------------------------------------------------------
 

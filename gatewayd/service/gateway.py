@@ -30,10 +30,12 @@ from gatewayd.kernel.driver import AnyDriver
 from gatewayd.kernel.errors import ConfigError, GatewayError
 from gatewayd.kernel.events import (
     CameraEvent,
+    CredentialRead,
     DeviceFault,
     DeviceHealth,
     DriverEvent,
     PointChanged,
+    ReaderReport,
     now_ns,
 )
 from gatewayd.kernel.registry import load_driver
@@ -45,9 +47,11 @@ from gatewayd.rules.schedules import KEY_PREFIX as SCHEDULE_PREFIX
 from gatewayd.rules.sources import Source
 from gatewayd.security.anchor import HeadSigner
 from gatewayd.security.audit import AuditKind, AuditRecord
+from gatewayd.security.credentials import CredentialStore
 from gatewayd.security.guard import open_guard
 from gatewayd.security.journal import daemon_record
 from gatewayd.security.keys import ServerKeys
+from gatewayd.service.access import AccessService
 from gatewayd.service.actuation import Actuator
 from gatewayd.service.air import AirService
 from gatewayd.service.cap import CapAlerts
@@ -167,6 +171,11 @@ class Gateway:
             rules=self.rules,
             tasks=self.tasks,
         )
+        store = CredentialStore(config.access, config.credentials) if config.access else None
+        #: Cards and PINs at readers; readers showing their door's state.
+        self.access = AccessService(core, store, expiry=self.expiry, tasks=self.tasks,
+                                    drivers=self.drivers)  # fmt: skip
+        self.doors.listen_doors(self.access.door_changed)
         self.drift = DriftGuard(core, self.doors, self.tasks)
         self._site_services(core, config, clock)
         self.publisher.listen(self._record_action)
@@ -464,6 +473,11 @@ class Gateway:
                         life_safety=False)  # fmt: skip
                 log.info("device.health", device=event.device, health=str(event.health),
                          detail=event.detail)  # fmt: skip
+                self.access.reader_health(event)
+            case CredentialRead():
+                self.access.credential(event)
+            case ReaderReport():
+                self.access.report(event)
             case CameraEvent():
                 publish("camera", event.device,
                         {"topic": event.topic, "active": event.active, **event.data},

@@ -26,4 +26,11 @@ class Tasks:
             coro.close()
             log.error("gateway.not_running", task=name)
             return None
-        return self._group.create_task(coro, name=name)
+        try:
+            return self._group.create_task(coro, name=name)
+        except RuntimeError:
+            # The gateway is stopping (its group is cancelling): the caller, maybe in the
+            # middle of writing doors, must not fail because a side task cannot start.
+            coro.close()
+            log.info("gateway.stopping_task_not_started", task=name)
+            return None

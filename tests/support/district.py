@@ -145,9 +145,11 @@ def district_key(folder: Path) -> Path:
 def campus_file(
     folder: Path, *, url: str, site_id: str = "demo-school", protocol: str = "5"
 ) -> Path:
-    """The demo campus file (and its rules) copied into ``folder``, edited as a person would."""
+    """The demo campus file (its rules, its credentials) copied into ``folder``, edited as a
+    person would."""
     folder.mkdir(parents=True, exist_ok=True)
-    shutil.copy(DEMO.parent / "demo-rules.toml", folder / "demo-rules.toml")
+    for beside in ("demo-rules.toml", "demo-credentials.toml"):
+        shutil.copy(DEMO.parent / beside, folder / beside)
     text = DEMO.read_text(encoding="utf-8")
     text = text.replace('id = "demo-school"', f'id = "{site_id}"', 1)
     text = text.replace(
