@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import shutil
 import signal
 import tomllib
 from collections.abc import Awaitable, Callable
@@ -369,9 +370,11 @@ async def test_reload_changes_schedules_live_audits_them_and_refuses_a_bad_file(
     clock = FakeClock(monday(7, 45))
     campus_file = tmp_path / "campus.toml"
     text = DEMO.read_text(encoding="utf-8")
-    (tmp_path / "demo-rules.toml").write_text(
-        (DEMO.parent / "demo-rules.toml").read_text(encoding="utf-8"), encoding="utf-8"
-    )
+    for beside in ("demo-rules.toml", "demo-credentials.toml"):
+        (tmp_path / beside).write_text(
+            (DEMO.parent / beside).read_text(encoding="utf-8"), encoding="utf-8"
+        )
+    shutil.copytree(DEMO.parent / "plans", tmp_path / "plans")
     config = scheduled(mosquitto, tmp_path, WINDOWS[:1])
     config = config.model_copy(update={"source": str(campus_file)})
     async with site_of(config, clock=clock) as site:

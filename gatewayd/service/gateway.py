@@ -407,12 +407,15 @@ class Gateway:
             if config is None:
                 config = await asyncio.to_thread(load_config, self.config.source)
         except ConfigError as exc:
-            log.error("gateway.reload_refused", source=self.config.source, problems=exc.problems)
-            daemon_record(self.journal, "reload_refused", actor=actor, problems=exc.problems)
+            # Each problem names its file: the campus file may pull in others (rules,
+            # credentials), and "cannot read file" alone says not which.
+            problems = [f"{exc.path}: {p}" for p in exc.problems]
+            log.error("gateway.reload_refused", source=self.config.source, problems=problems)
+            daemon_record(self.journal, "reload_refused", actor=actor, problems=problems)
             self.publisher.event("alarm", "gateway",
-                                 {"type": "reload_refused", "problems": exc.problems},
+                                 {"type": "reload_refused", "problems": problems},
                                  life_safety=False)  # fmt: skip
-            return {"ok": False, "problems": exc.problems}
+            return {"ok": False, "problems": problems}
         restart = restart_needed(self.config, config)
         schedules = await self.schedules.reload(config.schedules, actor=actor)
         self.config = self.config.model_copy(update={"schedules": config.schedules})
