@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 from typing import Literal, Self
-from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from gatewayd.kernel.driver import DriverConfig, ReconnectConfig, ReconnectMinMs
+from gatewayd.kernel.serialurl import check_serial_url
 
 #: pyserial URL handlers that make sense for an RS-485 line (``serial_for_url``).
 URL_SCHEMES = frozenset({"socket", "rfc2217", "loop"})
-#: Schemes that must name a host and a port.
-NETWORK_SCHEMES = frozenset({"socket", "rfc2217"})
 #: The secure channel base key is 16 bytes, written as 32 hex digits.
 SCBK_HEX_DIGITS = 32
 
@@ -48,22 +46,7 @@ class OsdpReaderConfig(ReconnectConfig, DriverConfig):
     @field_validator("url")
     @classmethod
     def _known_url(cls, url: str) -> str:
-        if "://" not in url:
-            if any(c.isspace() for c in url):
-                raise ValueError(f"device path {url!r} contains white space")
-            return url
-        parts = urlsplit(url)
-        if parts.scheme not in URL_SCHEMES:
-            known = ", ".join(f"{s}://" for s in sorted(URL_SCHEMES))
-            raise ValueError(f"URL scheme {parts.scheme!r} is not one of {known}")
-        if parts.scheme in NETWORK_SCHEMES:
-            try:
-                port = parts.port
-            except ValueError:
-                port = None
-            if not parts.hostname or port is None:
-                raise ValueError(f"{url!r} needs a host and a port, e.g. socket://10.0.0.5:4001")
-        return url
+        return check_serial_url(url, URL_SCHEMES)
 
     @field_validator("scbk")
     @classmethod
