@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from gatewayd.drivers.osdp_reader.config import OsdpReaderConfig
 from gatewayd.drivers.psap_radio.config import PsapRadioConfig
@@ -33,6 +33,6 @@ def test_each_bad_address_is_refused_naming_why(url: str, named: str) -> None:
 
 
 @pytest.mark.parametrize("model", [PsapRadioConfig, OsdpReaderConfig])
-def test_both_serial_drivers_refuse_a_bad_url_the_same_way(model: type) -> None:
+def test_both_serial_drivers_refuse_a_bad_url_the_same_way(model: type[BaseModel]) -> None:
     with pytest.raises(ValidationError, match="needs a host and a port"):
         model.model_validate({"id": "x", "driver": "x", "url": "socket://nowhere"})
