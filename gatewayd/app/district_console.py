@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import hmac
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -24,11 +23,19 @@ from pydantic import Field
 
 from gatewayd.app.district import ACTIONS, District, SchoolStatus, district_command, school_status
 from gatewayd.app.district_page import PAGE, SCRIPT
-from gatewayd.console.config import ConsoleConfig, ConsoleUser, origin_of
+from gatewayd.console.config import ConsoleConfig, ConsoleUser
 from gatewayd.console.passwords import parse_hash
-from gatewayd.console.server import CSRF_HEADER, MAX_BODY_BYTES, SECURITY_HEADERS
+from gatewayd.console.server import MAX_BODY_BYTES, SECURITY_HEADERS
 from gatewayd.console.sessions import Session, Sessions
-from gatewayd.console.signin import Signin, SigninRefused
+from gatewayd.console.signin import Signin
+from gatewayd.console.web import (
+    SignedOut,
+    check_post,
+    error_response,
+    json_body,
+    set_session_cookie,
+    sign_in,
+)
 from gatewayd.kernel.errors import ConfigError
 from gatewayd.kernel.validation import Model, validated
 from gatewayd.security.roles import Role
@@ -164,33 +171,34 @@ class DistrictConsole:
     @web.middleware
     async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.method == "POST":
-            sent = request.headers.get("Origin") or request.headers.get("Referer") or ""
             try:
-                origin = origin_of(sent)
-            except ValueError:
-                origin = sent
-            if origin not in self.origins:
-                return _error(403, "cross_origin", f"requests from {origin[:100]!r} are refused")
-            if request.content_type != "application/json":
-                return _error(415, "bad_request", "send JSON (Content-Type: application/json)")
-            if request.path != "/api/signin":
-                session = self._session(request, touch=False)
-                if session is None:
-                    return _error(401, "signed_out", "sign in first")
-                token = request.headers.get(CSRF_HEADER, "")
-                if not hmac.compare_digest(token.encode(), session.csrf.encode()):
-                    return _error(403, "csrf", f"missing or wrong {CSRF_HEADER} header")
+                refusal = check_post(
+                    request,
+                    self.origins,
+                    csrf=lambda: self._csrf(request),
+                    settings="district.toml's [console] public_url",
+                )
+            except SignedOut as exc:
+                return error_response(401, "signed_out", str(exc))
+            if refusal is not None:
+                return refusal
         elif (
             request.path.startswith("/api/")
             and request.path != "/api/session"
             and self._session(request) is None
         ):
-            return _error(401, "signed_out", "sign in first")
+            return error_response(401, "signed_out", "sign in first")
         return await handler(request)
 
     async def _headers(self, request: web.Request, response: web.StreamResponse) -> None:
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
+
+    def _csrf(self, request: web.Request) -> str:
+        session = self._session(request, touch=False)
+        if session is None:
+            raise SignedOut("sign in first")
+        return session.csrf
 
     def _session(self, request: web.Request, *, touch: bool = True) -> Session | None:
         return self.sessions.get(request.cookies.get(COOKIE), touch=touch)
@@ -206,28 +214,20 @@ class DistrictConsole:
     async def _session_info(self, request: web.Request) -> web.StreamResponse:
         session = self._session(request)
         if session is None:
-            return _error(401, "signed_out", "sign in first")
+            return error_response(401, "signed_out", "sign in first")
         return web.json_response({"ok": True, "name": session.user.name, "csrf": session.csrf,
                                   "display": session.user.display,
                                   "actor": self.district.section.actor})  # fmt: skip
 
     async def _signin(self, request: web.Request) -> web.StreamResponse:
-        body = await _json(request)
-        name, password = body.get("name"), body.get("password")
-        if not isinstance(name, str) or not isinstance(password, str) or not name:
-            return _error(400, "bad_request", "send name and password")
-        try:
-            user = await self.signin.check(name, password, request.remote)
-        except SigninRefused as exc:
-            refusal = _error(exc.status, exc.code, str(exc))
-            if exc.retry_after_s:
-                refusal.headers["Retry-After"] = str(exc.retry_after_s)
-            return refusal
+        user = await sign_in(request, self.signin)
+        if isinstance(user, web.Response):
+            return user
         session = self.sessions.create(user)
         log.info("district_console.signin", name=user.name, remote=request.remote)
         response = web.json_response({"ok": True, "name": user.name, "csrf": session.csrf})
-        response.set_cookie(COOKIE, session.token, httponly=True, samesite="Strict", path="/",
-                            secure=self.config.https or self.config.loopback)  # fmt: skip
+        set_session_cookie(response, COOKIE, session.token,
+                           secure=self.config.https or self.config.loopback)  # fmt: skip
         return response
 
     async def _signout(self, request: web.Request) -> web.StreamResponse:
@@ -247,22 +247,22 @@ class DistrictConsole:
     async def _command(self, request: web.Request) -> web.StreamResponse:
         session = self._session(request)
         assert session is not None
-        body = await _json(request)
+        body = await json_body(request)
         action, wanted, hazard = body.get("action"), body.get("schools"), body.get("hazard")
         unknown = sorted(set(body) - {"action", "schools", "hazard"})
         if unknown:
-            return _error(400, "bad_request", f"unknown fields: {', '.join(unknown)}")
+            return error_response(400, "bad_request", f"unknown fields: {', '.join(unknown)}")
         if action not in ACTIONS:
-            return _error(400, "bad_request", f"action: one of {', '.join(ACTIONS)}")
+            return error_response(400, "bad_request", f"action: one of {', '.join(ACTIONS)}")
         if action == "shelter" and hazard not in HAZARDS:
-            return _error(400, "bad_request", f"hazard: one of {', '.join(HAZARDS)}")
+            return error_response(400, "bad_request", f"hazard: one of {', '.join(HAZARDS)}")
         if wanted != "all" and not (isinstance(wanted, list) and wanted
                                     and all(isinstance(s, str) for s in wanted)):  # fmt: skip
-            return _error(400, "bad_request", 'schools: "all" or a list of school ids')
+            return error_response(400, "bad_request", 'schools: "all" or a list of school ids')
         try:
             schools = self.district.select("all" if wanted == "all" else ",".join(wanted))
         except ConfigError as exc:
-            return _error(400, "bad_request", "; ".join(exc.problems))
+            return error_response(400, "bad_request", "; ".join(exc.problems))
         command: dict[str, Any] = {"actor": self.district.section.actor, "action": action,
                                    "scope": "campus", "params": {}}  # fmt: skip
         if action == "shelter":
@@ -280,19 +280,6 @@ class DistrictConsole:
                  results={o.school: o.result for o in outcomes})  # fmt: skip
         ok = all(o.result == "confirmed" for o in outcomes)
         return web.json_response({"ok": ok, "outcomes": [o.as_json() for o in outcomes]})
-
-
-def _error(status: int, code: str, message: str) -> web.Response:
-    return web.json_response({"ok": False, "error": code, "message": message}, status=status)
-
-
-async def _json(request: web.Request) -> dict[str, Any]:
-    with contextlib.suppress(ValueError):
-        body = await request.json()
-        if isinstance(body, dict):
-            return body
-    raise web.HTTPBadRequest(text='{"ok": false, "error": "bad_request"}',
-                             content_type="application/json")  # fmt: skip
 
 
 def console_command(args: argparse.Namespace, district: District) -> int:

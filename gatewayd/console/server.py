@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 import ssl
 from collections.abc import Awaitable, Callable
@@ -28,12 +27,20 @@ from gatewayd.console.actions import (
     sign_envelope,
 )
 from gatewayd.console.after import AfterPages
-from gatewayd.console.config import ConsoleConfig, ConsoleUser, origin_of
+from gatewayd.console.config import ConsoleConfig, ConsoleUser
 from gatewayd.console.live import Live
 from gatewayd.console.passwords import is_demo_hash
 from gatewayd.console.sessions import Session, Sessions
-from gatewayd.console.signin import Signin, SigninRefused
+from gatewayd.console.signin import Signin
 from gatewayd.console.view import GatewayLike, layout
+from gatewayd.console.web import (
+    SignedOut,
+    check_post,
+    error_response,
+    json_body,
+    set_session_cookie,
+    sign_in,
+)
 from gatewayd.kernel.command import Action
 from gatewayd.kernel.errors import CommandError, ConfigError
 from gatewayd.security.keys import ServerKeys
@@ -41,7 +48,6 @@ from gatewayd.security.keys import ServerKeys
 log = structlog.get_logger(__name__)
 
 COOKIE = "gatewayd_session"
-CSRF_HEADER = "X-CSRF-Token"
 #: A comment line keeps idle event streams (and proxies) from timing out; also how often an
 #: open stream notices that its session has expired.
 HEARTBEAT_S = 15.0
@@ -62,12 +68,6 @@ SECURITY_HEADERS = {
 }
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def _error(status: int, code: str, message: str, **extra: Any) -> web.Response:
-    return web.json_response(
-        {"ok": False, "error": code, "message": message, **extra}, status=status
-    )
 
 
 class Console:
@@ -205,48 +205,16 @@ class Console:
         try:
             refusal = self._check_post(request) if request.method == "POST" else None
             return refusal or await handler(request)
-        except _SignedOut as exc:
-            return _error(401, "signed_out", str(exc))
+        except SignedOut as exc:
+            return error_response(401, "signed_out", str(exc))
 
     def _check_post(self, request: web.Request) -> web.Response | None:
-        refusal = self._check_origin(request)
-        if refusal is not None:
-            return refusal
-        if request.content_type != "application/json":
-            # A cross-site HTML form cannot send JSON without a CORS preflight we never grant.
-            return _error(415, "bad_request", "send JSON (Content-Type: application/json)")
-        if request.path != "/api/signin":
-            session = self._session(request, touch=False)
-            sent = request.headers.get(CSRF_HEADER, "")
-            if not hmac.compare_digest(sent.encode(), session.csrf.encode()):
-                return _error(403, "csrf", f"missing or wrong {CSRF_HEADER} header")
-        return None
-
-    def _check_origin(self, request: web.Request) -> web.Response | None:
-        """A POST must say it comes from a configured origin (``Origin``, else ``Referer``).
-
-        Never compared with the request's own Host header: a DNS-rebinding page names its
-        own host there, and its Origin matches it.
-        """
-        sent = request.headers.get("Origin")
-        if sent is None or sent == "null":
-            referer = request.headers.get("Referer")
-            sent = referer if referer else sent
-        if sent is None:
-            # Every browser sends Origin on a POST; a request without one is not the page.
-            return _error(403, "cross_origin", "a POST needs an Origin header")
-        try:
-            origin = origin_of(sent)
-        except ValueError:
-            origin = sent
-        if origin not in self.origins:
-            return _error(
-                403,
-                "cross_origin",
-                f"requests from {origin[:100]} are refused (console.public_url,"
-                " console.allowed_origins)",
-            )
-        return None
+        return check_post(
+            request,
+            self.origins,
+            csrf=lambda: self._session(request, touch=False).csrf,
+            settings="console.public_url, console.allowed_origins",
+        )
 
     async def _headers(self, request: web.Request, response: web.StreamResponse) -> None:
         for name, value in SECURITY_HEADERS.items():
@@ -257,7 +225,7 @@ class Console:
     def _session(self, request: web.Request, *, touch: bool = True) -> Session:
         session = self.sessions.get(request.cookies.get(COOKIE), touch=touch)
         if session is None:
-            raise _SignedOut("sign in first (no session, or it has expired)")
+            raise SignedOut("sign in first (no session, or it has expired)")
         return session
 
     # --- pages and sessions ----------------------------------------------------------------
@@ -281,33 +249,14 @@ class Console:
         return web.json_response({"ok": True, **self._whoami(self._session(request))})
 
     async def _signin(self, request: web.Request) -> web.StreamResponse:
-        body = await _json(request)
-        name, password = body.get("name"), body.get("password")
-        if not isinstance(name, str) or not isinstance(password, str) or not name:
-            return _error(400, "bad_request", "send name and password")
-        try:
-            user = await self.signin.check(name, password, request.remote)
-        except SigninRefused as exc:
-            if not exc.retry_after_s:
-                return _error(exc.status, exc.code, str(exc))
-            refusal = _error(exc.status, exc.code, str(exc), retry_after_s=exc.retry_after_s)
-            refusal.headers["Retry-After"] = str(exc.retry_after_s)
-            return refusal
+        user = await sign_in(request, self.signin)
+        if isinstance(user, web.Response):
+            return user
         session = self.sessions.create(user)
         log.info("console.signin", name=user.name, actor=user.actor, remote=request.remote)
         response = web.json_response({"ok": True, **self._whoami(session)})
-        # No Max-Age: the cookie ends with the browser; the server ends the session after
-        # session_idle_s unused or session_max_s in all. Secure except on an explicitly
-        # allowed plain-HTTP network address, where a browser would drop it (browsers keep
-        # Secure cookies from http://127.0.0.1 and localhost: the demo and a TLS proxy).
-        response.set_cookie(
-            COOKIE,
-            session.token,
-            httponly=True,
-            samesite="Strict",
-            secure=self.config.https or self.config.loopback,
-            path="/",
-        )
+        set_session_cookie(response, COOKIE, session.token,
+                           secure=self.config.https or self.config.loopback)  # fmt: skip
         return response
 
     async def _signout(self, request: web.Request) -> web.StreamResponse:
@@ -329,7 +278,7 @@ class Console:
     async def _command(self, request: web.Request) -> web.StreamResponse:
         user = self._session(request).user
         try:
-            wanted = parse_request(await _json(request))
+            wanted = parse_request(await json_body(request))
             authorize(user, wanted, responder_max_s=self.gateway.policy.responder_max_s)
             body = sign_envelope(
                 envelope(user, wanted), self._server_keys, site=self.gateway.campus.site
@@ -371,7 +320,7 @@ class Console:
                 "text": f"refused {user.name} ({user.actor}): {exc}",
             }
         )
-        return _error(status, exc.code, str(exc))
+        return error_response(status, exc.code, str(exc))
 
     def _feed_reply(self, user: ConsoleUser, wanted: ConsoleRequest, reply: dict[str, Any]) -> None:
         where = wanted.scope or (f"door/{wanted.door}" if wanted.door else "")
@@ -428,28 +377,6 @@ class Console:
         with contextlib.suppress(ConnectionError):
             await response.write_eof()
         return response
-
-
-class _SignedOut(Exception):
-    """The request has no live session."""
-
-
-async def _json(request: web.Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise web.HTTPBadRequest(
-            text=json.dumps(
-                {"ok": False, "error": "bad_request", "message": f"body is not JSON: {exc}"}
-            ),
-            content_type="application/json",
-        ) from exc
-    if not isinstance(body, dict):
-        raise web.HTTPBadRequest(
-            text='{"ok": false, "error": "bad_request", "message": "send a JSON object"}',
-            content_type="application/json",
-        )
-    return body
 
 
 async def _send(response: web.StreamResponse, name: str, data: Any) -> None:

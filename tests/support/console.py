@@ -13,7 +13,8 @@ import pytest
 
 from gatewayd.console.config import ConsoleConfig, ConsoleUser
 from gatewayd.console.passwords import hash_password
-from gatewayd.console.server import CSRF_HEADER, Console
+from gatewayd.console.server import Console
+from gatewayd.console.web import CSRF_HEADER
 from gatewayd.security.keys import ServerKeys
 from tests.support.gateway import Site
 
