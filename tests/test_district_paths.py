@@ -1,5 +1,6 @@
-"""Topology (b), real processes: each school bridged to two independent district brokers, every
-command sent on both; the school decides once, and one path alone is enough."""
+"""District paths over real processes. Topology (b): each school bridged to two independent
+district brokers, every command sent on both; the school decides once, and one path alone is
+enough. And a school whose link is cut during a district lockdown, back before the timeout."""
 
 from __future__ import annotations
 
@@ -9,7 +10,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from gatewayd.app.district import Outcome, district_command, load_district
+from gatewayd.security.keys import load_private_key
 from gatewayd.simulators.broker import Mosquitto
+from gatewayd.simulators.link import FlakyLink
+from gatewayd.simulators.nats import NatsServer
 from tests.support.district import (
     DISTRICT_ACTOR,
     audit_records,
@@ -87,3 +92,67 @@ async def test_commands_go_out_on_both_district_brokers_run_once_and_one_broker_
         for site in running:
             assert len(accepted(site, "release")) == 1
             assert not any(site.coil(d.id) for d in site.config.doors if d.kind == "classroom")
+
+
+async def test_a_school_cut_off_during_a_district_lockdown_confirms_once_its_link_is_back(
+    nats: NatsServer, tmp_path: Path
+) -> None:
+    district_path = district_file(tmp_path, SITES, nats.url, stale_after_s=2.0, resend_s=1.0)
+    district = load_district(district_path)
+    async with contextlib.AsyncExitStack() as stack:
+        # School B's bridge reaches the district through a link that can be cut; its own
+        # Mosquitto and gateway keep running, as on a box whose uplink went down.
+        link = await FlakyLink(nats.host, nats.mqtt_port).start()
+        stack.push_async_callback(link.close)
+        running = []
+        for site_id, uplink in zip(SITES, (nats.url, link.url), strict=True):
+            local = await stack.enter_async_context(bridged_broker(site_id, [uplink]))
+            config = school_config(local, tmp_path / site_id, site_id, heartbeat_s=0.5,
+                                   district_sites=(site_id,))  # fmt: skip
+            running.append(await stack.enter_async_context(school(config)))
+        a, b = running
+
+        async def verdicts() -> dict[str, str]:
+            return {s: r["verdict"] for s, r in (await district_status(district_path)).items()}
+
+        async def all_ok() -> bool:
+            return set((await verdicts()).values()) == {"ok"}
+
+        await eventually(all_ok, timeout_s=30, interval_s=0.3)
+
+        link.cut()
+        seen: dict[str, Outcome] = {}
+        body: dict[str, Any] = {"actor": DISTRICT_ACTOR, "action": "lockdown", "scope": "campus",
+                                "params": {}}  # fmt: skip
+
+        def progress(outcome: Outcome) -> None:
+            seen[outcome.school] = outcome
+
+        key = load_private_key(district.key_path)
+        command = asyncio.create_task(
+            district_command(district, district.schools, body, key, timeout_s=90,
+                             progress=progress)
+        )  # fmt: skip
+
+        def a_confirmed_and_b_resent() -> bool:
+            a_seen, b_seen = seen.get("school-a"), seen.get("school-b")
+            return bool(a_seen and a_seen.result == "confirmed" and b_seen and b_seen.sends >= 2)
+
+        await eventually(a_confirmed_and_b_resent, timeout_s=45, interval_s=0.1,
+                         message="school A not confirmed, or B's command not resent")  # fmt: skip
+
+        async def b_stale() -> bool:
+            return (await verdicts())["school-b"] == "stale"
+
+        await eventually(b_stale, timeout_s=30, interval_s=0.2)
+        assert not command.done(), "the lockdown ended before the link came back"
+        assert not any(b.coil(d.id) for d in b.config.doors if d.kind == "classroom")
+
+        link.restore()
+        outcomes = {o.school: o for o in await command}
+        assert {s: o.result for s, o in outcomes.items()} == dict.fromkeys(SITES, "confirmed")
+        assert outcomes["school-b"].sends >= 2
+        for site in (a, b):
+            assert all(site.coil(d.id) for d in site.config.doors if d.kind == "classroom")
+            # The copies queued during the cut and the re-signed resends: one decision.
+            assert len(accepted(site, "lockdown")) == 1
