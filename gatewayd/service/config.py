@@ -22,13 +22,13 @@ from gatewayd.kernel.validation import describe_errors, read_toml
 from gatewayd.rules.config import PolicyConfig
 from gatewayd.rules.schedules import SchedulesConfig, check_doors
 from gatewayd.security.actors import SecurityConfig
-from gatewayd.service.cap import CapConfig
 from gatewayd.security.credentials import (
     AccessConfig,
     Credential,
     duplicate_problems,
     load_credentials,
 )
+from gatewayd.service.cap import CapConfig
 from gatewayd.uplink.config import MqttConfig
 
 
