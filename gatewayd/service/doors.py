@@ -375,12 +375,19 @@ class DoorService:
         for on_door in self._door_listeners:
             on_door(state)
 
-    def summary(self, door_ids: Sequence[str]) -> dict[str, Any]:
-        """Counts and lists of secured, unsecured, faulted and unknown doors."""
+    def summary(
+        self, door_ids: Sequence[str], statuses: Mapping[str, str] | None = None
+    ) -> dict[str, Any]:
+        """Counts and lists of secured, unsecured, faulted and unknown doors.
+
+        ``statuses`` is each door's status taken just before (one pass for many scopes).
+        """
         groups: dict[str, list[str]] = {"secured": [], "unsecured": [], "faulted": [],
                                         "unknown": []}  # fmt: skip
+        if statuses is None:
+            statuses = {d: self.doors[d].status for d in door_ids}
         for door_id in door_ids:
-            groups[self.doors[door_id].status].append(door_id)
+            groups[statuses[door_id]].append(door_id)
         return {
             "doors": {k: len(v) for k, v in groups.items()},
             "unsecured": groups["unsecured"],

@@ -58,7 +58,9 @@ class DoorTable(Protocol):
     @property
     def doors(self) -> Mapping[str, DoorState]: ...
 
-    def summary(self, door_ids: list[str]) -> dict[str, Any]: ...
+    def summary(
+        self, door_ids: list[str], statuses: Mapping[str, str] | None = None
+    ) -> dict[str, Any]: ...
 
     @property
     def actuating(self) -> bool: ...
@@ -75,6 +77,10 @@ class Publisher:
         self._listeners: list[EventListener] = []
         self._dirty_scopes: set[Scope] = set()
         self._dirty_doors: set[str] = set()
+        #: Doors changed since the last scope flush: their scopes' counts are recomputed then.
+        self._counted_doors: set[str] = set()
+        #: Each door's campus, building and zone (not the door itself), looked up once.
+        self._parents = {d: campus.scopes_of(d)[:-1] for d in campus.doors}
         #: Set when something is marked dirty; :meth:`run` waits on it.
         self._wake = asyncio.Event()
         #: A state change or a restart marked many topics: gather before publishing.
@@ -123,8 +129,10 @@ class Publisher:
     # --- retained topics ---------------------------------------------------------------------
 
     def door_changed(self, state: DoorState) -> None:
+        # Called twice per door in a lockdown, from the read-back path: two set adds here;
+        # which scopes that touches is worked out once per scope flush, off this path.
         self._dirty_doors.add(state.id)
-        self._dirty_scopes.update(self._campus.scopes_of(state.id)[:-1])
+        self._counted_doors.add(state.id)
         self._wake.set()
 
     def mark_dirty(self, scope: Scope) -> None:
@@ -190,11 +198,24 @@ class Publisher:
 
     def _flush_scopes(self) -> None:
         scopes, self._dirty_scopes = self._dirty_scopes, set()
+        counted, self._counted_doors = self._counted_doors, set()
+        for parents in {self._parents[d] for d in counted}:
+            scopes.update(parents)
+        if not scopes:
+            return
+        # Each door's status once per flush, not once per scope that holds it (three times).
+        table = self._doors.doors
+        statuses = {d: table[d].status for d in self._campus.doors}
         for scope in scopes:
-            self._outlet.set_retained(f"state/{scope}", self.scope_state(scope))
+            self._outlet.set_retained(f"state/{scope}", self.scope_state(scope, statuses))
 
-    def scope_state(self, scope: Scope) -> dict[str, Any]:
-        """The effective SRP state of a scope and how many of its doors are secured."""
+    def scope_state(
+        self, scope: Scope, statuses: Mapping[str, str] | None = None
+    ) -> dict[str, Any]:
+        """The effective SRP state of a scope and how many of its doors are secured.
+
+        ``statuses`` (door -> status, taken once) saves recomputing them for every scope.
+        """
         active = [
             s
             for a in self.ancestors(scope)
@@ -215,7 +236,7 @@ class Publisher:
             "drill": winner.drill if winner else False,
             "dry_run": winner.dry_run if winner else False,
             "until": utc_iso(winner.expires_at) if winner and winner.expires_at else None,
-            **self._doors.summary(self._campus.resolve(scope)),
+            **self._doors.summary(self._campus.resolve(scope), statuses),
             **(self.air_summary(scope) if self.air_summary else {}),
             "updated_at": utc_iso(),
         }
