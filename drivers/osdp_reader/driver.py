@@ -249,7 +249,8 @@ class OsdpReaderDriver(Driver[OsdpReaderConfig]):
     async def _execute(self, command: ReaderSignal) -> CommandResult:
         link = self._link
         if link is None or not self._online:
-            raise DeviceOffline(f"{self.device_id}: reader is offline ({self._detail})")
+            why = self._detail or "not connected yet"
+            raise DeviceOffline(f"{self.device_id}: reader is offline ({why})")
         if sum(len(w) for w in self._pending.values()) >= MAX_PENDING:
             raise DeviceError(f"{self.device_id}: {MAX_PENDING} reader commands already wait")
         loop = asyncio.get_running_loop()

@@ -211,7 +211,11 @@ class AirService:
         for unit_id, secure, why in units:
             state = self.states[unit_id]
             state.held, state.reason, state.fault = secure, why, None
-            log.warning("air.commanded", unit=unit_id, action=_action(secure), reason=why)
+            # Handing the air back in normal state is routine (every start-up does it).
+            routine = not secure and why == "normal"
+            (log.info if routine else log.warning)(
+                "air.commanded", unit=unit_id, action=_action(secure), reason=why
+            )
             unit = self.units[unit_id]
             self._core.publisher.event("air", unit_id,
                                        {"unit": unit_id, "action": _action(secure),
