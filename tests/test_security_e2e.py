@@ -158,9 +158,19 @@ async def widen_window(site: Site) -> None:
 
 async def replays(site: Site, count: int) -> list[tuple[bytes, str]]:
     """Valid commands that run once now; copies of them, to be refused later as replays."""
-    originals = [encode(sign(site, body(OPERATOR, "status"))) for _ in range(count)]
+    commands = [body(OPERATOR, "status") for _ in range(count)]
+    originals = [encode(sign(site, command)) for command in commands]
     replies = await raw_requests(site.config.mqtt, site.config.site.id, originals)
     assert all(r["ok"] for r in replies), replies
+    # A reply goes out before its audit record is on disk (reply first, record after):
+    # wait for the records, so that what the corpus adds is counted from here.
+    ids = {command["id"] for command in commands}
+
+    def recorded() -> bool:
+        seen = {r["data"].get("command") for r in audit_records(site) if r["kind"] == "command"}
+        return ids <= seen
+
+    await eventually(recorded, timeout_s=30, message="the originals' audit records")
     return [(payload, "replayed") for payload in originals]
 
 
