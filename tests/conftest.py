@@ -12,6 +12,7 @@ from hypothesis import settings
 from tests.support.waiting import eventually
 
 pytest_plugins = [
+    "tests.support.bacnet",
     "tests.support.harness",
     "tests.support.modbus",
     "tests.support.mqtt",

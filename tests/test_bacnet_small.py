@@ -7,10 +7,8 @@ health how it reads the device.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
-
-import pytest
 
 from gatewayd.kernel.events import DeviceHealth, DriverEvent, Health
 from gatewayd.simulators.bacnet_device import BacnetDeviceSim
@@ -24,24 +22,6 @@ start = test_bacnet.start
 
 RPM = "ReadPropertyMultipleRequest"
 READ = "ReadPropertyRequest"
-
-
-@pytest.fixture
-async def small() -> AsyncIterator[Callable[..., Any]]:
-    """Start simulators with a personality; every one is stopped at the end."""
-    sims: list[BacnetDeviceSim] = []
-
-    async def make(doors: int = 2, **personality: Any) -> BacnetDeviceSim:
-        sim = BacnetDeviceSim(doors, actuation_ms=1, device_instance=1301, **personality)
-        await sim.start()
-        sims.append(sim)
-        return sim
-
-    try:
-        yield make
-    finally:
-        for sim in sims:
-            await sim.stop()
 
 
 def online_note(e: DriverEvent) -> str | None:
@@ -63,9 +43,9 @@ async def lock_all_confirmed(run: Any) -> None:
 
 
 async def test_a_device_without_rpm_is_read_per_property_and_locks_confirmed(
-    small: Callable[..., Any], start: Callable[..., Any]
+    bacnet_sims: Callable[..., Any], start: Callable[..., Any]
 ) -> None:
-    sim = await small(rpm=False)
+    sim = await bacnet_sims(rpm=False)
     run = await start(sim)
     event = await run.wait_for(online, 5)
     assert isinstance(event, DeviceHealth)
@@ -80,9 +60,9 @@ async def test_a_device_without_rpm_is_read_per_property_and_locks_confirmed(
 
 
 async def test_an_rpm_rejected_as_unknown_falls_back_and_is_remembered(
-    small: Callable[..., Any], start: Callable[..., Any]
+    bacnet_sims: Callable[..., Any], start: Callable[..., Any]
 ) -> None:
-    sim = await small()
+    sim = await bacnet_sims()
     run = await start(sim)
     await run.wait_for(online, 5)
     assert RPM in services(sim)
@@ -102,9 +82,9 @@ async def test_an_rpm_rejected_as_unknown_falls_back_and_is_remembered(
 
 
 async def test_a_device_without_cov_is_polled_and_stays_online(
-    small: Callable[..., Any], start: Callable[..., Any]
+    bacnet_sims: Callable[..., Any], start: Callable[..., Any]
 ) -> None:
-    sim = await small(cov=False)
+    sim = await bacnet_sims(cov=False)
     run = await start(sim, poll_interval_ms=50, cov_poll_interval_ms=30_000)
     await run.wait_for(lambda e: bool(online_note(e)) and "COV refused" in str(online_note(e)), 5)
     assert sim.subscriptions() == 0
@@ -117,9 +97,9 @@ async def test_a_device_without_cov_is_polled_and_stays_online(
 
 
 async def test_a_small_apdu_without_segmentation_is_read_in_fitting_requests(
-    small: Callable[..., Any], start: Callable[..., Any]
+    bacnet_sims: Callable[..., Any], start: Callable[..., Any]
 ) -> None:
-    sim = await small(max_apdu=50, segmentation=False)
+    sim = await bacnet_sims(max_apdu=50, segmentation=False)
     run = await start(sim)
     await run.wait_for(online, 5)
     assert run.driver.statistics()["per_read"] == 1
@@ -128,9 +108,9 @@ async def test_a_small_apdu_without_segmentation_is_read_in_fitting_requests(
 
 
 async def test_a_reply_too_long_for_an_unsegmented_device_is_read_in_halves(
-    small: Callable[..., Any], start: Callable[..., Any]
+    bacnet_sims: Callable[..., Any], start: Callable[..., Any]
 ) -> None:
-    sim = await small(segmentation=False)
+    sim = await bacnet_sims(segmentation=False)
     run = await start(sim, cov=False)  # a full poll every 50 ms: 5 properties per read
     await run.wait_for(online, 5)
     # The device object said 1476 bytes; the device can in fact send far fewer.
@@ -143,10 +123,10 @@ async def test_a_reply_too_long_for_an_unsegmented_device_is_read_in_halves(
 
 
 async def test_a_device_with_everything_taken_away_reads_its_object_list_by_index(
-    small: Callable[..., Any], start: Callable[..., Any]
+    bacnet_sims: Callable[..., Any], start: Callable[..., Any]
 ) -> None:
     # 4 doors: 13 objects, an object-list reply longer than the device's 50 bytes.
-    sim = await small(doors=4, rpm=False, cov=False, max_apdu=50, segmentation=False)
+    sim = await bacnet_sims(doors=4, rpm=False, cov=False, max_apdu=50, segmentation=False)
     run = await start(sim)
     await run.wait_for(online, 5)
     assert sim.statistics()["too_long"] >= 1, "the whole object-list did not fit"
@@ -157,9 +137,9 @@ async def test_a_device_with_everything_taken_away_reads_its_object_list_by_inde
 
 
 async def test_a_priority_array_too_long_for_the_device_is_read_slot_by_slot(
-    small: Callable[..., Any], start: Callable[..., Any]
+    bacnet_sims: Callable[..., Any], start: Callable[..., Any]
 ) -> None:
-    sim = await small(segmentation=False)
+    sim = await bacnet_sims(segmentation=False)
     sim.operator_write(0, True, 8)
     sim.operator_write(0, False, 5)
     # Smaller than BACnet allows, so the 16-slot array (30 bytes here) cannot come whole,

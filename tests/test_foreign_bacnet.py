@@ -29,7 +29,6 @@ from bacpypes3.primitivedata import Null, ObjectIdentifier
 
 from gatewayd.drivers.bacnet import BacnetConfig, BacnetDriver
 from gatewayd.kernel.events import DeviceHealth, Health, PointWrite, WritePoints
-from gatewayd.simulators.bacnet_device import BacnetDeviceSim
 from tests.support.harness import Harnesses, changed, health
 from tests.support.waiting import eventually
 
@@ -241,23 +240,6 @@ async def client() -> AsyncIterator[Application]:
         app.close()
 
 
-@pytest.fixture
-async def our_sim() -> AsyncIterator[Callable[..., Any]]:
-    sims: list[BacnetDeviceSim] = []
-
-    async def make(**personality: Any) -> BacnetDeviceSim:
-        sim = BacnetDeviceSim(2, actuation_ms=1, device_instance=2611, **personality)
-        await sim.start()
-        sims.append(sim)
-        return sim
-
-    try:
-        yield make
-    finally:
-        for sim in sims:
-            await sim.stop()
-
-
 async def call(coro: Any) -> Any:
     """A bacpypes3 client call; an Error/Reject/Abort comes back as the value, not raised."""
     try:
@@ -275,9 +257,9 @@ def refusal(reply: Any) -> str:
 
 
 async def test_our_simulator_answers_bacpypes3_reads_and_priority_writes(
-    our_sim: Callable[..., Any], client: Application
+    bacnet_sims: Callable[..., Any], client: Application
 ) -> None:
-    sim = await our_sim()
+    sim = await bacnet_sims(device_instance=2611)
     at = Address(sim.address)
     device = ObjectIdentifier(f"device,{sim.device_instance}")
     assert str(await call(client.read_property(at, device, "object-name"))) == sim.name
@@ -311,9 +293,9 @@ async def test_our_simulator_answers_bacpypes3_reads_and_priority_writes(
 
 
 async def test_our_simulator_answers_bacpypes3_rpm_and_cov(
-    our_sim: Callable[..., Any], client: Application
+    bacnet_sims: Callable[..., Any], client: Application
 ) -> None:
-    sim = await our_sim()
+    sim = await bacnet_sims(device_instance=2611)
     at = Address(sim.address)
     found = await call(
         client.read_property_multiple(
@@ -344,9 +326,9 @@ async def test_our_simulator_answers_bacpypes3_rpm_and_cov(
 
 
 async def test_our_small_simulator_refuses_rpm_to_bacpypes3_as_unrecognized(
-    our_sim: Callable[..., Any], client: Application
+    bacnet_sims: Callable[..., Any], client: Application
 ) -> None:
-    sim = await our_sim(rpm=False, cov=False)
+    sim = await bacnet_sims(device_instance=2611, rpm=False, cov=False)
     at = Address(sim.address)
     device = ObjectIdentifier(f"device,{sim.device_instance}")
     services = await call(client.read_property(at, device, "protocol-services-supported"))
