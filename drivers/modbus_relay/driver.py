@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
+import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -117,13 +118,19 @@ class ModbusRelayDriver(Driver[ModbusRelayConfig]):
     async def run(self, started: Callable[[], None]) -> None:
         """Connect, poll every ``poll_interval_ms``, reconnect with backoff until cancelled."""
         poll_s = self.config.poll_interval_ms / 1000
+        # Polls run at a fixed rate with a phase of the board's own: boards started together
+        # would otherwise poll in step, and a command arriving then waits behind all of them.
+        phase_s = poll_s * (zlib.crc32(self.device_id.encode()) % 1000) / 1000
         try:
             await Startup(started).attempt(self._connect())
+            loop = asyncio.get_running_loop()
+            anchor = loop.time() + phase_s
             while True:
                 if self._link.connected:
                     await self._poll_once()
                     _raise_if_cancelling()
-                    await asyncio.sleep(poll_s)
+                    # The next slot on the board's grid; a poll that overran skips, never bursts.
+                    await asyncio.sleep((anchor - loop.time()) % poll_s or poll_s)
                 else:
                     await asyncio.sleep(self._reconnect.next_s())
                     await self._connect()
