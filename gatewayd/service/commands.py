@@ -16,6 +16,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
+from functools import partial
 from typing import Any
 
 import structlog
@@ -141,9 +142,16 @@ class CommandService:
                         message=str(exc))  # fmt: skip
         reply["recorded"] = self._recorded(command, records)
         if command.action is not Action.STATUS:
-            self._core.publisher.event(
-                "command",
-                command.actor,
+            # The requester's reply goes out first: whoever returns this hands it to the
+            # broker in this same turn, and the event (bookkeeping) follows in the next one.
+            asyncio.get_running_loop().call_soon(
+                partial(
+                    self._core.publisher.event,
+                    "command",
+                    command.actor,
+                    life_safety=reply.get("error") is None,
+                    drill=bool(reply.get("drill")),
+                ),
                 {
                     "command": command.id,
                     "action": str(command.action),
@@ -152,8 +160,6 @@ class CommandService:
                     "latency_ms": reply.get("latency_ms"),
                     "recorded": reply["recorded"],
                 },
-                life_safety=reply.get("error") is None,
-                drill=bool(reply.get("drill")),
             )
         return reply
 
