@@ -8,6 +8,7 @@ and its write log read back: once a door was written locked, it was never writte
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import os
 import signal
@@ -30,6 +31,11 @@ async def test_kill_9_during_lockdown_restores_it_and_never_writes_an_unlock(
     try:
         daemon = await spawn(*args, log=tmp_path / "daemon.log")
         await until_ready(campus_file)
+        if importlib.util.find_spec("greenlet") is not None:
+            # Installed, and imported by structlog unless `run` keeps it out (cli.DAEMON_UNUSED);
+            # its C extension shows in the daemon's mappings if it was loaded.
+            maps = Path(f"/proc/{daemon.pid}/maps").read_text()
+            assert "greenlet" not in maps, "the daemon loaded greenlet"
         reply = await command(campus_file, "lockdown", scope="campus")
         assert reply["ok"] is True, reply
         for _ in range(RESTARTS):
