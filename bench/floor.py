@@ -32,6 +32,7 @@ import json
 import os
 import random
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -343,9 +344,42 @@ async def gateway_single(
             mq.url, f"{base}/door/{doors[0]}", flipped=door_flipped, control=control,
             position=position, n=args.flips,
         )  # fmt: skip
+        result["cli_lockdown_s"] = await cli_side_by_side(path, config, runs=args.cli_runs)
     finally:
         await daemon.stop()
     return result
+
+
+async def wall_s(*argv: str) -> float:
+    """One whole process, spawn to exit (s); a failed run is an error, not a sample."""
+    t0 = time.perf_counter()
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    out, err = await proc.communicate()
+    took = time.perf_counter() - t0
+    assert proc.returncode == 0, (argv, out.decode()[-500:], err.decode()[-500:])
+    return took
+
+
+async def cli_side_by_side(path: Path, config: Config, *, runs: int) -> dict[str, Any]:
+    """``gatewayd lockdown`` against the running daemon, next to the import floor.
+
+    The floor is the issue's: ``python -c "import aiomqtt, cryptography"``, run alternately
+    with the CLI so both see the same machine. Each CLI run locks a building down and waits
+    for the reply (doors confirmed); a release between runs is not timed.
+    """
+    building = config.doors[0].building
+    floor: list[float] = []
+    cli: list[float] = []
+    gatewayd = (sys.executable, "-m", "gatewayd")
+    for _ in range(runs):
+        floor.append(await wall_s(sys.executable, "-c", "import aiomqtt, cryptography"))
+        cli.append(await wall_s(*gatewayd, "lockdown", "-c", str(path), "--scope",
+                                f"building/{building}"))  # fmt: skip
+        await wall_s(*gatewayd, "release", "-c", str(path), "--scope", f"building/{building}")
+    return {"floor": percentiles(floor), "cli": percentiles(cli),
+            "ratio_p50": round(statistics.median(cli) / statistics.median(floor), 2)}  # fmt: skip
 
 
 async def start_bridge(
@@ -717,6 +751,10 @@ def summary(results: dict[str, Any]) -> None:
     print(
         f"load average before {before[0]:.2f} {before[1]:.2f}, after {after[0]:.2f} {after[1]:.2f}"
     )
+    cli = single["gateway"]["cli_lockdown_s"]
+    print(f"CLI lockdown, whole process (s): p50 {cli['cli']['p50']:.3f}, p99"
+          f" {cli['cli']['p99']:.3f}; python -c 'import aiomqtt, cryptography' p50"
+          f" {cli['floor']['p50']:.3f} (x{cli['ratio_p50']})")  # fmt: skip
     print("floor: raw pymodbus for lockdown, the naive paho+pymodbus bridge for one-door rows")
 
 
@@ -734,11 +772,13 @@ def main() -> None:
     parser.add_argument("--rate-s", type=float, default=10.0, help="seconds of the rate row")
     parser.add_argument("--idle-boards", type=int, default=20)
     parser.add_argument("--idle-s", type=float, default=10.0, help="seconds measured idle")
+    parser.add_argument("--cli-runs", type=int, default=10, help="CLI lockdowns timed")
     parser.add_argument("--quick", action="store_true", help="a small smoke run (tests)")
     args = parser.parse_args()
     if args.quick:
         args.doors, args.cycles, args.commands = 64, 2, 4
         args.flips, args.rate_s, args.idle_boards, args.idle_s = 4, 1.0, 2, 1.0
+        args.cli_runs = 1
     configure("warning", json=False)
     summary(asyncio.run(main_async(args)))
 

@@ -45,7 +45,10 @@ def test_floor_bench_quick_measures_gateway_and_floor_side_by_side() -> None:
         "input_flip_to_mqtt",
         "rate_publish_to_coil",
     }
+    cli = results["single_door_ms"]["gateway"]["cli_lockdown_s"]
+    assert cli["cli"]["n"] == cli["floor"]["n"] == 1 and cli["ratio_p50"] > 0
     assert len(results["load_average"]["before"]) == 3
     assert "lockdown: every door confirmed" in human
     assert "load average" in human
     assert "input flip -> MQTT" in human and "idle, 2 boards" in human
+    assert "CLI lockdown, whole process" in human
