@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gatewayd.kernel.errors import ConfigError
-from gatewayd.service.config import load_config
 
 #: What the district sees of a school, always: replies, state, availability, heartbeat, events.
 OUTBOUND = ("availability", "heartbeat", "state/#", "event/#", "cmd/result", "cmd/reply/#")
@@ -89,6 +88,10 @@ def add_bridge_command(sub: argparse._SubParsersAction[argparse.ArgumentParser])
 
 
 def _bridge_config(args: argparse.Namespace) -> int:
+    # Here, not at the top: `gatewayd --help` and the operator commands build this parser too,
+    # and must not load the campus model (every driver's config) to do it.
+    from gatewayd.service.config import load_config
+
     config = load_config(args.config)
     districts = [u.strip() for u in args.district.split(",") if u.strip()]
     text = bridge_config(config.mqtt.prefix, config.site.id, districts, doors=args.doors)
