@@ -26,6 +26,7 @@ from gatewayd.drivers.modbus_relay.mapping import (
     Point,
     PointTable,
     Span,
+    coil_name,
     parse_point,
     range_problems,
 )
@@ -71,7 +72,8 @@ class ModbusRelayDriver(Driver[ModbusRelayConfig]):
         self._lane = PriorityLane()
         self._coils = BitImage(config.coils)
         self._log = log.bind(device=config.id)
-        self._values: PointCache[Point] = PointCache(config.id, emit)
+        #: Keyed by point name ("input:7"), which the core's events carry anyway.
+        self._values: PointCache[str] = PointCache(config.id, emit)
         self._link_health = LinkHealth(
             self._set_health, self._log, "modbus", offline_after=config.offline_after_failures
         )
@@ -118,19 +120,18 @@ class ModbusRelayDriver(Driver[ModbusRelayConfig]):
     async def run(self, started: Callable[[], None]) -> None:
         """Connect, poll every ``poll_interval_ms``, reconnect with backoff until cancelled."""
         poll_s = self.config.poll_interval_ms / 1000
-        # Polls run at a fixed rate with a phase of the board's own: boards started together
-        # would otherwise poll in step, and a command arriving then waits behind all of them.
+        # Boards started together would poll in step, and a command arriving then would wait
+        # behind all of them: each board's first wait adds a phase of its own (from its id).
         phase_s = poll_s * (zlib.crc32(self.device_id.encode()) % 1000) / 1000
         try:
             await Startup(started).attempt(self._connect())
-            loop = asyncio.get_running_loop()
-            anchor = loop.time() + phase_s
+            wait_s = poll_s + phase_s
             while True:
                 if self._link.connected:
                     await self._poll_once()
                     _raise_if_cancelling()
-                    # The next slot on the board's grid; a poll that overran skips, never bursts.
-                    await asyncio.sleep((anchor - loop.time()) % poll_s or poll_s)
+                    await asyncio.sleep(wait_s)
+                    wait_s = poll_s
                 else:
                     await asyncio.sleep(self._reconnect.next_s())
                     await self._connect()
@@ -194,8 +195,9 @@ class ModbusRelayDriver(Driver[ModbusRelayConfig]):
         for other in [k for k in self._last_bits if k[0] == kind]:
             del self._last_bits[other]
         self._last_bits[key] = bits
-        for point in self._table.watched(kind, span):
-            self._values.update(point, bits[point.address - span.start])
+        start = span.start
+        for address, name in self._table.watched_named(kind, span):
+            self._values.update(name, bits[address - start])
 
     def _failed(self, exc: DeviceError) -> None:
         """Count a failed transaction; report untrusted replies; go offline at the threshold.
@@ -262,11 +264,12 @@ class ModbusRelayDriver(Driver[ModbusRelayConfig]):
             writes.update(job.writes)
         wanted = [p for job in jobs for p in job.points]
         on_wire_ns = 0
-        found: dict[Point, bool] = {}
+        # What the board acknowledged or replied, by kind and address.
+        found: dict[Kind, dict[int, bool]] = {"coil": {}, "input": {}}
         if writes:
             on_wire_ns = await self._write(writes)
             # The board acknowledged these values; a read confirms them only where asked.
-            found.update({Point("coil", a): v for a, v in writes.items()})
+            found["coil"].update(writes)
         back = [a for job in jobs if job.coils_back for a in job.writes]
         coil_span = Span.covering([*back, *(p.address for p in wanted if p.kind == "coil")])
         inputs = [p.address for p in wanted if p.kind == "input"]
@@ -281,18 +284,19 @@ class ModbusRelayDriver(Driver[ModbusRelayConfig]):
             bits = await self._read(kind, span)
             on_wire_ns = on_wire_ns or self._link.sent_ns
             self._absorb(kind, span, bits)
-            found.update(
-                {Point(kind, a): bits[a - span.start] for a in range(span.start, span.stop)}
-            )
+            found[kind].update(zip(range(span.start, span.stop), bits, strict=True))
         done_ns = time.monotonic_ns()
-        watched = [PointValue(str(p), found[p]) for p in self._table.inputs] if writes else []
+        coils, bits_in = found["coil"], found["input"]
+        watched = (
+            [PointValue(name, bits_in[a]) for a, name in self._table.input_names] if writes else []
+        )
         results = []
         for job in jobs:
             if job.writes:
-                out = [PointValue(f"coil:{a}", found[Point("coil", a)]) for a in sorted(job.writes)]
+                out = [PointValue(coil_name(a), coils[a]) for a in sorted(job.writes)]
                 values = (*out, *watched)
             else:
-                values = tuple(PointValue(str(p), found[p]) for p in job.points)
+                values = tuple(PointValue(str(p), found[p.kind][p.address]) for p in job.points)
             results.append(CommandResult(values, on_wire_ns, done_ns))
         if len(jobs) > 1:
             self._log.debug("modbus.batch", commands=len(jobs), coils=len(writes))
@@ -315,8 +319,9 @@ class ModbusRelayDriver(Driver[ModbusRelayConfig]):
         values = self._coils.merged(span, writes)
         acked_ns = await self._link.write_coils(span.start, values)
         self._coils.update(span.start, values)
-        # What the board acknowledged is read back for real in the next poll.
-        self._coils_due_ns = None
+        # What the board acknowledged is read back for real by a poll, one interval on: not
+        # in the middle of the confirmation reads that the commands are waiting for.
+        self._coils_due_ns = time.monotonic_ns() + self._poll_ns
         self._counts["writes"] += 1
         self._log.info(
             "modbus.group_write",

@@ -46,6 +46,12 @@ def parse_point(raw: str) -> Point:
     return Point(kind, address)
 
 
+@functools.lru_cache(maxsize=MAX_ADDRESS + 1)
+def coil_name(address: int) -> str:
+    """``coil:N``, the name the core knows a coil by (one string per coil, made once)."""
+    return f"coil:{address}"
+
+
 def range_problems(config: ModbusRelayConfig, points: Iterable[str]) -> list[str]:
     """Points that do not exist on a board of the configured size, one message each."""
     problems = []
@@ -59,6 +65,10 @@ def range_problems(config: ModbusRelayConfig, points: Iterable[str]) -> list[str
                 f" ({point.kind}:0..{last})"
             )
     return problems
+
+
+#: Spans whose watched names are kept (polls and read-backs use a handful per board).
+MAX_NAMED_SPANS = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +107,10 @@ class PointTable:
         self.inputs = tuple(p for p in parsed if p.kind == "input")
         self.coil_span = Span.covering(p.address for p in self.coils)
         self.input_span = Span.covering(p.address for p in self.inputs)
+        #: (address, "input:N") of every watched input: what a write's read-back reports.
+        self.input_names = tuple((p.address, str(p)) for p in self.inputs)
         self._config = config
+        self._named: dict[tuple[Kind, Span], tuple[tuple[int, str], ...]] = {}
 
     def poll_reads(self) -> list[tuple[Kind, Span]]:
         """The requests of one poll cycle (coil 0 alone if nothing is watched: a liveness probe)."""
@@ -114,6 +127,19 @@ class PointTable:
         for point in self.coils if kind == "coil" else self.inputs:
             if start <= point.address < stop:
                 yield point
+
+    def watched_named(self, kind: Kind, span: Span) -> tuple[tuple[int, str], ...]:
+        """(address, point name) of the watched points in a span; worked out once per span.
+
+        A lockdown reads every board's spans back at once: names built per read and point
+        would cost more than the Modbus requests themselves.
+        """
+        named = self._named.get((kind, span))
+        if named is None:
+            named = tuple((p.address, str(p)) for p in self.watched(kind, span))
+            if len(self._named) < MAX_NAMED_SPANS:
+                self._named[(kind, span)] = named
+        return named
 
     def coil_writes(self, writes: Iterable[PointWrite]) -> dict[int, bool]:
         """Coil address -> value for a group write; refuse inputs, unknown and conflicting coils."""
