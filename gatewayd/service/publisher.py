@@ -5,7 +5,8 @@ turn of the event loop, so an input flip reaches MQTT at once; under load (after
 change, while an actuation is writing and confirming doors) door changes are gathered for
 ``SUMMARY_INTERVAL_S`` first: a lockdown changes every door twice within milliseconds, and
 encoding 2,000 payloads must not delay the writes still going out. Scope counts, which run
-over every door of the scope, go out on that interval.
+over every door of the scope, go out on that interval. Neither is flushed while an actuation
+still writes and confirms, for at most ``ACTUATION_HOLD_S``.
 """
 
 from __future__ import annotations
@@ -34,6 +35,11 @@ RANK_BY_NAME = {str(state): rank for state, rank in RANK.items()}
 SUMMARY_INTERVAL_S = 0.05
 #: Door payloads encoded between two turns of the event loop.
 FLUSH_CHUNK = 64
+#: While an actuation writes and confirms doors, topics wait for it to end, at most this
+#: long: a 1,000-door flush run between its acknowledgements delays the read-backs.
+ACTUATION_HOLD_S = 0.25
+#: How often a held flush looks whether the actuation has ended.
+HOLD_POLL_S = 0.005
 
 #: Called with every event after it is queued (the declarative rules listen here).
 EventListener = Callable[[Mapping[str, Any]], None]
@@ -172,6 +178,7 @@ class Publisher:
             await asyncio.sleep(0)
             if self._bulk or self._doors.actuating:
                 await asyncio.sleep(SUMMARY_INTERVAL_S)
+                await self._after_actuation()
             self._wake.clear()
             self._bulk = False
             await self._flush_doors()
@@ -180,7 +187,14 @@ class Publisher:
         # A scope's counts run over all its doors (1,000 for the campus): never per change.
         while True:
             await asyncio.sleep(SUMMARY_INTERVAL_S)
+            await self._after_actuation()
             self._flush_scopes()
+
+    async def _after_actuation(self) -> None:
+        """Wait while doors are being written and confirmed, at most ``ACTUATION_HOLD_S``."""
+        deadline = time.monotonic() + ACTUATION_HOLD_S
+        while self._doors.actuating and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(HOLD_POLL_S)
 
     async def flush(self) -> None:
         """Publish the doors, then the scope counts, that changed since the last flush."""
