@@ -8,11 +8,12 @@ same model as the relay board's. All objects support SubscribeCOV (bacpypes3's o
 detection).
 
 Faults (``self.faults``, shared :class:`Faults`): ``delay_ms`` delays every request,
-``drop`` loses requests, ``hang`` ignores them all, ``corrupt`` garbles replies in the way
-``garble_mode`` says. A BACnet stack drops undecodable datagrams (the client would see a
-timeout, not garbage), so garbling is done where it is meaningful: decodable replies that
-answer about the *wrong object*, carry a value of the *wrong type*, or a write acknowledged
-with a reply of another service; COV notifications carry a wrong-typed value.
+``drop`` (and ``drop_next``) lose requests, ``hang`` ignores them all, ``corrupt`` garbles
+replies in the way ``garble_mode`` says. A BACnet stack drops undecodable datagrams (the
+client would see a timeout, not garbage), so garbling is done where it is meaningful:
+decodable replies that answer about the *wrong object*, carry a value of the *wrong type*, or
+a write acknowledged with a reply of another service; COV notifications carry a wrong-typed
+value.
 
 Personalities (constructor options, and ``--no-rpm`` ``--no-cov`` ``--max-apdu N``
 ``--no-segmentation`` on the command line) make a small controller: ``rpm=False`` and
@@ -157,7 +158,7 @@ class _SimApplication(Application):  # type: ignore[misc]
         sim = self.sim
         sim.counts["requests"] += 1
         sim.request_log.append(ApduSeen(time.monotonic_ns(), type(apdu).__name__))
-        if sim.faults.hang or sim.faults.roll(sim.faults.drop):
+        if sim.faults.hang or sim.faults.lost():
             sim.counts["dropped"] += 1
             return
         async with sim._owned():

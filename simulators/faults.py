@@ -30,6 +30,8 @@ class Faults:
     delay_ms: float = 0.0
     #: Probability (0..1) that a request is lost: not processed, never answered.
     drop: float = 0.0
+    #: The next N requests are lost, whatever ``drop`` says (counts down to 0).
+    drop_next: int = 0
     #: Probability (0..1) that a reply is garbled, in the way ``corrupt_mode`` says.
     corrupt: float = 0.0
     corrupt_mode: Corruption = Corruption.FUNCTION
@@ -45,6 +47,13 @@ class Faults:
         if probability >= 1.0:
             return True
         return self.rng.random() < probability
+
+    def lost(self) -> bool:
+        """Whether this request is lost: one of the ``drop_next``, else by ``drop``."""
+        if self.drop_next > 0:
+            self.drop_next -= 1
+            return True
+        return self.roll(self.drop)
 
     def garble(self, pdu: bytes) -> bytes:
         """Return a corrupted copy of a reply PDU (function code first)."""

@@ -232,7 +232,7 @@ class OnvifCameraSim(Simulator[PtzMove, HttpSeen]):
         """Log the request, then apply delay, drop and hang (never answered until stopped)."""
         self.request_log.append(HttpSeen(time.monotonic_ns(), request.method, request.path))
         await self._delay()
-        if self.faults.hang or self.faults.roll(self.faults.drop):
+        if self.faults.hang or self.faults.lost():
             self.counts["dropped"] += 1
             await asyncio.Event().wait()
 

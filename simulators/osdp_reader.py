@@ -169,7 +169,7 @@ class _PdChannel(osdp.Channel):  # type: ignore[misc]  # osdp is untyped
     def write(self, buf: bytes) -> int:
         data = bytes(buf)
         faults = self._sim.faults
-        if faults.hang or faults.roll(faults.drop):
+        if faults.hang or faults.lost():
             self._sim._from_thread(self._sim._count, "dropped")
             return len(buf)
         if faults.roll(faults.corrupt) and len(data) > 6:

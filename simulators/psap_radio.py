@@ -69,8 +69,6 @@ class RadioFaults(Faults):
     #: Probability (0..1) that a valid frame is answered NAK with ``nak_reason``.
     nak: float = 0.0
     nak_reason: str = Reason.BSY
-    #: The next N frames are dropped (then this counts down to 0).
-    drop_next: int = 0
     #: The next N frames are answered NAK.
     nak_next: int = 0
 
@@ -287,10 +285,7 @@ class PsapRadioSim(Simulator[Transmission, Heard]):
         faults = self.faults
         if faults.hang:
             return "silent"
-        if faults.drop_next > 0:
-            faults.drop_next -= 1
-            return "dropped"
-        if faults.roll(faults.drop):
+        if faults.lost():
             return "dropped"
         if faults.nak_next > 0:
             faults.nak_next -= 1

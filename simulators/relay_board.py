@@ -252,7 +252,7 @@ class RelayBoardSim(Simulator[CoilWrite, RequestSeen], DoorControls):
         if faults.hang:
             self.counts["hung"] += 1
             return
-        if faults.roll(faults.drop):
+        if faults.lost():
             self.counts["dropped"] += 1
             return
         if faults.delay_ms <= 0:

@@ -11,7 +11,7 @@ import pytest
 
 from gatewayd.drivers.bacnet import BacnetConfig, BacnetDriver
 from gatewayd.drivers.bacnet.transport import APPLICATIONS
-from gatewayd.kernel.errors import BadPoint, UnsupportedCommand
+from gatewayd.kernel.errors import BadPoint, DeviceTimeout, UnsupportedCommand
 from gatewayd.kernel.events import (
     DeviceFault,
     DeviceHealth,
@@ -206,6 +206,38 @@ async def test_a_point_the_device_lacks_is_a_fault_and_a_clear_error(
         await run.driver.execute(lock(True, 5, door=7))
     await run.driver.execute(lock(True, 5))
     assert sim.locked(0)
+
+
+async def test_a_write_whose_datagram_is_lost_is_sent_again_and_the_door_locks(
+    sim: BacnetDeviceSim, start: Callable[..., Any]
+) -> None:
+    # Slow polls and probes: after the first probe, the next request the controller sees is
+    # the write.
+    run = await start(sim, poll_interval_ms=60_000, cov_poll_interval_ms=600_000)
+    await run.wait_for(online, 5)
+    await eventually(lambda: run.driver.statistics()["probes"] >= 1)
+    sim.faults.drop_next = 1
+    result = await run.driver.execute(lock(True, 5))
+    assert {v.point: v.value for v in result.values}["binary-output:0"] is True
+    assert sim.locked(0) and sim.priority_array(0) == {5: True}
+    assert sim.counts["dropped"] == 1
+    assert network_writes(sim) == [(0, True, 5)]
+    assert run.driver.statistics()["write_retries"] == 1
+
+
+async def test_a_write_lost_every_time_fails_naming_the_controller_and_the_sends(
+    sim: BacnetDeviceSim, start: Callable[..., Any]
+) -> None:
+    run = await start(sim, poll_interval_ms=60_000, cov_poll_interval_ms=600_000,
+                      write_retries=2)  # fmt: skip
+    await run.wait_for(online, 5)
+    await eventually(lambda: run.driver.statistics()["probes"] >= 1)
+    sim.faults.drop_next = 3
+    sent_3_times = rf"no reply from {sim.address} within 200 ms \(sent 3 times\)"
+    with pytest.raises(DeviceTimeout, match=sent_3_times):
+        await run.driver.execute(lock(True, 5))
+    assert not sim.locked(0) and sim.counts["dropped"] == 3
+    assert run.driver.statistics()["write_retries"] == 2
 
 
 def test_bad_point_notation_says_what_was_expected() -> None:

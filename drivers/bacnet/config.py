@@ -46,6 +46,10 @@ class BacnetConfig(ReconnectConfig, DriverConfig):
     cov_poll_interval_ms: int = Field(default=5_000, ge=10, le=600_000)
     #: Deadline of one confirmed request, from send to decoded reply.
     timeout_ms: int = Field(default=1_000, ge=10, le=30_000)
+    #: Times a write that got no reply within ``timeout_ms`` is sent again (BACnet's
+    #: Number_Of_APDU_Retries). A priority-slot write is idempotent and a lost UDP datagram
+    #: must not leave a door unlocked in a lockdown. Reads are not retried: the next poll is.
+    write_retries: int = Field(default=1, ge=0, le=5)
     #: Subscribe to change-of-value on watched points where the device supports it.
     cov: bool = True
     #: Lifetime asked for each subscription; renewed at half of it.

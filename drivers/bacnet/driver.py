@@ -89,7 +89,9 @@ class BacnetDriver(Driver[BacnetConfig]):
         self._outputs = [p for p in parsed if p.is_output]
         self._inputs = [p for p in parsed if not p.is_output]
         self._log = log.bind(device=config.id)
-        self._link = BacnetLink(config.address, config.timeout_ms, config.max_in_flight)
+        self._link = BacnetLink(
+            config.address, config.timeout_ms, config.max_in_flight, config.write_retries
+        )
         self._cov = CovBook(self._link, config.cov_lifetime_s, self._on_cov, self._log)
         self._device = ObjectIdentifier(f"device,{config.device_instance}")
         self._values: PointCache[Point] = PointCache(config.id, emit)
@@ -501,6 +503,7 @@ class BacnetDriver(Driver[BacnetConfig]):
             **self._counts,
             "requests": self._link.requests,
             "failures": self._link.failures,
+            "write_retries": self._link.retries,
             "consecutive_failures": self._link_health.failures,
             "last_rtt_ms": round(self._link.last_rtt_ms, 3),
             "cov_active": len(self._cov.active),

@@ -284,16 +284,22 @@ APPLICATIONS = ApplicationRegistry()
 class BacnetLink:
     """Requests to one controller; every method raises a DeviceError subclass on failure."""
 
-    def __init__(self, address: str, timeout_ms: int, max_in_flight: int) -> None:
+    def __init__(
+        self, address: str, timeout_ms: int, max_in_flight: int, write_retries: int = 0
+    ) -> None:
         self.address = Address(address)
         self._text = address
         self._timeout_s = timeout_ms / 1000
+        #: Times a write with no reply is sent again (BACnet's Number_Of_APDU_Retries).
+        self._write_retries = write_retries
         self._slots = asyncio.Semaphore(max_in_flight)
         self._app: GatewayApplication | None = None
         #: Monotonic ns at which the last request was handed to the stack.
         self.sent_ns = 0
         self.requests = 0
         self.failures = 0
+        #: Writes sent again because the first send had no reply in time.
+        self.retries = 0
         self.last_rtt_ms = 0.0
         #: Whether a reply may come segmented (False once the device says it cannot segment).
         self.segmented_response_accepted = True
@@ -456,13 +462,27 @@ class BacnetLink:
         """Command (or with None relinquish) one priority slot; return the on-wire time."""
         what = f"write {objid} present-value @{priority}"
         pv: Any = Null(()) if value is None else BinaryPV(1 if value else 0)
-        request = WritePropertyRequest(
-            objectIdentifier=objid,
-            propertyIdentifier=PRESENT_VALUE,
-            propertyValue=pv,
-            priority=priority,
-        )
-        ack = await self.request(what, request)
+        for attempt in range(self._write_retries + 1):
+            # A new request each time: bacpypes3 gives it a fresh invoke id, so a late ack of
+            # the lost one cannot be taken for this one's. Writing one priority slot is
+            # idempotent, so sending it twice is harmless; a UDP datagram lost is not.
+            request = WritePropertyRequest(
+                objectIdentifier=objid,
+                propertyIdentifier=PRESENT_VALUE,
+                propertyValue=pv,
+                priority=priority,
+            )
+            try:
+                ack = await self.request(what, request)
+                break
+            except DeviceTimeout as exc:
+                if attempt == self._write_retries:
+                    if attempt:
+                        raise DeviceTimeout(f"{exc} (sent {attempt + 1} times)") from exc
+                    raise
+                self.retries += 1
+                log.warning("bacnet.write_retry", address=self._text, what=what,
+                            attempt=attempt + 2)  # fmt: skip
         sent_ns = self.sent_ns
         if not isinstance(ack, SimpleAckPDU):
             raise self._bad(f"{what}: reply is {type(ack).__name__}, not SimpleAck")
