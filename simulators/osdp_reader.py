@@ -226,6 +226,9 @@ class _Peripheral:
         try:
             async with asyncio.timeout(2.0):
                 await self._ended.wait()
+                # The thread has told us from its last lines; it is gone only once they ran
+                # (a caller that checks for leftover threads must not find it still alive).
+                await asyncio.to_thread(self._thread.join)
         except TimeoutError:
             self._sim.log.error("osdp_reader.thread_stuck")
 
