@@ -5,10 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from structlog.testing import capture_logs
+
+from gatewayd.kernel.events import now_ns
 from gatewayd.kernel.site import DoorKind
 from gatewayd.rules.actions import ExternalAction
 from gatewayd.rules.rulefile import parse_rules
 from gatewayd.security.keys import demo_private_key
+from gatewayd.service.doors import ActuationReport
+from gatewayd.service.reporting import LATENCY_WINDOW, STATISTICS_EVERY
 from tests.support.disk import locked as write_locked
 from tests.support.gateway import Site
 from tests.support.mqtt import Collector
@@ -267,3 +272,23 @@ async def test_status_reports_latency_statistics(site: Site) -> None:
     assert reply["latency_ms"]["triggers"] >= 1
     assert reply["latency_ms"]["confirmed"]["p50"] is not None
     assert any(s["key"] == "srp:building/B" for s in reply["sources"])
+
+
+async def test_latency_statistics_are_logged_once_per_interval_after_the_window_fills(
+    site: Site,
+) -> None:
+    # The window stops growing at its size: the statistics (a sort of the whole window per
+    # stage) must still be built once per interval, not after every command from then on.
+    assert site.gateway is not None
+    reporting = site.gateway.reporting
+    door = next(iter(site.config.doors)).id
+    triggers = LATENCY_WINDOW + 3 * STATISTICS_EVERY
+    with capture_logs() as logs:
+        for _ in range(triggers):
+            t = now_ns()
+            report = ActuationReport(t, t + 1, commanded=[door], confirmed=[door], on_wire_ns=t + 2,
+                                     confirmed_ns=t + 3, confirmed_at_ns={door: t + 3})  # fmt: skip
+            reporting.record(report, trigger="lock door")
+    logged = [e for e in logs if e["event"] == "latency.statistics"]
+    assert len(logged) == triggers // STATISTICS_EVERY
+    assert logged[-1]["triggers"] == LATENCY_WINDOW

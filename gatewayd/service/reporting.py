@@ -21,6 +21,8 @@ log = structlog.get_logger(__name__)
 
 #: Triggers kept for latency statistics.
 LATENCY_WINDOW = 500
+#: Latency statistics go to the log once per this many triggers.
+STATISTICS_EVERY = 50
 #: Actuation reports kept (for status and tests).
 REPORTS_KEPT = 1000
 
@@ -45,6 +47,8 @@ class Reporting:
         #: The latest actuation reports, oldest first.
         self.reports: deque[ActuationReport] = deque(maxlen=REPORTS_KEPT)
         self._latencies: deque[dict[str, float | None]] = deque(maxlen=LATENCY_WINDOW)
+        #: Triggers recorded since start (the window above stops growing at its size).
+        self._triggers = 0
         #: The building and zone scopes of each door, for the outcome record's time to secure.
         self._scopes: dict[str, tuple[str, ...]] = {
             d.id: (f"building/{d.building}", *((f"zone/{d.zone}",) if d.zone else ()))
@@ -70,6 +74,7 @@ class Reporting:
             self._record_outcome(report, lat, trigger=trigger, drill=drill, command=command)
         if report.commanded:
             self._latencies.append(lat)
+            self._triggers += 1
         for door_id, why in report.failed.items():
             door = self._campus.doors[door_id]
             self._publisher.event(
@@ -116,7 +121,7 @@ class Reporting:
                     "drill": drill,
                 },
             )
-        if len(self._latencies) % 50 == 0 and self._latencies:
+        if report.commanded and self._triggers % STATISTICS_EVERY == 0:
             log.info("latency.statistics", **self.latency_statistics())
 
     def _record_outcome(
