@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import shutil
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -121,6 +122,32 @@ async def test_a_locked_index_holds_up_nothing_and_catches_up(tmp_path: Path) ->
     journal.close()
     sources, _, _ = reopen(tmp_path)
     assert sorted(sources) == ["a", "b", "c"]
+
+
+async def test_a_waiter_is_told_once_the_records_are_on_disk_not_after_the_head_file(
+    tmp_path: Path,
+) -> None:
+    journal = opened(tmp_path)
+    await journal.record(AuditKind.STATE, "t", {"change": put("a")}).durable(5)
+    assert journal._log is not None
+    head_written = journal._log._write_head
+    release = threading.Event()
+
+    def slow_head() -> None:
+        release.wait(10)
+        head_written()
+
+    journal._log._write_head = slow_head  # type: ignore[method-assign]
+    try:
+        record = journal.record(AuditKind.STATE, "t", {"change": put("b")}, required=True)
+        # The head file (a lower bound of the chain) is held up; the release it guards is not.
+        assert (await record.durable(5)).seq == 2
+        assert json.loads(head_path(journal.audit_path).read_text())["seq"] == 1
+    finally:
+        release.set()
+    await eventually(lambda: json.loads(head_path(journal.audit_path).read_text())["seq"] == 2)
+    journal.close()
+    assert verify(journal.audit_path).ok
 
 
 async def test_a_full_disk_fails_required_records_and_keeps_the_others(disk: Disk) -> None:

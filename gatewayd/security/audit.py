@@ -168,8 +168,12 @@ class AuditLog:
         """Write, fsync and return one record; raise :class:`AuditUnavailable` if it fails."""
         return self.append_many([(kind, actor, data)])[0]
 
-    def append_many(self, items: Sequence[Item]) -> list[AuditRecord]:
-        """Chain, write and fsync a group of records at once, or none of them."""
+    def append_many(self, items: Sequence[Item], *, head: bool = True) -> list[AuditRecord]:
+        """Chain, write and fsync a group of records at once, or none of them.
+
+        ``head=False`` leaves the head file to the caller (:meth:`write_head`), who may first
+        tell whoever waits that the records are on disk: the head is not part of that.
+        """
         if self._broken is not None:
             raise AuditUnavailable(f"audit log {self.path} is unusable: {self._broken}")
         seq, prev = self._seq, self._hash
@@ -183,15 +187,22 @@ class AuditLog:
         self._write(b"".join(lines))
         self._seq, self._hash = seq, prev
         self.appended += len(records)
+        if head:
+            self.write_head()
+        return records
+
+    def write_head(self) -> None:
+        """Bring the head file up to the last record; a failure is logged and counted only.
+
+        The records are on disk: saying otherwise would have a refused release written after
+        all (and kept records written twice). A head that lags is a lower bound, as after a
+        power cut; the next append brings it up to date.
+        """
         try:
             self._write_head()
         except AuditUnavailable as exc:
-            # The records are on disk: saying otherwise would have a refused release written
-            # after all (and kept records written twice). A head that lags is a lower bound,
-            # as after a power cut; the next append brings it up to date.
             self.head_failures += 1
-            log.warning("audit.head_not_written", seq=seq, error=str(exc))
-        return records
+            log.warning("audit.head_not_written", seq=self._seq, error=str(exc))
 
     def rotate(self, snapshot: dict[str, Any]) -> AuditRecord:
         """Start a new file whose first record chains to this one and carries ``snapshot``."""

@@ -410,18 +410,21 @@ class Journal:
     def _write(self, batch: list[_Entry]) -> bool:
         assert self._log is not None
         try:
-            records = self._log.append_many([(e.kind, e.actor, e.data) for e in batch])
+            records = self._log.append_many([(e.kind, e.actor, e.data) for e in batch], head=False)
         except AuditUnavailable as exc:
             self._failed(batch, exc)
             return False
+        # On disk: whoever waits (a release, before its doors move) is told first; the
+        # head file, the writer's copy of the state and the index follow.
+        for entry, record in zip(batch, records, strict=True):
+            entry.pending.future.set_result(record)
+        self._log.write_head()
         self.stats["records"] += len(records)
         self.stats["batches"] += 1
         self.stats["fsyncs"] += 1
         self.stats["max_batch"] = max(self.stats["max_batch"], len(records))
         for record in records:
             self._apply(record.as_dict())
-        for entry, record in zip(batch, records, strict=True):
-            entry.pending.future.set_result(record)
         self._tell_loop(self._announce, records)
         if self._flush_index() and self._maybe_rotate():
             self._set_health(True, "")
