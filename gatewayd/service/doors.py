@@ -223,9 +223,14 @@ class DoorService:
         self.actuations += 1
         self._moving.update(report.commanded)
         try:
-            async with asyncio.TaskGroup() as group:
-                for device, door_ids in by_device.items():
-                    group.create_task(self._actuate_device(device, door_ids, report))
+            if len(by_device) == 1:
+                # One board (a door command): carried out in this task, not a loop turn later.
+                [(device, door_ids)] = by_device.items()
+                await self._actuate_device(device, door_ids, report)
+            else:
+                async with asyncio.TaskGroup() as group:
+                    for device, door_ids in by_device.items():
+                        group.create_task(self._actuate_device(device, door_ids, report))
         finally:
             self._moving.subtract(report.commanded)
             self._moving += Counter()  # drop the doors no actuation holds any more
