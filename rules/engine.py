@@ -75,7 +75,7 @@ class Engine:
             return []
         self._versions[key] += 1
         del self._by_scope[source.scope][key]
-        return sorted(self._doors_of(source), key=self._order)
+        return sorted(self._doors_of(source), key=self.campus.door_index.__getitem__)
 
     def apply(self, change: Change) -> list[str]:
         """Remove, then put; return every door the change may move."""
@@ -84,7 +84,7 @@ class Engine:
             doors.update(self.remove(key))
         for source in change.put:
             doors.update(self.put(source))
-        return sorted(doors, key=self._order)
+        return sorted(doors, key=self.campus.door_index.__getitem__)
 
     def versions(self, change: Change) -> tuple[int, ...]:
         """Where the keys a change touches stand now (compare after waiting)."""
@@ -101,7 +101,7 @@ class Engine:
             doors.update(self._doors_of(source))
             if (old := self._sources.get(source.key)) is not None:
                 doors.update(self._doors_of(old))
-        return sorted(doors, key=self._order)
+        return sorted(doors, key=self.campus.door_index.__getitem__)
 
     def unlocks(self, change: Change) -> list[str]:
         """Doors locked now that the change would leave unlocked (it is made, then undone)."""
@@ -167,7 +167,7 @@ class Engine:
         return list(self._by_scope.get(scope, {}).values())
 
     def doors_of(self, source: Source) -> list[str]:
-        return sorted(self._doors_of(source), key=self._order)
+        return sorted(self._doors_of(source), key=self.campus.door_index.__getitem__)
 
     def _activate(self, source: Source) -> list[str]:
         old = self._sources.get(source.key)
@@ -179,7 +179,7 @@ class Engine:
         doors = set(self._doors_of(source))
         if old is not None:
             doors.update(self._doors_of(old))
-        return sorted(doors, key=self._order)
+        return sorted(doors, key=self.campus.door_index.__getitem__)
 
     def _doors_of(self, source: Source) -> list[str]:
         kinds = source.kinds
@@ -190,6 +190,3 @@ class Engine:
             for d in self.campus.resolve(source.scope)
             if not kinds or self.campus.doors[d].kind in kinds
         ]
-
-    def _order(self, door_id: str) -> int:
-        return self.campus.door_index[door_id]

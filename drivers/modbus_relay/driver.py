@@ -70,6 +70,8 @@ class ModbusRelayDriver(Driver[ModbusRelayConfig]):
         self._table = PointTable(config, points)
         self._link = ModbusLink(config.host, config.port, config.unit, config.timeout_ms)
         self._lane = PriorityLane()
+        #: Every coil's point name: a read-back that names one asks for the coils again.
+        self._coil_names = frozenset(coil_name(a) for a in range(config.coils))
         self._coils = BitImage(config.coils)
         self._log = log.bind(device=config.id)
         #: Keyed by point name ("input:7"), which the core's events carry anyway.
@@ -227,7 +229,7 @@ class ModbusRelayDriver(Driver[ModbusRelayConfig]):
                 back = command.read_back
                 job = _Job(
                     writes=self._table.coil_writes(command.writes),
-                    coils_back=back is None or any(p.startswith("coil:") for p in back),
+                    coils_back=back is None or not back.isdisjoint(self._coil_names),
                 )
             case ReadPoints():
                 job = _Job(points=self._table.spans_of(command.points)[0])
