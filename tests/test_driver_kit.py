@@ -4,6 +4,7 @@ reconnect settings mixin."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Mapping
 from typing import Literal
 
@@ -80,6 +81,40 @@ async def test_a_declared_command_reaches_the_drivers_execute() -> None:
     result = await driver.execute(ReadPoints(("a",)))
     assert result.values == (PointValue("a", True),)
     assert driver.seen == [ReadPoints(("a",))]
+
+
+class SwallowingDriver(PanelDriver):
+    """Its library drops a cancel that lands as the reply arrives (pymodbus on 3.11 does)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reply_waiting = asyncio.Event()
+
+    async def _execute(self, command: ReadPoints) -> CommandResult:
+        self.reply_waiting.set()
+        # The reply "wins": the call returns as if nobody had asked the task to stop.
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.Event().wait()
+        return await super()._execute(command)
+
+
+async def test_a_cancel_a_drivers_library_swallowed_still_stops_the_callers_task() -> None:
+    driver = SwallowingDriver()
+    after: list[str] = []
+
+    async def caller() -> None:
+        # A relock in the expiry task, a door command in the command's: after the command
+        # returns, the task would otherwise go on (and wait) as if never cancelled.
+        await driver.execute(ReadPoints(("a",)))
+        after.append("went on")
+        await asyncio.Event().wait()
+
+    task = asyncio.create_task(caller())
+    await driver.reply_waiting.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 5)
+    assert driver.seen == [ReadPoints(("a",))] and after == []
 
 
 async def test_started_is_signalled_once_after_the_first_attempt_whether_it_failed_or_not() -> None:

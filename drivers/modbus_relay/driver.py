@@ -32,7 +32,7 @@ from gatewayd.drivers.modbus_relay.mapping import (
 )
 from gatewayd.drivers.modbus_relay.transport import ModbusLink, ModbusRefused
 from gatewayd.kernel.backoff import BackoffTimer
-from gatewayd.kernel.driver import Driver, Emit, Startup
+from gatewayd.kernel.driver import Driver, Emit, Startup, raise_if_cancelling
 from gatewayd.kernel.errors import BadDeviceReply, DeviceError, DeviceOffline
 from gatewayd.kernel.events import CommandResult, DeviceFault, PointValue, ReadPoints, WritePoints
 from gatewayd.kernel.health import LinkHealth
@@ -131,7 +131,7 @@ class ModbusRelayDriver(Driver[ModbusRelayConfig]):
             while True:
                 if self._link.connected:
                     await self._poll_once()
-                    _raise_if_cancelling()
+                    raise_if_cancelling()
                     await asyncio.sleep(wait_s)
                     wait_s = poll_s
                 else:
@@ -353,14 +353,3 @@ class ModbusRelayDriver(Driver[ModbusRelayConfig]):
             "health": str(self.health),
             "last_error": self._link_health.last_error,
         }
-
-
-def _raise_if_cancelling() -> None:
-    """Re-raise a cancellation that pymodbus swallowed.
-
-    On Python 3.11 a cancel that lands as a reply arrives is dropped inside pymodbus's
-    ``asyncio.wait_for``; the task still counts it. Honoured here, so a stop never hangs.
-    """
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError

@@ -13,6 +13,7 @@ What every driver needs besides the contract is the driver kit, here and next to
 from __future__ import annotations
 
 import abc
+import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Annotated, Any, ClassVar, Generic, Self, TypeVar
 
@@ -208,7 +209,9 @@ class Driver(abc.ABC, Generic[ConfigT]):
                 f"{self.device_id}: {type(self).__name__} cannot {type(command).__name__}"
                 f" (it carries out {', '.join(c.__name__ for c in self.commands)})"
             )
-        return await self._execute(command)
+        result = await self._execute(command)
+        raise_if_cancelling()
+        return result
 
     @abc.abstractmethod
     async def _execute(self, command: Any) -> CommandResult:
@@ -222,6 +225,19 @@ class Driver(abc.ABC, Generic[ConfigT]):
     @abc.abstractmethod
     def statistics(self) -> Mapping[str, int | float | str]:
         """Counters and latencies for health reporting."""
+
+
+def raise_if_cancelling() -> None:
+    """Re-raise a cancellation of the current task that a library swallowed.
+
+    On Python 3.11 a cancel that lands just as a reply arrives is dropped inside a library's
+    ``asyncio.wait_for`` (pymodbus has one); the task still counts it. A command runs in its
+    caller's task (a door command in the command's, a relock in the expiry's): without this,
+    that task would go on as if never asked to stop, and a shutdown would wait for it forever.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 #: Any driver, whatever its config model (what the core holds).
