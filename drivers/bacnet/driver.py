@@ -448,7 +448,8 @@ class BacnetDriver(Driver[BacnetConfig]):
         # Read back what was written and every watched input (position, lock sense).
         points = sorted({*(w.point for w in writes), *self._inputs_watched()})
         result = await self._read_now(points)
-        self._log.info(
+        # Per controller at debug, like the relay boards' (`command.done` is the info line).
+        self._log.debug(
             "bacnet.group_write",
             outputs=len(writes),
             on=sum(w.value for w in writes),
