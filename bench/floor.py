@@ -21,7 +21,9 @@ private Mosquitto beside them. Against those same boards, in this one run:
 - **Idle with 20 boards** polled at the poll interval (a campus of its own, its own
   simulators): CPU and resident memory of the daemon against the bridge polling the same boards.
 
-    python -m bench.floor [--doors 1024] [--cycles 30] [--quick]
+The daemon logs at ``info`` (as ``gatewayd run`` and the systemd unit run it), to a file.
+
+    python -m bench.floor [--doors 1024] [--cycles 30] [--daemon-log-level info] [--quick]
 """
 
 from __future__ import annotations
@@ -300,7 +302,9 @@ async def gateway_single(
     doors = [d.id for d in config.doors if d.lock.device == board.device][:32]
     site = config.site.id
     base = f"{config.mqtt.prefix}/{site}"
-    daemon = await DaemonProcess(path, {"GATEWAYD_STATE_DIR": str(state_dir)}).start()
+    daemon = await DaemonProcess(
+        path, {"GATEWAYD_STATE_DIR": str(state_dir)}, log_level=args.daemon_log_level
+    ).start()
 
     def body(door: str, _coil: int, value: bool) -> dict[str, Any]:
         return signed_command("lock" if value else "unlock", site, door=door)
@@ -605,7 +609,9 @@ async def idle_side_by_side(tmp: Path, mq: Mosquitto, args: argparse.Namespace) 
             await proc.wait()
         path = tmp / "idle-daemon.toml"
         path.write_text(effective_campus(template.read_text(), sim.ports, mq.url))
-        daemon = await DaemonProcess(path, {"GATEWAYD_STATE_DIR": str(tmp / "idle-state")}).start()
+        daemon = await DaemonProcess(
+            path, {"GATEWAYD_STATE_DIR": str(tmp / "idle-state")}, log_level=args.daemon_log_level
+        ).start()
         try:
             # Start-up (imports, first polls, re-assertion, retained topics) is not idle.
             await asyncio.sleep(4.0)
@@ -703,6 +709,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "commands": args.commands,
         "poll_interval_ms": args.poll_ms,
         "sim_actuation_ms": args.actuation_ms,
+        "daemon_log_level": args.daemon_log_level,
         "failed_doors": int(gw["failed_doors"][0]),
         "lockdown_ms": lock,
         "single_door_ms": single,
@@ -784,6 +791,11 @@ def main() -> None:
     parser.add_argument("--idle-boards", type=int, default=20)
     parser.add_argument("--idle-s", type=float, default=10.0, help="seconds measured idle")
     parser.add_argument("--cli-runs", type=int, default=10, help="CLI lockdowns timed")
+    parser.add_argument(
+        "--daemon-log-level",
+        default="info",
+        help="the daemon's --log-level (info, as `gatewayd run` and the systemd unit run it)",
+    )
     parser.add_argument("--quick", action="store_true", help="a small smoke run (tests)")
     args = parser.parse_args()
     if args.quick:
