@@ -175,9 +175,9 @@ def _report_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 
 def _district_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """``bridge-config`` and ``district ...`` (gatewayd.app.bridge, gatewayd.app.district)."""
+    """``bridge-config`` and ``district ...`` (gatewayd.app.bridge, gatewayd.app.district_cli)."""
     from gatewayd.app.bridge import add_bridge_command
-    from gatewayd.app.district import add_district_commands
+    from gatewayd.app.district_cli import add_district_commands
 
     add_bridge_command(sub)
     add_district_commands(sub)

@@ -47,7 +47,6 @@ NOT_FINAL = frozenset({"expired", "replayed"})
 NO_BROKER = "no district broker reached"
 #: How long one node may take to accept the connection before the next node is tried.
 CONNECT_TIMEOUT_S = 3.0
-ACTIONS = ("lockdown", "secure", "hold", "evacuate", "shelter", "release")
 
 
 class DistrictSection(Model):
@@ -418,35 +417,8 @@ async def district_command(
 # --- the command line ----------------------------------------------------------------------
 
 
-def add_district_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    district = sub.add_parser("district", help="district operations: every school at once")
-    actions = district.add_subparsers(metavar="ACTION")
-
-    def command(name: str, help_text: str) -> argparse.ArgumentParser:
-        p = actions.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("-c", "--config", required=True, help="district.toml")
-        p.add_argument("--json", action="store_true", help="machine-readable output")
-        return p
-
-    p = command("console", "the district view and buttons in a browser (signed-in users)")
-    p.add_argument("--host", default=None, help="listen here (default: [console] host)")
-    p.add_argument("--port", type=int, default=None, help="port (default: [console] port)")
-    p.set_defaults(handler=_console)
-    p = command("status", "every school: campus state, doors, heartbeat age, reachability")
-    p.add_argument("--timeout", type=float, default=3.0, help="seconds per broker")
-    p.set_defaults(handler=_status)
-    for action in ACTIONS:
-        p = command(action, f"{action.upper()} on every selected school")
-        p.add_argument("--schools", required=True, help="all, or school ids: ID,ID,...")
-        p.add_argument("--scope", default="campus", help="scope in each school (default campus)")
-        p.add_argument("--timeout", type=float, default=None, help="seconds (default: file)")
-        if action == "shelter":
-            hazards = ["tornado", "hazmat", "earthquake", "severe_weather", "bomb"]
-            p.add_argument("--hazard", required=True, choices=hazards)
-        p.set_defaults(handler=_operate, action=action)
-
-
-def _status(args: argparse.Namespace) -> int:
+def run_status(args: argparse.Namespace) -> int:
+    """``district status``: every school's state, doors, heartbeat age and reachability."""
     district = load_district(args.config)
 
     async def gather() -> list[SchoolStatus]:
@@ -466,13 +438,15 @@ def _status(args: argparse.Namespace) -> int:
     return 0 if all(r.verdict == "ok" for r in rows) else 1
 
 
-def _console(args: argparse.Namespace) -> int:
+def run_console(args: argparse.Namespace) -> int:
+    """``district console``: the district view in a browser."""
     from gatewayd.app.district_console import console_command
 
     return console_command(args, load_district(args.config))
 
 
-def _operate(args: argparse.Namespace) -> int:
+def run_operate(args: argparse.Namespace) -> int:
+    """``district lockdown`` and the other actions: one signed command per selected school."""
     from gatewayd.app.district_view import LiveTable, PlainProgress, format_outcomes
     from gatewayd.security.keys import load_private_key
 

@@ -21,7 +21,8 @@ import structlog
 from aiohttp import web
 from pydantic import Field
 
-from gatewayd.app.district import ACTIONS, District, SchoolStatus, district_command, school_status
+from gatewayd.app.district import District, SchoolStatus, district_command, school_status
+from gatewayd.app.district_cli import ACTIONS
 from gatewayd.app.district_page import PAGE, SCRIPT
 from gatewayd.console.config import ConsoleConfig, ConsoleUser
 from gatewayd.console.passwords import parse_hash
