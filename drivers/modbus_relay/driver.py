@@ -32,7 +32,8 @@ from gatewayd.drivers.modbus_relay.mapping import (
 )
 from gatewayd.drivers.modbus_relay.transport import ModbusLink, ModbusRefused
 from gatewayd.kernel.backoff import BackoffTimer
-from gatewayd.kernel.driver import Driver, Emit, Startup, raise_if_cancelling
+from gatewayd.kernel.cancel import raise_if_cancelling
+from gatewayd.kernel.driver import Driver, Emit, Startup
 from gatewayd.kernel.errors import BadDeviceReply, DeviceError, DeviceOffline
 from gatewayd.kernel.events import CommandResult, DeviceFault, PointValue, ReadPoints, WritePoints
 from gatewayd.kernel.health import LinkHealth

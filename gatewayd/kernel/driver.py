@@ -13,13 +13,13 @@ What every driver needs besides the contract is the driver kit, here and next to
 from __future__ import annotations
 
 import abc
-import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Annotated, Any, ClassVar, Generic, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gatewayd.kernel.backoff import Backoff
+from gatewayd.kernel.cancel import raise_if_cancelling
 from gatewayd.kernel.errors import UnsupportedCommand
 from gatewayd.kernel.events import (
     CommandResult,
@@ -225,19 +225,6 @@ class Driver(abc.ABC, Generic[ConfigT]):
     @abc.abstractmethod
     def statistics(self) -> Mapping[str, int | float | str]:
         """Counters and latencies for health reporting."""
-
-
-def raise_if_cancelling() -> None:
-    """Re-raise a cancellation of the current task that a library swallowed.
-
-    On Python 3.11 a cancel that lands just as a reply arrives is dropped inside a library's
-    ``asyncio.wait_for`` (pymodbus has one); the task still counts it. A command runs in its
-    caller's task (a door command in the command's, a relock in the expiry's): without this,
-    that task would go on as if never asked to stop, and a shutdown would wait for it forever.
-    """
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
 
 
 #: Any driver, whatever its config model (what the core holds).

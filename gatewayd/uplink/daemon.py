@@ -29,19 +29,13 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from gatewayd.kernel.backoff import Backoff
+from gatewayd.kernel.cancel import raise_if_cancelling
 from gatewayd.security.tls import ssl_context
 from gatewayd.uplink import protocol
 from gatewayd.uplink.admission import Admission, Incoming
 from gatewayd.uplink.config import MqttConfig
 from gatewayd.uplink.outbox import MemoryQueue, PublishQueue, PublishQueueFull
-from gatewayd.uplink.wire import (
-    check_suffix,
-    encode,
-    first_leaf,
-    raise_if_cancelling,
-    set_nodelay,
-    valid_topic,
-)
+from gatewayd.uplink.wire import check_suffix, encode, first_leaf, set_nodelay, valid_topic
 
 log = structlog.get_logger(__name__)
 

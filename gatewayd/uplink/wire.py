@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import socket
 from collections.abc import Mapping
@@ -37,18 +36,6 @@ def encode(payload: Mapping[str, Any] | str) -> bytes:
 def check_suffix(suffix: str) -> None:
     if not suffix or any(c in suffix for c in "+#\0") or suffix.startswith("/"):
         raise ValueError(f"not a valid topic suffix: {suffix!r}")
-
-
-def raise_if_cancelling() -> None:
-    """Re-raise a cancellation that a library call swallowed.
-
-    Python 3.11's ``asyncio.wait_for`` (used inside aiomqtt's publish) returns the result
-    and drops a cancellation that arrives together with the PUBACK; a loop that goes on
-    waiting then stalls shutdown for ever. The task still counts the request: honour it.
-    """
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
 
 
 def first_leaf(group: BaseExceptionGroup[aiomqtt.MqttError]) -> aiomqtt.MqttError:
