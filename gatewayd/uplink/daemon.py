@@ -389,16 +389,18 @@ class Uplink:
                 raise
 
     async def _publish_retained(self, client: aiomqtt.Client, topics: list[str]) -> None:
-        slots = asyncio.Semaphore(RETAINED_WORKERS)
+        # A few workers share one iterator: a task per topic (a lockdown dirties every door's)
+        # had the loop run a thousand first steps in one turn, ahead of the next command.
+        remaining = iter(topics)
 
-        async def one(topic: str) -> None:
-            async with slots:
+        async def worker() -> None:
+            for topic in remaining:
                 await client.publish(f"{self.base}/{topic}", self._retained[topic], 1, True)
                 self._stats["retained_published"] += 1
 
         async with asyncio.TaskGroup() as tg:
-            for topic in topics:
-                tg.create_task(one(topic))
+            for _ in range(min(RETAINED_WORKERS, len(topics))):
+                tg.create_task(worker())
 
     async def _read_commands(self, client: aiomqtt.Client) -> None:
         """Hold the connection's message stream: it ends (raises) when the connection does.
