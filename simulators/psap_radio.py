@@ -28,7 +28,7 @@ from gatewayd.drivers.psap_radio.config import PsapRadioConfig
 from gatewayd.drivers.psap_radio.frames import Frame, FrameError, FrameType, Reason
 from gatewayd.kernel.driver import DriverConfig
 from gatewayd.kernel.events import DeviceCommand, SendAlert
-from gatewayd.simulators.base import Simulator, close_tcp_server, tcp_server
+from gatewayd.simulators.base import RecordLog, Simulator, close_tcp_server, tcp_server
 from gatewayd.simulators.faults import Faults
 
 Mode = Literal["pty", "tcp"]
@@ -157,7 +157,7 @@ class PsapRadioSim(Simulator[Transmission, Heard]):
     # --- lifecycle ------------------------------------------------------------------------
 
     @property
-    def heard(self) -> deque[Heard]:
+    def heard(self) -> RecordLog[Heard]:
         """Every line received, in order, with what the radio did (the request log)."""
         return self.request_log
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import signal
@@ -13,8 +14,9 @@ import pytest
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusIOException
 
+from gatewayd.simulators.base import RecordLog
 from gatewayd.simulators.faults import Corruption
-from gatewayd.simulators.relay_board import RelayBoardSim
+from gatewayd.simulators.relay_board import CoilWrite, RelayBoardSim, RequestSeen
 from tests.support.waiting import eventually
 
 
@@ -119,6 +121,32 @@ async def test_write_log_records_every_coil_written(
     assert times == sorted(times)
     stats = relay_board.statistics()
     assert (stats["write_coils"], stats["write_coil"], stats["coils_written"]) == (1, 1, 4)
+
+
+async def test_the_logs_read_back_as_records_but_the_collector_leaves_them_alone(
+    relay_board: RelayBoardSim, client: AsyncModbusTcpClient
+) -> None:
+    # Every request is logged: kept as NamedTuples, a long run's logs were scanned by every
+    # full collection and paused the whole simulators' process for tens of ms.
+    await client.write_coils(0, [True, False], device_id=1)
+    await client.read_coils(0, count=2, device_id=1)
+    gc.collect()
+    assert not any(gc.is_tracked(row) for row in relay_board.write_log._rows)
+    assert not any(gc.is_tracked(row) for row in relay_board.request_log._rows)
+    assert relay_board.write_log[-1] == CoilWrite(relay_board.write_log[-1].ns, 1, False)
+    assert [r.function for r in relay_board.request_log] == [15, 1]
+    with pytest.raises(TypeError, match="a log of CoilWrite cannot take RequestSeen"):
+        relay_board.write_log.append(RequestSeen(0, 1, 1))  # type: ignore[arg-type]
+
+
+def test_a_record_log_is_bounded_and_keeps_the_newest() -> None:
+    log: RecordLog[CoilWrite] = RecordLog(3)
+    assert list(log) == [] and not log
+    for n in range(5):
+        log.append(CoilWrite(n, n, n % 2 == 0))
+    assert [w.ns for w in log] == [2, 3, 4] and len(log) == 3
+    log.clear()
+    assert not log
 
 
 async def test_dropped_request_gets_no_reply_and_is_not_carried_out(
