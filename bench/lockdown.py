@@ -43,12 +43,10 @@ async def gateway_cycles(config: Config, cycles: int) -> dict[str, list[float]]:
     ready = asyncio.Event()
     task = asyncio.create_task(gateway.run(ready.set))
     await asyncio.wait_for(ready.wait(), 30)
-    # Without this wait the sixth cycle of every bench.floor run (about 0.6 s after ready, right
-    # after the floor's cycles) took 34-45 ms to reach the wire against 10-12: one sample in 30,
-    # the whole p99. The gateway's loop ran no other step over 1 ms meanwhile; the simulators'
-    # process was in a full garbage collection (31 ms, 138,000 objects tracked there after the
-    # floor's cycles). Polls in these seconds set that collection off before the first timed
-    # cycle, as in a school that has been running.
+    # Steady state, as in a school that has been running. The sixth cycle of every bench.floor
+    # run used to take 34-45 ms to reach the wire against 10-12 (the whole p99): the simulators'
+    # process was in a 31 ms full garbage collection over its logs, fixed in the simulators
+    # (RecordLog, gc.freeze); this wait keeps any such start-up work out of the figure.
     await asyncio.sleep(SETTLE_S)
     samples: dict[str, list[float]] = {
         "decided": [],
