@@ -105,10 +105,7 @@ class DoorService:
         self._doors_by_device: dict[str, list[str]] = defaultdict(list)
         for door_id, binding in campus.bindings.items():
             self._doors_by_device[binding.device].append(door_id)
-        #: Per door: its device, lock point and the point that confirms it (the lock sense,
-        #: else the lock itself), worked out once: a lockdown asks for all of them at once.
-        self._device_of = {d: b.device for d, b in campus.bindings.items()}
-        self._lock_of = {d: b.lock for d, b in campus.bindings.items()}
+        #: The point that confirms each door (its lock sense, else the lock itself).
         self._back_of = {d: b.sense or b.lock for d, b in campus.bindings.items()}
         #: The few distinct writes a door can get (lock point, value, priority), shared.
         self._point_writes: dict[tuple[str, bool, int], PointWrite] = {}
@@ -225,7 +222,7 @@ class DoorService:
             state.commanded, state.reason, state.confirmed = target.locked, target.reason, False
             state.priority = target.priority
             state.detail = dict(detail.get(door_id, {})) if detail else {}
-            by_device[self._device_of[door_id]].append(door_id)
+            by_device[self.campus.bindings[door_id].device].append(door_id)
             report.commanded.append(door_id)
         self.actuations += 1
         self._moving.update(report.commanded)
@@ -277,7 +274,7 @@ class DoorService:
         async with lock:
             # Write what is decided *now*: a later decision may have overtaken this one.
             writes = tuple(map(self._point_write, door_ids))
-            back = frozenset(map(self._back_of.__getitem__, door_ids))
+            back = frozenset(map(self._readback_point, door_ids))
             result = await driver.execute(WritePoints(writes, back))
         # The result reads every watched input of the board, but it speaks only for these
         # doors: a merged batch may be answered after later batches confirmed other doors,
@@ -347,7 +344,7 @@ class DoorService:
     def _point_write(self, door_id: str) -> PointWrite:
         """The write of a door's lock as decided now (one shared object per point and value)."""
         state = self.doors[door_id]
-        key = (self._lock_of[door_id], bool(state.commanded), state.priority)
+        key = (self.campus.bindings[door_id].lock, bool(state.commanded), state.priority)
         write = self._point_writes.get(key)
         if write is None:
             write = self._point_writes[key] = PointWrite(*key)
