@@ -58,13 +58,14 @@ class RecordLog(Generic[T]):
 
     def __init__(self, maxlen: int) -> None:
         self._rows: deque[tuple[Any, ...]] = deque(maxlen=maxlen)
-        self._make: Callable[[Iterable[Any]], T] | None = None
+        #: The records' NamedTuple type, from the first one appended.
+        self._type: Any = None
 
     def append(self, record: T) -> None:
-        if self._make is None:
-            self._make = type(record)._make  # type: ignore[attr-defined]
-        elif type(record)._make != self._make:  # type: ignore[attr-defined]
-            raise TypeError(f"a log of {self._type_name()} cannot take {type(record).__name__}")
+        if self._type is None:
+            self._type = type(record)
+        elif type(record) is not self._type:
+            raise TypeError(f"a log of {self._type.__name__} cannot take {type(record).__name__}")
         self._rows.append(tuple(record))  # type: ignore[arg-type]
 
     def clear(self) -> None:
@@ -74,16 +75,12 @@ class RecordLog(Generic[T]):
         return len(self._rows)
 
     def __iter__(self) -> Iterator[T]:
-        make = self._make
-        return iter(()) if make is None else map(make, self._rows)
+        return iter(()) if self._type is None else map(self._type._make, self._rows)
 
     def __getitem__(self, index: int) -> T:
         row = self._rows[index]
-        assert self._make is not None
-        return self._make(row)
-
-    def _type_name(self) -> str:
-        return getattr(self._make, "__self__", type(None)).__name__
+        record: T = self._type._make(row)
+        return record
 
 
 class Listener(abc.ABC):
