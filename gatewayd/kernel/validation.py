@@ -8,12 +8,12 @@ command problem (``bad_request``) reads ``params.duration_s: Input should be gre
 from __future__ import annotations
 
 import difflib
-import tomllib
 import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+import tomli
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from gatewayd.kernel.errors import CommandError, ConfigError, ErrorCode
@@ -31,14 +31,19 @@ class Model(BaseModel):
 
 
 def read_toml(path: Path) -> dict[str, Any]:
-    """A TOML file's document; unreadable, non-UTF-8 or malformed is a :class:`ConfigError`."""
+    """A TOML file's document; unreadable, non-UTF-8 or malformed is a :class:`ConfigError`.
+
+    tomli, not the standard library's tomllib: the same parser (tomllib is tomli, vendored)
+    in a mypyc-compiled build, three times faster on a 1,000-door campus (47 -> 15 ms), which
+    every operator command and every start-up pays.
+    """
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomli.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(str(path), [f"cannot read file: {exc.strerror or exc}"]) from exc
     except UnicodeDecodeError as exc:
         raise ConfigError(str(path), [f"not UTF-8 text: {exc}"]) from exc
-    except tomllib.TOMLDecodeError as exc:
+    except tomli.TOMLDecodeError as exc:
         raise ConfigError(str(path), [f"TOML syntax error: {exc}"]) from exc
 
 
