@@ -1,9 +1,7 @@
 """The operator console: a local web page for staff and responders, served by the daemon.
 
-Only the config model is imported here: ``gatewayd.config`` embeds it, and the server
-(``gatewayd.console.server.Console``) imports the command path, which imports the config.
+Nothing is imported here: ``gatewayd console-passwd`` reaches ``console.passwords`` (the
+standard library only) through this package on every command's argument parsing, and the
+config model (``console.config``) and the server (``console.server``) are imported by name
+where they are used.
 """
-
-from gatewayd.console.config import ConsoleConfig, ConsoleUser
-
-__all__ = ["ConsoleConfig", "ConsoleUser"]
