@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -73,3 +74,38 @@ def test_check_still_validates_every_device_with_its_driver() -> None:
     modules, run = imported_modules("check", "-c", str(DEMO))
     assert run.returncode == 0, run.stderr[-2000:]
     assert "gatewayd.drivers.modbus_relay.config" in modules
+
+
+#: Runs an operator command in-process with ``importlib.metadata.entry_points`` counted.
+COUNT_ENTRY_POINTS = """
+import importlib.metadata as metadata, sys
+groups = []
+real = metadata.entry_points
+def counted(**params):
+    groups.append(params.get("group"))
+    return real(**params)
+metadata.entry_points = counted
+from gatewayd.app.cli import main
+code = main(sys.argv[1:])
+print("groups", sorted(set(map(str, groups))), "code", code)
+"""
+
+
+def test_operator_commands_never_scan_the_installed_distributions() -> None:
+    # pydantic would read every distribution's entry points for plugins of its own at its
+    # first model: the CLI turns that off (PYDANTIC_DISABLE_PLUGINS) unless the caller set it.
+    closed = f"mqtt://127.0.0.1:{free_port()}"
+    args = ["lockdown", "--scope", "campus", "-c", str(DEMO), "--mqtt", closed, "--timeout", "2"]
+    env = {k: v for k, v in os.environ.items() if k != "PYDANTIC_DISABLE_PLUGINS"}
+    run = subprocess.run(
+        [sys.executable, "-c", COUNT_ENTRY_POINTS, *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert "groups [] code 1" in run.stdout, (run.stdout, run.stderr[-2000:])
+    # Set by whoever runs the command (empty: every plugin), the variable is left alone.
+    run = subprocess.run(
+        [sys.executable, "-c", COUNT_ENTRY_POINTS, *args],
+        cwd=ROOT, env={**env, "PYDANTIC_DISABLE_PLUGINS": ""}, capture_output=True, text=True,
+        timeout=60, check=False,
+    )  # fmt: skip
+    assert "groups ['pydantic'] code 1" in run.stdout, (run.stdout, run.stderr[-2000:])
