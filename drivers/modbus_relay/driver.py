@@ -27,6 +27,7 @@ from gatewayd.drivers.modbus_relay.mapping import (
     PointTable,
     Span,
     coil_name,
+    coil_value,
     parse_point,
     range_problems,
 )
@@ -290,13 +291,11 @@ class ModbusRelayDriver(Driver[ModbusRelayConfig]):
             found[kind].update(zip(range(span.start, span.stop), bits, strict=True))
         done_ns = time.monotonic_ns()
         coils, bits_in = found["coil"], found["input"]
-        watched = (
-            [PointValue(name, bits_in[a]) for a, name in self._table.input_names] if writes else []
-        )
+        watched = [pair[bits_in[a]] for a, pair in self._table.input_values] if writes else []
         results = []
         for job in jobs:
             if job.writes:
-                out = [PointValue(coil_name(a), coils[a]) for a in sorted(job.writes)]
+                out = [coil_value(a, coils[a]) for a in sorted(job.writes)]
                 values = (*out, *watched)
             else:
                 values = tuple(PointValue(str(p), found[p.kind][p.address]) for p in job.points)

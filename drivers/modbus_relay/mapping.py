@@ -10,7 +10,7 @@ from typing import Literal
 
 from gatewayd.drivers.modbus_relay.config import ModbusRelayConfig
 from gatewayd.kernel.errors import BadPoint
-from gatewayd.kernel.events import PointWrite
+from gatewayd.kernel.events import PointValue, PointWrite
 
 Kind = Literal["coil", "input"]
 
@@ -50,6 +50,12 @@ def parse_point(raw: str) -> Point:
 def coil_name(address: int) -> str:
     """``coil:N``, the name the core knows a coil by (one string per coil, made once)."""
     return f"coil:{address}"
+
+
+@functools.lru_cache(maxsize=2 * (MAX_ADDRESS + 1))
+def coil_value(address: int, value: bool) -> PointValue:
+    """A coil's value as the core is told it (one object per coil and value, made once)."""
+    return PointValue(coil_name(address), value)
 
 
 def range_problems(config: ModbusRelayConfig, points: Iterable[str]) -> list[str]:
@@ -109,6 +115,12 @@ class PointTable:
         self.input_span = Span.covering(p.address for p in self.inputs)
         #: (address, "input:N") of every watched input: what a write's read-back reports.
         self.input_names = tuple((p.address, str(p)) for p in self.inputs)
+        #: Per watched input, its address and its two values (off, on), made once: a lockdown
+        #: reports every board's inputs after its write, 3,000 values that are all alike.
+        self.input_values = tuple(
+            (address, (PointValue(name, False), PointValue(name, True)))
+            for address, name in self.input_names
+        )
         self._config = config
         self._named: dict[tuple[Kind, Span], tuple[tuple[int, str], ...]] = {}
 

@@ -11,9 +11,9 @@ import asyncio
 import contextlib
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import structlog
 
@@ -26,7 +26,6 @@ from gatewayd.kernel.events import (
     DeviceHealth,
     Health,
     PointChanged,
-    PointValue,
     PointWrite,
     ReadPoints,
     WritePoints,
@@ -75,6 +74,16 @@ class Target(NamedTuple):
     priority: int = 16
 
 
+class Reading(Protocol):
+    """A point's value as a device reported it: a command's read-back or a change event."""
+
+    @property
+    def point(self) -> str: ...
+
+    @property
+    def value(self) -> bool: ...
+
+
 DoorListener = Callable[[DoorState], None]
 #: A door that read back otherwise than commanded, outside any actuation.
 DriftListener = Callable[[str], None]
@@ -107,6 +116,14 @@ class DoorService:
             self._doors_by_device[binding.device].append(door_id)
         #: The point that confirms each door (its lock sense, else the lock itself).
         self._back_of = {d: b.sense or b.lock for d, b in campus.bindings.items()}
+        #: Per device, point -> (door, is it the position): the points a door's table takes
+        #: values from (a lock output with a sense beside it says nothing of the bolt).
+        self._folds: dict[str, dict[str, tuple[str, bool]]] = defaultdict(dict)
+        for door_id, b in campus.bindings.items():
+            fold = self._folds[b.device]
+            if b.position is not None:
+                fold[b.position] = (door_id, True)
+            fold[b.sense or b.lock] = (door_id, False)
         #: The few distinct writes a door can get (lock point, value, priority), shared.
         self._point_writes: dict[tuple[str, bool, int], PointWrite] = {}
         self.actuations = 0
@@ -135,7 +152,7 @@ class DoorService:
         door table knows already; one pass per device costs a fraction of one per event.
         Alarm inputs are passed on in place, after the door values that came before them.
         """
-        values: dict[str, list[PointValue]] = defaultdict(list)
+        values: dict[str, list[Reading]] = defaultdict(list)
         roles = self.campus.point_roles
         for event in events:
             route = roles.get((event.device, event.point))
@@ -145,10 +162,10 @@ class DoorService:
                 self._apply_all(values)
                 self.on_point(event)
             else:
-                values[event.device].append(PointValue(event.point, event.value))
+                values[event.device].append(event)
         self._apply_all(values)
 
-    def _apply_all(self, values: dict[str, list[PointValue]]) -> None:
+    def _apply_all(self, values: dict[str, list[Reading]]) -> None:
         for device, found in values.items():
             self._apply(device, found)
         values.clear()
@@ -169,7 +186,7 @@ class DoorService:
                 for on_input in self._input_listeners:
                     on_input(ident, active, before is None)
             return
-        self._apply(event.device, [PointValue(event.point, event.value)])
+        self._apply(event.device, (event,))
 
     @property
     def actuating(self) -> bool:
@@ -279,16 +296,8 @@ class DoorService:
         # The result reads every watched input of the board, but it speaks only for these
         # doors: a merged batch may be answered after later batches confirmed other doors,
         # whose newer values reach the table through the driver's events, in read order.
-        own = self._points_of(door_ids)
-        self._apply(device, [v for v in result.values if v.point in own])
+        self._apply(device, result.values, only=set(door_ids))
         return result
-
-    def _points_of(self, door_ids: Sequence[str]) -> set[str]:
-        points: set[str] = set()
-        for door_id in door_ids:
-            binding = self.campus.bindings[door_id]
-            points.update(p for p in (binding.lock, binding.sense, binding.position) if p)
-        return points
 
     async def _confirm(
         self, device: str, door_ids: list[str], result: CommandResult, report: ActuationReport
@@ -350,24 +359,38 @@ class DoorService:
             write = self._point_writes[key] = PointWrite(*key)
         return write
 
-    def _apply(self, device: str, values: Sequence[PointValue]) -> None:
-        """Fold point values into the door table; publish doors that changed."""
+    def _apply(
+        self, device: str, values: Iterable[Reading], *, only: Collection[str] | None = None
+    ) -> None:
+        """Fold point values into the door table (of ``only`` these doors); publish changes.
+
+        A lockdown folds 32 boards' read-backs of 128 values each between the acknowledgements
+        of the last writes: one dictionary lookup per value, and nothing built, for the many
+        that change nothing.
+        """
+        fold = self._folds.get(device)
+        if not fold:
+            return
+        doors = self.doors
         for value in values:
-            route = self.campus.point_roles.get((device, value.point))
-            if route is None or route[1] == "input":
+            route = fold.get(value.point)
+            if route is None:
                 continue
-            door_id, role = route
-            state = self.doors[door_id]
-            binding = self.campus.bindings[door_id]
-            before = (state.locked, state.closed)
-            if role == "position":
+            door_id, is_position = route
+            if only is not None and door_id not in only:
+                continue
+            state = doors[door_id]
+            if is_position:
+                if state.closed == value.value:
+                    continue
                 state.closed = value.value
-            elif role == "sense" or (role == "lock" and binding.sense is None):
+            else:
+                if state.locked == value.value:
+                    continue
                 state.locked = value.value
-            if (state.locked, state.closed) != before:
-                if state.diverged:
-                    self._diverged(state)
-                self._changed(state)
+            if state.diverged:
+                self._diverged(state)
+            self._changed(state)
 
     def _diverged(self, state: DoorState) -> None:
         """A door that reads otherwise than commanded: moving, or drifted (someone else)."""
