@@ -212,6 +212,38 @@ async def test_snapshot_returns_the_retained_topics(mosquitto: Mosquitto) -> Non
     }
 
 
+async def test_retained_topics_wait_while_doors_are_written_and_events_do_not(
+    mosquitto: Mosquitto, mqtt_collect: Collect
+) -> None:
+    busy = True
+    watcher = await mqtt_collect(f"{BASE}/#")
+    async with running(mosquitto.url, busy=lambda: busy) as uplink:
+        uplink.set_retained("door/A-101", {"locked": True})
+        uplink.publish_event("alarm", {"n": 1}, life_safety=True)
+        await watcher.wait_for(on("event/alarm"))
+        await eventually(lambda: uplink.statistics()["retained_held"] == 1)
+        assert watcher.on(f"{BASE}/door/A-101") == []
+        # The doors confirmed: the topic goes out with the value it holds by then.
+        uplink.set_retained("door/A-101", {"locked": False})
+        busy = False
+        door = await watcher.wait_for(on("door/A-101"))
+        assert door.json() == {"locked": False}
+
+
+async def test_retained_topics_wait_for_busy_doors_a_quarter_second_at_most(
+    mosquitto: Mosquitto, mqtt_collect: Collect
+) -> None:
+    watcher = await mqtt_collect(f"{BASE}/#")
+    async with running(mosquitto.url, busy=lambda: True) as uplink:
+        loop = asyncio.get_running_loop()
+        set_at = loop.time()
+        uplink.set_retained("door/A-101", {"locked": True})
+        await watcher.wait_for(on("door/A-101"))
+        # Held for RETAINED_HOLD_S (0.25 s), then sent although the doors are still busy.
+        assert loop.time() - set_at >= 0.25
+        assert uplink.statistics()["retained_held"] == 1
+
+
 # --- events -----------------------------------------------------------------------------------
 
 

@@ -123,6 +123,7 @@ class Gateway:
             ),
             queue=Outbox(state_dir / "outbox.sqlite"),
             on_alarm=self._uplink_alarm,
+            busy=lambda: self.doors.actuating,
         )
         self.publisher = Publisher(self.campus, self.engine, self.doors, self.uplink)
         #: Every MQTT command passes it: signature, role, replay; it records every decision.

@@ -54,6 +54,10 @@ COMMAND_WORKERS = 32
 MAX_PACKET_BYTES = 64 * 1024
 #: Retained topics published concurrently after a reconnect.
 RETAINED_WORKERS = 16
+#: Longest a retained topic waits for the doors to be written and confirmed (``busy``).
+RETAINED_HOLD_S = 0.25
+#: How often a held retained topic looks again.
+RETAINED_HOLD_POLL_S = 0.005
 #: 0.2 s doubling to 5 s, with full jitter.
 RECONNECT_BACKOFF = Backoff(min_s=0.2, max_s=5.0)
 #: MQTT 5 DISCONNECT reason 0x8E: another client connected with our client id. Brokers that
@@ -85,8 +89,11 @@ class Uplink:
         goodbye_timeout_s: float = 1.0,
         reply_timeout_s: float = 10.0,
         on_alarm: AlarmListener | None = None,
+        busy: Callable[[], bool] = lambda: False,
     ) -> None:
         self._config = config
+        #: True while doors are being written: retained topics (state, not events) wait.
+        self._busy = busy
         self._on_alarm = on_alarm
         #: Monotonic times the broker ended an established session, recent first.
         self._losses: deque[float] = deque(maxlen=64)
@@ -111,7 +118,8 @@ class Uplink:
         #: Incoming commands, trusted lane first, both bounded.
         self.admission = Admission(classify)
         self._stats: dict[str, int] = dict.fromkeys(
-            ("published", "acked", "retained_published", "reconnects", "connect_failures",
+            ("published", "acked", "retained_published", "retained_held", "reconnects",
+             "connect_failures",
              "commands", "command_errors", "replies_lost", "rejected_life_safety",
              "retained_commands_ignored", "response_topics_refused", "takeovers"),
             0,
@@ -395,12 +403,27 @@ class Uplink:
 
         async def worker() -> None:
             for topic in remaining:
+                if self._busy():
+                    await self._quiet()
                 await client.publish(f"{self.base}/{topic}", self._retained[topic], 1, True)
                 self._stats["retained_published"] += 1
 
         async with asyncio.TaskGroup() as tg:
             for _ in range(min(RETAINED_WORKERS, len(topics))):
                 tg.create_task(worker())
+
+    async def _quiet(self) -> None:
+        """Wait while ``busy`` says so, at most :data:`RETAINED_HOLD_S`.
+
+        A release's thousand door topics take the loop for tens of milliseconds: a lockdown
+        that comes meanwhile would wait behind them for its writes and read-backs. Events
+        (the outbox: alarms, audit) never wait here; the topics go out, newest values, once
+        the doors are confirmed.
+        """
+        self._stats["retained_held"] += 1
+        deadline = time.monotonic() + RETAINED_HOLD_S
+        while self._busy() and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(RETAINED_HOLD_POLL_S)
 
     async def _read_commands(self, client: aiomqtt.Client) -> None:
         """Hold the connection's message stream: it ends (raises) when the connection does.
