@@ -17,6 +17,7 @@ from gatewayd.security.audit import (
     AuditLog,
     AuditUnavailable,
     head_path,
+    record_hash,
     verify,
 )
 from gatewayd.security.canonical import canonical
@@ -56,6 +57,31 @@ def test_records_chain_to_each_other_in_canonical_form(log_path: Path) -> None:
     for before, after in itertools.pairwise(records):
         assert after["prev"] == before["hash"]
     assert all(canonical(r) + b"\n" == raw for r, raw in zip(records, lines(log_path), strict=True))
+
+
+#: Text with a UTF-8 form (no lone surrogates), and any JSON value with a canonical form.
+TEXT = st.text(st.characters(codec="utf-8"), max_size=8)
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53) + 1, 2**53 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False) | TEXT,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(TEXT, inner, max_size=4),
+    max_leaves=16,
+)  # fmt: skip
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.dictionaries(TEXT, JSON_VALUES, max_size=5))
+def test_any_record_is_hashed_and_written_as_its_canonical_form(
+    tmp_path_factory: pytest.TempPathFactory, data: dict[str, object]
+) -> None:
+    # The data is encoded once for both the hash and the line: byte for byte the same.
+    log = AuditLog(tmp_path_factory.mktemp("audit") / "audit.log")
+    record = log.append(AuditKind.COMMAND, "actor", data)
+    log.close()
+    fields = record.as_dict()
+    assert fields["data"] == data
+    assert fields["hash"] == record_hash(fields)
+    assert log.path.read_bytes() == canonical(fields) + b"\n"
 
 
 def test_reopened_log_continues_the_chain(log_path: Path) -> None:
@@ -101,8 +127,6 @@ def test_two_swapped_records_are_reported(log_path: Path) -> None:
 
 
 def test_a_rewritten_record_with_a_fresh_hash_breaks_the_chain(log_path: Path) -> None:
-    from gatewayd.security.audit import record_hash
-
     kept = lines(log_path)
     record = json.loads(kept[4])
     record["data"]["n"] = 999

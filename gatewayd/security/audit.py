@@ -29,7 +29,7 @@ from typing import Any
 import structlog
 
 from gatewayd.kernel.errors import ErrorCode, GatewayError
-from gatewayd.security.canonical import CanonicalError, canonical
+from gatewayd.security.canonical import CanonicalError, Encoded, canonical
 
 log = structlog.get_logger(__name__)
 
@@ -180,8 +180,8 @@ class AuditLog:
         records, lines = [], []
         for kind, actor, data in items:
             seq += 1
-            fields = _fields(seq, str(kind), actor, data, prev)
-            lines.append(canonical(fields) + b"\n")
+            fields, line = _fields(seq, str(kind), actor, data, prev)
+            lines.append(line)
             records.append(AuditRecord(**fields))
             prev = fields["hash"]
         self._write(b"".join(lines))
@@ -391,7 +391,14 @@ def read_records(log_path: Path, after_seq: int = 0) -> Iterator[dict[str, Any]]
                     yield record
 
 
-def _fields(seq: int, kind: str, actor: str, data: dict[str, Any], prev: str) -> dict[str, Any]:
+def _fields(
+    seq: int, kind: str, actor: str, data: dict[str, Any], prev: str
+) -> tuple[dict[str, Any], bytes]:
+    """A record's fields with its hash, and its line (canonical, with the newline).
+
+    ``data`` is encoded once: the hash and the line take it as it is (:class:`Encoded`),
+    byte for byte what :func:`record_hash` and :func:`canonical` would make of it again.
+    """
     fields: dict[str, Any] = {
         "seq": seq,
         "ts": _utc_now(),
@@ -404,12 +411,14 @@ def _fields(seq: int, kind: str, actor: str, data: dict[str, Any], prev: str) ->
         body = canonical(data)
         if len(body) > MAX_RECORD_BYTES:
             fields["data"] = {"oversized": len(body), "sha256": hashlib.sha256(body).hexdigest()}
-        fields["hash"] = record_hash(fields)
+            body = canonical(fields["data"])
     except CanonicalError as exc:
         # Keep the record (who did what) even when a value has no JSON form.
         fields["data"] = {"unencodable": str(exc), "repr": repr(data)[:4096]}
-        fields["hash"] = record_hash(fields)
-    return fields
+        body = canonical(fields["data"])
+    encoded = {**fields, "data": Encoded(body.decode("utf-8"))}
+    fields["hash"] = encoded["hash"] = hashlib.sha256(canonical(encoded)).hexdigest()
+    return fields, canonical(encoded) + b"\n"
 
 
 def _read_head(path: Path) -> tuple[int, str] | None:
