@@ -8,18 +8,30 @@ Go, Java, Rust, ...) produces them. See docs/security.md for the rules and a tes
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from decimal import Decimal
+from json.encoder import encode_basestring
 from typing import Any
 
 #: Integers beyond this are not exactly representable as IEEE doubles, which JCS requires.
 MAX_SAFE_INTEGER = 2**53 - 1
+#: A JSON string as ``json.dumps(text, ensure_ascii=False)`` writes it (the C encoder, without
+#: building an encoder per call: every command's signature check canonicalizes its body).
+_string = encode_basestring
+_LITERALS = {None: "null", True: "true", False: "false"}
 
 
 class CanonicalError(ValueError):
     """A value has no canonical JSON form (NaN, infinity, a huge integer, a lone surrogate)."""
+
+
+class Encoded(str):
+    """Text that :func:`canonical` made already, written into an enclosing value as it is.
+
+    An audit record's ``data`` is its bulk: encoded once, it goes into both the record's hash
+    and its line without being encoded twice more.
+    """
 
 
 def canonical(value: Any) -> bytes:
@@ -33,11 +45,13 @@ def canonical(value: Any) -> bytes:
 
 
 def _write(value: Any, out: list[str]) -> None:
-    # bool before int: True is an int in Python.
-    if value is None or isinstance(value, bool):
-        out.append(json.dumps(value))
+    # bool before int: True is an int in Python; Encoded before str, which it is too.
+    if type(value) is Encoded:
+        out.append(value)
+    elif value is None or isinstance(value, bool):
+        out.append(_LITERALS[value])
     elif isinstance(value, str):
-        out.append(json.dumps(value, ensure_ascii=False))
+        out.append(_string(value))
     elif isinstance(value, int):
         if abs(value) > MAX_SAFE_INTEGER:
             raise CanonicalError(f"integer {value} is outside the IEEE double safe range")
@@ -61,13 +75,17 @@ def _write_object(value: Mapping[Any, Any], out: list[str]) -> None:
     for key in value:
         if not isinstance(key, str):
             raise CanonicalError(f"object key {key!r} is not a string")
-    # JCS orders members by the UTF-16 code units of their names, not by code points.
-    keys = sorted(value, key=lambda k: k.encode("utf-16-be", "surrogatepass"))
+    # JCS orders members by the UTF-16 code units of their names, not by code points; for
+    # ASCII names (nearly all) the two orders are one.
+    if all(key.isascii() for key in value):
+        keys = sorted(value)
+    else:
+        keys = sorted(value, key=lambda k: k.encode("utf-16-be", "surrogatepass"))
     out.append("{")
     for i, key in enumerate(keys):
         if i:
             out.append(",")
-        out.append(json.dumps(key, ensure_ascii=False))
+        out.append(_string(key))
         out.append(":")
         _write(value[key], out)
     out.append("}")
