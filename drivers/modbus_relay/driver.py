@@ -105,6 +105,8 @@ class ModbusRelayDriver(Driver[ModbusRelayConfig]):
         self._poll_ns = config.poll_interval_ms * 1_000_000
         #: When coils were last read from the board (any span).
         self._coils_read_ns = 0
+        #: When every watched input was last read, by a poll or a command's read-back.
+        self._inputs_read_ns = 0
 
     @classmethod
     def parse_point(cls, raw: str) -> str:
@@ -135,6 +137,10 @@ class ModbusRelayDriver(Driver[ModbusRelayConfig]):
                     await self._poll_once()
                     raise_if_cancelling()
                     await asyncio.sleep(wait_s)
+                    # A command's read-back read every input meanwhile: the next poll is due
+                    # an interval after it (no value older than that), not again at once.
+                    while (ahead_ns := self._poll_deferred_ns()) > 0:  # noqa: ASYNC110
+                        await asyncio.sleep(ahead_ns / 1e9)
                     wait_s = poll_s
                 else:
                     await asyncio.sleep(self._reconnect.next_s())
@@ -156,6 +162,15 @@ class ModbusRelayDriver(Driver[ModbusRelayConfig]):
         if self._link.connects > 1:
             self._counts["reconnects"] += 1
         self._log.info("modbus.connected", host=self.config.host, port=self.config.port)
+
+    def _poll_deferred_ns(self) -> int:
+        """How long the next poll can wait: the inputs are fresh and the coils not due."""
+        now_ns = time.monotonic_ns()
+        if self._coils_due_ns is not None and now_ns >= self._coils_due_ns:
+            return 0
+        ahead_ns = self._inputs_read_ns + self._poll_ns - now_ns
+        # Less than a tenth of an interval early: poll now rather than sleep a sliver.
+        return ahead_ns if ahead_ns > self._poll_ns // 10 else 0
 
     def _poll_plan(self, now_ns: int) -> list[tuple[Kind, Span]]:
         """This poll's reads: the inputs, and the coils when they are due (or all there is)."""
@@ -187,7 +202,11 @@ class ModbusRelayDriver(Driver[ModbusRelayConfig]):
             self._coils.update(span.start, bits)
             self._coils_read_ns = time.monotonic_ns()
             return bits
-        return await self._link.read_inputs(span.start, span.count)
+        bits = await self._link.read_inputs(span.start, span.count)
+        whole = self._table.input_span
+        if whole is not None and span.start <= whole.start and whole.stop <= span.stop:
+            self._inputs_read_ns = time.monotonic_ns()
+        return bits
 
     def _absorb(self, kind: Kind, span: Span, bits: list[bool]) -> None:
         """Emit PointChanged for watched points in a validated reply that changed."""
