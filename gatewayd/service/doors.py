@@ -124,8 +124,13 @@ class DoorService:
             if b.position is not None:
                 fold[b.position] = (door_id, True)
             fold[b.sense or b.lock] = (door_id, False)
-        #: The few distinct writes a door can get (lock point, value, priority), shared.
+        #: The few distinct writes a door can get (lock point, value, priority), shared, and
+        #: the one each door got last (a lockdown's doors mostly get it again).
         self._point_writes: dict[tuple[str, bool, int], PointWrite] = {}
+        self._last_write: dict[str, PointWrite] = {}
+        #: Per door, how long it may take to confirm and how long its bolt travels (ms).
+        self._confirm_ms = {d.id: d.confirm_timeout_ms for d in campus.doors.values()}
+        self._travel_ms = {d.id: d.actuation_ms for d in campus.doors.values()}
         self.actuations = 0
         #: Devices that went offline after having been seen (start-up is not a return).
         self._offline: set[str] = set()
@@ -291,7 +296,7 @@ class DoorService:
         async with lock:
             # Write what is decided *now*: a later decision may have overtaken this one.
             writes = tuple(map(self._point_write, door_ids))
-            back = frozenset(map(self._readback_point, door_ids))
+            back = frozenset(map(self._back_of.__getitem__, door_ids))
             result = await driver.execute(WritePoints(writes, back))
         # The result reads every watched input of the board, but it speaks only for these
         # doors: a merged batch may be answered after later batches confirmed other doors,
@@ -308,16 +313,15 @@ class DoorService:
         Otherwise the next read is due ``actuation_ms`` after the device acknowledged the
         write, then every :data:`CONFIRM_POLL_S`, never a fixed wait from now.
         """
-        doors = [self.campus.doors[d] for d in door_ids]
-        timeout_s = max(d.confirm_timeout_ms for d in doors) / 1000
+        timeout_s = max(map(self._confirm_ms.__getitem__, door_ids)) / 1000
         deadline = time.monotonic() + timeout_s
         pending = self._settle(door_ids, result.done_ns, report)
-        due_ns = result.on_wire_ns + max(d.actuation_ms for d in doors) * 1_000_000
+        due_ns = result.on_wire_ns + max(map(self._travel_ms.__getitem__, door_ids)) * 1_000_000
         while pending and time.monotonic() < deadline:
             wait_s = max(0.0, (due_ns - time.monotonic_ns()) / 1e9)
             await asyncio.sleep(wait_s or CONFIRM_POLL_S)
             due_ns = 0
-            points = tuple(self._readback_point(d) for d in pending)
+            points = tuple(map(self._back_of.__getitem__, pending))
             points += tuple(
                 p for d in pending if (p := self.campus.bindings[d].position) is not None
             )
@@ -328,17 +332,19 @@ class DoorService:
 
     def _settle(self, door_ids: list[str], at_ns: int, report: ActuationReport) -> list[str]:
         pending = []
+        doors, failed, confirmed_at = self.doors, report.failed, report.confirmed_at_ns
         for door_id in door_ids:
-            state = self.doors[door_id]
+            state = doors[door_id]
             if state.locked is not None and state.locked == state.commanded:
                 state.confirmed, state.fault = True, None
                 report.confirmed.append(door_id)
-                report.failed.pop(door_id, None)
-                report.confirmed_ns = max(report.confirmed_ns or 0, at_ns)
-                report.confirmed_at_ns[door_id] = at_ns
+                failed.pop(door_id, None)
+                confirmed_at[door_id] = at_ns
                 self._changed(state)
             else:
                 pending.append(door_id)
+        if len(pending) < len(door_ids):
+            report.confirmed_ns = max(report.confirmed_ns or 0, at_ns)
         return pending
 
     def _fail(self, door_id: str, why: str, report: ActuationReport) -> None:
@@ -347,16 +353,20 @@ class DoorService:
         report.failed[door_id] = why
         self._changed(state)
 
-    def _readback_point(self, door_id: str) -> str:
-        return self._back_of[door_id]
-
     def _point_write(self, door_id: str) -> PointWrite:
         """The write of a door's lock as decided now (one shared object per point and value)."""
         state = self.doors[door_id]
-        key = (self.campus.bindings[door_id].lock, bool(state.commanded), state.priority)
-        write = self._point_writes.get(key)
-        if write is None:
-            write = self._point_writes[key] = PointWrite(*key)
+        write = self._last_write.get(door_id)
+        if (
+            write is None
+            or write.value is not bool(state.commanded)
+            or (write.priority != state.priority)
+        ):
+            key = (self.campus.bindings[door_id].lock, bool(state.commanded), state.priority)
+            write = self._point_writes.get(key)
+            if write is None:
+                write = self._point_writes[key] = PointWrite(*key)
+            self._last_write[door_id] = write
         return write
 
     def _apply(
