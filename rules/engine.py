@@ -50,11 +50,13 @@ class Engine:
         #: Door -> (its own scope, the number of its shape): doors of one shape (same wider
         #: scopes, kind and normal state) decide alike unless a source names the door itself.
         self._shapes: dict[str, tuple[Scope, int]] = {}
-        numbers: dict[tuple[object, ...], int] = {}
+        numbers: dict[tuple[tuple[Scope, ...], str, bool], int] = {}
         for door_id, door in campus.doors.items():
             scopes = campus.scopes_of(door_id)
             key = (scopes[:-1], door.kind, door.normally_locked)
             self._shapes[door_id] = (scopes[-1], numbers.setdefault(key, len(numbers)))
+        #: Each shape's wider scopes, kind and normal state, by its number.
+        self._shape_keys = list(numbers)
         for source in sources:
             self._activate(source)
 
@@ -77,10 +79,12 @@ class Engine:
             return []
         self._versions[key] += 1
         del self._by_scope[source.scope][key]
-        return sorted(self._doors_of(source), key=self._order)
+        return self._doors_of(source)
 
     def apply(self, change: Change) -> list[str]:
         """Remove, then put; return every door the change may move."""
+        if not change.remove and len(change.put) == 1:
+            return self.put(change.put[0])
         doors: set[str] = set()
         for key in change.remove:
             doors.update(self.remove(key))
@@ -150,18 +154,28 @@ class Engine:
     def decide_all(self, door_ids: Iterable[str]) -> dict[str, Decision]:
         """Decisions for many doors; doors alike (same scopes, kind, normal) share one."""
         # A campus lockdown decides a thousand doors, most of them alike: arbitrate each
-        # kind of door once. A door with a source of its own is always decided alone.
+        # kind of door once. Shapes whose wider scopes hold the same sources (a campus
+        # lockdown: every zone's doors of a kind) decide alike too. A door with a source of
+        # its own is always decided alone.
         shared: dict[int, Decision] = {}
+        alike: dict[tuple[tuple[Scope, ...], str, bool], Decision] = {}
         out: dict[str, Decision] = {}
         by_scope, shapes = self._by_scope, self._shapes
+        # The doors with sources of their own, by id: one string lookup per door below.
+        own_held = {s.ident for s, held in by_scope.items() if held and s.kind == "door"}
         for door_id in door_ids:
-            own, shape = shapes[door_id]
-            if by_scope.get(own):
+            if door_id in own_held:
                 out[door_id] = self.decide(door_id)
                 continue
+            shape = shapes[door_id][1]
             decision = shared.get(shape)
             if decision is None:
-                decision = shared[shape] = self.decide(door_id)
+                wider, kind, normal = self._shape_keys[shape]
+                held = (tuple(s for s in wider if by_scope.get(s)), kind, normal)
+                decision = alike.get(held)
+                if decision is None:
+                    decision = alike[held] = self.decide(door_id)
+                shared[shape] = decision
             out[door_id] = decision
         return out
 
@@ -169,7 +183,7 @@ class Engine:
         return list(self._by_scope.get(scope, {}).values())
 
     def doors_of(self, source: Source) -> list[str]:
-        return sorted(self._doors_of(source), key=self._order)
+        return self._doors_of(source)
 
     def _activate(self, source: Source) -> list[str]:
         old = self._sources.get(source.key)
@@ -178,12 +192,13 @@ class Engine:
         self._sources[source.key] = source
         self._by_scope[source.scope][source.key] = source
         self._versions[source.key] += 1
-        doors = set(self._doors_of(source))
+        doors = self._doors_of(source)
         if old is not None:
-            doors.update(self._doors_of(old))
-        return sorted(doors, key=self._order)
+            return sorted({*doors, *self._doors_of(old)}, key=self._order)
+        return doors
 
     def _doors_of(self, source: Source) -> list[str]:
+        """The doors a source holds, in campus order (``Campus.resolve`` keeps it)."""
         kinds = source.kinds
         if not source.effects:
             return []

@@ -222,6 +222,21 @@ def test_deciding_doors_together_matches_deciding_each_alone(sources: list[Sourc
     assert together == {d: e.decide(d) for d in CAMPUS_MODEL.doors}
 
 
+@given(any_sources, st.data())
+def test_the_doors_a_change_may_move_come_once_each_in_campus_order(
+    sources: list[Source], data: st.DataObject
+) -> None:
+    e = engine()
+
+    def in_order(doors: list[str]) -> bool:
+        return doors == sorted(set(doors), key=CAMPUS_MODEL.door_index.__getitem__)
+
+    for source in sources:
+        assert in_order(e.put(source)), source.key
+    for key in data.draw(st.permutations(sorted(e.sources))):
+        assert in_order(e.apply(Change(remove=(key,)))), key
+
+
 @given(any_sources, st.one_of(srp_sources, overrides))
 def test_a_new_source_that_only_locks_never_leaves_a_door_unlocked(
     sources: list[Source], new: Source
