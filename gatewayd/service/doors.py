@@ -114,6 +114,8 @@ class DoorService:
         self._doors_by_device: dict[str, list[str]] = defaultdict(list)
         for door_id, binding in campus.bindings.items():
             self._doors_by_device[binding.device].append(door_id)
+        #: The device that drives each door's lock.
+        self._device_of = {d: b.device for d, b in campus.bindings.items()}
         #: The point that confirms each door (its lock sense, else the lock itself).
         self._back_of = {d: b.sense or b.lock for d, b in campus.bindings.items()}
         #: Per device, point -> (door, is it the position): the points a door's table takes
@@ -239,13 +241,14 @@ class DoorService:
         """Command doors and wait until each confirms or fails."""
         report = ActuationReport(trigger_ns=trigger_ns, decided_ns=now_ns())
         by_device: dict[str, list[str]] = defaultdict(list)
+        doors, device_of = self.doors, self._device_of
         for door_id, target in targets.items():
-            state = self.doors[door_id]
+            state = doors[door_id]
             state.commanded, state.reason, state.confirmed = target.locked, target.reason, False
             state.priority = target.priority
             state.detail = dict(detail.get(door_id, {})) if detail else {}
-            by_device[self.campus.bindings[door_id].device].append(door_id)
-            report.commanded.append(door_id)
+            by_device[device_of[door_id]].append(door_id)
+        report.commanded = list(targets)
         self.actuations += 1
         self._moving.update(report.commanded)
         try:
