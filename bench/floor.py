@@ -19,7 +19,9 @@ private Mosquitto beside them. Against those same boards, in this one run:
 - **50 commands/s for 10 s** to the 32 doors of one board: publish -> coil written, and the CPU
   the process used meanwhile (``/proc/<pid>/stat``).
 - **Idle with 20 boards** polled at the poll interval (a campus of its own, its own
-  simulators): CPU and resident memory of the daemon against the bridge polling the same boards.
+  simulators): CPU and resident memory of the daemon against the bridge polling the same boards,
+  and the CPU of pymodbus's async client polling them alone, a task per board
+  (``bench/async_poller.py``): the part of the gap that asyncio and that client cost.
 
 The daemon logs at ``info`` (as ``gatewayd run`` and the systemd unit run it), to a file.
 
@@ -398,12 +400,14 @@ async def cli_side_by_side(path: Path, config: Config, *, runs: int) -> dict[str
 
 
 async def start_bridge(
-    mq: Mosquitto, boards: Sequence[Board], *, poll_ms: int, inputs: int
+    mq: Mosquitto | None, boards: Sequence[Board], *, poll_ms: int, inputs: int
 ) -> asyncio.subprocess.Process:
+    """The naive bridge, or with no broker the asyncio polling floor (bench.async_poller)."""
     args = [f"--board={b.device}={b.host}:{b.port}" for b in boards]
+    which = ["bench.naive_bridge", "--mqtt", mq.url] if mq else ["bench.async_poller"]
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bench.naive_bridge", "--mqtt", mq.url, *args,
-        f"--poll-ms={poll_ms}", f"--inputs={inputs}", stdout=subprocess.PIPE,
+        sys.executable, "-m", *which, *args, f"--poll-ms={poll_ms}", f"--inputs={inputs}",
+        stdout=subprocess.PIPE,
     )  # fmt: skip
     assert proc.stdout is not None
     async with asyncio.timeout(20):
@@ -598,15 +602,15 @@ async def idle_side_by_side(tmp: Path, mq: Mosquitto, args: argparse.Namespace) 
         base = load_config(template)
         config = with_ports(base, sim.ports)
         boards = boards_of(config)
-        proc = await start_bridge(
-            mq, boards, poll_ms=args.poll_ms, inputs=board_inputs(config, boards[0].device)
-        )
-        try:
-            await asyncio.sleep(1.0)
-            out["naive"] = await usage(proc.pid, args.idle_s)
-        finally:
-            proc.terminate()
-            await proc.wait()
+        inputs = board_inputs(config, boards[0].device)
+        for name, broker in (("naive", mq), ("async_floor", None)):
+            proc = await start_bridge(broker, boards, poll_ms=args.poll_ms, inputs=inputs)
+            try:
+                await asyncio.sleep(1.0)
+                out[name] = await usage(proc.pid, args.idle_s)
+            finally:
+                proc.terminate()
+                await proc.wait()
         path = tmp / "idle-daemon.toml"
         path.write_text(effective_campus(template.read_text(), sim.ports, mq.url))
         daemon = await DaemonProcess(
@@ -620,6 +624,9 @@ async def idle_side_by_side(tmp: Path, mq: Mosquitto, args: argparse.Namespace) 
             await daemon.stop()
     out["ratio_cpu"] = round(
         out["gateway"]["cpu_percent"] / max(out["naive"]["cpu_percent"], 0.01), 2
+    )
+    out["ratio_cpu_async"] = round(
+        out["gateway"]["cpu_percent"] / max(out["async_floor"]["cpu_percent"], 0.01), 2
     )
     return out
 
@@ -765,6 +772,10 @@ def summary(results: dict[str, Any]) -> None:
           f" CPU % naive {naive_idle['cpu_percent']:.1f}, gateway {gw_idle['cpu_percent']:.1f}"
           f" (x{idle['ratio_cpu']}); RSS MB naive {naive_idle['rss_mb']}, gateway"
           f" {gw_idle['rss_mb']}")  # fmt: skip
+    print(
+        f"  pymodbus's async client alone, a task per board (bench.async_poller): CPU %"
+        f" {idle['async_floor']['cpu_percent']:.1f} (gateway x{idle['ratio_cpu_async']})"
+    )
     before, after = results["load_average"]["before"], results["load_average"]["after"]
     print(
         f"load average before {before[0]:.2f} {before[1]:.2f}, after {after[0]:.2f} {after[1]:.2f}"
