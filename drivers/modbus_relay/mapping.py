@@ -58,6 +58,13 @@ def coil_value(address: int, value: bool) -> PointValue:
     return PointValue(coil_name(address), value)
 
 
+@functools.lru_cache(maxsize=2 * (MAX_ADDRESS + 1))
+def input_value(address: int, value: bool) -> PointValue:
+    """An input's value as the core is told it: one object per address and value, for every
+    board alike (the names are the board's own addresses)."""
+    return PointValue(str(Point("input", address)), value)
+
+
 def range_problems(config: ModbusRelayConfig, points: Iterable[str]) -> list[str]:
     """Points that do not exist on a board of the configured size, one message each."""
     problems = []
@@ -118,8 +125,8 @@ class PointTable:
         #: Per watched input, its address and its two values (off, on), made once: a lockdown
         #: reports every board's inputs after its write, 3,000 values that are all alike.
         self.input_values = tuple(
-            (address, (PointValue(name, False), PointValue(name, True)))
-            for address, name in self.input_names
+            (p.address, (input_value(p.address, False), input_value(p.address, True)))
+            for p in self.inputs
         )
         self._config = config
         self._named: dict[tuple[Kind, Span], tuple[tuple[int, str], ...]] = {}
