@@ -130,15 +130,16 @@ class Engine:
 
     @contextmanager
     def _trial(self, change: Change) -> Iterator[None]:
+        # Put back as it was, not rebuilt: re-activating every source resolved its doors
+        # (a thousand for a campus source) once per door command.
         saved, versions = dict(self._sources), dict(self._versions)
+        by_scope = {scope: dict(held) for scope, held in self._by_scope.items() if held}
         try:
             self.apply(change)
             yield
         finally:
-            self._sources = {}
-            self._by_scope = defaultdict(dict)
-            for source in saved.values():
-                self._activate(source)
+            self._sources = saved
+            self._by_scope = defaultdict(dict, by_scope)
             self._versions = defaultdict(int, versions)
 
     def decide(self, door_id: str) -> Decision:

@@ -222,6 +222,27 @@ def test_deciding_doors_together_matches_deciding_each_alone(sources: list[Sourc
     assert together == {d: e.decide(d) for d in CAMPUS_MODEL.doors}
 
 
+@given(any_sources, st.one_of(srp_sources, overrides), st.data())
+def test_asking_what_a_change_would_unlock_leaves_every_source_and_decision_as_it_was(
+    sources: list[Source], new: Source, data: st.DataObject
+) -> None:
+    e = engine()
+    for source in sources:
+        e.put(source)
+    keys = sorted(e.sources)
+    gone = data.draw(st.lists(st.sampled_from(keys), max_size=2, unique=True)) if keys else []
+    change = Change(put=(new,), remove=tuple(gone))
+    before = (e.sources, e.decide_all(CAMPUS_MODEL.doors), e.versions(change))
+    e.unlocks(change)
+    assert (e.sources, e.decide_all(CAMPUS_MODEL.doors), e.versions(change)) == before
+    # And the engine goes on as one that was never asked.
+    fresh = engine()
+    for source in sources:
+        fresh.put(source)
+    assert e.apply(change) == fresh.apply(change)
+    assert e.decide_all(CAMPUS_MODEL.doors) == fresh.decide_all(CAMPUS_MODEL.doors)
+
+
 @given(any_sources, st.data())
 def test_the_doors_a_change_may_move_come_once_each_in_campus_order(
     sources: list[Source], data: st.DataObject
