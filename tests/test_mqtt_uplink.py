@@ -230,7 +230,7 @@ async def test_retained_topics_wait_while_doors_are_written_and_events_do_not(
         assert door.json() == {"locked": False}
 
 
-async def test_retained_topics_wait_for_busy_doors_a_quarter_second_at_most(
+async def test_retained_topics_go_out_after_a_quarter_second_though_doors_stay_busy(
     mosquitto: Mosquitto, mqtt_collect: Collect
 ) -> None:
     watcher = await mqtt_collect(f"{BASE}/#")
