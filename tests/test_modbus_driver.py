@@ -211,12 +211,12 @@ async def test_the_poll_after_a_write_reads_the_coils_back(start_driver: StartDr
 async def test_polls_wait_while_commands_read_every_input_and_resume_after(
     start_driver: StartDriver,
 ) -> None:
-    run = await start_driver(poll_interval_ms=300, coil_poll_interval_ms=60_000)
+    run = await start_driver(poll_interval_ms=200, coil_poll_interval_ms=60_000)
     await run.wait_for(health_is(Health.ONLINE))
     await eventually(lambda: int(run.driver.statistics()["polls"]) >= 2, timeout_s=30)
     polls = int(run.driver.statistics()["polls"])
     # Each write reads every watched input back: a poll meanwhile would read them again.
-    for i in range(150):
+    for i in range(100):
         await run.driver.execute(lock(i % 8, value=i % 2 == 0))
         await asyncio.sleep(0.01)
     assert int(run.driver.statistics()["polls"]) - polls <= 1
