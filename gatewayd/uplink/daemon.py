@@ -400,11 +400,17 @@ class Uplink:
         # A few workers share one iterator: a task per topic (a lockdown dirties every door's)
         # had the loop run a thousand first steps in one turn, ahead of the next command.
         remaining = iter(topics)
+        # One hold per round, shared by its workers: it starts when one of them first finds
+        # the doors busy and never lasts beyond RETAINED_HOLD_S, however long they stay busy.
+        hold_until: list[float] = []
 
         async def worker() -> None:
             for topic in remaining:
                 if self._busy():
-                    await self._quiet()
+                    if not hold_until:
+                        self._stats["retained_held"] += 1
+                        hold_until.append(time.monotonic() + RETAINED_HOLD_S)
+                    await self._quiet(hold_until[0])
                 await client.publish(f"{self.base}/{topic}", self._retained[topic], 1, True)
                 self._stats["retained_published"] += 1
 
@@ -412,16 +418,14 @@ class Uplink:
             for _ in range(min(RETAINED_WORKERS, len(topics))):
                 tg.create_task(worker())
 
-    async def _quiet(self) -> None:
-        """Wait while ``busy`` says so, at most :data:`RETAINED_HOLD_S`.
+    async def _quiet(self, deadline: float) -> None:
+        """Wait while ``busy`` says so, until ``deadline`` (monotonic) at the latest.
 
         A release's thousand door topics take the loop for tens of milliseconds: a lockdown
         that comes meanwhile would wait behind them for its writes and read-backs. Events
         (the outbox: alarms, audit) never wait here; the topics go out, newest values, once
         the doors are confirmed.
         """
-        self._stats["retained_held"] += 1
-        deadline = time.monotonic() + RETAINED_HOLD_S
         while self._busy() and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(RETAINED_HOLD_POLL_S)
 
