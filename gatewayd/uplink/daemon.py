@@ -400,17 +400,17 @@ class Uplink:
         # A few workers share one iterator: a task per topic (a lockdown dirties every door's)
         # had the loop run a thousand first steps in one turn, ahead of the next command.
         remaining = iter(topics)
-        # One hold per round, shared by its workers: it starts when one of them first finds
-        # the doors busy and never lasts beyond RETAINED_HOLD_S, however long they stay busy.
-        hold_until: list[float] = []
+        # One hold per round, awaited by all its workers: it starts when one of them first
+        # finds the doors busy, and ends when they are not or RETAINED_HOLD_S later.
+        hold: list[asyncio.Task[None]] = []
 
         async def worker() -> None:
             for topic in remaining:
                 if self._busy():
-                    if not hold_until:
+                    if not hold:
                         self._stats["retained_held"] += 1
-                        hold_until.append(time.monotonic() + RETAINED_HOLD_S)
-                    await self._quiet(hold_until[0])
+                        hold.append(tg.create_task(self._quiet(time.monotonic() + RETAINED_HOLD_S)))
+                    await hold[0]
                 await client.publish(f"{self.base}/{topic}", self._retained[topic], 1, True)
                 self._stats["retained_published"] += 1
 
