@@ -129,6 +129,9 @@ async def test_a_waiter_is_told_once_the_records_are_on_disk_not_after_the_head_
 ) -> None:
     journal = opened(tmp_path)
     await journal.record(AuditKind.STATE, "t", {"change": put("a")}).durable(5)
+    # The writer tells the waiter before it writes the head: let it finish that first record,
+    # or the head held up below would be the first record's, and the second never be taken.
+    await eventually(lambda: journal.statistics()["batches"] == 1)
     assert journal._log is not None
     head_written = journal._log._write_head
     release = threading.Event()
