@@ -47,14 +47,13 @@ class Engine:
         self._by_scope: dict[Scope, dict[str, Source]] = defaultdict(dict)
         #: Bumped at every change of a key, so a change that waited can see it was overtaken.
         self._versions: dict[str, int] = defaultdict(int)
-        #: Door -> (its own scope, the number of its shape): doors of one shape (same wider
-        #: scopes, kind and normal state) decide alike unless a source names the door itself.
-        self._shapes: dict[str, tuple[Scope, int]] = {}
+        #: Door -> the number of its shape: doors of one shape (same wider scopes, kind and
+        #: normal state) decide alike unless a source names the door itself.
+        self._shapes: dict[str, int] = {}
         numbers: dict[tuple[tuple[Scope, ...], str, bool], int] = {}
         for door_id, door in campus.doors.items():
-            scopes = campus.scopes_of(door_id)
-            key = (scopes[:-1], door.kind, door.normally_locked)
-            self._shapes[door_id] = (scopes[-1], numbers.setdefault(key, len(numbers)))
+            key = (campus.scopes_of(door_id)[:-1], door.kind, door.normally_locked)
+            self._shapes[door_id] = numbers.setdefault(key, len(numbers))
         #: Each shape's wider scopes, kind and normal state, by its number.
         self._shape_keys = list(numbers)
         for source in sources:
@@ -168,7 +167,7 @@ class Engine:
             if door_id in own_held:
                 out[door_id] = self.decide(door_id)
                 continue
-            shape = shapes[door_id][1]
+            shape = shapes[door_id]
             decision = shared.get(shape)
             if decision is None:
                 wider, kind, normal = self._shape_keys[shape]

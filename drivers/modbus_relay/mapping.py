@@ -120,10 +120,9 @@ class PointTable:
         self.inputs = tuple(p for p in parsed if p.kind == "input")
         self.coil_span = Span.covering(p.address for p in self.coils)
         self.input_span = Span.covering(p.address for p in self.inputs)
-        #: (address, "input:N") of every watched input: what a write's read-back reports.
-        self.input_names = tuple((p.address, str(p)) for p in self.inputs)
-        #: Per watched input, its address and its two values (off, on), made once: a lockdown
-        #: reports every board's inputs after its write, 3,000 values that are all alike.
+        #: Per watched input (what a write's read-back reports), its address and its two values
+        #: (off, on), made once: a lockdown reports every board's inputs after its write,
+        #: 3,000 values that are all alike.
         self.input_values = tuple(
             (p.address, (input_value(p.address, False), input_value(p.address, True)))
             for p in self.inputs

@@ -54,9 +54,9 @@ COMMAND_WORKERS = 32
 MAX_PACKET_BYTES = 64 * 1024
 #: Retained topics published concurrently after a reconnect.
 RETAINED_WORKERS = 16
-#: Longest a retained topic waits for the doors to be written and confirmed (``busy``).
+#: Longest a round of retained topics waits for the doors to be written and confirmed.
 RETAINED_HOLD_S = 0.25
-#: How often a held retained topic looks again.
+#: How often a held round looks at ``busy`` again.
 RETAINED_HOLD_POLL_S = 0.005
 #: 0.2 s doubling to 5 s, with full jitter.
 RECONNECT_BACKOFF = Backoff(min_s=0.2, max_s=5.0)
