@@ -413,13 +413,23 @@ async def cli_side_by_side(path: Path, config: Config, *, runs: int) -> dict[str
 
 
 async def start_bridge(
-    mq: Mosquitto | None, boards: Sequence[Board], *, poll_ms: int, inputs: int
+    mq: Mosquitto, boards: Sequence[Board], *, poll_ms: int, inputs: int
 ) -> asyncio.subprocess.Process:
-    """The naive bridge, or with no broker the asyncio polling floor (bench.async_poller)."""
+    """The naive paho + pymodbus bridge (bench.naive_bridge) on ``mq``."""
+    return await start_poller(naive_bridge(mq), boards, poll_ms=poll_ms, inputs=inputs)
+
+
+def naive_bridge(mq: Mosquitto) -> tuple[str, ...]:
+    return ("bench.naive_bridge", "--mqtt", mq.url)
+
+
+async def start_poller(
+    program: Sequence[str], boards: Sequence[Board], *, poll_ms: int, inputs: int
+) -> asyncio.subprocess.Process:
+    """``python -m PROGRAM`` polling ``boards``, once it has said it is ready."""
     args = [f"--board={b.device}={b.host}:{b.port}" for b in boards]
-    which = ["bench.naive_bridge", "--mqtt", mq.url] if mq else ["bench.async_poller"]
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", *which, *args, f"--poll-ms={poll_ms}", f"--inputs={inputs}",
+        sys.executable, "-m", *program, *args, f"--poll-ms={poll_ms}", f"--inputs={inputs}",
         stdout=subprocess.PIPE,
     )  # fmt: skip
     assert proc.stdout is not None
@@ -616,8 +626,9 @@ async def idle_side_by_side(tmp: Path, mq: Mosquitto, args: argparse.Namespace) 
         config = with_ports(base, sim.ports)
         boards = boards_of(config)
         inputs = board_inputs(config, boards[0].device)
-        for name, broker in (("naive", mq), ("async_floor", None)):
-            proc = await start_bridge(broker, boards, poll_ms=args.poll_ms, inputs=inputs)
+        programs = (("naive", naive_bridge(mq)), ("async_floor", ("bench.async_poller",)))
+        for name, program in programs:
+            proc = await start_poller(program, boards, poll_ms=args.poll_ms, inputs=inputs)
             try:
                 await asyncio.sleep(1.0)
                 out[name] = await usage(proc.pid, args.idle_s)
